@@ -1,0 +1,114 @@
+//! The detector world: read events, raise findings, answer AUTH events.
+
+use crate::{Detection, Event, Finding, PluginError, PluginInfo, Verdict};
+
+/// Bindings generated for the contract's `detector` world.
+#[doc(hidden)]
+#[allow(missing_docs, clippy::all)]
+pub mod world {
+    wit_bindgen::generate!({
+        world: "ward:plugin/detector@0.1.0",
+        path: "../wit",
+        with: {
+            "ward:plugin/types@0.1.0": crate::bindings::ward::plugin::types,
+            "ward:plugin/host@0.1.0": crate::bindings::ward::plugin::host,
+            "ward:plugin/process-table@0.1.0": crate::bindings::ward::plugin::process_table,
+        },
+        pub_export_macro: true,
+        export_macro_name: "__export_detector_world",
+        default_bindings_module: "ward_sdk::__detector_world",
+    });
+}
+
+/// A detector: implement this, then export it with [`crate::export_detector!`].
+///
+/// One value of the type lives per plugin instance; the host replaces the instance (and so
+/// the value) after a fault, so keep nothing in it you cannot lose.
+pub trait Detector: Default + 'static {
+    /// Name, version, subscriptions and prefilter. Called once per instance.
+    fn describe() -> PluginInfo;
+
+    /// Looks at one event; returns the findings it raises (usually none).
+    fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError>;
+
+    /// Answers an AUTH event. The default has no opinion.
+    fn authorize(&mut self, event: &Event) -> Verdict {
+        let _ = event;
+        Verdict::NoOpinion
+    }
+}
+
+#[doc(hidden)]
+pub mod rt {
+    use super::*;
+    use std::any::Any;
+    use std::cell::RefCell;
+
+    thread_local! {
+        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+    }
+
+    fn with_instance<T: Detector, R>(f: impl FnOnce(&mut T) -> R) -> R {
+        INSTANCE.with(|cell| {
+            let mut slot = cell.borrow_mut();
+            if !slot.as_ref().is_some_and(|b| b.is::<T>()) {
+                *slot = Some(Box::new(T::default()));
+            }
+            match slot.as_mut().and_then(|b| b.downcast_mut::<T>()) {
+                Some(instance) => f(instance),
+                // Unreachable: the slot was just filled with a `T`.
+                None => f(&mut T::default()),
+            }
+        })
+    }
+
+    pub fn describe<T: Detector>() -> PluginInfo {
+        T::describe()
+    }
+
+    pub fn on_events<T: Detector>(events: Vec<Event>) -> Result<Vec<Detection>, PluginError> {
+        with_instance::<T, _>(|detector| {
+            let mut out = Vec::new();
+            for (index, event) in events.iter().enumerate() {
+                for finding in detector.on_event(event)? {
+                    out.push(Detection { event_index: index as u32, finding });
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    pub fn authorize<T: Detector>(event: Event) -> Verdict {
+        with_instance::<T, _>(|detector| detector.authorize(&event))
+    }
+}
+
+/// Exports a [`Detector`] implementation as the component's `detector` world.
+///
+/// ```ignore
+/// #[derive(Default)]
+/// struct MyDetector;
+/// impl ward_sdk::Detector for MyDetector { /* … */ }
+/// ward_sdk::export_detector!(MyDetector);
+/// ```
+#[macro_export]
+macro_rules! export_detector {
+    ($ty:ty) => {
+        #[doc(hidden)]
+        pub struct __WardDetectorExport;
+        impl $crate::__detector_world::Guest for __WardDetectorExport {
+            fn describe() -> $crate::PluginInfo {
+                $crate::__detector_rt::describe::<$ty>()
+            }
+            fn on_events(
+                events: ::std::vec::Vec<$crate::Event>,
+            ) -> ::std::result::Result<::std::vec::Vec<$crate::Detection>, $crate::PluginError> {
+                $crate::__detector_rt::on_events::<$ty>(events)
+            }
+            fn authorize(event: $crate::Event) -> $crate::Verdict {
+                $crate::__detector_rt::authorize::<$ty>(event)
+            }
+        }
+        $crate::__detector_world::__export_detector_world!(__WardDetectorExport with_types_in $crate::__detector_world);
+    };
+}

@@ -1,0 +1,112 @@
+//! Convenience accessors on the generated event types.
+
+use crate::{Destination, Event, EventData, File, Process, SignerType};
+
+/// Accessors every detector ends up writing; implemented for [`Event`].
+pub trait EventExt {
+    /// The process that did what the event describes: for `exec` the new image, otherwise
+    /// the event's process.
+    fn actor(&self) -> &Process;
+
+    /// The path the event is about: the new image for `exec`, the file for file events
+    /// (the destination for `create` and `rename`), the acting process's executable
+    /// otherwise. Host prefilters use the same definition.
+    fn primary_path(&self) -> &str;
+
+    /// The argv of an `exec`, empty for other kinds.
+    fn args(&self) -> &[String];
+
+    /// The `exec` payload, if this is an exec.
+    fn as_exec(&self) -> Option<&crate::ExecEvent>;
+}
+
+impl EventExt for Event {
+    fn actor(&self) -> &Process {
+        match &self.data {
+            EventData::Exec(exec) => &exec.target,
+            _ => &self.process,
+        }
+    }
+
+    fn primary_path(&self) -> &str {
+        match &self.data {
+            EventData::Exec(exec) => &exec.target.executable.path,
+            EventData::Open(e) => &e.file.path,
+            EventData::Close(e) => &e.target.path,
+            EventData::Create(e) => &e.path,
+            EventData::Rename(e) => &e.destination_path,
+            EventData::Unlink(e) => &e.target.path,
+            EventData::Write(f) => &f.path,
+            EventData::Setextattr(e) | EventData::Deleteextattr(e) => &e.target.path,
+            EventData::Setmode(e) => &e.target.path,
+            EventData::Mmap(e) => &e.source.path,
+            EventData::UipcConnect(e) => &e.file.path,
+            EventData::XpMalwareDetected(e) => &e.detected_path,
+            EventData::BtmLaunchItem(e) => &e.item_url,
+            _ => &self.process.executable.path,
+        }
+    }
+
+    fn args(&self) -> &[String] {
+        match &self.data {
+            EventData::Exec(exec) => &exec.args,
+            _ => &[],
+        }
+    }
+
+    fn as_exec(&self) -> Option<&crate::ExecEvent> {
+        match &self.data {
+            EventData::Exec(exec) => Some(exec),
+            _ => None,
+        }
+    }
+}
+
+/// Accessors on [`Process`].
+pub trait ProcessExt {
+    /// The executable's path.
+    fn path(&self) -> &str;
+    /// The executable's file name (after the last `/`).
+    fn name(&self) -> &str;
+    /// The signing id, or `""` when unsigned.
+    fn signing_id_or_empty(&self) -> &str;
+    /// True for ad-hoc signed or unsigned code: what Gatekeeper would not vouch for.
+    fn is_untrusted_code(&self) -> bool;
+}
+
+impl ProcessExt for Process {
+    fn path(&self) -> &str {
+        &self.executable.path
+    }
+
+    fn name(&self) -> &str {
+        let path = self.executable.path.as_str();
+        path.rsplit('/').next().unwrap_or(path)
+    }
+
+    fn signing_id_or_empty(&self) -> &str {
+        self.signing_id.as_deref().unwrap_or("")
+    }
+
+    fn is_untrusted_code(&self) -> bool {
+        matches!(self.signer, SignerType::Adhoc | SignerType::Unsigned)
+    }
+}
+
+impl Destination {
+    /// The full path this destination names.
+    pub fn path(&self) -> String {
+        match self {
+            Destination::ExistingFile(file) => file.path.clone(),
+            Destination::NewPath(new) => join(&new.dir, &new.filename),
+        }
+    }
+}
+
+fn join(dir: &File, name: &str) -> String {
+    if dir.path.ends_with('/') {
+        format!("{}{}", dir.path, name)
+    } else {
+        format!("{}/{}", dir.path, name)
+    }
+}
