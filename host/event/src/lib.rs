@@ -1,0 +1,13 @@
+//! ward-event: the eslogger event model, the line parser and the process table.
+//!
+//! Kept free of wasmtime so it builds and tests in seconds. The host converts these types
+//! into the WIT `event` record once per event and hands that to every subscribed plugin.
+#![deny(missing_docs)]
+
+pub mod model;
+pub mod parse;
+pub mod process_table;
+
+pub use model::{AuditToken, EventPayload, Message, Process, Signer};
+pub use parse::{parse_line, ParseError, ParseStats, DEFAULT_MAX_LINE_BYTES};
+pub use process_table::ProcessTable;

@@ -1,0 +1,152 @@
+//! The process table: every process image the stream has shown, keyed by
+//! `(pid, pidversion)`, so plugins can ask for parents and responsible processes.
+
+use crate::model::{AuditToken, EventPayload, Message, Process};
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+/// Default number of process images kept.
+pub const DEFAULT_CAPACITY: usize = 65_536;
+/// Longest ancestry chain returned.
+pub const MAX_ANCESTRY: usize = 32;
+
+/// Bounded map of process images. Exited images stay until capacity forces them out
+/// (oldest exited first), so a late event can still resolve its parent.
+#[derive(Debug)]
+pub struct ProcessTable {
+    entries: HashMap<(i32, i32), Entry>,
+    order: VecDeque<(i32, i32)>,
+    exited: VecDeque<(i32, i32)>,
+    capacity: usize,
+}
+
+#[derive(Debug)]
+struct Entry {
+    process: Arc<Process>,
+    exited: bool,
+}
+
+impl Default for ProcessTable {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl ProcessTable {
+    /// A table holding at most `capacity` images.
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            entries: HashMap::new(),
+            order: VecDeque::new(),
+            exited: VecDeque::new(),
+            capacity: capacity.max(1),
+        }
+    }
+
+    /// Number of images held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Feeds one message: records every process object it carries and marks exits.
+    pub fn observe(&mut self, msg: &Message) {
+        self.upsert(&msg.process);
+        match &msg.event {
+            EventPayload::Exec(exec) => self.upsert(&exec.target),
+            EventPayload::Fork(fork) => self.upsert(&fork.child),
+            EventPayload::Signal(sig) => self.upsert(&sig.target),
+            EventPayload::Exit(_) => self.mark_exited(msg.process.audit_token),
+            _ => {}
+        }
+    }
+
+    fn upsert(&mut self, process: &Process) {
+        let key = process.audit_token.key();
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.exited {
+                entry.process = Arc::new(process.clone());
+            }
+            return;
+        }
+        self.make_room();
+        self.entries.insert(key, Entry { process: Arc::new(process.clone()), exited: false });
+        self.order.push_back(key);
+    }
+
+    fn mark_exited(&mut self, token: AuditToken) {
+        let key = token.key();
+        if let Some(entry) = self.entries.get_mut(&key) {
+            if !entry.exited {
+                entry.exited = true;
+                self.exited.push_back(key);
+            }
+        }
+    }
+
+    fn make_room(&mut self) {
+        while self.entries.len() >= self.capacity {
+            let victim = self.exited.pop_front().or_else(|| self.order.pop_front());
+            match victim {
+                Some(key) => {
+                    self.entries.remove(&key);
+                }
+                None => break,
+            }
+        }
+        // Keep the order queue from growing with keys already evicted.
+        if self.order.len() > self.capacity * 2 {
+            let entries = &self.entries;
+            self.order.retain(|k| entries.contains_key(k));
+        }
+    }
+
+    /// The image with this identity.
+    pub fn get(&self, token: &AuditToken) -> Option<Arc<Process>> {
+        self.entries.get(&token.key()).map(|e| Arc::clone(&e.process))
+    }
+
+    /// True if the image has exited.
+    pub fn has_exited(&self, token: &AuditToken) -> bool {
+        self.entries.get(&token.key()).is_some_and(|e| e.exited)
+    }
+
+    /// The parent of `process`, by its parent audit token.
+    pub fn parent(&self, process: &Process) -> Option<Arc<Process>> {
+        process.parent_audit_token.as_ref().and_then(|t| self.get(t))
+    }
+
+    /// The process TCC holds responsible for `process`.
+    pub fn responsible(&self, process: &Process) -> Option<Arc<Process>> {
+        process.responsible_audit_token.as_ref().and_then(|t| self.get(t))
+    }
+
+    /// Parents of `token`, nearest first, at most `max_depth` (capped at [`MAX_ANCESTRY`]);
+    /// stops at the first unknown parent or a cycle.
+    pub fn ancestors(&self, token: &AuditToken, max_depth: usize) -> Vec<Arc<Process>> {
+        let limit = max_depth.min(MAX_ANCESTRY);
+        let mut chain: Vec<Arc<Process>> = Vec::new();
+        let mut current = self.get(token);
+        while let Some(p) = current {
+            if chain.len() >= limit {
+                break;
+            }
+            let parent = self.parent(&p);
+            match parent {
+                Some(parent) if parent.audit_token != p.audit_token => {
+                    if chain.iter().any(|c| c.audit_token == parent.audit_token) {
+                        break;
+                    }
+                    chain.push(Arc::clone(&parent));
+                    current = Some(parent);
+                }
+                _ => break,
+            }
+        }
+        chain
+    }
+}
