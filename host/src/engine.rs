@@ -1,0 +1,106 @@
+//! The one wasmtime `Engine`, its limits and the epoch ticker that enforces per-call time
+//! caps.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use wasmtime::{Config, Engine};
+
+/// How often the epoch advances; a call's deadline is rounded up to whole ticks.
+pub const EPOCH_TICK: Duration = Duration::from_millis(5);
+
+/// Resource caps applied to every plugin call and instance.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Linear memory per instance, in bytes.
+    pub memory_bytes: usize,
+    /// Table elements per table.
+    pub table_elements: usize,
+    /// Instances, memories and tables per store (a component has a few core instances).
+    pub instances: usize,
+    /// Wall-clock cap per call.
+    pub call_timeout: Duration,
+    /// Guest stdout/stderr bytes kept per call.
+    pub max_output_bytes: usize,
+    /// Findings (or artifacts, or actions) accepted from one call.
+    pub max_results_per_call: usize,
+    /// Bytes of text accepted in one finding (message plus evidence).
+    pub max_finding_bytes: usize,
+    /// Faults within `fault_window` that quarantine a plugin.
+    pub max_faults: u32,
+    /// Window for counting faults.
+    pub fault_window: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 64 << 20,
+            table_elements: 100_000,
+            instances: 64,
+            call_timeout: Duration::from_millis(250),
+            max_output_bytes: 64 << 10,
+            max_results_per_call: 1024,
+            max_finding_bytes: 64 << 10,
+            max_faults: 3,
+            fault_window: Duration::from_secs(60),
+        }
+    }
+}
+
+impl Limits {
+    /// The per-call deadline in epoch ticks (at least 1).
+    pub fn deadline_ticks(&self) -> u64 {
+        let ticks = self.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+    }
+}
+
+/// Builds the engine: Cranelift, epoch interruption, component model, no async, no
+/// concurrency support (component call overhead is about 3x lower without it).
+pub fn build_engine() -> anyhow::Result<Engine> {
+    let mut config = Config::new();
+    config.epoch_interruption(true);
+    config.wasm_component_model(true);
+    config.concurrency_support(false);
+    config.max_wasm_stack(512 << 10);
+    config.wasm_backtrace_max_frames(None);
+    Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread until dropped.
+pub struct EpochTicker {
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    /// Starts ticking `engine`.
+    pub fn start(engine: &Engine) -> anyhow::Result<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let engine = engine.clone();
+        let flag = Arc::clone(&stop);
+        let handle = std::thread::Builder::new()
+            .name("ward-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    engine.increment_epoch();
+                }
+            })
+            .context("starting the epoch ticker thread")?;
+        Ok(Self { stop, handle: Some(handle) })
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(handle) = self.handle.take() {
+            let _ = handle.join();
+        }
+    }
+}

@@ -1,0 +1,11 @@
+//! Host implementations of the WIT import interfaces, one file per interface.
+
+pub mod files;
+pub mod host;
+pub mod process_table;
+
+use crate::bindings::detector::ward::plugin::types;
+use crate::state::PluginState;
+
+/// `ward:plugin/types` has no functions; the generated trait is empty.
+impl types::Host for PluginState {}
