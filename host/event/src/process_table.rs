@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 /// Default number of process images kept.
 pub const DEFAULT_CAPACITY: usize = 65_536;
+/// Arguments kept per process image.
+pub const MAX_ARGS: usize = 256;
 /// Longest ancestry chain returned.
 pub const MAX_ANCESTRY: usize = 32;
 
@@ -23,6 +25,7 @@ pub struct ProcessTable {
 #[derive(Debug)]
 struct Entry {
     process: Arc<Process>,
+    args: Option<Arc<[String]>>,
     exited: bool,
 }
 
@@ -57,7 +60,12 @@ impl ProcessTable {
     pub fn observe(&mut self, msg: &Message) {
         self.upsert(&msg.process);
         match &msg.event {
-            EventPayload::Exec(exec) => self.upsert(&exec.target),
+            EventPayload::Exec(exec) => {
+                self.upsert(&exec.target);
+                if let Some(entry) = self.entries.get_mut(&exec.target.audit_token.key()) {
+                    entry.args = Some(exec.args.iter().take(MAX_ARGS).cloned().collect());
+                }
+            }
             EventPayload::Fork(fork) => self.upsert(&fork.child),
             EventPayload::Signal(sig) => self.upsert(&sig.target),
             EventPayload::Exit(_) => self.mark_exited(msg.process.audit_token),
@@ -74,7 +82,7 @@ impl ProcessTable {
             return;
         }
         self.make_room();
-        self.entries.insert(key, Entry { process: Arc::new(process.clone()), exited: false });
+        self.entries.insert(key, Entry { process: Arc::new(process.clone()), args: None, exited: false });
         self.order.push_back(key);
     }
 
@@ -108,6 +116,11 @@ impl ProcessTable {
     /// The image with this identity.
     pub fn get(&self, token: &AuditToken) -> Option<Arc<Process>> {
         self.entries.get(&token.key()).map(|e| Arc::clone(&e.process))
+    }
+
+    /// The argv the image was exec'd with, if the table saw its exec.
+    pub fn args(&self, token: &AuditToken) -> Option<Arc<[String]>> {
+        self.entries.get(&token.key()).and_then(|e| e.args.clone())
     }
 
     /// True if the image has exited.

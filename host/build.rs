@@ -1,0 +1,23 @@
+//! Compiles the first-party plugins in `plugins/` to components and embeds them as the
+//! agent's default content.
+
+use std::path::PathBuf;
+
+fn main() {
+    let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
+    let root = ward_build::workspace_root(&manifest_dir);
+    for dir in ["plugins", "sdk", "wit"] {
+        println!("cargo:rerun-if-changed={}", root.join(dir).display());
+    }
+    let packages = ward_build::packages_in(&root.join("plugins"));
+    let built = ward_build::build_components(&root, &packages);
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
+    let mut table = String::from("/// First-party plugins compiled into the agent: (package, component bytes).\npub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
+    for (name, wasm) in built {
+        let dest = out_dir.join(format!("{name}.wasm"));
+        std::fs::copy(&wasm, &dest).expect("copying a built plugin");
+        table.push_str(&format!("    ({name:?}, include_bytes!({:?})),\n", dest.display().to_string()));
+    }
+    table.push_str("];\n");
+    std::fs::write(out_dir.join("builtin_plugins.rs"), table).expect("writing builtin_plugins.rs");
+}

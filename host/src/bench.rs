@@ -1,0 +1,148 @@
+//! `ward bench`: events/s for parse only, a native-Rust detector, and the same rule as a
+//! sandboxed component called once per event and in batches. Numbers go in the README.
+
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use serde_json::json;
+
+use crate::bindings::wit;
+use crate::convert;
+use crate::default_content;
+use crate::engine::Limits;
+use crate::load::{LoadOptions, load};
+use crate::runtime::Runtime;
+use crate::state::SharedProcessTable;
+use ward_event::{ProcessTable, parse_line};
+
+const PATHS: &[(&str, &str, bool)] = &[
+    ("/bin/ls", "com.apple.ls", true),
+    ("/usr/bin/git", "com.apple.git", true),
+    ("/Applications/Slack.app/Contents/MacOS/Slack", "com.tinyspeck.slackmacgap", false),
+    ("/private/tmp/update", "update-5555494489", false),
+    ("/usr/bin/curl", "com.apple.curl", true),
+    ("/Users/alice/Downloads/Installer", "Installer-1234", false),
+];
+
+/// `n` exec lines shaped like real eslogger output (~2 KB each).
+pub fn exec_lines(n: usize) -> Vec<String> {
+    (0..n)
+        .map(|i| {
+            let (path, signing_id, platform) = PATHS.get(i % PATHS.len()).copied().unwrap_or(PATHS[0]);
+            let pid = 1000 + (i % 30_000) as i64;
+            let token = |pid: i64, pv: i64| json!({"asid":100013,"auid":501,"egid":20,"euid":501,"pid":pid,"pidversion":pv,"rgid":20,"ruid":501});
+            let stat = json!({"st_dev":16777231,"st_ino":1000 + i,"st_mode":33261,"st_nlink":1,"st_uid":0,"st_gid":0,"st_rdev":0,"st_size":154624,"st_blocks":304,"st_blksize":4096,"st_flags":0,"st_gen":0,"st_atimespec":"2026-01-01T00:00:00.000000000Z","st_mtimespec":"2026-01-01T00:00:00.000000000Z","st_ctimespec":"2026-01-01T00:00:00.000000000Z","st_birthtimespec":"2026-01-01T00:00:00.000000000Z"});
+            let process = |path: &str, sid: &str, platform: bool, pv: i64| {
+                json!({
+                    "audit_token": token(pid, pv), "parent_audit_token": token(1, 1), "responsible_audit_token": token(1, 1),
+                    "ppid": 1, "original_ppid": 1, "group_id": pid, "session_id": pid,
+                    "codesigning_flags": if platform { 637_618_689 } else { 570_556_931 },
+                    "is_platform_binary": platform, "is_es_client": false,
+                    "cdhash": "00112233445566778899AABBCCDDEEFF01234567", "signing_id": sid, "team_id": null,
+                    "executable": {"path": path, "path_truncated": false, "stat": stat},
+                    "tty": null, "start_time": "2026-01-01T00:00:00.000000Z", "cs_validation_category": if platform { 1 } else { 10 }
+                })
+            };
+            json!({
+                "schema_version": 1, "version": 10, "time": "2026-10-05T00:00:01.000000000Z", "mach_time": 2_000_000_000u64 + i as u64,
+                "event_type": 9, "seq_num": i, "global_seq_num": i, "thread": {"thread_id": 900_101}, "action_type": 1,
+                "action": {"result": {"result": {"auth": 0}, "result_type": 0}},
+                "process": process("/bin/zsh", "com.apple.zsh", true, 10),
+                "event": {"exec": {
+                    "target": process(path, signing_id, platform, 11),
+                    "args": [path, "--verbose", "--config", "/Users/alice/.config/tool/config.toml", "--output", format!("/tmp/out-{i}")],
+                    "env": ["PATH=/usr/bin:/bin:/usr/sbin:/sbin", "HOME=/Users/alice", "SHELL=/bin/zsh", "TERM=xterm-256color", "LANG=en_US.UTF-8"],
+                    "cwd": {"path": "/Users/alice", "path_truncated": false, "stat": {}},
+                    "script": null, "dyld_exec_path": path, "last_fd": 3,
+                    "fds": [{"fd": 0, "fdtype": 1}, {"fd": 1, "fdtype": 1}, {"fd": 2, "fdtype": 1}],
+                    "image_cputype": 16_777_228, "image_cpusubtype": 2
+                }}
+            })
+            .to_string()
+        })
+        .collect()
+}
+
+/// The untrusted-exec rule written natively against the host's WIT types, for comparison.
+pub fn native_untrusted_exec(event: &wit::Event) -> Option<wit::Finding> {
+    let wit::EventData::Exec(exec) = &event.data else { return None };
+    let t = &exec.target;
+    let untrusted = matches!(t.signer, wit::SignerType::Adhoc | wit::SignerType::Unsigned);
+    let p = t.executable.path.as_str();
+    let staging = ["/tmp/", "/private/tmp/", "/private/var/tmp/", "/private/var/folders/", "/Users/Shared/"]
+        .iter()
+        .any(|s| p.starts_with(s))
+        || (p.starts_with("/Users/") && p.split('/').nth(3) == Some("Downloads"));
+    (untrusted && staging).then(|| wit::Finding {
+        rule: "untrusted-exec-from-staging-path".into(),
+        severity: wit::Severity::High,
+        attack: vec!["T1204.002".into()],
+        message: format!("binary {p} executed from a staging path"),
+        evidence: vec![wit::Evidence { name: "path".into(), value: p.into() }],
+    })
+}
+
+fn report(name: &str, events: usize, start: Instant, findings: usize) {
+    let secs = start.elapsed().as_secs_f64();
+    println!("{name:<44} {:>12.0} events/s   ({events} events in {secs:.3}s, {findings} findings)", events as f64 / secs);
+}
+
+/// Runs all four measurements over `n` generated events.
+pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
+    let lines = exec_lines(n);
+    let avg = lines.iter().map(String::len).sum::<usize>() / lines.len().max(1);
+    println!("ward bench: {n} exec events, {avg} bytes per line on average, batch {batch}");
+
+    let start = Instant::now();
+    let mut parsed = 0;
+    for l in &lines {
+        if parse_line(l.as_bytes(), usize::MAX).is_ok() {
+            parsed += 1;
+        }
+    }
+    report("parse only", n, start, 0);
+    anyhow::ensure!(parsed == n, "only {parsed} of {n} generated lines parsed");
+
+    let start = Instant::now();
+    let mut found = 0;
+    for l in &lines {
+        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
+        found += usize::from(native_untrusted_exec(&convert::event(&msg)).is_some());
+    }
+    report("parse + convert + native detector", n, start, found);
+
+    let rt = Runtime::new(Limits::default(), None)?;
+    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
+    let source = default_content::builtin_sources()
+        .into_iter()
+        .find(|s| s.origin == "builtin:untrusted-exec")
+        .context("the untrusted-exec plugin is not built in")?;
+    let mut plugin = load(&rt, &source, &LoadOptions::default(), &processes)?;
+
+    let start = Instant::now();
+    let mut found = 0;
+    for l in &lines {
+        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
+        let ev = convert::event(&msg);
+        found += plugin.on_events(&rt, std::slice::from_ref(&ev)).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+    }
+    report("parse + convert + component, 1 event/call", n, start, found);
+
+    let start = Instant::now();
+    let mut found = 0;
+    let mut pending = Vec::with_capacity(batch);
+    for l in &lines {
+        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
+        pending.push(convert::event(&msg));
+        if pending.len() >= batch {
+            found += plugin.on_events(&rt, &pending).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        found += plugin.on_events(&rt, &pending).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+    }
+    report(&format!("parse + convert + component, {batch} events/call"), n, start, found);
+    Ok(())
+}

@@ -1,0 +1,322 @@
+//! `ward.toml`: admin policy. What loads (pins, grants, modes), limits and the source.
+//!
+//! Unknown keys are errors, so a typo never silently weakens policy.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::engine::Limits;
+use crate::load::{KNOWN_CAPABILITIES, LoadOptions};
+use crate::pipeline::PipelineOptions;
+use crate::plugin::{Kind, Mode};
+
+/// Why a config was rejected.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Could not read the file.
+    #[error("config {path}: cannot read: {source}")]
+    Read {
+        /// File.
+        path: String,
+        /// Cause.
+        source: std::io::Error,
+    },
+    /// TOML or schema error.
+    #[error("config {path}: {message}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Parser message (names line and column).
+        message: String,
+    },
+    /// Semantically invalid.
+    #[error("config {path}: {message}")]
+    Invalid {
+        /// File.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WardConfig {
+    /// Agent-wide settings.
+    #[serde(default)]
+    pub agent: AgentConfig,
+    /// Resource limits for every plugin.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Event source for `ward run`.
+    #[serde(default)]
+    pub source: Option<SourceConfig>,
+    /// Admin-installed plugins.
+    #[serde(default)]
+    pub plugins: Vec<PluginConfig>,
+    /// Settings for built-in plugins, by package name.
+    #[serde(default)]
+    pub builtin: BTreeMap<String, BuiltinConfig>,
+    /// Directory of the config file; relative paths resolve against it.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[agent]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Run the built-in first-party plugins.
+    #[serde(default = "yes")]
+    pub default_content: bool,
+    /// Refuse admin plugins without a sha-256 pin.
+    #[serde(default)]
+    pub require_pins: bool,
+    /// Where compiled components are cached; `""` disables the cache.
+    #[serde(default)]
+    pub cache_dir: Option<PathBuf>,
+    /// Events per detector call.
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    /// Longest accepted eslogger line.
+    #[serde(default = "default_max_line")]
+    pub max_line_bytes: usize,
+    /// Process images kept in the process table.
+    #[serde(default = "default_process_capacity")]
+    pub process_table_capacity: usize,
+}
+
+fn yes() -> bool {
+    true
+}
+fn default_batch() -> usize {
+    64
+}
+fn default_max_line() -> usize {
+    ward_event::DEFAULT_MAX_LINE_BYTES
+}
+fn default_process_capacity() -> usize {
+    ward_event::process_table::DEFAULT_CAPACITY
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            default_content: true,
+            require_pins: false,
+            cache_dir: None,
+            batch_size: default_batch(),
+            max_line_bytes: default_max_line(),
+            process_table_capacity: default_process_capacity(),
+        }
+    }
+}
+
+/// `[limits]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Linear memory per plugin instance, MiB.
+    pub memory_mib: usize,
+    /// Time cap per call, milliseconds.
+    pub call_timeout_ms: u64,
+    /// Faults within the window that quarantine a plugin.
+    pub max_faults: u32,
+    /// Fault window, seconds.
+    pub fault_window_secs: u64,
+    /// Findings accepted per call.
+    pub max_findings_per_call: usize,
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        let l = Limits::default();
+        Self {
+            memory_mib: l.memory_bytes >> 20,
+            call_timeout_ms: u64::try_from(l.call_timeout.as_millis()).unwrap_or(250),
+            max_faults: l.max_faults,
+            fault_window_secs: l.fault_window.as_secs(),
+            max_findings_per_call: l.max_results_per_call,
+        }
+    }
+}
+
+/// `[source]` of `ward run`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
+pub enum SourceConfig {
+    /// A recorded eslogger file.
+    File {
+        /// Path.
+        path: PathBuf,
+    },
+    /// Standard input (e.g. `eslogger exec fork exit | ward run`).
+    Stdin,
+}
+
+/// One `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PluginConfig {
+    /// Component file.
+    pub path: PathBuf,
+    /// Expected sha-256.
+    #[serde(default)]
+    pub sha256: Option<String>,
+    /// Expected world.
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// Mode.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Granted capabilities.
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Directories covered by `file-read`.
+    #[serde(default)]
+    pub file_scope: Vec<PathBuf>,
+    /// Values the plugin reads with `config(key)`.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+/// `[builtin.<package>]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BuiltinConfig {
+    /// Mode.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Values the plugin reads with `config(key)`.
+    #[serde(default)]
+    pub config: BTreeMap<String, toml::Value>,
+}
+
+fn config_text(values: &BTreeMap<String, toml::Value>) -> BTreeMap<String, String> {
+    values
+        .iter()
+        .map(|(k, v)| {
+            let text = match v {
+                toml::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), text)
+        })
+        .collect()
+}
+
+impl WardConfig {
+    /// Reads and validates `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let shown = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
+        let mut config: WardConfig = toml::from_str(&text)
+            .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string().replace('\n', " ").trim().to_owned() })?;
+        config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.validate().map_err(|message| ConfigError::Invalid { path: shown, message })?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.agent.batch_size == 0 || self.agent.batch_size > 4096 {
+            return Err("agent.batch_size must be 1..=4096".into());
+        }
+        if self.agent.max_line_bytes < 1024 {
+            return Err("agent.max_line_bytes must be at least 1024".into());
+        }
+        if self.limits.memory_mib == 0 || self.limits.call_timeout_ms == 0 {
+            return Err("limits.memory_mib and limits.call_timeout_ms must be positive".into());
+        }
+        for (i, p) in self.plugins.iter().enumerate() {
+            let at = format!("plugins[{i}] ({})", p.path.display());
+            if let Some(pin) = &p.sha256 {
+                if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!("{at}: sha256 must be 64 hex characters"));
+                }
+            }
+            if let Some(kind) = &p.kind {
+                parse_kind(kind).ok_or_else(|| format!("{at}: kind must be detector, collector or remediator"))?;
+            }
+            for g in &p.grants {
+                if !KNOWN_CAPABILITIES.contains(&g.as_str()) {
+                    return Err(format!("{at}: unknown capability `{g}` (known: {})", KNOWN_CAPABILITIES.join(", ")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runtime limits.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            memory_bytes: self.limits.memory_mib << 20,
+            call_timeout: Duration::from_millis(self.limits.call_timeout_ms),
+            max_faults: self.limits.max_faults,
+            fault_window: Duration::from_secs(self.limits.fault_window_secs),
+            max_results_per_call: self.limits.max_findings_per_call,
+            ..Limits::default()
+        }
+    }
+
+    /// Pipeline options.
+    pub fn pipeline(&self) -> PipelineOptions {
+        PipelineOptions { batch_size: self.agent.batch_size, max_line_bytes: self.agent.max_line_bytes }
+    }
+
+    /// The compile-cache directory: configured, or the user cache dir, or none.
+    pub fn cache_dir(&self) -> Option<PathBuf> {
+        match &self.agent.cache_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            Some(dir) => Some(self.resolve(dir)),
+            None => default_cache_dir(),
+        }
+    }
+
+    /// `path` relative to the config file's directory.
+    pub fn resolve(&self, path: &Path) -> PathBuf {
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+    }
+
+    /// Load options for a `[[plugins]]` entry.
+    pub fn plugin_options(&self, p: &PluginConfig) -> LoadOptions {
+        LoadOptions {
+            pin: p.sha256.clone(),
+            require_pin: self.agent.require_pins,
+            expected_kind: p.kind.as_deref().and_then(parse_kind),
+            grants: p.grants.clone(),
+            file_scope: p.file_scope.iter().map(|d| self.resolve(d)).collect(),
+            config: config_text(&p.config),
+            mode: p.mode,
+        }
+    }
+
+    /// Load options for the built-in plugin `package`.
+    pub fn builtin_options(&self, package: &str) -> LoadOptions {
+        let b = self.builtin.get(package).cloned().unwrap_or_default();
+        LoadOptions { config: config_text(&b.config), mode: b.mode, ..LoadOptions::default() }
+    }
+}
+
+/// `detector` / `collector` / `remediator`.
+pub fn parse_kind(s: &str) -> Option<Kind> {
+    match s {
+        "detector" => Some(Kind::Detector),
+        "collector" => Some(Kind::Collector),
+        "remediator" => Some(Kind::Remediator),
+        _ => None,
+    }
+}
+
+fn default_cache_dir() -> Option<PathBuf> {
+    if let Some(dir) = std::env::var_os("WARD_CACHE_DIR") {
+        return (!dir.is_empty()).then(|| PathBuf::from(dir));
+    }
+    if let Some(xdg) = std::env::var_os("XDG_CACHE_HOME") {
+        return Some(PathBuf::from(xdg).join("ward"));
+    }
+    std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ward"))
+}

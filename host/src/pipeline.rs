@@ -1,0 +1,309 @@
+//! The detection pipeline: parse → process table → convert once → route → batch → call
+//! detectors → findings. The core is synchronous ([`Pipeline`]); [`run_stream`] drives it
+//! with a reader task, the pipeline task and a sink task joined by bounded channels.
+
+use std::io::{BufRead, Write};
+use std::sync::{Arc, PoisonError};
+
+use anyhow::Context as _;
+
+use crate::bindings::wit;
+use crate::convert;
+use crate::finding::FindingRecord;
+use crate::plugin::{CallError, Kind, Mode, Plugin};
+use crate::router::Route;
+use crate::runtime::Runtime;
+use crate::source::{Line, LineReader};
+use crate::state::SharedProcessTable;
+use ward_event::{ParseError, ParseStats, parse_line};
+
+/// Pipeline tuning.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Events per detector call.
+    pub batch_size: usize,
+    /// Longest accepted line.
+    pub max_line_bytes: usize,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self { batch_size: 64, max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES }
+    }
+}
+
+struct Routed {
+    plugin: Plugin,
+    route: Route,
+}
+
+/// Per-plugin results for the summary.
+#[derive(Debug, Clone)]
+pub struct PluginSummary {
+    /// Name.
+    pub name: String,
+    /// Events delivered.
+    pub events: u64,
+    /// Calls made.
+    pub calls: u64,
+    /// Findings accepted.
+    pub findings: u64,
+    /// Guest faults.
+    pub faults: u64,
+    /// Plugin errors.
+    pub errors: u64,
+    /// Quarantine reason.
+    pub quarantined: Option<String>,
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Lines and parse failures.
+    pub parse: ParseStats,
+    /// Findings emitted (including the agent's own).
+    pub findings: u64,
+    /// Per plugin.
+    pub plugins: Vec<PluginSummary>,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {} findings", self.parse, self.findings)?;
+        for p in &self.plugins {
+            write!(f, "\n  {}: {} events, {} calls, {} findings, {} errors, {} faults", p.name, p.events, p.calls, p.findings, p.errors, p.faults)?;
+            if let Some(reason) = &p.quarantined {
+                write!(f, ", QUARANTINED ({reason})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Samples of each skip reason logged before going quiet.
+const SAMPLES_PER_REASON: u64 = 3;
+
+/// The synchronous pipeline core.
+pub struct Pipeline {
+    rt: Arc<Runtime>,
+    detectors: Vec<Routed>,
+    processes: SharedProcessTable,
+    batch: Vec<wit::Event>,
+    options: PipelineOptions,
+    stats: ParseStats,
+    findings: u64,
+    selection: Vec<usize>,
+}
+
+impl Pipeline {
+    /// A pipeline over the given plugins; non-detectors and disabled plugins are ignored.
+    pub fn new(rt: Arc<Runtime>, plugins: Vec<Plugin>, processes: SharedProcessTable, options: PipelineOptions) -> Self {
+        let detectors = plugins
+            .into_iter()
+            .filter(|p| p.kind() == Kind::Detector && p.mode != Mode::Disabled)
+            .map(|plugin| Routed { route: Route::new(&plugin.info), plugin })
+            .collect();
+        Self {
+            rt,
+            detectors,
+            processes,
+            batch: Vec::with_capacity(options.batch_size),
+            options,
+            stats: ParseStats::default(),
+            findings: 0,
+            selection: Vec::new(),
+        }
+    }
+
+    /// The event kinds any detector subscribes to; `None` if some detector takes all.
+    pub fn subscribed_kinds(&self) -> Option<Vec<String>> {
+        let mut all = Vec::new();
+        for d in &self.detectors {
+            match d.route.kinds() {
+                None => return None,
+                Some(kinds) => all.extend(kinds.iter().cloned()),
+            }
+        }
+        all.sort();
+        all.dedup();
+        Some(all)
+    }
+
+    /// Counts a line that was too long to even read.
+    pub fn skip_too_long(&mut self, len: usize) {
+        self.record_skip(&ParseError::TooLong { len, max: self.options.max_line_bytes });
+    }
+
+    fn record_skip(&mut self, err: &ParseError) {
+        self.stats.lines += 1;
+        let reason = err.reason();
+        self.stats.skip(reason);
+        let seen = self.stats.skipped.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n);
+        if seen <= SAMPLES_PER_REASON {
+            tracing::warn!(line = self.stats.lines, reason, error = %err, "skipping malformed line");
+        }
+    }
+
+    /// Feeds one line; findings from any batch this completes are appended to `out`.
+    pub fn push_line(&mut self, line: &[u8], out: &mut Vec<FindingRecord>) {
+        let msg = match parse_line(line, self.options.max_line_bytes) {
+            Ok(msg) => msg,
+            Err(err) => return self.record_skip(&err),
+        };
+        self.stats.lines += 1;
+        self.stats.events += 1;
+        self.processes.write().unwrap_or_else(PoisonError::into_inner).observe(&msg);
+        if self.detectors.iter().any(|d| d.route.subscribes(msg.event.kind())) {
+            self.batch.push(convert::event(&msg));
+            if self.batch.len() >= self.options.batch_size {
+                self.flush(out);
+            }
+        }
+    }
+
+    /// Runs the pending batch through the detectors.
+    pub fn flush(&mut self, out: &mut Vec<FindingRecord>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        for routed in &mut self.detectors {
+            if routed.plugin.quarantined().is_some() {
+                continue;
+            }
+            self.selection.clear();
+            self.selection.extend(batch.iter().enumerate().filter(|(_, e)| routed.route.accepts(e)).map(|(i, _)| i));
+            if self.selection.is_empty() {
+                continue;
+            }
+            // Deliver the batch itself when every event passes; copy the subset otherwise.
+            let subset: Vec<wit::Event>;
+            let events: &[wit::Event] = if self.selection.len() == batch.len() {
+                &batch
+            } else {
+                subset = self.selection.iter().filter_map(|&i| batch.get(i).cloned()).collect();
+                &subset
+            };
+            match routed.plugin.on_events(&self.rt, events) {
+                Ok(detections) => {
+                    let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
+                    let shadow = routed.plugin.mode == Mode::Shadow;
+                    for d in detections {
+                        if let Some(event) = events.get(d.event_index as usize) {
+                            out.push(FindingRecord::new(routed.plugin.name(), shadow, d.finding, event, &table));
+                            self.findings += 1;
+                        }
+                    }
+                }
+                Err(CallError::Fault(fault)) if fault.quarantined_now => {
+                    if let Some(first) = events.first() {
+                        let reason = routed.plugin.quarantined().unwrap_or("repeated faults");
+                        out.push(FindingRecord::plugin_quarantined(routed.plugin.name(), &routed.plugin.digest, reason, first));
+                        self.findings += 1;
+                    }
+                }
+                Err(_) => {}
+            }
+        }
+        self.batch = batch;
+        self.batch.clear();
+    }
+
+    /// Counts so far.
+    pub fn summary(&self) -> Summary {
+        Summary {
+            parse: self.stats.clone(),
+            findings: self.findings,
+            plugins: self
+                .detectors
+                .iter()
+                .map(|d| PluginSummary {
+                    name: d.plugin.name().to_owned(),
+                    events: d.plugin.stats.events,
+                    calls: d.plugin.stats.calls,
+                    findings: d.plugin.stats.results,
+                    faults: d.plugin.stats.faults,
+                    errors: d.plugin.stats.plugin_errors,
+                    quarantined: d.plugin.quarantined().map(str::to_owned),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Lines handed from the reader to the pipeline per message.
+const CHUNK_LINES: usize = 256;
+/// Chunks buffered between tasks.
+const CHANNEL_DEPTH: usize = 8;
+
+/// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
+/// Returns the summary; fails only if the input cannot be read or the sink written.
+pub async fn run_stream<R, W>(mut pipeline: Pipeline, input: R, mut sink: W) -> anyhow::Result<Summary>
+where
+    R: BufRead + Send + 'static,
+    W: Write + Send + 'static,
+{
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHANNEL_DEPTH);
+    let (finding_tx, mut finding_rx) = tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
+    let max = pipeline.options.max_line_bytes;
+
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut lines = LineReader::new(input, max);
+        let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        while let Some(line) = lines.next_line().context("reading the event stream")? {
+            chunk.push(line);
+            if chunk.len() >= CHUNK_LINES {
+                if line_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                    return Ok(());
+                }
+                chunk.reserve(CHUNK_LINES);
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = line_tx.blocking_send(chunk);
+        }
+        Ok(())
+    });
+
+    let processor = tokio::task::spawn_blocking(move || -> Summary {
+        while let Some(chunk) = line_rx.blocking_recv() {
+            let mut out = Vec::new();
+            for line in chunk {
+                match line {
+                    Line::Data(bytes) => pipeline.push_line(&bytes, &mut out),
+                    Line::TooLong(len) => pipeline.skip_too_long(len),
+                }
+            }
+            // Nothing more waiting: deliver the partial batch now rather than sit on it.
+            if line_rx.is_empty() {
+                pipeline.flush(&mut out);
+            }
+            if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        pipeline.flush(&mut out);
+        if !out.is_empty() {
+            let _ = finding_tx.blocking_send(out);
+        }
+        pipeline.summary()
+    });
+
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        while let Some(findings) = finding_rx.blocking_recv() {
+            for f in findings {
+                sink.write_all(f.to_json_line().as_bytes()).context("writing findings")?;
+                sink.write_all(b"\n").context("writing findings")?;
+            }
+            sink.flush().context("writing findings")?;
+        }
+        Ok(())
+    });
+
+    let read_result = reader.await.context("reader task")?;
+    let summary = processor.await.context("pipeline task")?;
+    writer.await.context("sink task")??;
+    read_result?;
+    Ok(summary)
+}
