@@ -167,6 +167,9 @@ impl Pipeline {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        // (position in the batch, finding): sorted before output so findings follow the
+        // stream's order whatever the plugin order.
+        let mut produced: Vec<(usize, FindingRecord)> = Vec::new();
         for routed in &mut self.detectors {
             if routed.plugin.quarantined().is_some() {
                 continue;
@@ -178,7 +181,8 @@ impl Pipeline {
             }
             // Deliver the batch itself when every event passes; copy the subset otherwise.
             let subset: Vec<wit::Event>;
-            let events: &[wit::Event] = if self.selection.len() == batch.len() {
+            let whole = self.selection.len() == batch.len();
+            let events: &[wit::Event] = if whole {
                 &batch
             } else {
                 subset = self.selection.iter().filter_map(|&i| batch.get(i).cloned()).collect();
@@ -189,22 +193,29 @@ impl Pipeline {
                     let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
                     let shadow = routed.plugin.mode == Mode::Shadow;
                     for d in detections {
-                        if let Some(event) = events.get(d.event_index as usize) {
-                            out.push(FindingRecord::new(routed.plugin.name(), shadow, d.finding, event, &table));
-                            self.findings += 1;
+                        let index = d.event_index as usize;
+                        if let Some(event) = events.get(index) {
+                            let position = if whole { index } else { self.selection.get(index).copied().unwrap_or(index) };
+                            produced.push((position, FindingRecord::new(routed.plugin.name(), shadow, d.finding, event, &table)));
                         }
                     }
                 }
                 Err(CallError::Fault(fault)) if fault.quarantined_now => {
                     if let Some(first) = events.first() {
                         let reason = routed.plugin.quarantined().unwrap_or("repeated faults");
-                        out.push(FindingRecord::plugin_quarantined(routed.plugin.name(), &routed.plugin.digest, reason, first));
-                        self.findings += 1;
+                        let position = self.selection.first().copied().unwrap_or(0);
+                        produced.push((
+                            position,
+                            FindingRecord::plugin_quarantined(routed.plugin.name(), &routed.plugin.digest, reason, first),
+                        ));
                     }
                 }
                 Err(_) => {}
             }
         }
+        produced.sort_by_key(|(position, _)| *position);
+        self.findings += produced.len() as u64;
+        out.extend(produced.into_iter().map(|(_, f)| f));
         self.batch = batch;
         self.batch.clear();
     }
