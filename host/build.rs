@@ -1,16 +1,28 @@
 //! Compiles the first-party plugins in `plugins/` to components and embeds them as the
-//! agent's default content.
+//! agent's default content; also compiles the example plugins and the hostile test
+//! fixtures, whose directory the tests find in `WARD_WASM_DIR`.
 
 use std::path::PathBuf;
 
 fn main() {
     let manifest_dir = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = ward_build::workspace_root(&manifest_dir);
-    for dir in ["plugins", "sdk", "wit"] {
+    for dir in ["plugins", "examples/plugins", "tests/fixtures", "sdk", "wit"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
-    let packages = ward_build::packages_in(&root.join("plugins"));
+    // One nested build for the first-party plugins (embedded below), the example plugins
+    // and the hostile test fixtures (used by the tests in `tests/`), so shared crates
+    // compile once.
+    let first_party = ward_build::packages_in(&root.join("plugins"));
+    let mut packages = first_party.clone();
+    packages.extend(ward_build::packages_in(&root.join("examples/plugins")));
+    packages.extend(ward_build::packages_in(&root.join("tests/fixtures")));
     let built = ward_build::build_components(&root, &packages);
+    if let Some((_, any)) = built.first() {
+        let dir = any.parent().expect("wasm output dir");
+        println!("cargo:rustc-env=WARD_WASM_DIR={}", dir.display());
+    }
+    let built: Vec<_> = built.into_iter().filter(|(name, _)| first_party.contains(name)).collect();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let mut table = String::from("/// First-party plugins compiled into the agent: (package, component bytes).\npub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n");
     for (name, wasm) in built {

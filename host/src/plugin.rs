@@ -329,6 +329,8 @@ impl Plugin {
             }
         }
         let quarantined_now = self.recent_faults.len() >= rt.limits.max_faults.max(1) as usize;
+        // Whatever the fault, the next call gets a fresh instance.
+        self.live = None;
         tracing::warn!(plugin = %self.info.name, digest = %self.short_digest(), fault = kind.as_str(), detail = %detail, "plugin fault; instance replaced");
         if quarantined_now {
             let reason = format!(
@@ -339,7 +341,6 @@ impl Plugin {
             );
             tracing::error!(plugin = %self.info.name, digest = %self.short_digest(), reason = %reason, "plugin quarantined");
             self.quarantine = Some(reason);
-            self.live = None;
         }
         CallError::Fault(Fault { kind, detail, quarantined_now })
     }

@@ -112,7 +112,10 @@ pub fn build_components(root: &Path, packages: &[String]) -> Vec<(String, PathBu
     packages
         .iter()
         .map(|p| {
-            let file = target_dir.join(TARGET).join("release").join(format!("{}.wasm", p.replace('-', "_")));
+            let dir = target_dir.join(TARGET).join("release");
+            // Libraries get `_` in their file name, binaries keep `-`.
+            let lib = dir.join(format!("{}.wasm", p.replace('-', "_")));
+            let file = if lib.exists() { lib } else { dir.join(format!("{p}.wasm")) };
             assert!(file.exists(), "cargo reported success but {} is missing", file.display());
             (p.clone(), file)
         })
