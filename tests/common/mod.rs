@@ -1,0 +1,72 @@
+//! Helpers shared by the end-to-end tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use ward::engine::Limits;
+use ward::finding::FindingRecord;
+use ward::load::{LoadOptions, PluginSource, load};
+use ward::pipeline::{Pipeline, PipelineOptions, Summary};
+use ward::plugin::Plugin;
+use ward::runtime::Runtime;
+use ward::state::SharedProcessTable;
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// A component built by the host's build script (`fixture_loop`, `untrusted_exec`, …).
+pub fn wasm(name: &str) -> PathBuf {
+    let dir = Path::new(env!("WARD_WASM_DIR"));
+    let lib = dir.join(format!("{}.wasm", name.replace('-', "_")));
+    if lib.exists() { lib } else { dir.join(format!("{name}.wasm")) }
+}
+
+/// The example attack-chain stream.
+pub fn attack_chain() -> Vec<u8> {
+    std::fs::read(root().join("examples/streams/attack-chain.jsonl")).unwrap()
+}
+
+/// Limits small enough to make faults quick: 100 ms per call, 32 MiB, 3 faults quarantine.
+pub fn test_limits() -> Limits {
+    Limits { call_timeout: Duration::from_millis(100), memory_bytes: 32 << 20, max_faults: 3, ..Limits::default() }
+}
+
+/// A runtime with [`test_limits`], sharing one compile cache across tests and runs.
+pub fn runtime() -> Arc<Runtime> {
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
+    Arc::new(Runtime::new(test_limits(), Some(&cache)).unwrap())
+}
+
+pub fn processes() -> SharedProcessTable {
+    Arc::new(RwLock::new(ward_event::ProcessTable::default()))
+}
+
+/// Loads a built component with `options`.
+pub fn load_wasm(rt: &Runtime, name: &str, options: &LoadOptions, processes: &SharedProcessTable) -> Plugin {
+    let source = PluginSource::from_file(&wasm(name)).unwrap();
+    load(rt, &source, options, processes).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// The three first-party detectors, loaded from the embedded default content.
+pub fn first_party(rt: &Runtime, processes: &SharedProcessTable) -> Vec<Plugin> {
+    ward::default_content::builtin_sources()
+        .iter()
+        .map(|s| load(rt, s, &LoadOptions::default(), processes).unwrap())
+        .collect()
+}
+
+/// Runs `plugins` over `input` with small batches (so a plugin is called several times).
+pub fn run(rt: Arc<Runtime>, plugins: Vec<Plugin>, processes: SharedProcessTable, input: &[u8]) -> (Vec<FindingRecord>, Summary) {
+    let mut pipeline = Pipeline::new(rt, plugins, processes, PipelineOptions { batch_size: 4, ..PipelineOptions::default() });
+    let mut out = Vec::new();
+    for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        pipeline.push_line(line, &mut out);
+    }
+    pipeline.flush(&mut out);
+    let summary = pipeline.summary();
+    (out, summary)
+}

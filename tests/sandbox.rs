@@ -1,0 +1,311 @@
+//! The sandbox contains hostile plugins: each fixture misbehaves in one way; the agent
+//! counts the fault, replaces the instance, quarantines the plugin after repeated faults,
+//! says so in a finding, and keeps processing events through the other plugins.
+
+mod common;
+
+use std::collections::BTreeMap;
+
+use common::*;
+use ward::config::{PluginConfig, WardConfig};
+use ward::load::{LoadError, LoadOptions, PluginSource, load};
+use ward::plugin::{Kind, Mode};
+
+/// Findings of the first-party plugins alone on the attack chain.
+fn baseline() -> Vec<(String, Option<u64>)> {
+    let rt = runtime();
+    let procs = processes();
+    let plugins = first_party(&rt, &procs);
+    let (findings, _) = run(rt, plugins, procs, &attack_chain());
+    findings.iter().map(|f| (f.rule.clone(), f.global_seq_num)).collect()
+}
+
+/// Runs the first-party plugins plus the hostile `fixture` and checks containment.
+fn assert_contained(fixture: &str, plugin_name: &str, config: &[(&str, &str)], expected_fault: &str) {
+    let expected = baseline();
+    assert_eq!(expected.len(), 6, "the attack chain raises six first-party findings");
+
+    let rt = runtime();
+    let procs = processes();
+    let mut plugins = first_party(&rt, &procs);
+    let options = LoadOptions {
+        config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        ..LoadOptions::default()
+    };
+    plugins.push(load_wasm(&rt, fixture, &options, &procs));
+    let (findings, summary) = run(rt, plugins, procs, &attack_chain());
+
+    // Everyone else carried on as if the hostile plugin were not there.
+    let others: Vec<_> = findings
+        .iter()
+        .filter(|f| f.plugin != plugin_name && f.rule != "plugin-quarantined")
+        .map(|f| (f.rule.clone(), f.global_seq_num))
+        .collect();
+    assert_eq!(others, expected, "first-party findings changed next to {fixture}");
+    assert_eq!(summary.parse.events, 31, "every event was processed");
+
+    // The hostile plugin faulted, was quarantined after three faults and never called again.
+    let hostile = summary.plugins.iter().find(|p| p.name == plugin_name).unwrap();
+    assert_eq!(hostile.faults, 3, "{fixture}: {hostile:?}");
+    assert_eq!(hostile.calls, 3, "{fixture}: no calls after quarantine: {hostile:?}");
+    let reason = hostile.quarantined.as_deref().unwrap_or_else(|| panic!("{fixture} not quarantined"));
+    assert!(reason.contains(expected_fault), "{fixture}: quarantine reason `{reason}` lacks `{expected_fault}`");
+    assert_eq!(hostile.findings, 0);
+
+    // …and the agent said so, once.
+    let notices: Vec<_> = findings.iter().filter(|f| f.rule == "plugin-quarantined").collect();
+    assert_eq!(notices.len(), 1, "{fixture}: one quarantine finding");
+    assert_eq!(notices[0].plugin, "ward");
+    assert_eq!(notices[0].severity, "high");
+    assert!(notices[0].evidence.iter().any(|(k, v)| k == "quarantined_plugin" && v == plugin_name));
+}
+
+#[test]
+fn infinite_loop_is_stopped_by_the_deadline() {
+    assert_contained("fixture-loop", "fixture-loop", &[], "timeout");
+}
+
+#[test]
+fn unbounded_allocation_hits_the_memory_cap() {
+    assert_contained("fixture-alloc", "fixture-alloc", &[], "memory-limit");
+}
+
+#[test]
+fn panic_trap_is_contained() {
+    assert_contained("fixture-trap", "fixture-trap", &[], "trap");
+}
+
+#[test]
+fn deep_recursion_overflows_the_wasm_stack_only() {
+    assert_contained("fixture-recursion", "fixture-recursion", &[], "stack-overflow");
+}
+
+#[test]
+fn too_many_findings_are_refused() {
+    assert_contained("fixture-huge-output", "fixture-huge-output", &[], "output-limit");
+}
+
+#[test]
+fn a_giant_finding_is_refused() {
+    assert_contained("fixture-huge-output", "fixture-huge-output", &[("shape", "big")], "output-limit");
+}
+
+fn load_err(name_or_bytes: Result<&str, (&str, Vec<u8>)>, options: &LoadOptions) -> LoadError {
+    let rt = runtime();
+    let procs = processes();
+    let source = match name_or_bytes {
+        Ok(name) => PluginSource::from_file(&wasm(name)).unwrap(),
+        Err((origin, bytes)) => PluginSource { origin: origin.into(), bytes: bytes.into() },
+    };
+    match load(&rt, &source, options, &procs) {
+        Ok(p) => panic!("{} loaded but should have been refused", p.name()),
+        Err(e) => e,
+    }
+}
+
+fn assert_one_line_naming(err: &LoadError, origin: &str, needle: &str) {
+    let text = err.to_string();
+    assert!(!text.contains('\n'), "multi-line reason: {text}");
+    assert!(text.contains(origin), "reason does not name the file: {text}");
+    assert!(text.contains(needle), "reason `{text}` lacks `{needle}`");
+}
+
+#[test]
+fn corrupt_bytes_are_refused() {
+    let err = load_err(Err(("evil.wasm", b"MZ\x90\x00 definitely not wasm".to_vec())), &LoadOptions::default());
+    assert!(matches!(err, LoadError::NotWasm { .. }), "{err}");
+    assert_one_line_naming(&err, "evil.wasm", "not a WebAssembly file");
+
+    // A real component cut in half: right header, broken body.
+    let mut bytes = std::fs::read(wasm("untrusted-exec")).unwrap();
+    bytes.truncate(bytes.len() / 2);
+    let err = load_err(Err(("half.wasm", bytes)), &LoadOptions::default());
+    assert!(matches!(err, LoadError::Invalid { .. }), "{err}");
+    assert_one_line_naming(&err, "half.wasm", "invalid component");
+}
+
+#[test]
+fn a_core_module_is_refused() {
+    // The smallest valid core module: magic + version 1.
+    let err = load_err(Err(("core.wasm", b"\0asm\x01\0\0\0".to_vec())), &LoadOptions::default());
+    assert!(matches!(err, LoadError::CoreModule { .. }), "{err}");
+    assert_one_line_naming(&err, "core.wasm", "core WebAssembly module, not a component");
+}
+
+#[test]
+fn the_wrong_world_is_refused() {
+    let path = wasm("fixture-command").display().to_string();
+    let err = load_err(Ok("fixture-command"), &LoadOptions::default());
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    assert_one_line_naming(&err, &path, "exports none of the ward worlds");
+
+    let path = wasm("fixture-collector").display().to_string();
+    let options = LoadOptions { expected_kind: Some(Kind::Detector), grants: vec!["file-read".into()], ..LoadOptions::default() };
+    let err = load_err(Ok("fixture-collector"), &options);
+    assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
+    assert_one_line_naming(&err, &path, "is a collector, expected a detector");
+}
+
+#[test]
+fn imports_the_world_does_not_offer_are_refused() {
+    let path = wasm("fixture-undeclared-import").display().to_string();
+    let err = load_err(Ok("fixture-undeclared-import"), &LoadOptions::default());
+    assert!(matches!(err, LoadError::Imports { kind: Kind::Detector, .. }), "{err}");
+    assert_one_line_naming(&err, &path, "ward:plugin/files");
+}
+
+#[test]
+fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
+    let path = wasm("untrusted-exec");
+    let actual = ward::load::sha256_hex(&std::fs::read(&path).unwrap());
+    let wrong = "0".repeat(64);
+    let err = load_err(Ok("untrusted-exec"), &LoadOptions { pin: Some(wrong.clone()), ..LoadOptions::default() });
+    assert!(matches!(err, LoadError::PinMismatch { .. }), "{err}");
+    assert_one_line_naming(&err, &path.display().to_string(), &format!("pinned {wrong}, file is {actual}"));
+
+    let err = load_err(Ok("untrusted-exec"), &LoadOptions { require_pin: true, ..LoadOptions::default() });
+    assert!(matches!(err, LoadError::MissingPin { .. }), "{err}");
+
+    let rt = runtime();
+    let procs = processes();
+    let ok = load_wasm(&rt, "untrusted-exec", &LoadOptions { pin: Some(actual.to_uppercase()), ..LoadOptions::default() }, &procs);
+    assert_eq!(ok.name(), "untrusted-exec");
+    assert_eq!(ok.digest, actual);
+}
+
+#[test]
+fn an_ungranted_capability_is_refused() {
+    let err = load_err(Ok("fixture-collector"), &LoadOptions::default());
+    assert!(matches!(err, LoadError::CapabilityNotGranted { .. }), "{err}");
+    assert!(err.to_string().contains("file-read"));
+}
+
+#[test]
+fn refused_plugins_leave_the_rest_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let corrupt = dir.path().join("corrupt.wasm");
+    std::fs::write(&corrupt, b"garbage").unwrap();
+    let core = dir.path().join("core.wasm");
+    std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let entry = |path: std::path::PathBuf, sha256: Option<String>| PluginConfig {
+        path,
+        sha256,
+        kind: None,
+        mode: Mode::Enforce,
+        grants: Vec::new(),
+        file_scope: Vec::new(),
+        config: BTreeMap::new(),
+    };
+    let mut config = WardConfig::default();
+    config.agent.cache_dir = Some("".into());
+    config.plugins = vec![
+        entry(corrupt, None),
+        entry(core, None),
+        entry(wasm("fixture-command"), None),
+        entry(wasm("fixture-undeclared-import"), None),
+        entry(wasm("quarantine-removal"), Some("f".repeat(64))),
+        entry(wasm("osascript-prompt"), None),
+    ];
+    let rt = runtime();
+    let procs = processes();
+    let loaded = ward::registry::load_all(&rt, &config, &procs);
+    assert_eq!(loaded.errors.len(), 5, "{:?}", loaded.errors.iter().map(ToString::to_string).collect::<Vec<_>>());
+    let names: Vec<_> = loaded.plugins.iter().map(|p| p.name().to_owned()).collect();
+    assert_eq!(names, ["launch-persistence", "quarantine-removal", "untrusted-exec", "osascript-prompt"]);
+    let (findings, _) = run(rt, loaded.plugins, procs, &attack_chain());
+    assert_eq!(findings.len(), 6);
+}
+
+#[test]
+fn collectors_read_only_inside_their_scope() {
+    use ward::bindings::wit;
+    let dir = tempfile::tempdir().unwrap();
+    let inside = dir.path().join("com.evil.plist");
+    std::fs::write(&inside, b"<?xml version=\"1.0\"?><plist/>").unwrap();
+    let outside = tempfile::NamedTempFile::new().unwrap();
+
+    let rt = runtime();
+    let procs = processes();
+    let options = LoadOptions {
+        grants: vec!["file-read".into()],
+        file_scope: vec![dir.path().to_path_buf()],
+        ..LoadOptions::default()
+    };
+    let mut collector = load_wasm(&rt, "fixture-collector", &options, &procs);
+    assert_eq!(collector.kind(), Kind::Collector);
+
+    let line = attack_chain().split(|&b| b == b'\n').find(|l| l.windows(8).any(|w| w == b"\"create\"")).unwrap().to_vec();
+    let msg = ward_event::parse_line(&line, 1 << 20).unwrap();
+    let trigger_for = |path: &str| {
+        let mut event = ward::convert::event(&msg);
+        if let wit::EventData::Create(c) = &mut event.data {
+            c.path = path.to_owned();
+        }
+        wit::Trigger {
+            detector: "test".into(),
+            finding: wit::Finding { rule: "r".into(), severity: wit::Severity::Low, attack: vec![], message: "m".into(), evidence: vec![] },
+            event,
+        }
+    };
+
+    let artifacts = collector.collect(&rt, &trigger_for(inside.to_str().unwrap())).unwrap();
+    let sha = artifacts.iter().find(|a| a.name == "sha256").unwrap();
+    let expected = ward::load::sha256_hex(&std::fs::read(&inside).unwrap());
+    assert_eq!(String::from_utf8(sha.content.clone()).unwrap(), expected);
+    assert_eq!(artifacts.iter().find(|a| a.name == "head").unwrap().content, b"<?xml version=\"1.0\"?><plist/>");
+
+    let missing = collector.collect(&rt, &trigger_for(dir.path().join("gone.plist").to_str().unwrap())).unwrap();
+    assert_eq!(missing[0].name, "absent");
+
+    match collector.collect(&rt, &trigger_for(outside.path().to_str().unwrap())) {
+        Err(ward::plugin::CallError::Plugin(message)) => assert!(message.contains("Denied"), "{message}"),
+        other => panic!("read outside the scope was not denied: {other:?}"),
+    }
+}
+
+#[test]
+fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
+    use ward::cache::{CacheOutcome, CompileCache};
+    let dir = tempfile::tempdir().unwrap();
+    let engine = ward::engine::build_engine().unwrap();
+    let cache = CompileCache::open(dir.path(), &engine).unwrap();
+    let bytes = std::fs::read(wasm("untrusted-exec")).unwrap();
+    let digest = ward::load::sha256_hex(&bytes);
+    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Miss);
+    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Hit);
+
+    // Flip a byte in the stored artifact: it must be detected and recompiled, not loaded.
+    let artifact = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "cwasm")).unwrap();
+    let mut stored = std::fs::read(&artifact).unwrap();
+    let mid = stored.len() / 2;
+    stored[mid] ^= 0xff;
+    std::fs::write(&artifact, stored).unwrap();
+    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Miss);
+    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Hit);
+}
+
+#[test]
+fn plugins_see_their_config_and_the_process_table() {
+    // osascript-prompt reads `extra_bait` through the host config import.
+    let rt = runtime();
+    let procs = processes();
+    let events = std::fs::read(root().join("examples/plugins/osascript-prompt/events.jsonl")).unwrap();
+    let plain = load_wasm(&rt, "osascript-prompt", &LoadOptions::default(), &procs);
+    let (without, _) = run(rt.clone(), vec![plain], procs.clone(), &events);
+    let options = LoadOptions { config: [("extra_bait".to_owned(), "backup".to_owned())].into(), ..LoadOptions::default() };
+    let configured = load_wasm(&rt, "osascript-prompt", &options, &procs);
+    let (with, _) = run(rt, vec![configured], procs, &events);
+    assert_eq!(without.len(), 2);
+    assert_eq!(with.len(), 3, "the configured bait word makes the `Backup finished` dialog fire");
+    assert!(with.iter().any(|f| f.evidence.iter().any(|(k, v)| k == "bait" && v == "backup")));
+
+    // Findings carry the parent resolved through the process table.
+    let rt = runtime();
+    let procs = processes();
+    let plugins = first_party(&rt, &procs);
+    let (findings, _) = run(rt, plugins, procs, &attack_chain());
+    let xattr = findings.iter().find(|f| f.rule == "quarantine-attribute-removed-by-xattr").unwrap();
+    let parent = xattr.process.parent.as_ref().expect("parent resolved");
+    assert_eq!(parent.path, "/private/tmp/update");
+    assert_eq!((parent.pid, parent.pidversion), (705, 7051));
+}
