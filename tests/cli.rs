@@ -1,1 +1,225 @@
-fn main(){}
+//! The CLI contract (DESIGN.md), exercised through the real `ward` binary.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{root, wasm};
+use serde_json::Value;
+
+fn ward(args: &[&str]) -> Output {
+    ward_with_stdin(args, None)
+}
+
+fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .current_dir(root())
+        .env("WARD_CACHE_DIR", cache)
+        .env_remove("RUST_LOG")
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(input) = stdin {
+        child.stdin.take().unwrap().write_all(input).unwrap();
+    }
+    child.wait_with_output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn ndjson(o: &Output) -> Vec<Value> {
+    String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn replay_prints_one_finding_per_line_with_the_contract_fields() {
+    let out = ward(&["replay", "examples/streams/attack-chain.jsonl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let findings = ndjson(&out);
+    let rules: Vec<&str> = findings.iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    assert_eq!(
+        rules,
+        [
+            "untrusted-exec-from-staging-path",
+            "quarantine-attribute-removed-by-xattr",
+            "quarantine-attribute-deleted",
+            "launch-item-plist-written",
+            "launch-item-plist-written",
+            "launch-item-registered",
+        ]
+    );
+    for f in &findings {
+        for key in ["rule", "plugin", "severity", "attack", "global_seq_num", "event_type", "time", "process", "message", "evidence"] {
+            assert!(f.get(key).is_some(), "finding lacks `{key}`: {f}");
+        }
+        for key in ["pid", "pidversion", "path", "signing_id", "team_id", "args", "parent", "responsible"] {
+            assert!(f["process"].get(key).is_some(), "process lacks `{key}`: {f}");
+        }
+        assert!(["informational", "low", "medium", "high", "critical"].contains(&f["severity"].as_str().unwrap()));
+        assert!(f["attack"].as_array().unwrap().iter().all(|t| t.as_str().unwrap().starts_with('T')));
+    }
+    let first = &findings[0];
+    assert_eq!(first["plugin"], "untrusted-exec");
+    assert_eq!(first["global_seq_num"], 1019);
+    assert_eq!(first["event_type"], "exec");
+    assert_eq!(first["process"]["path"], "/private/tmp/update");
+    assert_eq!(first["process"]["team_id"], Value::Null);
+    assert_eq!(first["process"]["parent"]["path"], "/bin/zsh");
+    let summary = stderr(&out);
+    assert!(summary.contains("31 lines read"), "{summary}");
+    assert!(summary.contains("0 malformed lines skipped"), "{summary}");
+}
+
+#[test]
+fn replay_reads_stdin_and_the_shared_fixtures() {
+    let dir = root().join("../shared/fixtures/eslogger/macmonitor");
+    if !dir.exists() {
+        eprintln!("skipping: {} is not beside the checkout", dir.display());
+        return;
+    }
+    let mut input = Vec::new();
+    for name in ["eslogger-exit.jsonl", "eslogger-open.jsonl", "eslogger-remote-thread-create.jsonl", "eslogger-lineage.jsonl", "eslogger-od.jsonl"] {
+        input.extend(std::fs::read(dir.join(name)).unwrap());
+        if input.last() != Some(&b'\n') {
+            input.push(b'\n');
+        }
+    }
+    let out = ward_with_stdin(&["replay", "-"], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(summary.contains("25 lines read, 25 events, 0 malformed lines skipped"), "{summary}");
+}
+
+#[test]
+fn replay_counts_bad_lines_by_reason_and_exits_zero() {
+    let out = ward(&["replay", "examples/streams/bad-input.jsonl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(summary.contains("14 lines read, 7 events, 7 malformed lines skipped"), "{summary}");
+    for reason in ["truncated: 1", "not-an-object: 2", "invalid-json: 1", "invalid-utf8: 1", "bad-shape: 2"] {
+        assert!(summary.contains(reason), "summary lacks {reason}: {summary}");
+    }
+    // The good lines still went through the detectors.
+    assert_eq!(ndjson(&out).len(), 1, "the untrusted payload exec survives between bad lines");
+}
+
+#[test]
+fn fatal_errors_exit_nonzero_with_one_line() {
+    let out = ward(&["replay", "no/such/file.jsonl"]);
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("no/such/file.jsonl"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("ward.toml");
+    std::fs::write(&bad, "[agent]\nbatch_sise = 3\n").unwrap();
+    let out = ward(&["replay", "examples/streams/attack-chain.jsonl", "--config", bad.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(err.contains("batch_sise") && err.contains("ward.toml"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = wasm("osascript-prompt");
+    let sha = ward::load::sha256_hex(&std::fs::read(&example).unwrap());
+    let config = dir.path().join("ward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ncache_dir = \"\"\n\n[builtin.launch-persistence]\nmode = \"disabled\"\n\n[builtin.untrusted-exec]\nmode = \"shadow\"\n\n[[plugins]]\npath = {:?}\nsha256 = \"{sha}\"\nkind = \"detector\"\n",
+            example.display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut input = std::fs::read(root().join("examples/streams/attack-chain.jsonl")).unwrap();
+    input.extend(std::fs::read(root().join("examples/plugins/osascript-prompt/events.jsonl")).unwrap());
+    let out = ward_with_stdin(&["replay", "-", "--config", config.to_str().unwrap()], Some(&input));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let findings = ndjson(&out);
+    let plugins: Vec<&str> = findings.iter().map(|f| f["plugin"].as_str().unwrap()).collect();
+    assert_eq!(plugins, ["untrusted-exec", "quarantine-removal", "quarantine-removal", "osascript-prompt", "osascript-prompt"]);
+    assert_eq!(findings[0]["shadow"], true);
+    assert!(findings[1].get("shadow").is_none());
+}
+
+#[test]
+fn plugin_test_passes_on_every_plugin_with_its_expectation_file() {
+    let cases = [
+        ("untrusted-exec", "examples/streams/attack-chain.jsonl", "plugins/untrusted-exec/expect/attack-chain.jsonl"),
+        ("quarantine-removal", "examples/streams/attack-chain.jsonl", "plugins/quarantine-removal/expect/attack-chain.jsonl"),
+        ("launch-persistence", "examples/streams/attack-chain.jsonl", "plugins/launch-persistence/expect/attack-chain.jsonl"),
+        ("osascript-prompt", "examples/plugins/osascript-prompt/events.jsonl", "examples/plugins/osascript-prompt/expected.jsonl"),
+    ];
+    for (plugin, events, expect) in cases {
+        let path = wasm(plugin);
+        let out = ward(&["plugin", "test", path.to_str().unwrap(), "--events", events, "--expect", expect]);
+        assert!(out.status.success(), "{plugin}: {}", stderr(&out));
+        assert!(stderr(&out).contains("ok:"), "{plugin}: {}", stderr(&out));
+        assert!(!ndjson(&out).is_empty());
+    }
+}
+
+#[test]
+fn plugin_test_fails_on_a_wrong_expectation() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = wasm("untrusted-exec");
+    let events = "examples/streams/attack-chain.jsonl";
+
+    let wrong_field = dir.path().join("wrong-field.jsonl");
+    std::fs::write(&wrong_field, "{\"rule\":\"untrusted-exec-from-staging-path\",\"severity\":\"low\"}\n").unwrap();
+    let out = ward(&["plugin", "test", path.to_str().unwrap(), "--events", events, "--expect", wrong_field.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains(".severity: expected \"low\", got \"high\""), "{}", stderr(&out));
+
+    let too_many = dir.path().join("too-many.jsonl");
+    std::fs::write(&too_many, "{\"rule\":\"untrusted-exec-from-staging-path\"}\n{\"rule\":\"another\"}\n").unwrap();
+    let out = ward(&["plugin", "test", path.to_str().unwrap(), "--events", events, "--expect", too_many.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("expected 2 line(s), got 1"), "{}", stderr(&out));
+}
+
+#[test]
+fn plugin_test_fails_when_the_plugin_faults_or_is_refused() {
+    let trap = wasm("fixture-trap");
+    let out = ward(&["plugin", "test", trap.to_str().unwrap(), "--events", "examples/streams/attack-chain.jsonl"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("faulted"), "{}", stderr(&out));
+
+    let command = wasm("fixture-command");
+    let out = ward(&["plugin", "test", command.to_str().unwrap(), "--events", "examples/streams/attack-chain.jsonl"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("wrong world"), "{}", stderr(&out));
+}
+
+#[test]
+fn replay_survives_hostile_plugins_given_on_the_command_line() {
+    let mut args = vec!["replay".to_owned(), "examples/streams/attack-chain.jsonl".to_owned()];
+    for f in ["fixture-loop", "fixture-trap", "fixture-command"] {
+        args.push("--plugin".into());
+        args.push(wasm(f).display().to_string());
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let out = ward(&args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let findings = ndjson(&out);
+    let first_party = findings.iter().filter(|f| f["plugin"] != "ward").count();
+    assert_eq!(first_party, 6, "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("1 plugin(s) refused"), "{err}");
+    assert!(err.contains("fixture-loop: 31 events, 1 calls, 0 findings, 0 errors, 1 faults"), "{err}");
+}
