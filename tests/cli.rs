@@ -1,5 +1,12 @@
 //! The CLI contract (DESIGN.md), exercised through the real `ward` binary.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::io::Write;
@@ -19,7 +26,11 @@ fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .current_dir(root())
         .env("WARD_CACHE_DIR", cache)
         .env_remove("RUST_LOG")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -47,7 +58,10 @@ fn replay_prints_one_finding_per_line_with_the_contract_fields() {
     let out = ward(&["replay", "examples/streams/attack-chain.jsonl"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let findings = ndjson(&out);
-    let rules: Vec<&str> = findings.iter().map(|f| f["rule"].as_str().unwrap()).collect();
+    let rules: Vec<&str> = findings
+        .iter()
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
     assert_eq!(
         rules,
         [
@@ -60,14 +74,46 @@ fn replay_prints_one_finding_per_line_with_the_contract_fields() {
         ]
     );
     for f in &findings {
-        for key in ["rule", "plugin", "severity", "attack", "global_seq_num", "event_type", "time", "process", "message", "evidence"] {
+        for key in [
+            "rule",
+            "plugin",
+            "severity",
+            "attack",
+            "global_seq_num",
+            "event_type",
+            "time",
+            "process",
+            "message",
+            "evidence",
+        ] {
             assert!(f.get(key).is_some(), "finding lacks `{key}`: {f}");
         }
-        for key in ["pid", "pidversion", "path", "signing_id", "team_id", "args", "parent", "responsible"] {
-            assert!(f["process"].get(key).is_some(), "process lacks `{key}`: {f}");
+        for key in [
+            "pid",
+            "pidversion",
+            "path",
+            "signing_id",
+            "team_id",
+            "args",
+            "parent",
+            "responsible",
+        ] {
+            assert!(
+                f["process"].get(key).is_some(),
+                "process lacks `{key}`: {f}"
+            );
         }
-        assert!(["informational", "low", "medium", "high", "critical"].contains(&f["severity"].as_str().unwrap()));
-        assert!(f["attack"].as_array().unwrap().iter().all(|t| t.as_str().unwrap().starts_with('T')));
+        assert!(
+            ["informational", "low", "medium", "high", "critical"]
+                .contains(&f["severity"].as_str().unwrap())
+        );
+        assert!(
+            f["attack"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|t| t.as_str().unwrap().starts_with('T'))
+        );
     }
     let first = &findings[0];
     assert_eq!(first["plugin"], "untrusted-exec");
@@ -89,7 +135,13 @@ fn replay_reads_stdin_and_the_shared_fixtures() {
         return;
     }
     let mut input = Vec::new();
-    for name in ["eslogger-exit.jsonl", "eslogger-open.jsonl", "eslogger-remote-thread-create.jsonl", "eslogger-lineage.jsonl", "eslogger-od.jsonl"] {
+    for name in [
+        "eslogger-exit.jsonl",
+        "eslogger-open.jsonl",
+        "eslogger-remote-thread-create.jsonl",
+        "eslogger-lineage.jsonl",
+        "eslogger-od.jsonl",
+    ] {
         input.extend(std::fs::read(dir.join(name)).unwrap());
         if input.last() != Some(&b'\n') {
             input.push(b'\n');
@@ -98,7 +150,10 @@ fn replay_reads_stdin_and_the_shared_fixtures() {
     let out = ward_with_stdin(&["replay", "-"], Some(&input));
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = stderr(&out);
-    assert!(summary.contains("25 lines read, 25 events, 0 malformed lines skipped"), "{summary}");
+    assert!(
+        summary.contains("25 lines read, 25 events, 0 malformed lines skipped"),
+        "{summary}"
+    );
 }
 
 #[test]
@@ -106,12 +161,28 @@ fn replay_counts_bad_lines_by_reason_and_exits_zero() {
     let out = ward(&["replay", "examples/streams/bad-input.jsonl"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = stderr(&out);
-    assert!(summary.contains("14 lines read, 7 events, 7 malformed lines skipped"), "{summary}");
-    for reason in ["truncated: 1", "not-an-object: 2", "invalid-json: 1", "invalid-utf8: 1", "bad-shape: 2"] {
-        assert!(summary.contains(reason), "summary lacks {reason}: {summary}");
+    assert!(
+        summary.contains("14 lines read, 7 events, 7 malformed lines skipped"),
+        "{summary}"
+    );
+    for reason in [
+        "truncated: 1",
+        "not-an-object: 2",
+        "invalid-json: 1",
+        "invalid-utf8: 1",
+        "bad-shape: 2",
+    ] {
+        assert!(
+            summary.contains(reason),
+            "summary lacks {reason}: {summary}"
+        );
     }
     // The good lines still went through the detectors.
-    assert_eq!(ndjson(&out).len(), 1, "the untrusted payload exec survives between bad lines");
+    assert_eq!(
+        ndjson(&out).len(),
+        1,
+        "the untrusted payload exec survives between bad lines"
+    );
 }
 
 #[test]
@@ -125,10 +196,18 @@ fn fatal_errors_exit_nonzero_with_one_line() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("ward.toml");
     std::fs::write(&bad, "[agent]\nbatch_sise = 3\n").unwrap();
-    let out = ward(&["replay", "examples/streams/attack-chain.jsonl", "--config", bad.to_str().unwrap()]);
+    let out = ward(&[
+        "replay",
+        "examples/streams/attack-chain.jsonl",
+        "--config",
+        bad.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
-    assert!(err.contains("batch_sise") && err.contains("ward.toml"), "{err}");
+    assert!(
+        err.contains("batch_sise") && err.contains("ward.toml"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 }
 
@@ -147,12 +226,29 @@ fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
     )
     .unwrap();
     let mut input = std::fs::read(root().join("examples/streams/attack-chain.jsonl")).unwrap();
-    input.extend(std::fs::read(root().join("examples/plugins/osascript-prompt/events.jsonl")).unwrap());
-    let out = ward_with_stdin(&["replay", "-", "--config", config.to_str().unwrap()], Some(&input));
+    input.extend(
+        std::fs::read(root().join("examples/plugins/osascript-prompt/events.jsonl")).unwrap(),
+    );
+    let out = ward_with_stdin(
+        &["replay", "-", "--config", config.to_str().unwrap()],
+        Some(&input),
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let findings = ndjson(&out);
-    let plugins: Vec<&str> = findings.iter().map(|f| f["plugin"].as_str().unwrap()).collect();
-    assert_eq!(plugins, ["untrusted-exec", "quarantine-removal", "quarantine-removal", "osascript-prompt", "osascript-prompt"]);
+    let plugins: Vec<&str> = findings
+        .iter()
+        .map(|f| f["plugin"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        plugins,
+        [
+            "untrusted-exec",
+            "quarantine-removal",
+            "quarantine-removal",
+            "osascript-prompt",
+            "osascript-prompt"
+        ]
+    );
     assert_eq!(findings[0]["shadow"], true);
     assert!(findings[1].get("shadow").is_none());
 }
@@ -160,14 +256,38 @@ fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
 #[test]
 fn plugin_test_passes_on_every_plugin_with_its_expectation_file() {
     let cases = [
-        ("untrusted-exec", "examples/streams/attack-chain.jsonl", "plugins/untrusted-exec/expect/attack-chain.jsonl"),
-        ("quarantine-removal", "examples/streams/attack-chain.jsonl", "plugins/quarantine-removal/expect/attack-chain.jsonl"),
-        ("launch-persistence", "examples/streams/attack-chain.jsonl", "plugins/launch-persistence/expect/attack-chain.jsonl"),
-        ("osascript-prompt", "examples/plugins/osascript-prompt/events.jsonl", "examples/plugins/osascript-prompt/expected.jsonl"),
+        (
+            "untrusted-exec",
+            "examples/streams/attack-chain.jsonl",
+            "plugins/untrusted-exec/expect/attack-chain.jsonl",
+        ),
+        (
+            "quarantine-removal",
+            "examples/streams/attack-chain.jsonl",
+            "plugins/quarantine-removal/expect/attack-chain.jsonl",
+        ),
+        (
+            "launch-persistence",
+            "examples/streams/attack-chain.jsonl",
+            "plugins/launch-persistence/expect/attack-chain.jsonl",
+        ),
+        (
+            "osascript-prompt",
+            "examples/plugins/osascript-prompt/events.jsonl",
+            "examples/plugins/osascript-prompt/expected.jsonl",
+        ),
     ];
     for (plugin, events, expect) in cases {
         let path = wasm(plugin);
-        let out = ward(&["plugin", "test", path.to_str().unwrap(), "--events", events, "--expect", expect]);
+        let out = ward(&[
+            "plugin",
+            "test",
+            path.to_str().unwrap(),
+            "--events",
+            events,
+            "--expect",
+            expect,
+        ]);
         assert!(out.status.success(), "{plugin}: {}", stderr(&out));
         assert!(stderr(&out).contains("ok:"), "{plugin}: {}", stderr(&out));
         assert!(!ndjson(&out).is_empty());
@@ -181,34 +301,81 @@ fn plugin_test_fails_on_a_wrong_expectation() {
     let events = "examples/streams/attack-chain.jsonl";
 
     let wrong_field = dir.path().join("wrong-field.jsonl");
-    std::fs::write(&wrong_field, "{\"rule\":\"untrusted-exec-from-staging-path\",\"severity\":\"low\"}\n").unwrap();
-    let out = ward(&["plugin", "test", path.to_str().unwrap(), "--events", events, "--expect", wrong_field.to_str().unwrap()]);
+    std::fs::write(
+        &wrong_field,
+        "{\"rule\":\"untrusted-exec-from-staging-path\",\"severity\":\"low\"}\n",
+    )
+    .unwrap();
+    let out = ward(&[
+        "plugin",
+        "test",
+        path.to_str().unwrap(),
+        "--events",
+        events,
+        "--expect",
+        wrong_field.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
-    assert!(stderr(&out).contains(".severity: expected \"low\", got \"high\""), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(".severity: expected \"low\", got \"high\""),
+        "{}",
+        stderr(&out)
+    );
 
     let too_many = dir.path().join("too-many.jsonl");
-    std::fs::write(&too_many, "{\"rule\":\"untrusted-exec-from-staging-path\"}\n{\"rule\":\"another\"}\n").unwrap();
-    let out = ward(&["plugin", "test", path.to_str().unwrap(), "--events", events, "--expect", too_many.to_str().unwrap()]);
+    std::fs::write(
+        &too_many,
+        "{\"rule\":\"untrusted-exec-from-staging-path\"}\n{\"rule\":\"another\"}\n",
+    )
+    .unwrap();
+    let out = ward(&[
+        "plugin",
+        "test",
+        path.to_str().unwrap(),
+        "--events",
+        events,
+        "--expect",
+        too_many.to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("expected 2 line(s), got 1"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("expected 2 line(s), got 1"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn plugin_test_fails_when_the_plugin_faults_or_is_refused() {
     let trap = wasm("fixture-trap");
-    let out = ward(&["plugin", "test", trap.to_str().unwrap(), "--events", "examples/streams/attack-chain.jsonl"]);
+    let out = ward(&[
+        "plugin",
+        "test",
+        trap.to_str().unwrap(),
+        "--events",
+        "examples/streams/attack-chain.jsonl",
+    ]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(stderr(&out).contains("faulted"), "{}", stderr(&out));
 
     let command = wasm("fixture-command");
-    let out = ward(&["plugin", "test", command.to_str().unwrap(), "--events", "examples/streams/attack-chain.jsonl"]);
+    let out = ward(&[
+        "plugin",
+        "test",
+        command.to_str().unwrap(),
+        "--events",
+        "examples/streams/attack-chain.jsonl",
+    ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(stderr(&out).contains("wrong world"), "{}", stderr(&out));
 }
 
 #[test]
 fn replay_survives_hostile_plugins_given_on_the_command_line() {
-    let mut args = vec!["replay".to_owned(), "examples/streams/attack-chain.jsonl".to_owned()];
+    let mut args = vec![
+        "replay".to_owned(),
+        "examples/streams/attack-chain.jsonl".to_owned(),
+    ];
     for f in ["fixture-loop", "fixture-trap", "fixture-command"] {
         args.push("--plugin".into());
         args.push(wasm(f).display().to_string());
@@ -221,5 +388,8 @@ fn replay_survives_hostile_plugins_given_on_the_command_line() {
     assert_eq!(first_party, 6, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("1 plugin(s) refused"), "{err}");
-    assert!(err.contains("fixture-loop: 31 events, 1 calls, 0 findings, 0 errors, 1 faults"), "{err}");
+    assert!(
+        err.contains("fixture-loop: 31 events, 1 calls, 0 findings, 0 errors, 1 faults"),
+        "{err}"
+    );
 }

@@ -2,6 +2,13 @@
 //! counts the fault, replaces the instance, quarantines the plugin after repeated faults,
 //! says so in a finding, and keeps processing events through the other plugins.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -17,19 +24,34 @@ fn baseline() -> Vec<(String, Option<u64>)> {
     let procs = processes();
     let plugins = first_party(&rt, &procs);
     let (findings, _) = run(rt, plugins, procs, &attack_chain());
-    findings.iter().map(|f| (f.rule.clone(), f.global_seq_num)).collect()
+    findings
+        .iter()
+        .map(|f| (f.rule.clone(), f.global_seq_num))
+        .collect()
 }
 
 /// Runs the first-party plugins plus the hostile `fixture` and checks containment.
-fn assert_contained(fixture: &str, plugin_name: &str, config: &[(&str, &str)], expected_fault: &str) {
+fn assert_contained(
+    fixture: &str,
+    plugin_name: &str,
+    config: &[(&str, &str)],
+    expected_fault: &str,
+) {
     let expected = baseline();
-    assert_eq!(expected.len(), 6, "the attack chain raises six first-party findings");
+    assert_eq!(
+        expected.len(),
+        6,
+        "the attack chain raises six first-party findings"
+    );
 
     let rt = runtime();
     let procs = processes();
     let mut plugins = first_party(&rt, &procs);
     let options = LoadOptions {
-        config: config.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect(),
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
         ..LoadOptions::default()
     };
     plugins.push(load_wasm(&rt, fixture, &options, &procs));
@@ -41,23 +63,47 @@ fn assert_contained(fixture: &str, plugin_name: &str, config: &[(&str, &str)], e
         .filter(|f| f.plugin != plugin_name && f.rule != "plugin-quarantined")
         .map(|f| (f.rule.clone(), f.global_seq_num))
         .collect();
-    assert_eq!(others, expected, "first-party findings changed next to {fixture}");
+    assert_eq!(
+        others, expected,
+        "first-party findings changed next to {fixture}"
+    );
     assert_eq!(summary.parse.events, 31, "every event was processed");
 
     // The hostile plugin faulted, was quarantined after three faults and never called again.
-    let hostile = summary.plugins.iter().find(|p| p.name == plugin_name).unwrap();
+    let hostile = summary
+        .plugins
+        .iter()
+        .find(|p| p.name == plugin_name)
+        .unwrap();
     assert_eq!(hostile.faults, 3, "{fixture}: {hostile:?}");
-    assert_eq!(hostile.calls, 3, "{fixture}: no calls after quarantine: {hostile:?}");
-    let reason = hostile.quarantined.as_deref().unwrap_or_else(|| panic!("{fixture} not quarantined"));
-    assert!(reason.contains(expected_fault), "{fixture}: quarantine reason `{reason}` lacks `{expected_fault}`");
+    assert_eq!(
+        hostile.calls, 3,
+        "{fixture}: no calls after quarantine: {hostile:?}"
+    );
+    let reason = hostile
+        .quarantined
+        .as_deref()
+        .unwrap_or_else(|| panic!("{fixture} not quarantined"));
+    assert!(
+        reason.contains(expected_fault),
+        "{fixture}: quarantine reason `{reason}` lacks `{expected_fault}`"
+    );
     assert_eq!(hostile.findings, 0);
 
     // …and the agent said so, once.
-    let notices: Vec<_> = findings.iter().filter(|f| f.rule == "plugin-quarantined").collect();
+    let notices: Vec<_> = findings
+        .iter()
+        .filter(|f| f.rule == "plugin-quarantined")
+        .collect();
     assert_eq!(notices.len(), 1, "{fixture}: one quarantine finding");
     assert_eq!(notices[0].plugin, "ward");
     assert_eq!(notices[0].severity, "high");
-    assert!(notices[0].evidence.iter().any(|(k, v)| k == "quarantined_plugin" && v == plugin_name));
+    assert!(
+        notices[0]
+            .evidence
+            .iter()
+            .any(|(k, v)| k == "quarantined_plugin" && v == plugin_name)
+    );
 }
 
 #[test]
@@ -77,17 +123,32 @@ fn panic_trap_is_contained() {
 
 #[test]
 fn deep_recursion_overflows_the_wasm_stack_only() {
-    assert_contained("fixture-recursion", "fixture-recursion", &[], "stack-overflow");
+    assert_contained(
+        "fixture-recursion",
+        "fixture-recursion",
+        &[],
+        "stack-overflow",
+    );
 }
 
 #[test]
 fn too_many_findings_are_refused() {
-    assert_contained("fixture-huge-output", "fixture-huge-output", &[], "output-limit");
+    assert_contained(
+        "fixture-huge-output",
+        "fixture-huge-output",
+        &[],
+        "output-limit",
+    );
 }
 
 #[test]
 fn a_giant_finding_is_refused() {
-    assert_contained("fixture-huge-output", "fixture-huge-output", &[("shape", "big")], "output-limit");
+    assert_contained(
+        "fixture-huge-output",
+        "fixture-huge-output",
+        &[("shape", "big")],
+        "output-limit",
+    );
 }
 
 fn load_err(name_or_bytes: Result<&str, (&str, Vec<u8>)>, options: &LoadOptions) -> LoadError {
@@ -95,7 +156,10 @@ fn load_err(name_or_bytes: Result<&str, (&str, Vec<u8>)>, options: &LoadOptions)
     let procs = processes();
     let source = match name_or_bytes {
         Ok(name) => PluginSource::from_file(&wasm(name)).unwrap(),
-        Err((origin, bytes)) => PluginSource { origin: origin.into(), bytes: bytes.into() },
+        Err((origin, bytes)) => PluginSource {
+            origin: origin.into(),
+            bytes: bytes.into(),
+        },
     };
     match load(&rt, &source, options, &procs) {
         Ok(p) => panic!("{} loaded but should have been refused", p.name()),
@@ -106,13 +170,19 @@ fn load_err(name_or_bytes: Result<&str, (&str, Vec<u8>)>, options: &LoadOptions)
 fn assert_one_line_naming(err: &LoadError, origin: &str, needle: &str) {
     let text = err.to_string();
     assert!(!text.contains('\n'), "multi-line reason: {text}");
-    assert!(text.contains(origin), "reason does not name the file: {text}");
+    assert!(
+        text.contains(origin),
+        "reason does not name the file: {text}"
+    );
     assert!(text.contains(needle), "reason `{text}` lacks `{needle}`");
 }
 
 #[test]
 fn corrupt_bytes_are_refused() {
-    let err = load_err(Err(("evil.wasm", b"MZ\x90\x00 definitely not wasm".to_vec())), &LoadOptions::default());
+    let err = load_err(
+        Err(("evil.wasm", b"MZ\x90\x00 definitely not wasm".to_vec())),
+        &LoadOptions::default(),
+    );
     assert!(matches!(err, LoadError::NotWasm { .. }), "{err}");
     assert_one_line_naming(&err, "evil.wasm", "not a WebAssembly file");
 
@@ -127,9 +197,16 @@ fn corrupt_bytes_are_refused() {
 #[test]
 fn a_core_module_is_refused() {
     // The smallest valid core module: magic + version 1.
-    let err = load_err(Err(("core.wasm", b"\0asm\x01\0\0\0".to_vec())), &LoadOptions::default());
+    let err = load_err(
+        Err(("core.wasm", b"\0asm\x01\0\0\0".to_vec())),
+        &LoadOptions::default(),
+    );
     assert!(matches!(err, LoadError::CoreModule { .. }), "{err}");
-    assert_one_line_naming(&err, "core.wasm", "core WebAssembly module, not a component");
+    assert_one_line_naming(
+        &err,
+        "core.wasm",
+        "core WebAssembly module, not a component",
+    );
 }
 
 #[test]
@@ -140,7 +217,11 @@ fn the_wrong_world_is_refused() {
     assert_one_line_naming(&err, &path, "exports none of the ward worlds");
 
     let path = wasm("fixture-collector").display().to_string();
-    let options = LoadOptions { expected_kind: Some(Kind::Detector), grants: vec!["file-read".into()], ..LoadOptions::default() };
+    let options = LoadOptions {
+        expected_kind: Some(Kind::Detector),
+        grants: vec!["file-read".into()],
+        ..LoadOptions::default()
+    };
     let err = load_err(Ok("fixture-collector"), &options);
     assert!(matches!(err, LoadError::WrongWorld { .. }), "{err}");
     assert_one_line_naming(&err, &path, "is a collector, expected a detector");
@@ -150,7 +231,16 @@ fn the_wrong_world_is_refused() {
 fn imports_the_world_does_not_offer_are_refused() {
     let path = wasm("fixture-undeclared-import").display().to_string();
     let err = load_err(Ok("fixture-undeclared-import"), &LoadOptions::default());
-    assert!(matches!(err, LoadError::Imports { kind: Kind::Detector, .. }), "{err}");
+    assert!(
+        matches!(
+            err,
+            LoadError::Imports {
+                kind: Kind::Detector,
+                ..
+            }
+        ),
+        "{err}"
+    );
     assert_one_line_naming(&err, &path, "ward:plugin/files");
 }
 
@@ -159,16 +249,40 @@ fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
     let path = wasm("untrusted-exec");
     let actual = ward::load::sha256_hex(&std::fs::read(&path).unwrap());
     let wrong = "0".repeat(64);
-    let err = load_err(Ok("untrusted-exec"), &LoadOptions { pin: Some(wrong.clone()), ..LoadOptions::default() });
+    let err = load_err(
+        Ok("untrusted-exec"),
+        &LoadOptions {
+            pin: Some(wrong.clone()),
+            ..LoadOptions::default()
+        },
+    );
     assert!(matches!(err, LoadError::PinMismatch { .. }), "{err}");
-    assert_one_line_naming(&err, &path.display().to_string(), &format!("pinned {wrong}, file is {actual}"));
+    assert_one_line_naming(
+        &err,
+        &path.display().to_string(),
+        &format!("pinned {wrong}, file is {actual}"),
+    );
 
-    let err = load_err(Ok("untrusted-exec"), &LoadOptions { require_pin: true, ..LoadOptions::default() });
+    let err = load_err(
+        Ok("untrusted-exec"),
+        &LoadOptions {
+            require_pin: true,
+            ..LoadOptions::default()
+        },
+    );
     assert!(matches!(err, LoadError::MissingPin { .. }), "{err}");
 
     let rt = runtime();
     let procs = processes();
-    let ok = load_wasm(&rt, "untrusted-exec", &LoadOptions { pin: Some(actual.to_uppercase()), ..LoadOptions::default() }, &procs);
+    let ok = load_wasm(
+        &rt,
+        "untrusted-exec",
+        &LoadOptions {
+            pin: Some(actual.to_uppercase()),
+            ..LoadOptions::default()
+        },
+        &procs,
+    );
     assert_eq!(ok.name(), "untrusted-exec");
     assert_eq!(ok.digest, actual);
 }
@@ -176,7 +290,10 @@ fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
 #[test]
 fn an_ungranted_capability_is_refused() {
     let err = load_err(Ok("fixture-collector"), &LoadOptions::default());
-    assert!(matches!(err, LoadError::CapabilityNotGranted { .. }), "{err}");
+    assert!(
+        matches!(err, LoadError::CapabilityNotGranted { .. }),
+        "{err}"
+    );
     assert!(err.to_string().contains("file-read"));
 }
 
@@ -209,9 +326,26 @@ fn refused_plugins_leave_the_rest_running() {
     let rt = runtime();
     let procs = processes();
     let loaded = ward::registry::load_all(&rt, &config, &procs);
-    assert_eq!(loaded.errors.len(), 5, "{:?}", loaded.errors.iter().map(ToString::to_string).collect::<Vec<_>>());
+    assert_eq!(
+        loaded.errors.len(),
+        5,
+        "{:?}",
+        loaded
+            .errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    );
     let names: Vec<_> = loaded.plugins.iter().map(|p| p.name().to_owned()).collect();
-    assert_eq!(names, ["launch-persistence", "quarantine-removal", "untrusted-exec", "osascript-prompt"]);
+    assert_eq!(
+        names,
+        [
+            "launch-persistence",
+            "quarantine-removal",
+            "untrusted-exec",
+            "osascript-prompt"
+        ]
+    );
     let (findings, _) = run(rt, loaded.plugins, procs, &attack_chain());
     assert_eq!(findings.len(), 6);
 }
@@ -234,7 +368,11 @@ fn collectors_read_only_inside_their_scope() {
     let mut collector = load_wasm(&rt, "fixture-collector", &options, &procs);
     assert_eq!(collector.kind(), Kind::Collector);
 
-    let line = attack_chain().split(|&b| b == b'\n').find(|l| l.windows(8).any(|w| w == b"\"create\"")).unwrap().to_vec();
+    let line = attack_chain()
+        .split(|&b| b == b'\n')
+        .find(|l| l.windows(8).any(|w| w == b"\"create\""))
+        .unwrap()
+        .to_vec();
     let msg = ward_event::parse_line(&line, 1 << 20).unwrap();
     let trigger_for = |path: &str| {
         let mut event = ward::convert::event(&msg);
@@ -243,22 +381,40 @@ fn collectors_read_only_inside_their_scope() {
         }
         wit::Trigger {
             detector: "test".into(),
-            finding: wit::Finding { rule: "r".into(), severity: wit::Severity::Low, attack: vec![], message: "m".into(), evidence: vec![] },
+            finding: wit::Finding {
+                rule: "r".into(),
+                severity: wit::Severity::Low,
+                attack: vec![],
+                message: "m".into(),
+                evidence: vec![],
+            },
             event,
         }
     };
 
-    let artifacts = collector.collect(&rt, &trigger_for(inside.to_str().unwrap())).unwrap();
+    let artifacts = collector
+        .collect(&rt, &trigger_for(inside.to_str().unwrap()))
+        .unwrap();
     let sha = artifacts.iter().find(|a| a.name == "sha256").unwrap();
     let expected = ward::load::sha256_hex(&std::fs::read(&inside).unwrap());
     assert_eq!(String::from_utf8(sha.content.clone()).unwrap(), expected);
-    assert_eq!(artifacts.iter().find(|a| a.name == "head").unwrap().content, b"<?xml version=\"1.0\"?><plist/>");
+    assert_eq!(
+        artifacts.iter().find(|a| a.name == "head").unwrap().content,
+        b"<?xml version=\"1.0\"?><plist/>"
+    );
 
-    let missing = collector.collect(&rt, &trigger_for(dir.path().join("gone.plist").to_str().unwrap())).unwrap();
+    let missing = collector
+        .collect(
+            &rt,
+            &trigger_for(dir.path().join("gone.plist").to_str().unwrap()),
+        )
+        .unwrap();
     assert_eq!(missing[0].name, "absent");
 
     match collector.collect(&rt, &trigger_for(outside.path().to_str().unwrap())) {
-        Err(ward::plugin::CallError::Plugin(message)) => assert!(message.contains("Denied"), "{message}"),
+        Err(ward::plugin::CallError::Plugin(message)) => {
+            assert!(message.contains("Denied"), "{message}")
+        }
         other => panic!("read outside the scope was not denied: {other:?}"),
     }
 }
@@ -271,17 +427,34 @@ fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
     let cache = CompileCache::open(dir.path(), &engine).unwrap();
     let bytes = std::fs::read(wasm("untrusted-exec")).unwrap();
     let digest = ward::load::sha256_hex(&bytes);
-    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Miss);
-    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Hit);
+    assert_eq!(
+        cache.load_or_compile(&engine, &digest, &bytes).unwrap().1,
+        CacheOutcome::Miss
+    );
+    assert_eq!(
+        cache.load_or_compile(&engine, &digest, &bytes).unwrap().1,
+        CacheOutcome::Hit
+    );
 
     // Flip a byte in the stored artifact: it must be detected and recompiled, not loaded.
-    let artifact = std::fs::read_dir(dir.path()).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "cwasm")).unwrap();
+    let artifact = std::fs::read_dir(dir.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.extension().is_some_and(|x| x == "cwasm"))
+        .unwrap();
     let mut stored = std::fs::read(&artifact).unwrap();
     let mid = stored.len() / 2;
     stored[mid] ^= 0xff;
     std::fs::write(&artifact, stored).unwrap();
-    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Miss);
-    assert_eq!(cache.load_or_compile(&engine, &digest, &bytes).unwrap().1, CacheOutcome::Hit);
+    assert_eq!(
+        cache.load_or_compile(&engine, &digest, &bytes).unwrap().1,
+        CacheOutcome::Miss
+    );
+    assert_eq!(
+        cache.load_or_compile(&engine, &digest, &bytes).unwrap().1,
+        CacheOutcome::Hit
+    );
 }
 
 #[test]
@@ -289,22 +462,36 @@ fn plugins_see_their_config_and_the_process_table() {
     // osascript-prompt reads `extra_bait` through the host config import.
     let rt = runtime();
     let procs = processes();
-    let events = std::fs::read(root().join("examples/plugins/osascript-prompt/events.jsonl")).unwrap();
+    let events =
+        std::fs::read(root().join("examples/plugins/osascript-prompt/events.jsonl")).unwrap();
     let plain = load_wasm(&rt, "osascript-prompt", &LoadOptions::default(), &procs);
     let (without, _) = run(rt.clone(), vec![plain], procs.clone(), &events);
-    let options = LoadOptions { config: [("extra_bait".to_owned(), "backup".to_owned())].into(), ..LoadOptions::default() };
+    let options = LoadOptions {
+        config: [("extra_bait".to_owned(), "backup".to_owned())].into(),
+        ..LoadOptions::default()
+    };
     let configured = load_wasm(&rt, "osascript-prompt", &options, &procs);
     let (with, _) = run(rt, vec![configured], procs, &events);
     assert_eq!(without.len(), 2);
-    assert_eq!(with.len(), 3, "the configured bait word makes the `Backup finished` dialog fire");
-    assert!(with.iter().any(|f| f.evidence.iter().any(|(k, v)| k == "bait" && v == "backup")));
+    assert_eq!(
+        with.len(),
+        3,
+        "the configured bait word makes the `Backup finished` dialog fire"
+    );
+    assert!(
+        with.iter()
+            .any(|f| f.evidence.iter().any(|(k, v)| k == "bait" && v == "backup"))
+    );
 
     // Findings carry the parent resolved through the process table.
     let rt = runtime();
     let procs = processes();
     let plugins = first_party(&rt, &procs);
     let (findings, _) = run(rt, plugins, procs, &attack_chain());
-    let xattr = findings.iter().find(|f| f.rule == "quarantine-attribute-removed-by-xattr").unwrap();
+    let xattr = findings
+        .iter()
+        .find(|f| f.rule == "quarantine-attribute-removed-by-xattr")
+        .unwrap();
     let parent = xattr.process.parent.as_ref().expect("parent resolved");
     assert_eq!(parent.path, "/private/tmp/update");
     assert_eq!((parent.pid, parent.pidversion), (705, 7051));

@@ -19,7 +19,11 @@ use ward_event::{ProcessTable, parse_line};
 const PATHS: &[(&str, &str, bool)] = &[
     ("/bin/ls", "com.apple.ls", true),
     ("/usr/bin/git", "com.apple.git", true),
-    ("/Applications/Slack.app/Contents/MacOS/Slack", "com.tinyspeck.slackmacgap", false),
+    (
+        "/Applications/Slack.app/Contents/MacOS/Slack",
+        "com.tinyspeck.slackmacgap",
+        false,
+    ),
     ("/private/tmp/update", "update-5555494489", false),
     ("/usr/bin/curl", "com.apple.curl", true),
     ("/Users/alice/Downloads/Installer", "Installer-1234", false),
@@ -29,7 +33,7 @@ const PATHS: &[(&str, &str, bool)] = &[
 pub fn exec_lines(n: usize) -> Vec<String> {
     (0..n)
         .map(|i| {
-            let (path, signing_id, platform) = PATHS.get(i % PATHS.len()).copied().unwrap_or(PATHS[0]);
+            let (path, signing_id, platform) = PATHS.get(i % PATHS.len()).copied().unwrap_or(("/bin/ls", "com.apple.ls", true));
             let pid = 1000 + (i % 30_000) as i64;
             let token = |pid: i64, pv: i64| json!({"asid":100013,"auid":501,"egid":20,"euid":501,"pid":pid,"pidversion":pv,"rgid":20,"ruid":501});
             let stat = json!({"st_dev":16777231,"st_ino":1000 + i,"st_mode":33261,"st_nlink":1,"st_uid":0,"st_gid":0,"st_rdev":0,"st_size":154624,"st_blocks":304,"st_blksize":4096,"st_flags":0,"st_gen":0,"st_atimespec":"2026-01-01T00:00:00.000000000Z","st_mtimespec":"2026-01-01T00:00:00.000000000Z","st_ctimespec":"2026-01-01T00:00:00.000000000Z","st_birthtimespec":"2026-01-01T00:00:00.000000000Z"});
@@ -66,26 +70,40 @@ pub fn exec_lines(n: usize) -> Vec<String> {
 
 /// The untrusted-exec rule written natively against the host's WIT types, for comparison.
 pub fn native_untrusted_exec(event: &wit::Event) -> Option<wit::Finding> {
-    let wit::EventData::Exec(exec) = &event.data else { return None };
+    let wit::EventData::Exec(exec) = &event.data else {
+        return None;
+    };
     let t = &exec.target;
     let untrusted = matches!(t.signer, wit::SignerType::Adhoc | wit::SignerType::Unsigned);
     let p = t.executable.path.as_str();
-    let staging = ["/tmp/", "/private/tmp/", "/private/var/tmp/", "/private/var/folders/", "/Users/Shared/"]
-        .iter()
-        .any(|s| p.starts_with(s))
+    let staging = [
+        "/tmp/",
+        "/private/tmp/",
+        "/private/var/tmp/",
+        "/private/var/folders/",
+        "/Users/Shared/",
+    ]
+    .iter()
+    .any(|s| p.starts_with(s))
         || (p.starts_with("/Users/") && p.split('/').nth(3) == Some("Downloads"));
     (untrusted && staging).then(|| wit::Finding {
         rule: "untrusted-exec-from-staging-path".into(),
         severity: wit::Severity::High,
         attack: vec!["T1204.002".into()],
         message: format!("binary {p} executed from a staging path"),
-        evidence: vec![wit::Evidence { name: "path".into(), value: p.into() }],
+        evidence: vec![wit::Evidence {
+            name: "path".into(),
+            value: p.into(),
+        }],
     })
 }
 
 fn report(name: &str, events: usize, start: Instant, findings: usize) {
     let secs = start.elapsed().as_secs_f64();
-    println!("{name:<44} {:>12.0} events/s   ({events} events in {secs:.3}s, {findings} findings)", events as f64 / secs);
+    println!(
+        "{name:<44} {:>12.0} events/s   ({events} events in {secs:.3}s, {findings} findings)",
+        events as f64 / secs
+    );
 }
 
 /// Runs all four measurements over `n` generated events.
@@ -125,7 +143,10 @@ pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
     for l in &lines {
         let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
         let ev = convert::event(&msg);
-        found += plugin.on_events(&rt, std::slice::from_ref(&ev)).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+        found += plugin
+            .on_events(&rt, std::slice::from_ref(&ev))
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .len();
     }
     report("parse + convert + component, 1 event/call", n, start, found);
 
@@ -136,13 +157,24 @@ pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
         let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
         pending.push(convert::event(&msg));
         if pending.len() >= batch {
-            found += plugin.on_events(&rt, &pending).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+            found += plugin
+                .on_events(&rt, &pending)
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .len();
             pending.clear();
         }
     }
     if !pending.is_empty() {
-        found += plugin.on_events(&rt, &pending).map_err(|e| anyhow::anyhow!("{e}"))?.len();
+        found += plugin
+            .on_events(&rt, &pending)
+            .map_err(|e| anyhow::anyhow!("{e}"))?
+            .len();
     }
-    report(&format!("parse + convert + component, {batch} events/call"), n, start, found);
+    report(
+        &format!("parse + convert + component, {batch} events/call"),
+        n,
+        start,
+        found,
+    );
     Ok(())
 }

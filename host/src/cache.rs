@@ -34,7 +34,8 @@ pub enum CacheOutcome {
 impl CompileCache {
     /// A cache in `dir` (created 0700 if missing) for components compiled by `engine`.
     pub fn open(dir: &Path, engine: &Engine) -> anyhow::Result<Self> {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating cache dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("creating cache dir {}", dir.display()))?;
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
@@ -43,12 +44,18 @@ impl CompileCache {
         let mut hasher = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut hasher);
         env!("CARGO_PKG_VERSION").hash(&mut hasher);
-        Ok(Self { dir: dir.to_path_buf(), engine_key: format!("{:016x}", hasher.finish()) })
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            engine_key: format!("{:016x}", hasher.finish()),
+        })
     }
 
     fn paths(&self, digest: &str) -> (PathBuf, PathBuf) {
         let stem = format!("{digest}-{}", self.engine_key);
-        (self.dir.join(format!("{stem}.cwasm")), self.dir.join(format!("{stem}.sha256")))
+        (
+            self.dir.join(format!("{stem}.cwasm")),
+            self.dir.join(format!("{stem}.sha256")),
+        )
     }
 
     /// The compiled component for `bytes` (whose sha-256 is `digest`), from the cache or
@@ -63,7 +70,9 @@ impl CompileCache {
         if let Some(component) = self.try_load(engine, &artifact, &checksum) {
             return Ok((component, CacheOutcome::Hit));
         }
-        let compiled = engine.precompile_component(bytes).map_err(anyhow::Error::from)?;
+        let compiled = engine
+            .precompile_component(bytes)
+            .map_err(anyhow::Error::from)?;
         let component = deserialize(engine, &compiled)?;
         let outcome = match self.store(&artifact, &checksum, &compiled) {
             Ok(()) => CacheOutcome::Miss,

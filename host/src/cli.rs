@@ -126,17 +126,35 @@ pub fn init_logging(verbose: u8) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .try_init();
 }
 
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Replay { input, config, plugins, no_default_content } => {
-            replay(&input, config.as_deref(), &plugins, no_default_content)
-        }
+        Command::Replay {
+            input,
+            config,
+            plugins,
+            no_default_content,
+        } => replay(&input, config.as_deref(), &plugins, no_default_content),
         Command::Run { config } => run_agent(&config),
-        Command::Plugin { command: PluginCommand::Test { plugin, events, expect, bless, settings, grants, file_scope } } => {
+        Command::Plugin {
+            command:
+                PluginCommand::Test {
+                    plugin,
+                    events,
+                    expect,
+                    bless,
+                    settings,
+                    grants,
+                    file_scope,
+                },
+        } => {
             let options = LoadOptions {
                 config: settings.into_iter().collect(),
                 grants,
@@ -145,7 +163,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             crate::plugin_test::run(&plugin, &events, expect.as_deref(), bless, options)
         }
-        Command::Plugin { command: PluginCommand::New { name, kind, dir, sdk_path } } => {
+        Command::Plugin {
+            command:
+                PluginCommand::New {
+                    name,
+                    kind,
+                    dir,
+                    sdk_path,
+                },
+        } => {
             crate::scaffold::new_plugin(&name, &kind, &dir, sdk_path.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
@@ -166,12 +192,18 @@ fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 /// Builds the runtime and pipeline from `config`, plus extra unpinned plugins.
 pub fn build_pipeline(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<(Pipeline, usize)> {
-    let rt = Arc::new(Runtime::new(config.limits(), config.cache_dir().as_deref())?);
-    let processes: SharedProcessTable =
-        Arc::new(RwLock::new(ward_event::ProcessTable::new(config.agent.process_table_capacity)));
+    let rt = Arc::new(Runtime::new(
+        config.limits(),
+        config.cache_dir().as_deref(),
+    )?);
+    let processes: SharedProcessTable = Arc::new(RwLock::new(ward_event::ProcessTable::new(
+        config.agent.process_table_capacity,
+    )));
     let mut loaded = crate::registry::load_all(&rt, config, &processes);
     for path in extra {
-        match PluginSource::from_file(path).and_then(|s| load(&rt, &s, &LoadOptions::default(), &processes)) {
+        match PluginSource::from_file(path)
+            .and_then(|s| load(&rt, &s, &LoadOptions::default(), &processes))
+        {
             Ok(p) => loaded.plugins.push(p),
             Err(e) => {
                 tracing::error!(error = %e, "plugin refused");
@@ -182,7 +214,10 @@ pub fn build_pipeline(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<
     for e in &loaded.errors {
         eprintln!("ward: {e}");
     }
-    Ok((Pipeline::new(rt, loaded.plugins, processes, config.pipeline()), loaded.errors.len()))
+    Ok((
+        Pipeline::new(rt, loaded.plugins, processes, config.pipeline()),
+        loaded.errors.len(),
+    ))
 }
 
 fn load_config(path: Option<&Path>) -> anyhow::Result<WardConfig> {
@@ -194,9 +229,13 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<WardConfig> {
 
 fn open_input(input: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
     if input.as_os_str() == "-" {
-        return Ok(Box::new(BufReader::with_capacity(1 << 16, std::io::stdin())));
+        return Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            std::io::stdin(),
+        )));
     }
-    let file = std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
+    let file =
+        std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         bail!("{} is a directory, not an eslogger stream", input.display());
     }
@@ -210,7 +249,12 @@ fn print_summary(command: &str, summary: &Summary, refused: usize) {
     }
 }
 
-fn replay(input: &Path, config: Option<&Path>, extra: &[PathBuf], no_default_content: bool) -> anyhow::Result<ExitCode> {
+fn replay(
+    input: &Path,
+    config: Option<&Path>,
+    extra: &[PathBuf],
+    no_default_content: bool,
+) -> anyhow::Result<ExitCode> {
     let mut config = load_config(config)?;
     if no_default_content {
         config.agent.default_content = false;

@@ -213,11 +213,19 @@ impl WardConfig {
     /// Reads and validates `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let shown = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: shown.clone(), source })?;
-        let mut config: WardConfig = toml::from_str(&text)
-            .map_err(|e| ConfigError::Parse { path: shown.clone(), message: e.to_string().replace('\n', " ").trim().to_owned() })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: shown.clone(),
+            source,
+        })?;
+        let mut config: WardConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: shown.clone(),
+            message: e.to_string().replace('\n', " ").trim().to_owned(),
+        })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        config.validate().map_err(|message| ConfigError::Invalid { path: shown, message })?;
+        config.validate().map_err(|message| ConfigError::Invalid {
+            path: shown,
+            message,
+        })?;
         Ok(config)
     }
 
@@ -233,17 +241,22 @@ impl WardConfig {
         }
         for (i, p) in self.plugins.iter().enumerate() {
             let at = format!("plugins[{i}] ({})", p.path.display());
-            if let Some(pin) = &p.sha256 {
-                if pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(format!("{at}: sha256 must be 64 hex characters"));
-                }
+            if let Some(pin) = &p.sha256
+                && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
+            {
+                return Err(format!("{at}: sha256 must be 64 hex characters"));
             }
             if let Some(kind) = &p.kind {
-                parse_kind(kind).ok_or_else(|| format!("{at}: kind must be detector, collector or remediator"))?;
+                parse_kind(kind).ok_or_else(|| {
+                    format!("{at}: kind must be detector, collector or remediator")
+                })?;
             }
             for g in &p.grants {
                 if !KNOWN_CAPABILITIES.contains(&g.as_str()) {
-                    return Err(format!("{at}: unknown capability `{g}` (known: {})", KNOWN_CAPABILITIES.join(", ")));
+                    return Err(format!(
+                        "{at}: unknown capability `{g}` (known: {})",
+                        KNOWN_CAPABILITIES.join(", ")
+                    ));
                 }
             }
         }
@@ -264,7 +277,10 @@ impl WardConfig {
 
     /// Pipeline options.
     pub fn pipeline(&self) -> PipelineOptions {
-        PipelineOptions { batch_size: self.agent.batch_size, max_line_bytes: self.agent.max_line_bytes }
+        PipelineOptions {
+            batch_size: self.agent.batch_size,
+            max_line_bytes: self.agent.max_line_bytes,
+        }
     }
 
     /// The compile-cache directory: configured, or the user cache dir, or none.
@@ -278,7 +294,11 @@ impl WardConfig {
 
     /// `path` relative to the config file's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
-        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
     }
 
     /// Load options for a `[[plugins]]` entry.
@@ -297,7 +317,11 @@ impl WardConfig {
     /// Load options for the built-in plugin `package`.
     pub fn builtin_options(&self, package: &str) -> LoadOptions {
         let b = self.builtin.get(package).cloned().unwrap_or_default();
-        LoadOptions { config: config_text(&b.config), mode: b.mode, ..LoadOptions::default() }
+        LoadOptions {
+            config: config_text(&b.config),
+            mode: b.mode,
+            ..LoadOptions::default()
+        }
     }
 }
 

@@ -36,17 +36,21 @@ fn file(f: &m::File) -> wit::File {
     wit::File {
         path: f.path.clone(),
         path_truncated: f.path_truncated,
-        stat: f.stat.as_ref().filter(|s| !s.is_empty()).map(|s| wit::FileStat {
-            dev: s.st_dev.unwrap_or(0),
-            ino: s.st_ino.unwrap_or(0),
-            mode: s.st_mode.unwrap_or(0),
-            uid: s.st_uid.unwrap_or(0),
-            gid: s.st_gid.unwrap_or(0),
-            size: s.st_size.unwrap_or(0),
-            flags: s.st_flags.unwrap_or(0),
-            mtime: s.st_mtimespec.clone(),
-            birthtime: s.st_birthtimespec.clone(),
-        }),
+        stat: f
+            .stat
+            .as_ref()
+            .filter(|s| !s.is_empty())
+            .map(|s| wit::FileStat {
+                dev: s.st_dev.unwrap_or(0),
+                ino: s.st_ino.unwrap_or(0),
+                mode: s.st_mode.unwrap_or(0),
+                uid: s.st_uid.unwrap_or(0),
+                gid: s.st_gid.unwrap_or(0),
+                size: s.st_size.unwrap_or(0),
+                flags: s.st_flags.unwrap_or(0),
+                mtime: s.st_mtimespec.clone(),
+                birthtime: s.st_birthtimespec.clone(),
+            }),
     }
 }
 
@@ -148,7 +152,12 @@ fn authentication(a: &m::Authentication) -> wit::AuthenticationEvent {
         Some((k, v)) => (k.clone(), Some(v)),
         None => (a.auth_type.to_string(), None),
     };
-    let field = |name: &str| detail.and_then(|d| d.get(name)).and_then(|v| v.as_str()).map(str::to_owned);
+    let field = |name: &str| {
+        detail
+            .and_then(|d| d.get(name))
+            .and_then(|v| v.as_str())
+            .map(str::to_owned)
+    };
     let instigator = detail
         .and_then(|d| d.get("instigator"))
         .and_then(|v| serde_json::from_value::<m::Process>(v.clone()).ok());
@@ -176,14 +185,21 @@ pub fn data(payload: &EventPayload) -> wit::EventData {
             image_cpusubtype: e.image_cpusubtype,
         }),
         EventPayload::Fork(f) => D::Fork(process(&f.child)),
-        EventPayload::Exit(e) => D::Exit(wit::ExitEvent { stat: e.stat, exit_code: e.exit_code(), signal: e.signal() }),
+        EventPayload::Exit(e) => D::Exit(wit::ExitEvent {
+            stat: e.stat,
+            exit_code: e.exit_code(),
+            signal: e.signal(),
+        }),
         EventPayload::Signal(s) => D::Signal(wit::SignalEvent {
             sig: s.sig,
             target: process(&s.target),
             instigator: s.instigator.as_ref().map(process),
         }),
         EventPayload::CsInvalidated => D::CsInvalidated,
-        EventPayload::Open(o) => D::Open(wit::OpenEvent { fflag: o.fflag, file: file(&o.file) }),
+        EventPayload::Open(o) => D::Open(wit::OpenEvent {
+            fflag: o.fflag,
+            file: file(&o.file),
+        }),
         EventPayload::Close(c) => D::Close(wit::CloseEvent {
             modified: c.modified,
             target: file(&c.target),
@@ -199,17 +215,23 @@ pub fn data(payload: &EventPayload) -> wit::EventData {
             destination: destination(&r.destination),
             destination_path: r.destination.path(),
         }),
-        EventPayload::Unlink(u) => {
-            D::Unlink(wit::UnlinkEvent { target: file(&u.target), parent_dir: u.parent_dir.as_ref().map(file) })
-        }
+        EventPayload::Unlink(u) => D::Unlink(wit::UnlinkEvent {
+            target: file(&u.target),
+            parent_dir: u.parent_dir.as_ref().map(file),
+        }),
         EventPayload::Write(w) => D::Write(file(&w.target)),
-        EventPayload::Setextattr(x) => {
-            D::Setextattr(wit::ExtattrEvent { target: file(&x.target), extattr: x.extattr.clone() })
-        }
-        EventPayload::Deleteextattr(x) => {
-            D::Deleteextattr(wit::ExtattrEvent { target: file(&x.target), extattr: x.extattr.clone() })
-        }
-        EventPayload::Setmode(s) => D::Setmode(wit::SetmodeEvent { mode: s.mode, target: file(&s.target) }),
+        EventPayload::Setextattr(x) => D::Setextattr(wit::ExtattrEvent {
+            target: file(&x.target),
+            extattr: x.extattr.clone(),
+        }),
+        EventPayload::Deleteextattr(x) => D::Deleteextattr(wit::ExtattrEvent {
+            target: file(&x.target),
+            extattr: x.extattr.clone(),
+        }),
+        EventPayload::Setmode(s) => D::Setmode(wit::SetmodeEvent {
+            mode: s.mode,
+            target: file(&s.target),
+        }),
         EventPayload::Mmap(mm) => D::Mmap(wit::MmapEvent {
             protection: mm.protection,
             max_protection: mm.max_protection,
@@ -231,10 +253,12 @@ pub fn data(payload: &EventPayload) -> wit::EventData {
             socket_type: u.socket_type,
             protocol: u.protocol,
         }),
-        EventPayload::RemoteThreadCreate(r) => D::RemoteThreadCreate(wit::RemoteThreadCreateEvent {
-            target: process(&r.target),
-            thread_state_flavor: r.thread_state.as_ref().and_then(|t| t.flavor),
-        }),
+        EventPayload::RemoteThreadCreate(r) => {
+            D::RemoteThreadCreate(wit::RemoteThreadCreateEvent {
+                target: process(&r.target),
+                thread_state_flavor: r.thread_state.as_ref().and_then(|t| t.flavor),
+            })
+        }
         EventPayload::BtmLaunchItemAdd(b) => D::BtmLaunchItem(btm(true, b)),
         EventPayload::BtmLaunchItemRemove(b) => D::BtmLaunchItem(btm(false, b)),
         EventPayload::XpMalwareDetected(x) => D::XpMalwareDetected(wit::XpMalwareDetectedEvent {
@@ -259,19 +283,24 @@ pub fn data(payload: &EventPayload) -> wit::EventData {
             username: o.username.clone(),
             uid: o.uid,
         }),
-        EventPayload::ScreensharingAttach(s) => D::ScreensharingAttach(wit::ScreensharingAttachEvent {
-            success: s.success,
-            source_address: s.source_address.clone(),
-            viewer_appleid: s.viewer_appleid.clone(),
-            authentication_type: s.authentication_type.clone(),
-            authentication_username: s.authentication_username.clone(),
-            session_username: s.session_username.clone(),
-            existing_session: s.existing_session,
-            graphical_session_id: s.graphical_session_id,
-        }),
+        EventPayload::ScreensharingAttach(s) => {
+            D::ScreensharingAttach(wit::ScreensharingAttachEvent {
+                success: s.success,
+                source_address: s.source_address.clone(),
+                viewer_appleid: s.viewer_appleid.clone(),
+                authentication_type: s.authentication_type.clone(),
+                authentication_username: s.authentication_username.clone(),
+                session_username: s.session_username.clone(),
+                existing_session: s.existing_session,
+                graphical_session_id: s.graphical_session_id,
+            })
+        }
         EventPayload::Sudo(s) => D::Sudo(wit::SudoEvent {
             success: s.success,
-            reject_reason: s.reject_info.as_ref().map(|r| format!("{}: {}", r.plugin_name, r.failure_message)),
+            reject_reason: s
+                .reject_info
+                .as_ref()
+                .map(|r| format!("{}: {}", r.plugin_name, r.failure_message)),
             from_uid: s.from_uid,
             from_username: s.from_username.clone(),
             to_uid: s.to_uid,
@@ -325,7 +354,10 @@ pub fn data(payload: &EventPayload) -> wit::EventData {
                 (None, None) => Vec::new(),
             },
         }),
-        EventPayload::Other { name, raw } => D::Other(wit::OtherEvent { name: name.clone(), json: raw.to_string() }),
+        EventPayload::Other { name, raw } => D::Other(wit::OtherEvent {
+            name: name.clone(),
+            json: raw.to_string(),
+        }),
     }
 }
 

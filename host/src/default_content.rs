@@ -10,6 +10,9 @@ include!(concat!(env!("OUT_DIR"), "/builtin_plugins.rs"));
 pub fn builtin_sources() -> Vec<PluginSource> {
     BUILTIN_PLUGINS
         .iter()
-        .map(|(name, bytes)| PluginSource { origin: format!("builtin:{name}"), bytes: Arc::from(*bytes) })
+        .map(|(name, bytes)| PluginSource {
+            origin: format!("builtin:{name}"),
+            bytes: Arc::from(*bytes),
+        })
         .collect()
 }

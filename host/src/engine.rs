@@ -1,8 +1,8 @@
 //! The one wasmtime `Engine`, its limits and the epoch ticker that enforces per-call time
 //! caps.
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -68,7 +68,9 @@ pub fn build_engine() -> anyhow::Result<Engine> {
     config.concurrency_support(false);
     config.max_wasm_stack(512 << 10);
     config.wasm_backtrace_max_frames(None);
-    Engine::new(&config).map_err(anyhow::Error::from).context("creating the wasmtime engine")
+    Engine::new(&config)
+        .map_err(anyhow::Error::from)
+        .context("creating the wasmtime engine")
 }
 
 /// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread until dropped.
@@ -92,7 +94,10 @@ impl EpochTicker {
                 }
             })
             .context("starting the epoch ticker thread")?;
-        Ok(Self { stop, handle: Some(handle) })
+        Ok(Self {
+            stop,
+            handle: Some(handle),
+        })
     }
 }
 

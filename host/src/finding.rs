@@ -120,7 +120,9 @@ pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSumma
     let actor = crate::router::actor(event);
     let args = match &event.data {
         wit::EventData::Exec(exec) => Some(exec.args.clone()),
-        _ => table.args(&convert::model_token(&actor.token)).map(|a| a.to_vec()),
+        _ => table
+            .args(&convert::model_token(&actor.token))
+            .map(|a| a.to_vec()),
     };
     ProcessSummary {
         pid: actor.token.pid,
@@ -137,7 +139,13 @@ pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSumma
 
 impl FindingRecord {
     /// The record for a plugin's finding about `event`.
-    pub fn new(plugin: &str, shadow: bool, finding: wit::Finding, event: &wit::Event, table: &ProcessTable) -> Self {
+    pub fn new(
+        plugin: &str,
+        shadow: bool,
+        finding: wit::Finding,
+        event: &wit::Event,
+        table: &ProcessTable,
+    ) -> Self {
         Self {
             rule: finding.rule,
             plugin: plugin.to_owned(),
@@ -148,15 +156,26 @@ impl FindingRecord {
             time: event.time.clone(),
             process: process_summary(event, table),
             message: finding.message,
-            evidence: finding.evidence.into_iter().map(|e| (e.name, e.value)).collect(),
+            evidence: finding
+                .evidence
+                .into_iter()
+                .map(|e| (e.name, e.value))
+                .collect(),
             shadow,
         }
     }
 
     /// The agent's own finding that a plugin was quarantined after repeated faults, raised
     /// while processing `event`.
-    pub fn plugin_quarantined(plugin: &str, digest: &str, reason: &str, event: &wit::Event) -> Self {
-        let exe = std::env::current_exe().map(|p| p.display().to_string()).unwrap_or_else(|_| "ward".into());
+    pub fn plugin_quarantined(
+        plugin: &str,
+        digest: &str,
+        reason: &str,
+        event: &wit::Event,
+    ) -> Self {
+        let exe = std::env::current_exe()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|_| "ward".into());
         Self {
             rule: "plugin-quarantined".into(),
             plugin: "ward".into(),
@@ -176,7 +195,9 @@ impl FindingRecord {
                 parent: None,
                 responsible: None,
             },
-            message: format!("plugin {plugin} was quarantined after repeated faults; it no longer receives events"),
+            message: format!(
+                "plugin {plugin} was quarantined after repeated faults; it no longer receives events"
+            ),
             evidence: vec![
                 ("quarantined_plugin".into(), plugin.into()),
                 ("sha256".into(), digest.into()),
@@ -188,6 +209,7 @@ impl FindingRecord {
 
     /// The NDJSON line (without newline).
     pub fn to_json_line(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|e| format!("{{\"error\":\"unserializable finding: {e}\"}}"))
+        serde_json::to_string(self)
+            .unwrap_or_else(|e| format!("{{\"error\":\"unserializable finding: {e}\"}}"))
     }
 }

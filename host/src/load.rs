@@ -134,15 +134,27 @@ impl PluginSource {
     /// Reads `path` with the size cap.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
         let origin = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| LoadError::Read { origin: origin.clone(), reason: e.to_string() })?;
+        let file = std::fs::File::open(path).map_err(|e| LoadError::Read {
+            origin: origin.clone(),
+            reason: e.to_string(),
+        })?;
         let mut bytes = Vec::new();
         file.take(MAX_PLUGIN_BYTES + 1)
             .read_to_end(&mut bytes)
-            .map_err(|e| LoadError::Read { origin: origin.clone(), reason: e.to_string() })?;
+            .map_err(|e| LoadError::Read {
+                origin: origin.clone(),
+                reason: e.to_string(),
+            })?;
         if bytes.len() as u64 > MAX_PLUGIN_BYTES {
-            return Err(LoadError::TooLarge { origin, max: MAX_PLUGIN_BYTES });
+            return Err(LoadError::TooLarge {
+                origin,
+                max: MAX_PLUGIN_BYTES,
+            });
         }
-        Ok(Self { origin, bytes: bytes.into() })
+        Ok(Self {
+            origin,
+            bytes: bytes.into(),
+        })
     }
 }
 
@@ -193,13 +205,17 @@ fn world_of(component: &Component, rt: &Runtime) -> Option<Kind> {
 
 fn header_check(origin: &str, bytes: &[u8]) -> Result<(), LoadError> {
     match bytes.get(..8) {
-        Some([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]) => Err(LoadError::CoreModule { origin: origin.to_owned() }),
+        Some([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]) => Err(LoadError::CoreModule {
+            origin: origin.to_owned(),
+        }),
         Some([0x00, 0x61, 0x73, 0x6d, _, _, 0x01, 0x00]) => Ok(()),
         Some([0x00, 0x61, 0x73, 0x6d, ..]) => Err(LoadError::Invalid {
             origin: origin.to_owned(),
             reason: "unsupported WebAssembly version or layer".into(),
         }),
-        _ => Err(LoadError::NotWasm { origin: origin.to_owned() }),
+        _ => Err(LoadError::NotWasm {
+            origin: origin.to_owned(),
+        }),
     }
 }
 
@@ -214,9 +230,18 @@ pub fn load(
     let digest = sha256_hex(&source.bytes);
     match &options.pin {
         Some(pin) if !pin.eq_ignore_ascii_case(&digest) => {
-            return Err(LoadError::PinMismatch { origin, pinned: pin.to_lowercase(), actual: digest });
+            return Err(LoadError::PinMismatch {
+                origin,
+                pinned: pin.to_lowercase(),
+                actual: digest,
+            });
         }
-        None if options.require_pin => return Err(LoadError::MissingPin { origin, actual: digest }),
+        None if options.require_pin => {
+            return Err(LoadError::MissingPin {
+                origin,
+                actual: digest,
+            });
+        }
         _ => {}
     }
     header_check(&origin, &source.bytes)?;
@@ -225,8 +250,10 @@ pub fn load(
         Some(cache) => cache.load_or_compile(&rt.engine, &digest, &source.bytes),
         None => cache::compile(&rt.engine, &source.bytes).map(|c| (c, CacheOutcome::Uncached)),
     };
-    let (component, outcome) =
-        compiled.map_err(|e| LoadError::Invalid { origin: origin.clone(), reason: first_line(&format!("{e:#}")) })?;
+    let (component, outcome) = compiled.map_err(|e| LoadError::Invalid {
+        origin: origin.clone(),
+        reason: first_line(&format!("{e:#}")),
+    })?;
     tracing::debug!(plugin = %origin, digest = %digest.get(..12).unwrap_or(""), cache = ?outcome, "component compiled");
 
     let Some(kind) = world_of(&component, rt) else {
@@ -235,10 +262,13 @@ pub fn load(
             reason: "exports none of the ward worlds (detector: on-events/authorize, collector: collect, remediator: plan)".into(),
         });
     };
-    if let Some(expected) = options.expected_kind {
-        if expected != kind {
-            return Err(LoadError::WrongWorld { origin, reason: format!("is a {kind}, expected a {expected}") });
-        }
+    if let Some(expected) = options.expected_kind
+        && expected != kind
+    {
+        return Err(LoadError::WrongWorld {
+            origin,
+            reason: format!("is a {kind}, expected a {expected}"),
+        });
     }
     let linker = match kind {
         Kind::Detector => &rt.detector_linker,
@@ -247,13 +277,26 @@ pub fn load(
     };
     let instance_pre = linker
         .instantiate_pre(&component)
-        .map_err(|e| LoadError::Imports { origin: origin.clone(), kind, reason: first_line(&format!("{e:#}")) })?;
-    let wrong_shape =
-        |e: wasmtime::Error| LoadError::WrongWorld { origin: origin.clone(), reason: format!("exports do not match the {kind} world: {}", first_line(&format!("{e:#}"))) };
+        .map_err(|e| LoadError::Imports {
+            origin: origin.clone(),
+            kind,
+            reason: first_line(&format!("{e:#}")),
+        })?;
+    let wrong_shape = |e: wasmtime::Error| LoadError::WrongWorld {
+        origin: origin.clone(),
+        reason: format!(
+            "exports do not match the {kind} world: {}",
+            first_line(&format!("{e:#}"))
+        ),
+    };
     let pre = match kind {
         Kind::Detector => WorldPre::Detector(DetectorPre::new(instance_pre).map_err(wrong_shape)?),
-        Kind::Collector => WorldPre::Collector(CollectorPre::new(instance_pre).map_err(wrong_shape)?),
-        Kind::Remediator => WorldPre::Remediator(RemediatorPre::new(instance_pre).map_err(wrong_shape)?),
+        Kind::Collector => {
+            WorldPre::Collector(CollectorPre::new(instance_pre).map_err(wrong_shape)?)
+        }
+        Kind::Remediator => {
+            WorldPre::Remediator(RemediatorPre::new(instance_pre).map_err(wrong_shape)?)
+        }
     };
 
     let file_scope = options
@@ -268,41 +311,75 @@ pub fn load(
         files: file_scope,
     };
     let mut store = rt.new_store(ctx.clone());
-    let describe_err = |e: wasmtime::Error| LoadError::Describe { origin: origin.clone(), reason: classify(&e).1 };
+    let describe_err = |e: wasmtime::Error| LoadError::Describe {
+        origin: origin.clone(),
+        reason: classify(&e).1,
+    };
     let (info, live) = match &pre {
         WorldPre::Detector(p) => {
             let b = p.instantiate(&mut store).map_err(describe_err)?;
-            (b.call_describe(&mut store).map_err(describe_err)?, LiveBindings::Detector(b))
+            (
+                b.call_describe(&mut store).map_err(describe_err)?,
+                LiveBindings::Detector(b),
+            )
         }
         WorldPre::Collector(p) => {
             let b = p.instantiate(&mut store).map_err(describe_err)?;
-            (b.call_describe(&mut store).map_err(describe_err)?, LiveBindings::Collector(b))
+            (
+                b.call_describe(&mut store).map_err(describe_err)?,
+                LiveBindings::Collector(b),
+            )
         }
         WorldPre::Remediator(p) => {
             let b = p.instantiate(&mut store).map_err(describe_err)?;
-            (b.call_describe(&mut store).map_err(describe_err)?, LiveBindings::Remediator(b))
+            (
+                b.call_describe(&mut store).map_err(describe_err)?,
+                LiveBindings::Remediator(b),
+            )
         }
     };
     store.data_mut().flush_output();
     if Kind::from_wit(info.kind) != kind {
         return Err(LoadError::Describe {
             origin,
-            reason: format!("says it is a {} but implements the {kind} world", Kind::from_wit(info.kind)),
+            reason: format!(
+                "says it is a {} but implements the {kind} world",
+                Kind::from_wit(info.kind)
+            ),
         });
     }
     if info.name.is_empty() || info.name.len() > 128 || info.subscriptions.len() > 256 {
-        return Err(LoadError::Describe { origin, reason: "name empty or over 128 bytes, or over 256 subscriptions".into() });
+        return Err(LoadError::Describe {
+            origin,
+            reason: "name empty or over 128 bytes, or over 256 subscriptions".into(),
+        });
     }
     for capability in &info.capabilities {
         if !options.grants.iter().any(|g| g == capability) {
-            return Err(LoadError::CapabilityNotGranted { origin, capability: capability.clone() });
+            return Err(LoadError::CapabilityNotGranted {
+                origin,
+                capability: capability.clone(),
+            });
         }
     }
     // From here on logs carry the plugin's own name.
-    let ctx = PluginContext { name: Arc::from(info.name.as_str()), ..ctx };
+    let ctx = PluginContext {
+        name: Arc::from(info.name.as_str()),
+        ..ctx
+    };
     store.data_mut().ctx = ctx.clone();
     tracing::info!(plugin = %info.name, version = %info.version, kind = %kind, digest = %digest.get(..12).unwrap_or(""), origin = %origin, "plugin loaded");
-    Ok(Plugin::new(PluginMeta { info, digest, origin, mode: options.mode }, ctx, pre, (store, live)))
+    Ok(Plugin::new(
+        PluginMeta {
+            info,
+            digest,
+            origin,
+            mode: options.mode,
+        },
+        ctx,
+        pre,
+        (store, live),
+    ))
 }
 
 fn first_line(text: &str) -> String {

@@ -24,14 +24,18 @@ pub struct GuestOutput {
 impl GuestOutput {
     /// A stream that keeps at most `cap` bytes between drains.
     pub fn new(cap: usize) -> Self {
-        Self { buffer: Arc::new(Mutex::new(Buffer::default())), cap }
+        Self {
+            buffer: Arc::new(Mutex::new(Buffer::default())),
+            cap,
+        }
     }
 
     fn push(&self, data: &[u8]) {
         if let Ok(mut buf) = self.buffer.lock() {
             let room = self.cap.saturating_sub(buf.bytes.len());
             let keep = data.len().min(room);
-            buf.bytes.extend_from_slice(data.get(..keep).unwrap_or_default());
+            buf.bytes
+                .extend_from_slice(data.get(..keep).unwrap_or_default());
             buf.dropped += (data.len() - keep) as u64;
         }
     }
@@ -43,7 +47,9 @@ impl GuestOutput {
 
     /// Logs buffered lines as `tracing` events and empties the buffer.
     pub fn drain_to_log(&self, plugin: &str, stream: &'static str) {
-        let Ok(mut buf) = self.buffer.lock() else { return };
+        let Ok(mut buf) = self.buffer.lock() else {
+            return;
+        };
         if buf.bytes.is_empty() {
             return;
         }

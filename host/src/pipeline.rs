@@ -28,7 +28,10 @@ pub struct PipelineOptions {
 
 impl Default for PipelineOptions {
     fn default() -> Self {
-        Self { batch_size: 64, max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES }
+        Self {
+            batch_size: 64,
+            max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES,
+        }
     }
 }
 
@@ -71,7 +74,11 @@ impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}; {} findings", self.parse, self.findings)?;
         for p in &self.plugins {
-            write!(f, "\n  {}: {} events, {} calls, {} findings, {} errors, {} faults", p.name, p.events, p.calls, p.findings, p.errors, p.faults)?;
+            write!(
+                f,
+                "\n  {}: {} events, {} calls, {} findings, {} errors, {} faults",
+                p.name, p.events, p.calls, p.findings, p.errors, p.faults
+            )?;
             if let Some(reason) = &p.quarantined {
                 write!(f, ", QUARANTINED ({reason})")?;
             }
@@ -97,11 +104,19 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// A pipeline over the given plugins; non-detectors and disabled plugins are ignored.
-    pub fn new(rt: Arc<Runtime>, plugins: Vec<Plugin>, processes: SharedProcessTable, options: PipelineOptions) -> Self {
+    pub fn new(
+        rt: Arc<Runtime>,
+        plugins: Vec<Plugin>,
+        processes: SharedProcessTable,
+        options: PipelineOptions,
+    ) -> Self {
         let detectors = plugins
             .into_iter()
             .filter(|p| p.kind() == Kind::Detector && p.mode != Mode::Disabled)
-            .map(|plugin| Routed { route: Route::new(&plugin.info), plugin })
+            .map(|plugin| Routed {
+                route: Route::new(&plugin.info),
+                plugin,
+            })
             .collect();
         Self {
             rt,
@@ -131,14 +146,22 @@ impl Pipeline {
 
     /// Counts a line that was too long to even read.
     pub fn skip_too_long(&mut self, len: usize) {
-        self.record_skip(&ParseError::TooLong { len, max: self.options.max_line_bytes });
+        self.record_skip(&ParseError::TooLong {
+            len,
+            max: self.options.max_line_bytes,
+        });
     }
 
     fn record_skip(&mut self, err: &ParseError) {
         self.stats.lines += 1;
         let reason = err.reason();
         self.stats.skip(reason);
-        let seen = self.stats.skipped.iter().find(|(r, _)| *r == reason).map_or(0, |(_, n)| *n);
+        let seen = self
+            .stats
+            .skipped
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n);
         if seen <= SAMPLES_PER_REASON {
             tracing::warn!(line = self.stats.lines, reason, error = %err, "skipping malformed line");
         }
@@ -152,8 +175,15 @@ impl Pipeline {
         };
         self.stats.lines += 1;
         self.stats.events += 1;
-        self.processes.write().unwrap_or_else(PoisonError::into_inner).observe(&msg);
-        if self.detectors.iter().any(|d| d.route.subscribes(msg.event.kind())) {
+        self.processes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(&msg);
+        if self
+            .detectors
+            .iter()
+            .any(|d| d.route.subscribes(msg.event.kind()))
+        {
             self.batch.push(convert::event(&msg));
             if self.batch.len() >= self.options.batch_size {
                 self.flush(out);
@@ -175,7 +205,13 @@ impl Pipeline {
                 continue;
             }
             self.selection.clear();
-            self.selection.extend(batch.iter().enumerate().filter(|(_, e)| routed.route.accepts(e)).map(|(i, _)| i));
+            self.selection.extend(
+                batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| routed.route.accepts(e))
+                    .map(|(i, _)| i),
+            );
             if self.selection.is_empty() {
                 continue;
             }
@@ -185,18 +221,38 @@ impl Pipeline {
             let events: &[wit::Event] = if whole {
                 &batch
             } else {
-                subset = self.selection.iter().filter_map(|&i| batch.get(i).cloned()).collect();
+                subset = self
+                    .selection
+                    .iter()
+                    .filter_map(|&i| batch.get(i).cloned())
+                    .collect();
                 &subset
             };
             match routed.plugin.on_events(&self.rt, events) {
                 Ok(detections) => {
-                    let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
+                    let table = self
+                        .processes
+                        .read()
+                        .unwrap_or_else(PoisonError::into_inner);
                     let shadow = routed.plugin.mode == Mode::Shadow;
                     for d in detections {
                         let index = d.event_index as usize;
                         if let Some(event) = events.get(index) {
-                            let position = if whole { index } else { self.selection.get(index).copied().unwrap_or(index) };
-                            produced.push((position, FindingRecord::new(routed.plugin.name(), shadow, d.finding, event, &table)));
+                            let position = if whole {
+                                index
+                            } else {
+                                self.selection.get(index).copied().unwrap_or(index)
+                            };
+                            produced.push((
+                                position,
+                                FindingRecord::new(
+                                    routed.plugin.name(),
+                                    shadow,
+                                    d.finding,
+                                    event,
+                                    &table,
+                                ),
+                            ));
                         }
                     }
                 }
@@ -206,7 +262,12 @@ impl Pipeline {
                         let position = self.selection.first().copied().unwrap_or(0);
                         produced.push((
                             position,
-                            FindingRecord::plugin_quarantined(routed.plugin.name(), &routed.plugin.digest, reason, first),
+                            FindingRecord::plugin_quarantined(
+                                routed.plugin.name(),
+                                &routed.plugin.digest,
+                                reason,
+                                first,
+                            ),
                         ));
                     }
                 }
@@ -249,13 +310,18 @@ const CHANNEL_DEPTH: usize = 8;
 
 /// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
 /// Returns the summary; fails only if the input cannot be read or the sink written.
-pub async fn run_stream<R, W>(mut pipeline: Pipeline, input: R, mut sink: W) -> anyhow::Result<Summary>
+pub async fn run_stream<R, W>(
+    mut pipeline: Pipeline,
+    input: R,
+    mut sink: W,
+) -> anyhow::Result<Summary>
 where
     R: BufRead + Send + 'static,
     W: Write + Send + 'static,
 {
     let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHANNEL_DEPTH);
-    let (finding_tx, mut finding_rx) = tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
+    let (finding_tx, mut finding_rx) =
+        tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
     let max = pipeline.options.max_line_bytes;
 
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -304,7 +370,8 @@ where
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         while let Some(findings) = finding_rx.blocking_recv() {
             for f in findings {
-                sink.write_all(f.to_json_line().as_bytes()).context("writing findings")?;
+                sink.write_all(f.to_json_line().as_bytes())
+                    .context("writing findings")?;
                 sink.write_all(b"\n").context("writing findings")?;
             }
             sink.flush().context("writing findings")?;

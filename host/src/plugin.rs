@@ -222,7 +222,10 @@ impl Plugin {
             digest: meta.digest,
             origin: meta.origin,
             mode: meta.mode,
-            stats: PluginStats { instantiations: 1, ..PluginStats::default() },
+            stats: PluginStats {
+                instantiations: 1,
+                ..PluginStats::default()
+            },
             ctx,
             pre,
             live: Some(Live { store, bindings }),
@@ -279,7 +282,11 @@ impl Plugin {
             Ok(info) => Err(self.record_fault(
                 rt,
                 FaultKind::BadOutput,
-                format!("a fresh instance described itself as {} `{}`", Kind::from_wit(info.kind), info.name),
+                format!(
+                    "a fresh instance described itself as {} `{}`",
+                    Kind::from_wit(info.kind),
+                    info.name
+                ),
             )),
             Err(e) => Err(self.fault(rt, &e)),
         }
@@ -342,23 +349,37 @@ impl Plugin {
             tracing::error!(plugin = %self.info.name, digest = %self.short_digest(), reason = %reason, "plugin quarantined");
             self.quarantine = Some(reason);
         }
-        CallError::Fault(Fault { kind, detail, quarantined_now })
+        CallError::Fault(Fault {
+            kind,
+            detail,
+            quarantined_now,
+        })
     }
 
     /// Delivers a batch of events to a detector. The result's detections refer to indices of
     /// `events`.
-    pub fn on_events(&mut self, rt: &Runtime, events: &[wit::Event]) -> Result<Vec<wit::Detection>, CallError> {
+    pub fn on_events(
+        &mut self,
+        rt: &Runtime,
+        events: &[wit::Event],
+    ) -> Result<Vec<wit::Detection>, CallError> {
         self.stats.events += events.len() as u64;
         let out = self.call(rt, |b, store| match b {
             Bindings::Detector(d) => d.call_on_events(store, events),
-            _ => Err(wasmtime::Error::msg("on-events called on a plugin that is not a detector")),
+            _ => Err(wasmtime::Error::msg(
+                "on-events called on a plugin that is not a detector",
+            )),
         });
         let detections = self.unwrap_plugin_result(out)?;
         if detections.len() > rt.limits.max_results_per_call {
             return Err(self.record_fault(
                 rt,
                 FaultKind::OutputLimit,
-                format!("{} findings from one call (cap {})", detections.len(), rt.limits.max_results_per_call),
+                format!(
+                    "{} findings from one call (cap {})",
+                    detections.len(),
+                    rt.limits.max_results_per_call
+                ),
             ));
         }
         for d in &detections {
@@ -366,7 +387,11 @@ impl Plugin {
                 return Err(self.record_fault(
                     rt,
                     FaultKind::BadOutput,
-                    format!("finding about event {} of a batch of {}", d.event_index, events.len()),
+                    format!(
+                        "finding about event {} of a batch of {}",
+                        d.event_index,
+                        events.len()
+                    ),
                 ));
             }
             let size = finding_bytes(&d.finding);
@@ -374,7 +399,10 @@ impl Plugin {
                 return Err(self.record_fault(
                     rt,
                     FaultKind::OutputLimit,
-                    format!("a {size}-byte finding (cap {})", rt.limits.max_finding_bytes),
+                    format!(
+                        "a {size}-byte finding (cap {})",
+                        rt.limits.max_finding_bytes
+                    ),
                 ));
             }
         }
@@ -383,38 +411,67 @@ impl Plugin {
     }
 
     /// Asks a detector for a verdict on an AUTH event.
-    pub fn authorize(&mut self, rt: &Runtime, event: &wit::Event) -> Result<wit::Verdict, CallError> {
+    pub fn authorize(
+        &mut self,
+        rt: &Runtime,
+        event: &wit::Event,
+    ) -> Result<wit::Verdict, CallError> {
         self.stats.events += 1;
         self.call(rt, |b, store| match b {
             Bindings::Detector(d) => d.call_authorize(store, event),
-            _ => Err(wasmtime::Error::msg("authorize called on a plugin that is not a detector")),
+            _ => Err(wasmtime::Error::msg(
+                "authorize called on a plugin that is not a detector",
+            )),
         })
     }
 
     /// Asks a collector for evidence.
-    pub fn collect(&mut self, rt: &Runtime, trigger: &wit::Trigger) -> Result<Vec<wit::Artifact>, CallError> {
+    pub fn collect(
+        &mut self,
+        rt: &Runtime,
+        trigger: &wit::Trigger,
+    ) -> Result<Vec<wit::Artifact>, CallError> {
         let out = self.call(rt, |b, store| match b {
             Bindings::Collector(c) => c.call_collect(store, trigger),
-            _ => Err(wasmtime::Error::msg("collect called on a plugin that is not a collector")),
+            _ => Err(wasmtime::Error::msg(
+                "collect called on a plugin that is not a collector",
+            )),
         });
         let artifacts = self.unwrap_plugin_result(out)?;
-        let total: usize = artifacts.iter().map(|a| a.content.len() + a.name.len()).sum();
+        let total: usize = artifacts
+            .iter()
+            .map(|a| a.content.len() + a.name.len())
+            .sum();
         if artifacts.len() > rt.limits.max_results_per_call || total > rt.limits.memory_bytes {
-            return Err(self.record_fault(rt, FaultKind::OutputLimit, format!("{} artifacts, {total} bytes", artifacts.len())));
+            return Err(self.record_fault(
+                rt,
+                FaultKind::OutputLimit,
+                format!("{} artifacts, {total} bytes", artifacts.len()),
+            ));
         }
         self.stats.results += artifacts.len() as u64;
         Ok(artifacts)
     }
 
     /// Asks a remediator for a plan.
-    pub fn plan(&mut self, rt: &Runtime, trigger: &wit::Trigger) -> Result<Vec<wit::PlannedAction>, CallError> {
+    pub fn plan(
+        &mut self,
+        rt: &Runtime,
+        trigger: &wit::Trigger,
+    ) -> Result<Vec<wit::PlannedAction>, CallError> {
         let out = self.call(rt, |b, store| match b {
             Bindings::Remediator(r) => r.call_plan(store, trigger),
-            _ => Err(wasmtime::Error::msg("plan called on a plugin that is not a remediator")),
+            _ => Err(wasmtime::Error::msg(
+                "plan called on a plugin that is not a remediator",
+            )),
         });
         let actions = self.unwrap_plugin_result(out)?;
         if actions.len() > rt.limits.max_results_per_call {
-            return Err(self.record_fault(rt, FaultKind::OutputLimit, format!("{} planned actions", actions.len())));
+            return Err(self.record_fault(
+                rt,
+                FaultKind::OutputLimit,
+                format!("{} planned actions", actions.len()),
+            ));
         }
         self.stats.results += actions.len() as u64;
         Ok(actions)
@@ -454,7 +511,10 @@ fn finding_bytes(f: &wit::Finding) -> usize {
     f.rule.len()
         + f.message.len()
         + f.attack.iter().map(String::len).sum::<usize>()
-        + f.evidence.iter().map(|e| e.name.len() + e.value.len()).sum::<usize>()
+        + f.evidence
+            .iter()
+            .map(|e| e.name.len() + e.value.len())
+            .sum::<usize>()
 }
 
 /// Sorts a wasmtime error into a fault kind with a one-line detail.
@@ -472,7 +532,10 @@ pub fn classify(error: &wasmtime::Error) -> (FaultKind, String) {
         };
         return (kind, detail);
     }
-    if chain.contains("growing memory") || chain.contains("growing table") || chain.contains("memory allocation") {
+    if chain.contains("growing memory")
+        || chain.contains("growing table")
+        || chain.contains("memory allocation")
+    {
         return (FaultKind::MemoryLimit, one_line(&chain));
     }
     (FaultKind::Trap, one_line(&chain))

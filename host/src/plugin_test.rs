@@ -21,13 +21,26 @@ use crate::state::SharedProcessTable;
 use ward_event::{ProcessTable, parse_line};
 
 /// Runs the plugin test; exit 0 on success, 1 on a mismatch or a plugin fault.
-pub fn run(plugin: &Path, events: &Path, expect: Option<&Path>, bless: bool, options: LoadOptions) -> anyhow::Result<ExitCode> {
+pub fn run(
+    plugin: &Path,
+    events: &Path,
+    expect: Option<&Path>,
+    bless: bool,
+    options: LoadOptions,
+) -> anyhow::Result<ExitCode> {
     let rt = Arc::new(Runtime::new(Limits::default(), None)?);
     let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
     let source = PluginSource::from_file(plugin)?;
     let loaded = load(&rt, &source, &options, &processes)?;
-    eprintln!("ward plugin test: loaded {} {} ({}) sha256 {}", loaded.kind(), loaded.name(), loaded.info.version, loaded.digest);
-    let file = std::fs::File::open(events).with_context(|| format!("cannot open {}", events.display()))?;
+    eprintln!(
+        "ward plugin test: loaded {} {} ({}) sha256 {}",
+        loaded.kind(),
+        loaded.name(),
+        loaded.info.version,
+        loaded.digest
+    );
+    let file =
+        std::fs::File::open(events).with_context(|| format!("cannot open {}", events.display()))?;
     let reader = BufReader::new(file);
 
     let (lines, faults) = match loaded.kind() {
@@ -41,7 +54,9 @@ pub fn run(plugin: &Path, events: &Path, expect: Option<&Path>, bless: bool, opt
     }
     stdout.flush()?;
     if faults > 0 {
-        eprintln!("ward plugin test: FAILED: the plugin faulted {faults} time(s) (see the log above)");
+        eprintln!(
+            "ward plugin test: FAILED: the plugin faulted {faults} time(s) (see the log above)"
+        );
         return Ok(ExitCode::from(1));
     }
     let Some(expect) = expect else {
@@ -52,30 +67,56 @@ pub fn run(plugin: &Path, events: &Path, expect: Option<&Path>, bless: bool, opt
         let mut text = lines.join("\n");
         text.push('\n');
         std::fs::write(expect, text).with_context(|| format!("writing {}", expect.display()))?;
-        eprintln!("ward plugin test: wrote {} line(s) to {}", lines.len(), expect.display());
+        eprintln!(
+            "ward plugin test: wrote {} line(s) to {}",
+            lines.len(),
+            expect.display()
+        );
         return Ok(ExitCode::SUCCESS);
     }
-    let expected_text = std::fs::read_to_string(expect).with_context(|| format!("cannot read {}", expect.display()))?;
+    let expected_text = std::fs::read_to_string(expect)
+        .with_context(|| format!("cannot read {}", expect.display()))?;
     let mut expected = Vec::new();
-    for (i, line) in expected_text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-        let value: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: not JSON", expect.display(), i + 1))?;
+    for (i, line) in expected_text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let value: Value = serde_json::from_str(line)
+            .with_context(|| format!("{}:{}: not JSON", expect.display(), i + 1))?;
         expected.push(value);
     }
-    let actual: Vec<Value> = lines.iter().filter_map(|l| serde_json::from_str(l).ok()).collect();
+    let actual: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
     let differences = compare(&expected, &actual);
     if differences.is_empty() {
-        eprintln!("ward plugin test: ok: {} result line(s) match {}", actual.len(), expect.display());
+        eprintln!(
+            "ward plugin test: ok: {} result line(s) match {}",
+            actual.len(),
+            expect.display()
+        );
         Ok(ExitCode::SUCCESS)
     } else {
         for d in &differences {
             eprintln!("ward plugin test: MISMATCH: {d}");
         }
-        eprintln!("ward plugin test: FAILED: {} difference(s) from {}", differences.len(), expect.display());
+        eprintln!(
+            "ward plugin test: FAILED: {} difference(s) from {}",
+            differences.len(),
+            expect.display()
+        );
         Ok(ExitCode::from(1))
     }
 }
 
-fn run_detector(rt: Arc<Runtime>, plugin: Plugin, processes: SharedProcessTable, reader: impl std::io::BufRead) -> (Vec<String>, u64) {
+fn run_detector(
+    rt: Arc<Runtime>,
+    plugin: Plugin,
+    processes: SharedProcessTable,
+    reader: impl std::io::BufRead,
+) -> (Vec<String>, u64) {
     let mut pipeline = Pipeline::new(rt, vec![plugin], processes, PipelineOptions::default());
     let mut lines = LineReader::new(reader, ward_event::DEFAULT_MAX_LINE_BYTES);
     let mut out: Vec<FindingRecord> = Vec::new();
@@ -94,7 +135,10 @@ fn run_detector(rt: Arc<Runtime>, plugin: Plugin, processes: SharedProcessTable,
     let summary = pipeline.summary();
     eprintln!("ward plugin test: {summary}");
     let faults = summary.plugins.iter().map(|p| p.faults).sum();
-    (out.iter().map(FindingRecord::to_json_line).collect(), faults)
+    (
+        out.iter().map(FindingRecord::to_json_line).collect(),
+        faults,
+    )
 }
 
 /// Collectors and remediators: one trigger per event, with a synthetic finding.
@@ -109,8 +153,13 @@ fn run_responder(
     let mut index = 0u64;
     while let Some(line) = lines.next_line()? {
         let Line::Data(bytes) = line else { continue };
-        let Ok(msg) = parse_line(&bytes, ward_event::DEFAULT_MAX_LINE_BYTES) else { continue };
-        processes.write().unwrap_or_else(PoisonError::into_inner).observe(&msg);
+        let Ok(msg) = parse_line(&bytes, ward_event::DEFAULT_MAX_LINE_BYTES) else {
+            continue;
+        };
+        processes
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .observe(&msg);
         let trigger = wit::Trigger {
             detector: "ward-plugin-test".into(),
             finding: wit::Finding {
@@ -145,7 +194,9 @@ fn run_responder(
         };
         match result {
             Ok(value) => out.push(value.to_string()),
-            Err(CallError::Plugin(message)) => out.push(serde_json::json!({ "event_index": index, "error": message }).to_string()),
+            Err(CallError::Plugin(message)) => {
+                out.push(serde_json::json!({ "event_index": index, "error": message }).to_string())
+            }
             Err(e) => tracing::error!(event_index = index, error = %e, "plugin call failed"),
         }
         index += 1;
@@ -158,7 +209,11 @@ fn run_responder(
 pub fn compare(expected: &[Value], actual: &[Value]) -> Vec<String> {
     let mut diffs = Vec::new();
     if expected.len() != actual.len() {
-        diffs.push(format!("expected {} line(s), got {}", expected.len(), actual.len()));
+        diffs.push(format!(
+            "expected {} line(s), got {}",
+            expected.len(),
+            actual.len()
+        ));
     }
     for (i, (e, a)) in expected.iter().zip(actual).enumerate() {
         if let Some(d) = subset_mismatch(e, a, "") {
@@ -177,11 +232,16 @@ fn subset_mismatch(expected: &Value, actual: &Value, path: &str) -> Option<Strin
                 None => Some(format!("{here}: missing (expected {ev})")),
             }
         }),
-        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => {
-            e.iter().zip(a).enumerate().find_map(|(i, (ev, av))| subset_mismatch(ev, av, &format!("{path}[{i}]")))
-        }
+        (Value::Array(e), Value::Array(a)) if e.len() == a.len() => e
+            .iter()
+            .zip(a)
+            .enumerate()
+            .find_map(|(i, (ev, av))| subset_mismatch(ev, av, &format!("{path}[{i}]"))),
         _ if expected == actual => None,
-        _ => Some(format!("{}: expected {expected}, got {actual}", if path.is_empty() { "." } else { path })),
+        _ => Some(format!(
+            "{}: expected {expected}, got {actual}",
+            if path.is_empty() { "." } else { path }
+        )),
     }
 }
 
@@ -192,7 +252,8 @@ mod tests {
 
     #[test]
     fn subset_matching_reports_the_first_difference() {
-        let actual = vec![json!({"rule": "a", "severity": "high", "process": {"pid": 1, "path": "/x"}})];
+        let actual =
+            vec![json!({"rule": "a", "severity": "high", "process": {"pid": 1, "path": "/x"}})];
         assert!(compare(&[json!({"rule": "a", "process": {"pid": 1}})], &actual).is_empty());
         let diffs = compare(&[json!({"rule": "a", "process": {"pid": 2}})], &actual);
         assert_eq!(diffs, vec!["line 1: .process.pid: expected 2, got 1"]);

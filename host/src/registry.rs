@@ -39,7 +39,8 @@ pub fn load_all(rt: &Runtime, config: &WardConfig, processes: &SharedProcessTabl
             continue;
         }
         let options = config.plugin_options(entry);
-        let result = PluginSource::from_file(&config.resolve(&entry.path)).and_then(|s| load(rt, &s, &options, processes));
+        let result = PluginSource::from_file(&config.resolve(&entry.path))
+            .and_then(|s| load(rt, &s, &options, processes));
         match result {
             Ok(p) => plugins.push(p),
             Err(e) => errors.push(e),

@@ -44,10 +44,13 @@ impl Route {
         if !self.subscribes(&event.kind) {
             return false;
         }
-        let Some(p) = &self.prefilter else { return true };
+        let Some(p) = &self.prefilter else {
+            return true;
+        };
         let path = primary_path(event);
         (p.path_prefixes.is_empty() || p.path_prefixes.iter().any(|x| path.starts_with(x.as_str())))
-            && (p.path_contains.is_empty() || p.path_contains.iter().any(|x| path.contains(x.as_str())))
+            && (p.path_contains.is_empty()
+                || p.path_contains.iter().any(|x| path.contains(x.as_str())))
             && (p.signing_ids.is_empty() || {
                 let id = actor(event).signing_id.as_deref().unwrap_or("");
                 p.signing_ids.iter().any(|x| x == id)

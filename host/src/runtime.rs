@@ -62,7 +62,15 @@ impl Runtime {
             None => None,
         };
         let ticker = EpochTicker::start(&engine)?;
-        Ok(Self { engine, detector_linker, collector_linker, remediator_linker, limits, cache, _ticker: ticker })
+        Ok(Self {
+            engine,
+            detector_linker,
+            collector_linker,
+            remediator_linker,
+            limits,
+            cache,
+            _ticker: ticker,
+        })
     }
 
     /// A fresh store for one instance of a plugin, with its limiter and a call deadline.

@@ -5,18 +5,30 @@ use std::path::Path;
 use anyhow::{Context as _, bail};
 
 /// Writes `<dir>/<name>/{Cargo.toml, src/lib.rs, events.jsonl}` for a plugin of `kind`.
-pub fn new_plugin(name: &str, kind: &str, dir: &Path, sdk_path: Option<&Path>) -> anyhow::Result<()> {
-    if name.is_empty() || !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
+pub fn new_plugin(
+    name: &str,
+    kind: &str,
+    dir: &Path,
+    sdk_path: Option<&Path>,
+) -> anyhow::Result<()> {
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
         bail!("plugin name `{name}` must be kebab-case: lowercase letters, digits and `-`");
     }
     let root = dir.join(name);
     if root.exists() {
         bail!("{} already exists", root.display());
     }
-    std::fs::create_dir_all(root.join("src")).with_context(|| format!("creating {}", root.display()))?;
+    std::fs::create_dir_all(root.join("src"))
+        .with_context(|| format!("creating {}", root.display()))?;
     let sdk = match sdk_path {
         Some(p) => format!("ward-sdk = {{ path = {:?} }}", p.display().to_string()),
-        None => "ward-sdk = { path = \"../ward/sdk\" } # point this at your ward checkout".to_owned(),
+        None => {
+            "ward-sdk = { path = \"../ward/sdk\" } # point this at your ward checkout".to_owned()
+        }
     };
     let manifest = format!(
         "[package]\nname = \"{name}\"\nversion = \"0.1.0\"\nedition = \"2024\"\n\n[lib]\ncrate-type = [\"cdylib\", \"rlib\"]\n\n[dependencies]\n{sdk}\n\n[workspace]\n"
@@ -124,8 +136,15 @@ ward_sdk::export_remediator!({ty});
     std::fs::write(root.join("Cargo.toml"), manifest)?;
     std::fs::write(root.join("src/lib.rs"), body)?;
     println!("created {} ({kind})", root.display());
-    println!("build:  cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml", root.display());
-    println!("test:   ward plugin test {}/target/wasm32-wasip2/release/{}.wasm --events <eslogger.jsonl>", root.display(), name.replace('-', "_"));
+    println!(
+        "build:  cargo build --release --target wasm32-wasip2 --manifest-path {}/Cargo.toml",
+        root.display()
+    );
+    println!(
+        "test:   ward plugin test {}/target/wasm32-wasip2/release/{}.wasm --events <eslogger.jsonl>",
+        root.display(),
+        name.replace('-', "_")
+    );
     Ok(())
 }
 

@@ -71,7 +71,10 @@ pub mod rt {
             let mut out = Vec::new();
             for (index, event) in events.iter().enumerate() {
                 for finding in detector.on_event(event)? {
-                    out.push(Detection { event_index: index as u32, finding });
+                    out.push(Detection {
+                        event_index: index as u32,
+                        finding,
+                    });
                 }
             }
             Ok(out)

@@ -25,12 +25,16 @@ impl FindingExt for Finding {
     }
 
     fn attack(mut self, techniques: &[&str]) -> Self {
-        self.attack.extend(techniques.iter().map(|t| (*t).to_owned()));
+        self.attack
+            .extend(techniques.iter().map(|t| (*t).to_owned()));
         self
     }
 
     fn evidence(mut self, name: &str, value: impl Into<String>) -> Self {
-        self.evidence.push(Evidence { name: name.to_owned(), value: value.into() });
+        self.evidence.push(Evidence {
+            name: name.to_owned(),
+            value: value.into(),
+        });
         self
     }
 }
@@ -38,6 +42,9 @@ impl FindingExt for Finding {
 impl Finding {
     /// The value of the evidence field `name`, if present.
     pub fn evidence_value(&self, name: &str) -> Option<&str> {
-        self.evidence.iter().find(|e| e.name == name).map(|e| e.value.as_str())
+        self.evidence
+            .iter()
+            .find(|e| e.name == name)
+            .map(|e| e.value.as_str())
     }
 }

@@ -32,17 +32,17 @@ mod collector;
 mod detector;
 mod remediator;
 
+pub use bindings::ward::plugin::types::Evidence;
 pub use bindings::ward::plugin::types::{
     Action, Artifact, AuditToken, AuthRequest, AuthenticationEvent, BtmItemType,
     BtmLaunchItemEvent, CloseEvent, ConfigOption, CreateEvent, Destination, Detection, Event,
     EventData, ExecEvent, ExitEvent, ExtattrEvent, File, FileStat, Finding, KillProcess,
     LoginEvent, MmapEvent, MountEvent, NewPath, Notification, OdEvent, OdOperation, OpenEvent,
-    OpensshLoginEvent, OtherEvent, PlannedAction, PluginError, PluginInfo, PluginKind,
-    Prefilter, Process, ProfileAddEvent, RemoteThreadCreateEvent, RenameEvent, RunScript,
-    ScreensharingAttachEvent, SetmodeEvent, Severity, SignalEvent, SignerType, SuEvent,
-    SudoEvent, TccModifyEvent, Trigger, UipcConnectEvent, UnlinkEvent, XpMalwareDetectedEvent,
+    OpensshLoginEvent, OtherEvent, PlannedAction, PluginError, PluginInfo, PluginKind, Prefilter,
+    Process, ProfileAddEvent, RemoteThreadCreateEvent, RenameEvent, RunScript,
+    ScreensharingAttachEvent, SetmodeEvent, Severity, SignalEvent, SignerType, SuEvent, SudoEvent,
+    TccModifyEvent, Trigger, UipcConnectEvent, UnlinkEvent, XpMalwareDetectedEvent,
 };
-pub use bindings::ward::plugin::types::Evidence;
 pub use event::{EventExt, ProcessExt};
 pub use finding::FindingExt;
 pub use host::{config, log, process};
@@ -53,14 +53,14 @@ pub use remediator::Remediator;
 
 /// Everything a plugin usually needs: `use ward_sdk::prelude::*;`.
 pub mod prelude {
+    pub use crate::Detector;
+    pub use crate::Remediator;
+    pub use crate::{Action, Artifact, PlannedAction, Trigger};
+    pub use crate::{Collector, collector_files as files};
     pub use crate::{
         Event, EventData, EventExt, Finding, FindingExt, PluginError, PluginInfo, PluginKind,
         Prefilter, Process, ProcessExt, Severity, SignerType, Verdict, config, log, process,
     };
-    pub use crate::{Action, Artifact, PlannedAction, Trigger};
-        pub use crate::{Collector, collector_files as files};
-        pub use crate::Detector;
-        pub use crate::Remediator;
 }
 
 pub use bindings::ward::plugin::types::Verdict;
@@ -83,7 +83,8 @@ impl PluginInfo {
 
     /// Subscribes to these eslogger event kinds (`exec`, `create`, …; `*` for all).
     pub fn subscribe(mut self, kinds: &[&str]) -> Self {
-        self.subscriptions.extend(kinds.iter().map(|k| (*k).to_owned()));
+        self.subscriptions
+            .extend(kinds.iter().map(|k| (*k).to_owned()));
         self
     }
 
@@ -101,7 +102,10 @@ impl PluginInfo {
 
     /// Documents one configuration key.
     pub fn config_option(mut self, name: &str, help: &str) -> Self {
-        self.config.push(ConfigOption { name: name.to_owned(), help: help.to_owned() });
+        self.config.push(ConfigOption {
+            name: name.to_owned(),
+            help: help.to_owned(),
+        });
         self
     }
 }
@@ -109,18 +113,24 @@ impl PluginInfo {
 impl Prefilter {
     /// A prefilter that matches everything; narrow it with the builder methods.
     pub fn any() -> Self {
-        Self { path_prefixes: Vec::new(), path_contains: Vec::new(), signing_ids: Vec::new() }
+        Self {
+            path_prefixes: Vec::new(),
+            path_contains: Vec::new(),
+            signing_ids: Vec::new(),
+        }
     }
 
     /// Only events whose primary path starts with one of `prefixes`.
     pub fn path_prefixes(mut self, prefixes: &[&str]) -> Self {
-        self.path_prefixes.extend(prefixes.iter().map(|p| (*p).to_owned()));
+        self.path_prefixes
+            .extend(prefixes.iter().map(|p| (*p).to_owned()));
         self
     }
 
     /// Only events whose primary path contains one of `parts`.
     pub fn path_contains(mut self, parts: &[&str]) -> Self {
-        self.path_contains.extend(parts.iter().map(|p| (*p).to_owned()));
+        self.path_contains
+            .extend(parts.iter().map(|p| (*p).to_owned()));
         self
     }
 
@@ -134,13 +144,15 @@ impl Prefilter {
 impl PluginError {
     /// An error with this message.
     pub fn new(message: impl Into<String>) -> Self {
-        Self { message: message.into() }
+        Self {
+            message: message.into(),
+        }
     }
 }
 
 #[doc(hidden)]
-pub use detector::{rt as __detector_rt, world as __detector_world};
-#[doc(hidden)]
 pub use collector::{rt as __collector_rt, world as __collector_world};
+#[doc(hidden)]
+pub use detector::{rt as __detector_rt, world as __detector_world};
 #[doc(hidden)]
 pub use remediator::{rt as __remediator_rt, world as __remediator_world};

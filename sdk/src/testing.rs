@@ -31,7 +31,8 @@ pub fn set_config(key: &str, value: &str) {
 /// Adds a process that [`crate::process::lookup`] finds in native tests.
 pub fn add_process(process: Process) {
     PROCESSES.with(|p| {
-        p.borrow_mut().insert((process.token.pid, process.token.pidversion), process)
+        p.borrow_mut()
+            .insert((process.token.pid, process.token.pidversion), process)
     });
 }
 
@@ -45,7 +46,10 @@ pub fn reset() {
 /// The messages logged on this thread so far, with their level names.
 pub fn logs() -> Vec<(String, String)> {
     LOGS.with(|l| {
-        l.borrow().iter().map(|(level, msg)| (format!("{level:?}").to_lowercase(), msg.clone())).collect()
+        l.borrow()
+            .iter()
+            .map(|(level, msg)| (format!("{level:?}").to_lowercase(), msg.clone()))
+            .collect()
     })
 }
 
@@ -66,12 +70,25 @@ pub(crate) fn lookup_process(token: AuditToken) -> Option<Process> {
 
 /// An audit token for `pid` / `pidversion`, owned by uid 501.
 pub fn token(pid: i32, pidversion: i32) -> AuditToken {
-    AuditToken { pid, pidversion, auid: 501, euid: 501, egid: 20, ruid: 501, rgid: 20, asid: 100_001 }
+    AuditToken {
+        pid,
+        pidversion,
+        auid: 501,
+        euid: 501,
+        egid: 20,
+        ruid: 501,
+        rgid: 20,
+        asid: 100_001,
+    }
 }
 
 /// A file at `path` without stat data.
 pub fn file(path: &str) -> File {
-    File { path: path.to_owned(), path_truncated: false, stat: None }
+    File {
+        path: path.to_owned(),
+        path_truncated: false,
+        stat: None,
+    }
 }
 
 /// An Apple platform process running `path` (pid 500, pidversion 1), signing id
@@ -184,7 +201,14 @@ pub fn rename(by: Process, from: &str, to: &str) -> Event {
 /// An `unlink` of `path` by `by`.
 pub fn unlink(by: Process, path: &str) -> Event {
     let (dir, _) = split(path);
-    event("unlink", by, EventData::Unlink(UnlinkEvent { target: file(path), parent_dir: Some(file(dir)) }))
+    event(
+        "unlink",
+        by,
+        EventData::Unlink(UnlinkEvent {
+            target: file(path),
+            parent_dir: Some(file(dir)),
+        }),
+    )
 }
 
 /// A `close` of `path` after it was modified, by `by`.
@@ -192,7 +216,11 @@ pub fn close_modified(by: Process, path: &str) -> Event {
     event(
         "close",
         by,
-        EventData::Close(CloseEvent { modified: true, target: file(path), was_mapped_writable: Some(false) }),
+        EventData::Close(CloseEvent {
+            modified: true,
+            target: file(path),
+            was_mapped_writable: Some(false),
+        }),
     )
 }
 
@@ -201,6 +229,9 @@ pub fn deleteextattr(by: Process, path: &str, name: &str) -> Event {
     event(
         "deleteextattr",
         by,
-        EventData::Deleteextattr(ExtattrEvent { target: file(path), extattr: name.to_owned() }),
+        EventData::Deleteextattr(ExtattrEvent {
+            target: file(path),
+            extattr: name.to_owned(),
+        }),
     )
 }

@@ -15,14 +15,21 @@ use ward::state::SharedProcessTable;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 /// A component built by the host's build script (`fixture_loop`, `untrusted_exec`, …).
 pub fn wasm(name: &str) -> PathBuf {
     let dir = Path::new(env!("WARD_WASM_DIR"));
     let lib = dir.join(format!("{}.wasm", name.replace('-', "_")));
-    if lib.exists() { lib } else { dir.join(format!("{name}.wasm")) }
+    if lib.exists() {
+        lib
+    } else {
+        dir.join(format!("{name}.wasm"))
+    }
 }
 
 /// The example attack-chain stream.
@@ -32,7 +39,12 @@ pub fn attack_chain() -> Vec<u8> {
 
 /// Limits small enough to make faults quick: 100 ms per call, 32 MiB, 3 faults quarantine.
 pub fn test_limits() -> Limits {
-    Limits { call_timeout: Duration::from_millis(100), memory_bytes: 32 << 20, max_faults: 3, ..Limits::default() }
+    Limits {
+        call_timeout: Duration::from_millis(100),
+        memory_bytes: 32 << 20,
+        max_faults: 3,
+        ..Limits::default()
+    }
 }
 
 /// A runtime with [`test_limits`], sharing one compile cache across tests and runs.
@@ -46,7 +58,12 @@ pub fn processes() -> SharedProcessTable {
 }
 
 /// Loads a built component with `options`.
-pub fn load_wasm(rt: &Runtime, name: &str, options: &LoadOptions, processes: &SharedProcessTable) -> Plugin {
+pub fn load_wasm(
+    rt: &Runtime,
+    name: &str,
+    options: &LoadOptions,
+    processes: &SharedProcessTable,
+) -> Plugin {
     let source = PluginSource::from_file(&wasm(name)).unwrap();
     load(rt, &source, options, processes).unwrap_or_else(|e| panic!("{e}"))
 }
@@ -60,8 +77,21 @@ pub fn first_party(rt: &Runtime, processes: &SharedProcessTable) -> Vec<Plugin> 
 }
 
 /// Runs `plugins` over `input` with small batches (so a plugin is called several times).
-pub fn run(rt: Arc<Runtime>, plugins: Vec<Plugin>, processes: SharedProcessTable, input: &[u8]) -> (Vec<FindingRecord>, Summary) {
-    let mut pipeline = Pipeline::new(rt, plugins, processes, PipelineOptions { batch_size: 4, ..PipelineOptions::default() });
+pub fn run(
+    rt: Arc<Runtime>,
+    plugins: Vec<Plugin>,
+    processes: SharedProcessTable,
+    input: &[u8],
+) -> (Vec<FindingRecord>, Summary) {
+    let mut pipeline = Pipeline::new(
+        rt,
+        plugins,
+        processes,
+        PipelineOptions {
+            batch_size: 4,
+            ..PipelineOptions::default()
+        },
+    );
     let mut out = Vec::new();
     for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         pipeline.push_line(line, &mut out);

@@ -45,14 +45,22 @@ pub fn workspace_root(manifest_dir: &Path) -> PathBuf {
 /// `Cargo.toml`), sorted.
 pub fn packages_in(dir: &Path) -> Vec<String> {
     let mut names = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else { return names };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return names;
+    };
     for entry in entries.flatten() {
         let manifest = entry.path().join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else { continue };
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
         let name = text
             .lines()
             .map(str::trim)
-            .find_map(|l| l.strip_prefix("name").map(str::trim).and_then(|r| r.strip_prefix('=')))
+            .find_map(|l| {
+                l.strip_prefix("name")
+                    .map(str::trim)
+                    .and_then(|r| r.strip_prefix('='))
+            })
             .map(|v| v.trim().trim_matches('"').to_owned());
         if let Some(name) = name {
             names.push(name);
@@ -64,16 +72,30 @@ pub fn packages_in(dir: &Path) -> Vec<String> {
 
 fn ensure_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let sysroot = Command::new(&rustc).args(["--print", "sysroot"]).output().ok();
+    let sysroot = Command::new(&rustc)
+        .args(["--print", "sysroot"])
+        .output()
+        .ok();
     let installed = sysroot
-        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()).join("lib/rustlib").join(TARGET).exists())
+        .map(|o| {
+            PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
+                .join("lib/rustlib")
+                .join(TARGET)
+                .exists()
+        })
         .unwrap_or(false);
     if installed {
         return;
     }
-    let added = Command::new("rustup").args(["target", "add", TARGET]).status().map(|s| s.success()).unwrap_or(false);
+    let added = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
     if !added {
-        panic!("the {TARGET} target is not installed and `rustup target add {TARGET}` failed; install it and rebuild");
+        panic!(
+            "the {TARGET} target is not installed and `rustup target add {TARGET}` failed; install it and rebuild"
+        );
     }
 }
 
@@ -105,7 +127,9 @@ pub fn build_components(root: &Path, packages: &[String]) -> Vec<(String, PathBu
     for p in packages {
         cmd.args(["-p", p]);
     }
-    let status = cmd.status().unwrap_or_else(|e| panic!("running cargo for {TARGET}: {e}"));
+    let status = cmd
+        .status()
+        .unwrap_or_else(|e| panic!("running cargo for {TARGET}: {e}"));
     if !status.success() {
         panic!("building plugins for {TARGET} failed ({status}); see the cargo output above");
     }
@@ -115,8 +139,16 @@ pub fn build_components(root: &Path, packages: &[String]) -> Vec<(String, PathBu
             let dir = target_dir.join(TARGET).join("release");
             // Libraries get `_` in their file name, binaries keep `-`.
             let lib = dir.join(format!("{}.wasm", p.replace('-', "_")));
-            let file = if lib.exists() { lib } else { dir.join(format!("{p}.wasm")) };
-            assert!(file.exists(), "cargo reported success but {} is missing", file.display());
+            let file = if lib.exists() {
+                lib
+            } else {
+                dir.join(format!("{p}.wasm"))
+            };
+            assert!(
+                file.exists(),
+                "cargo reported success but {} is missing",
+                file.display()
+            );
             (p.clone(), file)
         })
         .collect()

@@ -9,5 +9,5 @@ pub mod parse;
 pub mod process_table;
 
 pub use model::{AuditToken, EventPayload, Message, Process, Signer};
-pub use parse::{parse_line, ParseError, ParseStats, DEFAULT_MAX_LINE_BYTES};
+pub use parse::{DEFAULT_MAX_LINE_BYTES, ParseError, ParseStats, parse_line};
 pub use process_table::ProcessTable;

@@ -1,8 +1,8 @@
 //! The eslogger JSON model: one struct per object eslogger writes, every field tolerant of
 //! absence (message versions differ) and of unknown neighbours (ignored, never rejected).
 
-use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use std::fmt;
 
 /// One eslogger line: the envelope around one event.
@@ -86,7 +86,9 @@ impl<'de> Deserialize<'de> for AuditToken {
             fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<AuditToken, A::Error> {
                 let mut val = [0i64; 8];
                 for (i, slot) in val.iter_mut().enumerate() {
-                    *slot = seq.next_element()?.ok_or_else(|| de::Error::invalid_length(i, &self))?;
+                    *slot = seq
+                        .next_element()?
+                        .ok_or_else(|| de::Error::invalid_length(i, &self))?;
                 }
                 if seq.next_element::<IgnoredAny>()?.is_some() {
                     return Err(de::Error::invalid_length(9, &self));
@@ -391,7 +393,7 @@ pub struct Exit {
 impl Exit {
     /// Exit code if the process exited normally (`WIFEXITED`).
     pub fn exit_code(&self) -> Option<u8> {
-        (self.stat & 0x7f == 0).then(|| ((self.stat >> 8) & 0xff) as u8)
+        (self.stat & 0x7f == 0).then_some(((self.stat >> 8) & 0xff) as u8)
     }
     /// Terminating signal if it was killed (`WIFSIGNALED`).
     pub fn signal(&self) -> Option<u8> {
@@ -1058,7 +1060,11 @@ const OD_KINDS: &[(&str, OdKind)] = &[
 impl OdKind {
     /// The eslogger short name.
     pub fn name(self) -> &'static str {
-        OD_KINDS.iter().find(|(_, k)| *k == self).map(|(n, _)| *n).unwrap_or("od")
+        OD_KINDS
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map(|(n, _)| *n)
+            .unwrap_or("od")
     }
 }
 
@@ -1210,7 +1216,10 @@ fn payload_for<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<EventP
         "tcc_modify" => P::TccModify(map.next_value()?),
         other => match OD_KINDS.iter().find(|(n, _)| *n == other) {
             Some((_, kind)) => P::Od(*kind, map.next_value()?),
-            None => P::Other { name: other.to_owned(), raw: map.next_value()? },
+            None => P::Other {
+                name: other.to_owned(),
+                raw: map.next_value()?,
+            },
         },
     })
 }

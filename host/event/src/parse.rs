@@ -51,16 +51,21 @@ impl ParseError {
 /// Parses one line (without its newline) into a [`Message`].
 pub fn parse_line(line: &[u8], max_len: usize) -> Result<Message, ParseError> {
     if line.len() > max_len {
-        return Err(ParseError::TooLong { len: line.len(), max: max_len });
+        return Err(ParseError::TooLong {
+            len: line.len(),
+            max: max_len,
+        });
     }
     let text = std::str::from_utf8(line).map_err(|_| ParseError::InvalidUtf8)?;
     let trimmed = text.trim_start();
     if !trimmed.starts_with('{') {
         // Classify: valid JSON of another type, or garbage.
-        return Err(match serde_json::from_str::<serde::de::IgnoredAny>(trimmed) {
-            Ok(_) => ParseError::NotAnObject,
-            Err(e) => classify(e),
-        });
+        return Err(
+            match serde_json::from_str::<serde::de::IgnoredAny>(trimmed) {
+                Ok(_) => ParseError::NotAnObject,
+                Err(e) => classify(e),
+            },
+        );
     }
     serde_json::from_str::<Message>(text).map_err(classify)
 }
@@ -102,9 +107,19 @@ impl ParseStats {
 
 impl fmt::Display for ParseStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} lines read, {} events, {} malformed lines skipped", self.lines, self.events, self.skipped_total())?;
+        write!(
+            f,
+            "{} lines read, {} events, {} malformed lines skipped",
+            self.lines,
+            self.events,
+            self.skipped_total()
+        )?;
         if !self.skipped.is_empty() {
-            let parts: Vec<String> = self.skipped.iter().map(|(r, n)| format!("{r}: {n}")).collect();
+            let parts: Vec<String> = self
+                .skipped
+                .iter()
+                .map(|(r, n)| format!("{r}: {n}"))
+                .collect();
             write!(f, " ({})", parts.join(", "))?;
         }
         Ok(())

@@ -82,17 +82,24 @@ impl ProcessTable {
             return;
         }
         self.make_room();
-        self.entries.insert(key, Entry { process: Arc::new(process.clone()), args: None, exited: false });
+        self.entries.insert(
+            key,
+            Entry {
+                process: Arc::new(process.clone()),
+                args: None,
+                exited: false,
+            },
+        );
         self.order.push_back(key);
     }
 
     fn mark_exited(&mut self, token: AuditToken) {
         let key = token.key();
-        if let Some(entry) = self.entries.get_mut(&key) {
-            if !entry.exited {
-                entry.exited = true;
-                self.exited.push_back(key);
-            }
+        if let Some(entry) = self.entries.get_mut(&key)
+            && !entry.exited
+        {
+            entry.exited = true;
+            self.exited.push_back(key);
         }
     }
 
@@ -115,7 +122,9 @@ impl ProcessTable {
 
     /// The image with this identity.
     pub fn get(&self, token: &AuditToken) -> Option<Arc<Process>> {
-        self.entries.get(&token.key()).map(|e| Arc::clone(&e.process))
+        self.entries
+            .get(&token.key())
+            .map(|e| Arc::clone(&e.process))
     }
 
     /// The argv the image was exec'd with, if the table saw its exec.
@@ -130,12 +139,18 @@ impl ProcessTable {
 
     /// The parent of `process`, by its parent audit token.
     pub fn parent(&self, process: &Process) -> Option<Arc<Process>> {
-        process.parent_audit_token.as_ref().and_then(|t| self.get(t))
+        process
+            .parent_audit_token
+            .as_ref()
+            .and_then(|t| self.get(t))
     }
 
     /// The process TCC holds responsible for `process`.
     pub fn responsible(&self, process: &Process) -> Option<Arc<Process>> {
-        process.responsible_audit_token.as_ref().and_then(|t| self.get(t))
+        process
+            .responsible_audit_token
+            .as_ref()
+            .and_then(|t| self.get(t))
     }
 
     /// Parents of `token`, nearest first, at most `max_depth` (capped at [`MAX_ANCESTRY`]);

@@ -1,7 +1,14 @@
 //! Every real eslogger fixture line parses to its typed kind.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 use std::path::PathBuf;
-use ward_event::{parse_line, EventPayload, ProcessTable, DEFAULT_MAX_LINE_BYTES};
+use ward_event::{DEFAULT_MAX_LINE_BYTES, EventPayload, ProcessTable, parse_line};
 
 fn fixture_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/eslogger/macmonitor")
@@ -10,7 +17,10 @@ fn fixture_dir() -> PathBuf {
 fn lines(name: &str) -> Vec<String> {
     let path = fixture_dir().join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-    text.lines().filter(|l| !l.trim().is_empty()).map(str::to_owned).collect()
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(str::to_owned)
+        .collect()
 }
 
 #[test]
@@ -26,12 +36,28 @@ fn every_fixture_line_parses_to_its_typed_kind() {
         for line in lines(name) {
             let msg = parse_line(line.as_bytes(), DEFAULT_MAX_LINE_BYTES)
                 .unwrap_or_else(|e| panic!("{name}: {e}"));
-            assert!(!matches!(msg.event, EventPayload::Other { .. }), "{name}: untyped {}", msg.event.kind());
+            assert!(
+                !matches!(msg.event, EventPayload::Other { .. }),
+                "{name}: untyped {}",
+                msg.event.kind()
+            );
             kinds.push(msg.event.kind().to_owned());
         }
     }
-    for expected in ["exit", "open", "remote_thread_create", "fork", "exec", "od_create_user", "od_group_add", "od_modify_password"] {
-        assert!(kinds.iter().any(|k| k == expected), "no {expected} among {kinds:?}");
+    for expected in [
+        "exit",
+        "open",
+        "remote_thread_create",
+        "fork",
+        "exec",
+        "od_create_user",
+        "od_group_add",
+        "od_modify_password",
+    ] {
+        assert!(
+            kinds.iter().any(|k| k == expected),
+            "no {expected} among {kinds:?}"
+        );
     }
 }
 
@@ -47,7 +73,9 @@ fn lineage_resolves_parents_and_ancestry() {
         }
     }
     let last = last_exec.expect("lineage has execs");
-    let parent = table.parent(&last).expect("parent of the last exec is known");
+    let parent = table
+        .parent(&last)
+        .expect("parent of the last exec is known");
     assert_ne!(parent.audit_token, last.audit_token);
     let chain = table.ancestors(&last.audit_token, 32);
     assert!(!chain.is_empty());
@@ -72,14 +100,20 @@ fn bad_lines_are_classified() {
         (b"[1,2,3]", "not-an-object"),
         (b"not json", "invalid-json"),
         (b"\xff\xfe{}", "invalid-utf8"),
-        (b"{\"version\":\"ten\",\"process\":{},\"event\":{}}", "bad-shape"),
+        (
+            b"{\"version\":\"ten\",\"process\":{},\"event\":{}}",
+            "bad-shape",
+        ),
         (b"{\"version\":10}", "bad-shape"),
     ];
     for (line, reason) in cases {
         let err = parse_line(line, 1 << 20).unwrap_err();
         assert_eq!(err.reason(), *reason, "{:?}", String::from_utf8_lossy(line));
     }
-    assert_eq!(parse_line(&vec![b' '; 100], 10).unwrap_err().reason(), "too-long");
+    assert_eq!(
+        parse_line(&[b' '; 100], 10).unwrap_err().reason(),
+        "too-long"
+    );
 }
 
 #[test]

@@ -29,8 +29,15 @@ pub struct FileScope {
 impl FileScope {
     /// A scope over `roots` (canonicalised where they exist).
     pub fn new(roots: &[PathBuf]) -> Self {
-        let roots = roots.iter().map(|r| r.canonicalize().unwrap_or_else(|_| r.clone())).collect();
-        Self { roots, max_read_bytes: DEFAULT_MAX_READ_BYTES, max_hash_bytes: DEFAULT_MAX_HASH_BYTES }
+        let roots = roots
+            .iter()
+            .map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()))
+            .collect();
+        Self {
+            roots,
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
+            max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+        }
     }
 
     /// Resolves `path` for access: `Ok(Some(real))` inside the scope, `Ok(None)` when it
@@ -38,16 +45,22 @@ impl FileScope {
     pub fn resolve(&self, path: &str) -> Result<Option<PathBuf>, FileError> {
         let p = Path::new(path);
         if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
-            return Err(FileError::Denied(format!("{path}: only absolute paths without `..` are allowed")));
+            return Err(FileError::Denied(format!(
+                "{path}: only absolute paths without `..` are allowed"
+            )));
         }
         match p.canonicalize() {
             Ok(real) if self.contains(&real) => Ok(Some(real)),
-            Ok(_) => Err(FileError::Denied(format!("{path}: outside the granted scope"))),
+            Ok(_) => Err(FileError::Denied(format!(
+                "{path}: outside the granted scope"
+            ))),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 if self.contains(p) {
                     Ok(None)
                 } else {
-                    Err(FileError::Denied(format!("{path}: outside the granted scope")))
+                    Err(FileError::Denied(format!(
+                        "{path}: outside the granted scope"
+                    )))
                 }
             }
             Err(e) => Err(FileError::Io(format!("{path}: {e}"))),
@@ -60,11 +73,9 @@ impl FileScope {
 }
 
 fn scope(state: &PluginState) -> Result<&FileScope, FileError> {
-    state
-        .ctx
-        .files
-        .as_deref()
-        .ok_or_else(|| FileError::Denied("the admin has not granted this plugin `file-read`".into()))
+    state.ctx.files.as_deref().ok_or_else(|| {
+        FileError::Denied("the admin has not granted this plugin `file-read`".into())
+    })
 }
 
 fn io_err(path: &Path, e: std::io::Error) -> FileError {
@@ -73,7 +84,9 @@ fn io_err(path: &Path, e: std::io::Error) -> FileError {
 
 impl Host for PluginState {
     fn metadata(&mut self, path: String) -> Result<Option<FileMetadata>, FileError> {
-        let Some(real) = scope(self)?.resolve(&path)? else { return Ok(None) };
+        let Some(real) = scope(self)?.resolve(&path)? else {
+            return Ok(None);
+        };
         let meta = std::fs::symlink_metadata(&real).map_err(|e| io_err(&real, e))?;
         use std::os::unix::fs::MetadataExt;
         Ok(Some(FileMetadata {
@@ -88,11 +101,16 @@ impl Host for PluginState {
 
     fn sha256(&mut self, path: String) -> Result<Option<String>, FileError> {
         let scope = scope(self)?;
-        let Some(real) = scope.resolve(&path)? else { return Ok(None) };
+        let Some(real) = scope.resolve(&path)? else {
+            return Ok(None);
+        };
         let file = std::fs::File::open(&real).map_err(|e| io_err(&real, e))?;
         let len = file.metadata().map_err(|e| io_err(&real, e))?.len();
         if len > scope.max_hash_bytes {
-            return Err(FileError::Io(format!("{path}: {len} bytes is over the {}-byte hash cap", scope.max_hash_bytes)));
+            return Err(FileError::Io(format!(
+                "{path}: {len} bytes is over the {}-byte hash cap",
+                scope.max_hash_bytes
+            )));
         }
         let mut hasher = Sha256::new();
         let mut reader = file.take(scope.max_hash_bytes);
@@ -100,14 +118,24 @@ impl Host for PluginState {
         Ok(Some(hex::encode(hasher.finalize())))
     }
 
-    fn read(&mut self, path: String, offset: u64, max_bytes: u32) -> Result<Option<Vec<u8>>, FileError> {
+    fn read(
+        &mut self,
+        path: String,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<Option<Vec<u8>>, FileError> {
         let scope = scope(self)?;
-        let Some(real) = scope.resolve(&path)? else { return Ok(None) };
+        let Some(real) = scope.resolve(&path)? else {
+            return Ok(None);
+        };
         let mut file = std::fs::File::open(&real).map_err(|e| io_err(&real, e))?;
-        file.seek(SeekFrom::Start(offset)).map_err(|e| io_err(&real, e))?;
+        file.seek(SeekFrom::Start(offset))
+            .map_err(|e| io_err(&real, e))?;
         let cap = u64::from(max_bytes.min(scope.max_read_bytes));
         let mut buf = Vec::new();
-        file.take(cap).read_to_end(&mut buf).map_err(|e| io_err(&real, e))?;
+        file.take(cap)
+            .read_to_end(&mut buf)
+            .map_err(|e| io_err(&real, e))?;
         Ok(Some(buf))
     }
 }
@@ -127,11 +155,25 @@ mod tests {
         let scope = FileScope::new(&[dir.path().to_path_buf()]);
 
         assert!(scope.resolve(inside.to_str().unwrap()).unwrap().is_some());
-        assert!(scope.resolve(dir.path().join("missing").to_str().unwrap()).unwrap().is_none());
-        assert!(matches!(scope.resolve(outside.path().to_str().unwrap()), Err(FileError::Denied(_))));
-        assert!(matches!(scope.resolve(link.to_str().unwrap()), Err(FileError::Denied(_))));
+        assert!(
+            scope
+                .resolve(dir.path().join("missing").to_str().unwrap())
+                .unwrap()
+                .is_none()
+        );
+        assert!(matches!(
+            scope.resolve(outside.path().to_str().unwrap()),
+            Err(FileError::Denied(_))
+        ));
+        assert!(matches!(
+            scope.resolve(link.to_str().unwrap()),
+            Err(FileError::Denied(_))
+        ));
         let dotdot = format!("{}/../etc/passwd", dir.path().display());
         assert!(matches!(scope.resolve(&dotdot), Err(FileError::Denied(_))));
-        assert!(matches!(scope.resolve("relative/path"), Err(FileError::Denied(_))));
+        assert!(matches!(
+            scope.resolve("relative/path"),
+            Err(FileError::Denied(_))
+        ));
     }
 }

@@ -8,11 +8,15 @@ use crate::state::PluginState;
 impl Host for PluginState {
     fn lookup(&mut self, token: AuditToken) -> Option<Process> {
         let table = self.ctx.processes.read().ok()?;
-        table.get(&convert::model_token(&token)).map(|p| convert::process(&p))
+        table
+            .get(&convert::model_token(&token))
+            .map(|p| convert::process(&p))
     }
 
     fn ancestors(&mut self, token: AuditToken, max_depth: u32) -> Vec<Process> {
-        let Ok(table) = self.ctx.processes.read() else { return Vec::new() };
+        let Ok(table) = self.ctx.processes.read() else {
+            return Vec::new();
+        };
         table
             .ancestors(&convert::model_token(&token), max_depth as usize)
             .iter()

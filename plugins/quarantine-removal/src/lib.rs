@@ -14,7 +14,11 @@ const RULE_EXEC: &str = "quarantine-attribute-removed-by-xattr";
 const RULE_EXTATTR: &str = "quarantine-attribute-deleted";
 /// Apple processes that legitimately clear quarantine (Finder after the user approves,
 /// the quarantine/Gatekeeper daemons).
-const SYSTEM_CLEARERS: &[&str] = &["com.apple.finder", "com.apple.XprotectFramework.AnalysisService", "com.apple.syspolicyd"];
+const SYSTEM_CLEARERS: &[&str] = &[
+    "com.apple.finder",
+    "com.apple.XprotectFramework.AnalysisService",
+    "com.apple.syspolicyd",
+];
 
 /// The detector; stateless.
 #[derive(Default)]
@@ -27,7 +31,10 @@ pub fn xattr_strips_quarantine(args: &[String]) -> Option<&'static str> {
     let mut clear = false;
     let mut names_quarantine = false;
     for arg in args.iter().skip(1) {
-        if let Some(flags) = arg.strip_prefix('-').filter(|f| !f.starts_with('-') && !f.is_empty()) {
+        if let Some(flags) = arg
+            .strip_prefix('-')
+            .filter(|f| !f.starts_with('-') && !f.is_empty())
+        {
             delete |= flags.contains('d');
             clear |= flags.contains('c');
         } else if arg.trim_matches(|c| c == '"' || c == '\'') == ATTR {
@@ -57,34 +64,52 @@ impl Detector for QuarantineRemoval {
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         match &event.data {
             EventData::Exec(exec) if exec.target.name() == "xattr" => {
-                let Some(how) = xattr_strips_quarantine(&exec.args) else { return Ok(Vec::new()) };
-                let targets: Vec<&str> =
-                    exec.args.iter().skip(1).filter(|a| !a.starts_with('-') && a.as_str() != ATTR).map(String::as_str).collect();
-                Ok(vec![Finding::new(
-                    RULE_EXEC,
-                    Severity::Medium,
-                    format!("xattr {how}s the quarantine attribute: {}", exec.args.join(" ")),
-                )
-                .attack(&["T1553.001"])
-                .evidence("command_line", exec.args.join(" "))
-                .evidence("mode", how)
-                .evidence("targets", targets.join(" "))
-                .evidence("parent_path", event.process.path())])
+                let Some(how) = xattr_strips_quarantine(&exec.args) else {
+                    return Ok(Vec::new());
+                };
+                let targets: Vec<&str> = exec
+                    .args
+                    .iter()
+                    .skip(1)
+                    .filter(|a| !a.starts_with('-') && a.as_str() != ATTR)
+                    .map(String::as_str)
+                    .collect();
+                Ok(vec![
+                    Finding::new(
+                        RULE_EXEC,
+                        Severity::Medium,
+                        format!(
+                            "xattr {how}s the quarantine attribute: {}",
+                            exec.args.join(" ")
+                        ),
+                    )
+                    .attack(&["T1553.001"])
+                    .evidence("command_line", exec.args.join(" "))
+                    .evidence("mode", how)
+                    .evidence("targets", targets.join(" "))
+                    .evidence("parent_path", event.process.path()),
+                ])
             }
             EventData::Deleteextattr(x) if x.extattr == ATTR => {
                 let by = event.process.signing_id_or_empty();
                 if SYSTEM_CLEARERS.contains(&by) {
                     return Ok(Vec::new());
                 }
-                Ok(vec![Finding::new(
-                    RULE_EXTATTR,
-                    Severity::Medium,
-                    format!("{} deleted the quarantine attribute of {}", event.process.path(), x.target.path),
-                )
-                .attack(&["T1553.001"])
-                .evidence("file", x.target.path.clone())
-                .evidence("by_path", event.process.path())
-                .evidence("by_signing_id", by)])
+                Ok(vec![
+                    Finding::new(
+                        RULE_EXTATTR,
+                        Severity::Medium,
+                        format!(
+                            "{} deleted the quarantine attribute of {}",
+                            event.process.path(),
+                            x.target.path
+                        ),
+                    )
+                    .attack(&["T1553.001"])
+                    .evidence("file", x.target.path.clone())
+                    .evidence("by_path", event.process.path())
+                    .evidence("by_signing_id", by),
+                ])
             }
             _ => Ok(Vec::new()),
         }
@@ -104,27 +129,65 @@ mod tests {
 
     #[test]
     fn recognises_flag_spellings() {
-        assert_eq!(xattr_strips_quarantine(&args(&["xattr", "-d", ATTR, "/Applications/X.app"])), Some("delete"));
-        assert_eq!(xattr_strips_quarantine(&args(&["xattr", "-rd", ATTR, "X.app"])), Some("delete"));
-        assert_eq!(xattr_strips_quarantine(&args(&["xattr", "-r", "-d", "\"com.apple.quarantine\"", "X.app"])), Some("delete"));
-        assert_eq!(xattr_strips_quarantine(&args(&["xattr", "-cr", "X.app"])), Some("clear"));
-        assert_eq!(xattr_strips_quarantine(&args(&["xattr", "-p", ATTR, "X.app"])), None);
-        assert_eq!(xattr_strips_quarantine(&args(&["xattr", "-d", "com.apple.metadata:kMDItemWhereFroms", "X"])), None);
+        assert_eq!(
+            xattr_strips_quarantine(&args(&["xattr", "-d", ATTR, "/Applications/X.app"])),
+            Some("delete")
+        );
+        assert_eq!(
+            xattr_strips_quarantine(&args(&["xattr", "-rd", ATTR, "X.app"])),
+            Some("delete")
+        );
+        assert_eq!(
+            xattr_strips_quarantine(&args(&[
+                "xattr",
+                "-r",
+                "-d",
+                "\"com.apple.quarantine\"",
+                "X.app"
+            ])),
+            Some("delete")
+        );
+        assert_eq!(
+            xattr_strips_quarantine(&args(&["xattr", "-cr", "X.app"])),
+            Some("clear")
+        );
+        assert_eq!(
+            xattr_strips_quarantine(&args(&["xattr", "-p", ATTR, "X.app"])),
+            None
+        );
+        assert_eq!(
+            xattr_strips_quarantine(&args(&[
+                "xattr",
+                "-d",
+                "com.apple.metadata:kMDItemWhereFroms",
+                "X"
+            ])),
+            None
+        );
     }
 
     #[test]
     fn xattr_exec_fires_with_evidence() {
-        let ev = testing::exec("/usr/bin/xattr", &["xattr", "-d", ATTR, "/Users/alice/Downloads/Evil.app"]);
+        let ev = testing::exec(
+            "/usr/bin/xattr",
+            &["xattr", "-d", ATTR, "/Users/alice/Downloads/Evil.app"],
+        );
         let f = QuarantineRemoval.on_event(&ev).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].rule, RULE_EXEC);
         assert_eq!(f[0].attack, vec!["T1553.001"]);
-        assert_eq!(f[0].evidence_value("targets"), Some("/Users/alice/Downloads/Evil.app"));
+        assert_eq!(
+            f[0].evidence_value("targets"),
+            Some("/Users/alice/Downloads/Evil.app")
+        );
     }
 
     #[test]
     fn reading_the_attribute_is_quiet() {
-        let ev = testing::exec("/usr/bin/xattr", &["xattr", "-l", "/Users/alice/Downloads/Evil.app"]);
+        let ev = testing::exec(
+            "/usr/bin/xattr",
+            &["xattr", "-l", "/Users/alice/Downloads/Evil.app"],
+        );
         assert!(QuarantineRemoval.on_event(&ev).unwrap().is_empty());
         let other = testing::exec("/bin/rm", &["rm", "-d", ATTR]);
         assert!(QuarantineRemoval.on_event(&other).unwrap().is_empty());
@@ -137,12 +200,17 @@ mod tests {
         let ev = testing::deleteextattr(shell, "/Users/alice/Downloads/x.dmg", ATTR);
         assert_eq!(QuarantineRemoval.on_event(&ev).unwrap().len(), 1);
 
-        let mut finder = testing::process("/System/Library/CoreServices/Finder.app/Contents/MacOS/Finder");
+        let mut finder =
+            testing::process("/System/Library/CoreServices/Finder.app/Contents/MacOS/Finder");
         finder.signing_id = Some("com.apple.finder".into());
         let ev = testing::deleteextattr(finder, "/Users/alice/Downloads/x.dmg", ATTR);
         assert!(QuarantineRemoval.on_event(&ev).unwrap().is_empty());
 
-        let ev = testing::deleteextattr(testing::process("/bin/zsh"), "/tmp/x", "com.apple.lastuseddate#PS");
+        let ev = testing::deleteextattr(
+            testing::process("/bin/zsh"),
+            "/tmp/x",
+            "com.apple.lastuseddate#PS",
+        );
         assert!(QuarantineRemoval.on_event(&ev).unwrap().is_empty());
     }
 }

@@ -8,8 +8,13 @@
 use ward_sdk::prelude::*;
 
 const RULE: &str = "untrusted-exec-from-staging-path";
-const STAGING_PREFIXES: &[&str] =
-    &["/tmp/", "/private/tmp/", "/private/var/tmp/", "/private/var/folders/", "/Users/Shared/"];
+const STAGING_PREFIXES: &[&str] = &[
+    "/tmp/",
+    "/private/tmp/",
+    "/private/var/tmp/",
+    "/private/var/folders/",
+    "/Users/Shared/",
+];
 
 /// The detector; stateless.
 #[derive(Default)]
@@ -41,7 +46,9 @@ impl Detector for UntrustedExec {
     }
 
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
-        let Some(exec) = event.as_exec() else { return Ok(Vec::new()) };
+        let Some(exec) = event.as_exec() else {
+            return Ok(Vec::new());
+        };
         let target = &exec.target;
         if !target.is_untrusted_code() || !is_staging_path(target.path()) {
             return Ok(Vec::new());
@@ -53,7 +60,10 @@ impl Detector for UntrustedExec {
         let finding = Finding::new(
             RULE,
             Severity::High,
-            format!("{signer} binary {} executed from a staging path", target.path()),
+            format!(
+                "{signer} binary {} executed from a staging path",
+                target.path()
+            ),
         )
         .attack(&["T1204.002"])
         .evidence("path", target.path())
@@ -87,7 +97,10 @@ mod tests {
 
     #[test]
     fn adhoc_binary_in_tmp_fires() {
-        let ev = testing::exec_of(untrusted("/private/tmp/update", SignerType::Adhoc), &["/private/tmp/update"]);
+        let ev = testing::exec_of(
+            untrusted("/private/tmp/update", SignerType::Adhoc),
+            &["/private/tmp/update"],
+        );
         let findings = run(&ev);
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].rule, RULE);
@@ -112,7 +125,10 @@ mod tests {
 
     #[test]
     fn adhoc_binary_outside_staging_is_quiet() {
-        let ev = testing::exec_of(untrusted("/Users/alice/src/target/debug/app", SignerType::Adhoc), &["app"]);
+        let ev = testing::exec_of(
+            untrusted("/Users/alice/src/target/debug/app", SignerType::Adhoc),
+            &["app"],
+        );
         assert!(run(&ev).is_empty());
         assert!(!is_staging_path("/Users/alice/Downloadsx/a"));
         assert!(!is_staging_path("/Users/Downloads"));

@@ -22,28 +22,44 @@ impl Detector for OsascriptPrompt {
         // Only execs, and only of osascript: the host filters before calling us.
         .subscribe(&["exec"])
         .prefilter(Prefilter::any().signing_ids(&["com.apple.osascript"]))
-        .config_option("extra_bait", "comma-separated extra words that mark a credential prompt")
+        .config_option(
+            "extra_bait",
+            "comma-separated extra words that mark a credential prompt",
+        )
     }
 
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
-        let Some(exec) = event.as_exec() else { return Ok(Vec::new()) };
+        let Some(exec) = event.as_exec() else {
+            return Ok(Vec::new());
+        };
         let script = exec.args.join(" ").to_lowercase();
         if !script.contains("display dialog") {
             return Ok(Vec::new());
         }
-        let extra = ward_sdk::config("extra_bait").unwrap_or_default().to_lowercase();
+        let extra = ward_sdk::config("extra_bait")
+            .unwrap_or_default()
+            .to_lowercase();
         let bait = BAIT
             .iter()
             .copied()
             .chain(extra.split(',').map(str::trim).filter(|w| !w.is_empty()))
             .find(|word| script.contains(word));
-        let Some(bait) = bait else { return Ok(Vec::new()) };
+        let Some(bait) = bait else {
+            return Ok(Vec::new());
+        };
         let hidden = script.contains("hidden answer");
-        ward_sdk::log::info(&format!("credential prompt from pid {}", exec.target.token.pid));
+        ward_sdk::log::info(&format!(
+            "credential prompt from pid {}",
+            exec.target.token.pid
+        ));
         Ok(vec![
             Finding::new(
                 "osascript-password-prompt",
-                if hidden { Severity::High } else { Severity::Medium },
+                if hidden {
+                    Severity::High
+                } else {
+                    Severity::Medium
+                },
                 format!("osascript displayed a dialog asking for a {bait}"),
             )
             .attack(&["T1056.002", "T1059.002"])
@@ -68,7 +84,9 @@ mod tests {
 
     #[test]
     fn fake_password_dialog_fires() {
-        let ev = osascript(r#"display dialog "macOS needs your password" default answer "" with hidden answer"#);
+        let ev = osascript(
+            r#"display dialog "macOS needs your password" default answer "" with hidden answer"#,
+        );
         let findings = OsascriptPrompt.on_event(&ev).unwrap();
         assert_eq!(findings.len(), 1);
         assert_eq!(findings[0].severity, Severity::High);
@@ -77,8 +95,18 @@ mod tests {
 
     #[test]
     fn ordinary_dialog_is_quiet() {
-        assert!(OsascriptPrompt.on_event(&osascript(r#"display dialog "Backup finished""#)).unwrap().is_empty());
-        assert!(OsascriptPrompt.on_event(&osascript("get volume settings")).unwrap().is_empty());
+        assert!(
+            OsascriptPrompt
+                .on_event(&osascript(r#"display dialog "Backup finished""#))
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            OsascriptPrompt
+                .on_event(&osascript("get volume settings"))
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]
