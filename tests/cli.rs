@@ -393,3 +393,79 @@ fn replay_survives_hostile_plugins_given_on_the_command_line() {
         "{err}"
     );
 }
+
+#[test]
+fn run_processes_the_configured_source_and_exits_at_its_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ward.toml");
+    let stream = root().join("examples/streams/attack-chain.jsonl");
+    std::fs::write(
+        &config,
+        format!(
+            "[source]\nkind = \"file\"\npath = {:?}\n",
+            stream.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = ward(&["run", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ndjson(&out).len(), 6);
+    assert!(
+        stderr(&out).contains("ward run: 31 lines read"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+/// The SDK quick start end to end: scaffold, build for wasm32-wasip2, test in the sandbox.
+#[test]
+fn plugin_new_scaffolds_a_crate_that_builds_and_passes_plugin_test() {
+    let dir = tempfile::tempdir().unwrap();
+    let sdk = root().join("sdk");
+    let out = ward(&[
+        "plugin",
+        "new",
+        "curl-watch",
+        "--kind",
+        "detector",
+        "--dir",
+        dir.path().to_str().unwrap(),
+        "--sdk-path",
+        sdk.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let crate_dir = dir.path().join("curl-watch");
+    assert!(crate_dir.join("src/lib.rs").exists());
+
+    let target = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("scaffold-target");
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut build = Command::new(cargo);
+    build
+        .current_dir(&crate_dir)
+        .args(["build", "--release", "--target", "wasm32-wasip2", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target);
+    for var in [
+        "RUSTFLAGS",
+        "CARGO_ENCODED_RUSTFLAGS",
+        "RUSTC_WRAPPER",
+        "RUSTC_WORKSPACE_WRAPPER",
+    ] {
+        build.env_remove(var);
+    }
+    let status = build.status().unwrap();
+    assert!(status.success(), "the scaffolded plugin does not build");
+    let component = target.join("wasm32-wasip2/release/curl_watch.wasm");
+
+    let expect = dir.path().join("expected.jsonl");
+    std::fs::write(&expect, "{\"rule\":\"curl-watch\",\"plugin\":\"curl-watch\",\"attack\":[\"T1105\"],\"process\":{\"path\":\"/usr/bin/curl\"}}\n").unwrap();
+    let out = ward(&[
+        "plugin",
+        "test",
+        component.to_str().unwrap(),
+        "--events",
+        "examples/streams/attack-chain.jsonl",
+        "--expect",
+        expect.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+}

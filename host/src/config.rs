@@ -344,3 +344,65 @@ fn default_cache_dir() -> Option<PathBuf> {
     }
     std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cache").join("ward"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<WardConfig, ConfigError> {
+        let dir = tempfile::tempdir().map_err(|source| ConfigError::Read {
+            path: "tmp".into(),
+            source,
+        })?;
+        let path = dir.path().join("ward.toml");
+        std::fs::write(&path, text).map_err(|source| ConfigError::Read {
+            path: "tmp".into(),
+            source,
+        })?;
+        WardConfig::load(&path)
+    }
+
+    #[test]
+    fn the_shipped_example_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/configs/ward.toml");
+        let config = WardConfig::load(&path).unwrap();
+        assert!(config.agent.default_content);
+        assert_eq!(config.limits().call_timeout, Duration::from_millis(250));
+        assert!(matches!(config.source, Some(SourceConfig::Stdin)));
+        assert_eq!(config.builtin_options("untrusted-exec").mode, Mode::Enforce);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_rejected_with_the_file_named() {
+        let err = parse("[agent]\nbatch_sise = 3\n").unwrap_err().to_string();
+        assert!(
+            err.contains("ward.toml") && err.contains("batch_sise"),
+            "{err}"
+        );
+        let err = parse("[[plugins]]\npath = \"x.wasm\"\nsha256 = \"abc\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("sha256 must be 64 hex"), "{err}");
+        let err = parse("[[plugins]]\npath = \"x.wasm\"\ngrants = [\"network\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("unknown capability `network`"), "{err}");
+        let err = parse("[[plugins]]\npath = \"x.wasm\"\nkind = \"scanner\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("kind must be"), "{err}");
+        let err = parse("[agent]\nbatch_size = 0\n").unwrap_err().to_string();
+        assert!(err.contains("batch_size"), "{err}");
+    }
+
+    #[test]
+    fn plugin_paths_resolve_against_the_config_file() {
+        let config = parse("[[plugins]]\npath = \"plugins/a.wasm\"\nmode = \"shadow\"\n[plugins.config]\nlimit = 5\nname = \"x\"\n").unwrap();
+        let entry = &config.plugins[0];
+        assert!(config.resolve(&entry.path).is_absolute());
+        let options = config.plugin_options(entry);
+        assert_eq!(options.mode, Mode::Shadow);
+        assert_eq!(options.config.get("limit").map(String::as_str), Some("5"));
+        assert_eq!(options.config.get("name").map(String::as_str), Some("x"));
+    }
+}

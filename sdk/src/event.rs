@@ -110,3 +110,88 @@ fn join(dir: &File, name: &str) -> String {
         format!("{}/{}", dir.path, name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing;
+
+    #[test]
+    fn primary_path_and_actor_follow_the_contract() {
+        let exec = testing::exec("/usr/bin/curl", &["curl"]);
+        assert_eq!(exec.primary_path(), "/usr/bin/curl");
+        assert_eq!(exec.actor().path(), "/usr/bin/curl");
+        assert_eq!(exec.process.path(), "/bin/zsh");
+        assert_eq!(exec.args(), ["curl"]);
+
+        let by = testing::process("/bin/cp");
+        assert_eq!(
+            testing::create(by.clone(), "/Library/LaunchDaemons/x.plist").primary_path(),
+            "/Library/LaunchDaemons/x.plist"
+        );
+        assert_eq!(
+            testing::rename(by.clone(), "/tmp/a", "/tmp/b").primary_path(),
+            "/tmp/b"
+        );
+        let unlink = testing::unlink(by, "/tmp/gone");
+        assert_eq!(unlink.primary_path(), "/tmp/gone");
+        assert!(unlink.args().is_empty());
+        assert_eq!(unlink.actor().name(), "cp");
+    }
+
+    #[test]
+    fn destinations_join_dir_and_name() {
+        let new = Destination::NewPath(crate::NewPath {
+            dir: testing::file("/tmp/"),
+            filename: "x".into(),
+            mode: None,
+        });
+        assert_eq!(new.path(), "/tmp/x");
+        let new = Destination::NewPath(crate::NewPath {
+            dir: testing::file("/tmp"),
+            filename: "x".into(),
+            mode: None,
+        });
+        assert_eq!(new.path(), "/tmp/x");
+        assert_eq!(
+            Destination::ExistingFile(testing::file("/etc/hosts")).path(),
+            "/etc/hosts"
+        );
+    }
+
+    #[test]
+    fn native_host_doubles_answer_config_processes_and_logs() {
+        testing::reset();
+        assert_eq!(crate::config("k"), None);
+        testing::set_config("k", "v");
+        assert_eq!(crate::config("k").as_deref(), Some("v"));
+
+        let mut grandparent = testing::process("/sbin/launchd");
+        grandparent.token = testing::token(1, 1);
+        grandparent.parent_token = None;
+        let mut parent = testing::process("/bin/zsh");
+        parent.token = testing::token(10, 2);
+        parent.parent_token = Some(grandparent.token);
+        let mut child = testing::process("/usr/bin/curl");
+        child.token = testing::token(20, 3);
+        child.parent_token = Some(parent.token);
+        testing::add_process(grandparent);
+        testing::add_process(parent);
+        testing::add_process(child.clone());
+        let chain = crate::process::ancestors(child.token, 8);
+        assert_eq!(
+            chain.iter().map(|p| p.path()).collect::<Vec<_>>(),
+            ["/bin/zsh", "/sbin/launchd"]
+        );
+        assert_eq!(crate::process::ancestors(child.token, 1).len(), 1);
+        assert_eq!(
+            crate::process::parent(&child).map(|p| p.token.pid),
+            Some(10)
+        );
+
+        crate::log::warn("careful");
+        assert_eq!(testing::logs(), [("warn".to_owned(), "careful".to_owned())]);
+        testing::reset();
+        assert!(testing::logs().is_empty());
+    }
+}

@@ -13,6 +13,11 @@
 //! See the crate README for a walk-through from `cargo new` to `ward plugin test`.
 #![deny(missing_docs)]
 
+/// The README's code blocks compile as doctests, so the quick start cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
+
 /// Raw bindings generated from the contract's `plugin-base` world: the shared types and the
 /// imports every plugin kind has. Prefer the re-exports at the crate root.
 #[allow(missing_docs, clippy::all)]

@@ -48,9 +48,19 @@ pub fn logs() -> Vec<(String, String)> {
     LOGS.with(|l| {
         l.borrow()
             .iter()
-            .map(|(level, msg)| (format!("{level:?}").to_lowercase(), msg.clone()))
+            .map(|(level, msg)| (level_name(*level).to_owned(), msg.clone()))
             .collect()
     })
+}
+
+fn level_name(level: LogLevel) -> &'static str {
+    match level {
+        LogLevel::Trace => "trace",
+        LogLevel::Debug => "debug",
+        LogLevel::Info => "info",
+        LogLevel::Warn => "warn",
+        LogLevel::Error => "error",
+    }
 }
 
 #[cfg_attr(target_arch = "wasm32", allow(dead_code))]
