@@ -106,7 +106,46 @@ fn report(name: &str, events: usize, start: Instant, findings: usize) {
     );
 }
 
-/// Runs all four measurements over `n` generated events.
+/// The untrusted-exec component called once per event, then `batch` events per call.
+fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> anyhow::Result<()> {
+    let n = lines.len();
+    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
+    let source = default_content::builtin_sources()
+        .into_iter()
+        .find(|s| s.origin == "builtin:untrusted-exec")
+        .context("the untrusted-exec plugin is not built in")?;
+    let mut plugin = load(rt, &source, &LoadOptions::default(), &processes)?;
+    let call = |plugin: &mut crate::plugin::Plugin, events: &[wit::Event]| {
+        plugin.on_events(rt, events).map(|d| d.len()).map_err(|e| anyhow::anyhow!("{e}"))
+    };
+
+    let start = Instant::now();
+    let mut found = 0;
+    for l in lines {
+        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
+        found += call(&mut plugin, std::slice::from_ref(&convert::event(&msg)))?;
+    }
+    report(&format!("component, 1 event/call, {label}"), n, start, found);
+
+    let start = Instant::now();
+    let mut found = 0;
+    let mut pending = Vec::with_capacity(batch);
+    for l in lines {
+        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
+        pending.push(convert::event(&msg));
+        if pending.len() >= batch {
+            found += call(&mut plugin, &pending)?;
+            pending.clear();
+        }
+    }
+    if !pending.is_empty() {
+        found += call(&mut plugin, &pending)?;
+    }
+    report(&format!("component, {batch} events/call, {label}"), n, start, found);
+    Ok(())
+}
+
+/// Runs all the measurements over `n` generated events.
 pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
     let lines = exec_lines(n);
     let avg = lines.iter().map(String::len).sum::<usize>() / lines.len().max(1);
@@ -128,53 +167,13 @@ pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
         let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
         found += usize::from(native_untrusted_exec(&convert::event(&msg)).is_some());
     }
-    report("parse + convert + native detector", n, start, found);
+    report("native detector (parse + convert + rule)", n, start, found);
 
-    let rt = Runtime::new(Limits::default(), None)?;
-    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
-    let source = default_content::builtin_sources()
-        .into_iter()
-        .find(|s| s.origin == "builtin:untrusted-exec")
-        .context("the untrusted-exec plugin is not built in")?;
-    let mut plugin = load(&rt, &source, &LoadOptions::default(), &processes)?;
-
-    let start = Instant::now();
-    let mut found = 0;
-    for l in &lines {
-        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
-        let ev = convert::event(&msg);
-        found += plugin
-            .on_events(&rt, std::slice::from_ref(&ev))
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .len();
+    for concurrency_support in [false, true] {
+        let engine = crate::engine::build_engine_with(concurrency_support)?;
+        let rt = Runtime::with_engine(engine, Limits::default(), None)?;
+        let label = if concurrency_support { "concurrency_support on" } else { "concurrency_support off" };
+        component_runs(&rt, &lines, batch, label)?;
     }
-    report("parse + convert + component, 1 event/call", n, start, found);
-
-    let start = Instant::now();
-    let mut found = 0;
-    let mut pending = Vec::with_capacity(batch);
-    for l in &lines {
-        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
-        pending.push(convert::event(&msg));
-        if pending.len() >= batch {
-            found += plugin
-                .on_events(&rt, &pending)
-                .map_err(|e| anyhow::anyhow!("{e}"))?
-                .len();
-            pending.clear();
-        }
-    }
-    if !pending.is_empty() {
-        found += plugin
-            .on_events(&rt, &pending)
-            .map_err(|e| anyhow::anyhow!("{e}"))?
-            .len();
-    }
-    report(
-        &format!("parse + convert + component, {batch} events/call"),
-        n,
-        start,
-        found,
-    );
     Ok(())
 }

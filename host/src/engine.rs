@@ -60,12 +60,18 @@ impl Limits {
 }
 
 /// Builds the engine: Cranelift, epoch interruption, component model, no async, no
-/// concurrency support (component call overhead is about 3x lower without it).
+/// concurrency support (component calls are much cheaper without it; `ward bench`
+/// measures both).
 pub fn build_engine() -> anyhow::Result<Engine> {
+    build_engine_with(false)
+}
+
+/// [`build_engine`] with a choice of `Config::concurrency_support`, for measurement.
+pub fn build_engine_with(concurrency_support: bool) -> anyhow::Result<Engine> {
     let mut config = Config::new();
     config.epoch_interruption(true);
     config.wasm_component_model(true);
-    config.concurrency_support(false);
+    config.concurrency_support(concurrency_support);
     config.max_wasm_stack(512 << 10);
     config.wasm_backtrace_max_frames(None);
     Engine::new(&config)

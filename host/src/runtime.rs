@@ -38,7 +38,11 @@ fn wasi_linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
 impl Runtime {
     /// Builds the engine and linkers. `cache_dir` enables the on-disk compile cache.
     pub fn new(limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
-        let engine = build_engine()?;
+        Self::with_engine(build_engine()?, limits, cache_dir)
+    }
+
+    /// Like [`Runtime::new`] with a caller-built engine (epoch interruption must be on).
+    pub fn with_engine(engine: Engine, limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
         let mut detector_linker = wasi_linker(&engine)?;
         detector::Detector::add_to_linker::<_, HasSelf<_>>(&mut detector_linker, |s| s)
             .map_err(anyhow::Error::from)
