@@ -496,3 +496,34 @@ fn plugins_see_their_config_and_the_process_table() {
     assert_eq!(parent.path, "/private/tmp/update");
     assert_eq!((parent.pid, parent.pidversion), (705, 7051));
 }
+
+#[test]
+fn calling_the_wrong_export_is_a_host_error_not_a_guest_fault() {
+    use ward::bindings::wit;
+    let rt = runtime();
+    let procs = processes();
+    let mut detector = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
+    let line = attack_chain()
+        .split(|&b| b == b'\n')
+        .next()
+        .unwrap()
+        .to_vec();
+    let event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
+    let trigger = wit::Trigger {
+        detector: "t".into(),
+        finding: wit::Finding {
+            rule: "r".into(),
+            severity: wit::Severity::Low,
+            attack: vec![],
+            message: "m".into(),
+            evidence: vec![],
+        },
+        event,
+    };
+    assert!(matches!(
+        detector.collect(&rt, &trigger),
+        Err(ward::plugin::CallError::Host(_))
+    ));
+    assert_eq!(detector.stats.faults, 0);
+    assert!(detector.quarantined().is_none());
+}

@@ -116,7 +116,10 @@ fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> 
         .context("the untrusted-exec plugin is not built in")?;
     let mut plugin = load(rt, &source, &LoadOptions::default(), &processes)?;
     let call = |plugin: &mut crate::plugin::Plugin, events: &[wit::Event]| {
-        plugin.on_events(rt, events).map(|d| d.len()).map_err(|e| anyhow::anyhow!("{e}"))
+        plugin
+            .on_events(rt, events)
+            .map(|d| d.len())
+            .map_err(|e| anyhow::anyhow!("{e}"))
     };
 
     let start = Instant::now();
@@ -125,7 +128,12 @@ fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> 
         let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
         found += call(&mut plugin, std::slice::from_ref(&convert::event(&msg)))?;
     }
-    report(&format!("component, 1 event/call, {label}"), n, start, found);
+    report(
+        &format!("component, 1 event/call, {label}"),
+        n,
+        start,
+        found,
+    );
 
     let start = Instant::now();
     let mut found = 0;
@@ -141,7 +149,12 @@ fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> 
     if !pending.is_empty() {
         found += call(&mut plugin, &pending)?;
     }
-    report(&format!("component, {batch} events/call, {label}"), n, start, found);
+    report(
+        &format!("component, {batch} events/call, {label}"),
+        n,
+        start,
+        found,
+    );
     Ok(())
 }
 
@@ -172,7 +185,11 @@ pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
     for concurrency_support in [false, true] {
         let engine = crate::engine::build_engine_with(concurrency_support)?;
         let rt = Runtime::with_engine(engine, Limits::default(), None)?;
-        let label = if concurrency_support { "concurrency_support on" } else { "concurrency_support off" };
+        let label = if concurrency_support {
+            "concurrency_support on"
+        } else {
+            "concurrency_support off"
+        };
         component_runs(&rt, &lines, batch, label)?;
     }
     Ok(())

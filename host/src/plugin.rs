@@ -363,12 +363,11 @@ impl Plugin {
         rt: &Runtime,
         events: &[wit::Event],
     ) -> Result<Vec<wit::Detection>, CallError> {
+        self.expect_kind(Kind::Detector, "on-events")?;
         self.stats.events += events.len() as u64;
         let out = self.call(rt, |b, store| match b {
             Bindings::Detector(d) => d.call_on_events(store, events),
-            _ => Err(wasmtime::Error::msg(
-                "on-events called on a plugin that is not a detector",
-            )),
+            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
         });
         let detections = self.unwrap_plugin_result(out)?;
         if detections.len() > rt.limits.max_results_per_call {
@@ -416,12 +415,11 @@ impl Plugin {
         rt: &Runtime,
         event: &wit::Event,
     ) -> Result<wit::Verdict, CallError> {
+        self.expect_kind(Kind::Detector, "authorize")?;
         self.stats.events += 1;
         self.call(rt, |b, store| match b {
             Bindings::Detector(d) => d.call_authorize(store, event),
-            _ => Err(wasmtime::Error::msg(
-                "authorize called on a plugin that is not a detector",
-            )),
+            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
         })
     }
 
@@ -431,11 +429,10 @@ impl Plugin {
         rt: &Runtime,
         trigger: &wit::Trigger,
     ) -> Result<Vec<wit::Artifact>, CallError> {
+        self.expect_kind(Kind::Collector, "collect")?;
         let out = self.call(rt, |b, store| match b {
             Bindings::Collector(c) => c.call_collect(store, trigger),
-            _ => Err(wasmtime::Error::msg(
-                "collect called on a plugin that is not a collector",
-            )),
+            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
         });
         let artifacts = self.unwrap_plugin_result(out)?;
         let total: usize = artifacts
@@ -459,11 +456,10 @@ impl Plugin {
         rt: &Runtime,
         trigger: &wit::Trigger,
     ) -> Result<Vec<wit::PlannedAction>, CallError> {
+        self.expect_kind(Kind::Remediator, "plan")?;
         let out = self.call(rt, |b, store| match b {
             Bindings::Remediator(r) => r.call_plan(store, trigger),
-            _ => Err(wasmtime::Error::msg(
-                "plan called on a plugin that is not a remediator",
-            )),
+            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
         });
         let actions = self.unwrap_plugin_result(out)?;
         if actions.len() > rt.limits.max_results_per_call {
@@ -475,6 +471,19 @@ impl Plugin {
         }
         self.stats.results += actions.len() as u64;
         Ok(actions)
+    }
+
+    /// Calling an export the plugin's world lacks is a host bug, never the guest's fault.
+    fn expect_kind(&self, kind: Kind, export: &str) -> Result<(), CallError> {
+        if self.kind() == kind {
+            Ok(())
+        } else {
+            Err(CallError::Host(format!(
+                "{export} called on {}, a {}",
+                self.info.name,
+                self.kind()
+            )))
+        }
     }
 
     fn unwrap_plugin_result<T>(

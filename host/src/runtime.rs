@@ -42,7 +42,11 @@ impl Runtime {
     }
 
     /// Like [`Runtime::new`] with a caller-built engine (epoch interruption must be on).
-    pub fn with_engine(engine: Engine, limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+    pub fn with_engine(
+        engine: Engine,
+        limits: Limits,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
         let mut detector_linker = wasi_linker(&engine)?;
         detector::Detector::add_to_linker::<_, HasSelf<_>>(&mut detector_linker, |s| s)
             .map_err(anyhow::Error::from)

@@ -51,25 +51,14 @@ pub trait Collector: Default + 'static {
 #[doc(hidden)]
 pub mod rt {
     use super::*;
-    use std::cell::RefCell;
-
-    thread_local! {
-        static INSTANCE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
-    }
+    use crate::instance::with_instance;
 
     pub fn describe<T: Collector>() -> PluginInfo {
         T::describe()
     }
 
     pub fn collect<T: Collector>(trigger: Trigger) -> Result<Vec<Artifact>, PluginError> {
-        INSTANCE.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let instance = slot.get_or_insert_with(|| Box::new(T::default()));
-            match instance.downcast_mut::<T>() {
-                Some(collector) => collector.collect(&trigger),
-                None => T::default().collect(&trigger),
-            }
-        })
+        with_instance::<T, _>(|value| value.collect(&trigger))
     }
 }
 

@@ -41,26 +41,7 @@ pub trait Detector: Default + 'static {
 #[doc(hidden)]
 pub mod rt {
     use super::*;
-    use std::any::Any;
-    use std::cell::RefCell;
-
-    thread_local! {
-        static INSTANCE: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
-    }
-
-    fn with_instance<T: Detector, R>(f: impl FnOnce(&mut T) -> R) -> R {
-        INSTANCE.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            if !slot.as_ref().is_some_and(|b| b.is::<T>()) {
-                *slot = Some(Box::new(T::default()));
-            }
-            match slot.as_mut().and_then(|b| b.downcast_mut::<T>()) {
-                Some(instance) => f(instance),
-                // Unreachable: the slot was just filled with a `T`.
-                None => f(&mut T::default()),
-            }
-        })
-    }
+    use crate::instance::with_instance;
 
     pub fn describe<T: Detector>() -> PluginInfo {
         T::describe()

@@ -31,6 +31,7 @@ pub mod bindings {
 mod event;
 mod finding;
 pub mod host;
+mod instance;
 pub mod testing;
 
 mod collector;

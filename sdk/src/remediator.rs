@@ -31,25 +31,14 @@ pub trait Remediator: Default + 'static {
 #[doc(hidden)]
 pub mod rt {
     use super::*;
-    use std::cell::RefCell;
-
-    thread_local! {
-        static INSTANCE: RefCell<Option<Box<dyn std::any::Any>>> = const { RefCell::new(None) };
-    }
+    use crate::instance::with_instance;
 
     pub fn describe<T: Remediator>() -> PluginInfo {
         T::describe()
     }
 
     pub fn plan<T: Remediator>(trigger: Trigger) -> Result<Vec<PlannedAction>, PluginError> {
-        INSTANCE.with(|cell| {
-            let mut slot = cell.borrow_mut();
-            let instance = slot.get_or_insert_with(|| Box::new(T::default()));
-            match instance.downcast_mut::<T>() {
-                Some(remediator) => remediator.plan(&trigger),
-                None => T::default().plan(&trigger),
-            }
-        })
+        with_instance::<T, _>(|value| value.plan(&trigger))
     }
 }
 
