@@ -304,6 +304,9 @@ fn refused_plugins_leave_the_rest_running() {
     std::fs::write(&corrupt, b"garbage").unwrap();
     let core = dir.path().join("core.wasm");
     std::fs::write(&core, b"\0asm\x01\0\0\0").unwrap();
+    let truncated = dir.path().join("truncated.wasm");
+    let whole = std::fs::read(wasm("untrusted-exec")).unwrap();
+    std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
     let entry = |path: std::path::PathBuf, sha256: Option<String>| PluginConfig {
         path,
         sha256,
@@ -321,6 +324,12 @@ fn refused_plugins_leave_the_rest_running() {
         entry(wasm("fixture-command"), None),
         entry(wasm("fixture-undeclared-import"), None),
         entry(wasm("quarantine-removal"), Some("f".repeat(64))),
+        PluginConfig {
+            kind: Some("detector".into()),
+            grants: vec!["file-read".into()],
+            ..entry(wasm("fixture-collector"), None)
+        },
+        entry(truncated, None),
         entry(wasm("osascript-prompt"), None),
     ];
     let rt = runtime();
@@ -328,7 +337,7 @@ fn refused_plugins_leave_the_rest_running() {
     let loaded = ward::registry::load_all(&rt, &config, &procs);
     assert_eq!(
         loaded.errors.len(),
-        5,
+        7,
         "{:?}",
         loaded
             .errors
@@ -526,4 +535,25 @@ fn calling_the_wrong_export_is_a_host_error_not_a_guest_fault() {
     ));
     assert_eq!(detector.stats.faults, 0);
     assert!(detector.quarantined().is_none());
+}
+
+#[test]
+fn authorize_answers_with_the_plugins_verdict() {
+    use ward::bindings::wit;
+    let rt = runtime();
+    let procs = processes();
+    let mut detector = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
+    let line = attack_chain()
+        .split(|&b| b == b'\n')
+        .find(|l| l.windows(6).any(|w| w == b"update"))
+        .unwrap()
+        .to_vec();
+    let mut event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
+    event.auth = Some(wit::AuthRequest { deadline_ms: 50 });
+    // untrusted-exec reports but does not prevent: the SDK default answers no opinion.
+    assert!(matches!(
+        detector.authorize(&rt, &event),
+        Ok(wit::Verdict::NoOpinion)
+    ));
+    assert_eq!(detector.stats.faults, 0);
 }

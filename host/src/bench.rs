@@ -122,6 +122,18 @@ fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> 
             .map_err(|e| anyhow::anyhow!("{e}"))
     };
 
+    // Pure call overhead: an empty batch crosses the boundary and back with nothing to do.
+    let start = Instant::now();
+    for _ in 0..n {
+        call(&mut plugin, &[])?;
+    }
+    let per_call = start.elapsed().as_secs_f64() / n.max(1) as f64;
+    println!(
+        "{:<56} {:>12.2} µs/call  ({n} calls)",
+        format!("empty call (overhead only), {label}"),
+        per_call * 1e6
+    );
+
     let start = Instant::now();
     let mut found = 0;
     for l in lines {

@@ -125,3 +125,29 @@ impl tokio::io::AsyncWrite for GuestOutput {
         std::task::Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_is_capped_counted_and_drained() {
+        let out = GuestOutput::new(10);
+        out.push(b"hello\n");
+        out.push(b"world, this is long\n");
+        assert_eq!(out.dropped(), 16);
+        out.drain_to_log("p", "stdout");
+        assert_eq!(
+            out.dropped(),
+            0,
+            "the drain reports and resets the dropped count"
+        );
+        let mut stream = out.clone();
+        OutputStream::write(&mut stream, Bytes::from_static(b"0123456789abc")).unwrap();
+        assert_eq!(out.dropped(), 3);
+        assert!(
+            OutputStream::check_write(&mut stream).unwrap() > 0,
+            "writes never block or fail"
+        );
+    }
+}

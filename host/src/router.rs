@@ -86,3 +86,57 @@ pub fn primary_path(event: &wit::Event) -> &str {
         _ => &event.process.executable.path,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(subscriptions: &[&str], prefilter: Option<wit::Prefilter>) -> wit::PluginInfo {
+        wit::PluginInfo {
+            name: "p".into(),
+            version: "1".into(),
+            kind: wit::PluginKind::Detector,
+            description: String::new(),
+            subscriptions: subscriptions.iter().map(|s| (*s).to_owned()).collect(),
+            prefilter,
+            capabilities: vec![],
+            config: vec![],
+        }
+    }
+
+    fn exec(path: &str, signing_id: &str) -> wit::Event {
+        let line = format!(
+            r#"{{"version":10,"time":"t","process":{{"audit_token":{{"pid":1,"pidversion":1}},"executable":{{"path":"/bin/zsh"}}}},"event":{{"exec":{{"target":{{"audit_token":{{"pid":1,"pidversion":2}},"signing_id":"{signing_id}","executable":{{"path":"{path}"}}}},"args":[]}}}}}}"#
+        );
+        crate::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap())
+    }
+
+    #[test]
+    fn subscriptions_and_prefilters_decide_delivery() {
+        let ev = exec("/private/tmp/x", "com.apple.xattr");
+        assert!(Route::new(&info(&["exec"], None)).accepts(&ev));
+        assert!(Route::new(&info(&["*"], None)).accepts(&ev));
+        assert!(!Route::new(&info(&["create"], None)).accepts(&ev));
+        assert!(!Route::new(&info(&[], None)).accepts(&ev));
+
+        let pf = |prefixes: &[&str], contains: &[&str], ids: &[&str]| wit::Prefilter {
+            path_prefixes: prefixes.iter().map(|s| (*s).to_owned()).collect(),
+            path_contains: contains.iter().map(|s| (*s).to_owned()).collect(),
+            signing_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        let route = |p| Route::new(&info(&["exec"], Some(p)));
+        assert!(route(pf(&["/private/"], &[], &[])).accepts(&ev));
+        assert!(!route(pf(&["/usr/"], &[], &[])).accepts(&ev));
+        assert!(route(pf(&[], &["tmp"], &[])).accepts(&ev));
+        assert!(!route(pf(&[], &["Launch"], &[])).accepts(&ev));
+        assert!(route(pf(&[], &[], &["com.apple.xattr"])).accepts(&ev));
+        assert!(
+            !route(pf(&["/private/"], &[], &["com.apple.curl"])).accepts(&ev),
+            "every non-empty list must pass"
+        );
+        assert!(
+            route(pf(&[], &[], &[])).accepts(&ev),
+            "an empty prefilter matches all"
+        );
+    }
+}

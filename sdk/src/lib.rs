@@ -147,6 +147,13 @@ impl Prefilter {
     }
 }
 
+impl Verdict {
+    /// Deny, with the reason the host records and reports.
+    pub fn deny(reason: impl Into<String>) -> Self {
+        Verdict::Deny(reason.into())
+    }
+}
+
 impl PluginError {
     /// An error with this message.
     pub fn new(message: impl Into<String>) -> Self {

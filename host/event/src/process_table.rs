@@ -77,7 +77,16 @@ impl ProcessTable {
         let key = process.audit_token.key();
         if let Some(entry) = self.entries.get_mut(&key) {
             if !entry.exited {
-                entry.process = Arc::new(process.clone());
+                // Fresher facts win (ppid after reparenting), but never lose lineage a
+                // sparser record leaves out.
+                let mut fresh = process.clone();
+                fresh.parent_audit_token = fresh
+                    .parent_audit_token
+                    .or(entry.process.parent_audit_token);
+                fresh.responsible_audit_token = fresh
+                    .responsible_audit_token
+                    .or(entry.process.responsible_audit_token);
+                entry.process = Arc::new(fresh);
             }
             return;
         }
@@ -176,5 +185,76 @@ impl ProcessTable {
             }
         }
         chain
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::parse_line;
+
+    fn fork(parent: (i32, i32), child: (i32, i32)) -> Message {
+        let line = format!(
+            r#"{{"version":10,"time":"t","process":{{"audit_token":{{"pid":{},"pidversion":{}}},"executable":{{"path":"/bin/sh"}}}},"event":{{"fork":{{"child":{{"audit_token":{{"pid":{},"pidversion":{}}},"parent_audit_token":{{"pid":{},"pidversion":{}}},"executable":{{"path":"/bin/sh"}}}}}}}}}}"#,
+            parent.0, parent.1, child.0, child.1, parent.0, parent.1
+        );
+        parse_line(line.as_bytes(), 1 << 20).unwrap()
+    }
+
+    fn exit(who: (i32, i32)) -> Message {
+        let line = format!(
+            r#"{{"version":10,"time":"t","process":{{"audit_token":{{"pid":{},"pidversion":{}}},"executable":{{"path":"/bin/sh"}}}},"event":{{"exit":{{"stat":0}}}}}}"#,
+            who.0, who.1
+        );
+        parse_line(line.as_bytes(), 1 << 20).unwrap()
+    }
+
+    #[test]
+    fn capacity_is_a_hard_bound_and_exited_images_go_first() {
+        let mut table = ProcessTable::new(4);
+        table.observe(&fork((1, 1), (2, 2)));
+        table.observe(&fork((2, 2), (3, 3)));
+        table.observe(&exit((3, 3)));
+        assert_eq!(table.len(), 3);
+        table.observe(&fork((2, 2), (4, 4)));
+        table.observe(&fork((2, 2), (5, 5)));
+        assert_eq!(table.len(), 4);
+        let t = |pid| AuditToken {
+            pid,
+            pidversion: pid,
+            ..AuditToken::default()
+        };
+        assert!(
+            table.get(&t(3)).is_none(),
+            "the exited image was evicted first"
+        );
+        assert!(table.get(&t(1)).is_some() && table.get(&t(5)).is_some());
+        for i in 10..1000 {
+            table.observe(&fork((2, 2), (i, i)));
+        }
+        assert_eq!(table.len(), 4);
+    }
+
+    #[test]
+    fn ancestry_stops_at_unknown_parents_depth_and_cycles() {
+        let mut table = ProcessTable::default();
+        table.observe(&fork((1, 1), (2, 2)));
+        table.observe(&fork((2, 2), (3, 3)));
+        table.observe(&fork((3, 3), (4, 4)));
+        let t = |pid| AuditToken {
+            pid,
+            pidversion: pid,
+            ..AuditToken::default()
+        };
+        let chain: Vec<i32> = table
+            .ancestors(&t(4), 32)
+            .iter()
+            .map(|p| p.audit_token.pid)
+            .collect();
+        assert_eq!(chain, [3, 2, 1]);
+        assert_eq!(table.ancestors(&t(4), 2).len(), 2);
+        // A cycle (corrupt input) terminates.
+        table.observe(&fork((4, 4), (1, 1)));
+        assert!(table.ancestors(&t(4), 32).len() <= 4);
     }
 }
