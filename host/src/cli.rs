@@ -3,7 +3,9 @@
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
@@ -12,6 +14,8 @@ use crate::config::{SourceConfig, WardConfig};
 use crate::load::{LoadOptions, PluginSource, load};
 use crate::pipeline::{Pipeline, Summary, run_stream};
 use crate::runtime::Runtime;
+use crate::source::eslogger::{EsloggerConfig, EsloggerReader};
+use crate::source::follow::FollowReader;
 use crate::state::SharedProcessTable;
 
 /// ward: macOS incident response with sandboxed WebAssembly plugins.
@@ -54,6 +58,18 @@ pub enum Command {
         /// What to do.
         #[command(subcommand)]
         command: PluginCommand,
+    },
+    /// Write a seeded synthetic eslogger stream shaped like a busy Mac.
+    Gen {
+        /// Number of events.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Seed; the same seed always gives the same stream.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Output file (default: stdout).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Measure throughput: parse only, a native detector, and the same detector as a
     /// sandboxed component called per event and batched.
@@ -175,6 +191,17 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::scaffold::new_plugin(&name, &kind, &dir, sdk_path.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Gen { events, seed, out } => {
+            match out {
+                Some(path) => {
+                    let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                    crate::synth::write_stream(events, seed, &mut std::io::BufWriter::new(file))
+                }
+                None => crate::synth::write_stream(events, seed, &mut std::io::BufWriter::new(std::io::stdout().lock())),
+            }
+            .context("writing the stream")?;
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Bench { events, batch } => {
             crate::bench::run(events, batch)?;
             Ok(ExitCode::SUCCESS)
@@ -266,24 +293,53 @@ fn replay(
     Ok(ExitCode::SUCCESS)
 }
 
-fn run_agent(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let config = WardConfig::load(config_path)?;
-    let reader: Box<dyn BufRead + Send> = match &config.source {
+/// Opens the configured source; `stop` ends the never-ending ones (follow, eslogger).
+fn open_source(config: &WardConfig, pipeline: &Pipeline, stop: Arc<AtomicBool>) -> anyhow::Result<Box<dyn BufRead + Send>> {
+    Ok(match &config.source {
         Some(SourceConfig::File { path }) => open_input(&config.resolve(path))?,
         Some(SourceConfig::Stdin) | None => open_input(Path::new("-"))?,
-    };
+        Some(SourceConfig::Follow { path, from_start }) => {
+            let reader = FollowReader::open(&config.resolve(path), *from_start, stop)
+                .with_context(|| format!("cannot follow {}", path.display()))?;
+            Box::new(BufReader::with_capacity(1 << 16, reader))
+        }
+        Some(SourceConfig::Eslogger { program, kinds }) => {
+            let kinds = match kinds {
+                Some(k) => k.clone(),
+                None => pipeline.subscribed_kinds().unwrap_or_else(|| {
+                    ward_event::model::TYPED_KINDS.iter().map(|(k, _)| (*k).to_owned()).collect()
+                }),
+            };
+            let program = program.clone().unwrap_or_else(|| PathBuf::from("eslogger"));
+            let reader = EsloggerReader::start(EsloggerConfig { program, kinds }, stop)?;
+            Box::new(BufReader::with_capacity(1 << 16, reader))
+        }
+    })
+}
+
+fn run_agent(config_path: &Path) -> anyhow::Result<ExitCode> {
+    let config = WardConfig::load(config_path)?;
     let (pipeline, refused) = build_pipeline(&config, &[])?;
     if let Some(kinds) = pipeline.subscribed_kinds() {
         tracing::info!(kinds = %kinds.join(" "), "event kinds the loaded detectors subscribe to");
     }
+    let stop = Arc::new(AtomicBool::new(false));
+    let reader = open_source(&config, &pipeline, Arc::clone(&stop))?;
     let rt = tokio_runtime()?;
     let summary = rt.block_on(async {
-        let work = run_stream(pipeline, reader, std::io::stdout());
+        let mut work = Box::pin(run_stream(pipeline, reader, std::io::stdout()));
         tokio::select! {
-            result = work => result,
+            result = &mut work => result,
             _ = shutdown_signal() => {
-                eprintln!("ward run: signal received, stopping");
-                Ok(Summary::default())
+                eprintln!("ward run: signal received, draining");
+                stop.store(true, Ordering::Relaxed);
+                match tokio::time::timeout(Duration::from_secs(5), work).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        eprintln!("ward run: the source did not stop within 5 s; exiting");
+                        Ok(Summary::default())
+                    }
+                }
             }
         }
     })?;

@@ -149,13 +149,30 @@ impl Default for LimitsConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, tag = "kind", rename_all = "lowercase")]
 pub enum SourceConfig {
-    /// A recorded eslogger file.
+    /// A recorded eslogger file, read once.
     File {
         /// Path.
         path: PathBuf,
     },
     /// Standard input (e.g. `eslogger exec fork exit | ward run`).
     Stdin,
+    /// A file another process appends to, followed across rotation and truncation.
+    Follow {
+        /// Path.
+        path: PathBuf,
+        /// Read what is already there first (default: start at the end).
+        #[serde(default)]
+        from_start: bool,
+    },
+    /// Run `eslogger` (macOS 13+, root, Full Disk Access) and restart it if it dies.
+    Eslogger {
+        /// Program (default `eslogger` on PATH).
+        #[serde(default)]
+        program: Option<PathBuf>,
+        /// Event kinds (default: what the loaded detectors subscribe to, plus fork/exec/exit).
+        #[serde(default)]
+        kinds: Option<Vec<String>>,
+    },
 }
 
 /// One `[[plugins]]` entry.

@@ -13,6 +13,7 @@ pub mod convert;
 pub mod default_content;
 pub mod engine;
 pub mod finding;
+pub mod synth;
 pub mod host_api;
 pub mod load;
 pub mod output;

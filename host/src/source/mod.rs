@@ -1,6 +1,9 @@
 //! Sources of eslogger lines. Reading is bounded: a line over the cap is consumed and
 //! reported as too long without ever being held whole in memory.
 
+pub mod eslogger;
+pub mod follow;
+
 use std::io::{self, BufRead};
 
 /// One line from a source.
