@@ -469,3 +469,78 @@ fn plugin_new_scaffolds_a_crate_that_builds_and_passes_plugin_test() {
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+/// `ward run` with the eslogger source: a stand-in eslogger (a real process) streams the
+/// attack chain and stays alive; SIGTERM makes ward stop it, drain and report.
+#[test]
+fn run_with_the_eslogger_source_drains_on_sigterm() {
+    use std::io::{BufRead, BufReader};
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let fake = dir.path().join("eslogger");
+    let args = dir.path().join("args");
+    let stream = root().join("examples/streams/attack-chain.jsonl");
+    std::fs::write(
+        &fake,
+        format!(
+            "#!/bin/sh\necho \"$@\" > {}\ncat {}\nexec sleep 60\n",
+            args.display(),
+            stream.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let config = dir.path().join("ward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[agent]\ncache_dir = \"\"\n\n[source]\nkind = \"eslogger\"\nprogram = {:?}\n",
+            fake.display().to_string()
+        ),
+    )
+    .unwrap();
+
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut findings = Vec::new();
+    while findings.len() < 6 {
+        let mut line = String::new();
+        assert!(
+            stdout.read_line(&mut line).unwrap() > 0,
+            "ward stopped before printing six findings"
+        );
+        findings.push(serde_json::from_str::<Value>(&line).unwrap());
+    }
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("signal received, draining") && err.contains("31 lines read"),
+        "{err}"
+    );
+    // The detectors' subscriptions, plus what the process table needs, were asked for.
+    let asked = std::fs::read_to_string(&args).unwrap();
+    for kind in [
+        "exec",
+        "fork",
+        "exit",
+        "create",
+        "deleteextattr",
+        "btm_launch_item_add",
+    ] {
+        assert!(
+            asked.split_whitespace().any(|k| k == kind),
+            "eslogger not asked for {kind}: {asked}"
+        );
+    }
+}

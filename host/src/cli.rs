@@ -1,6 +1,6 @@
 //! Command-line interface (the CLI contract of DESIGN.md).
 
-use std::io::{BufRead, BufReader};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -194,10 +194,15 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gen { events, seed, out } => {
             match out {
                 Some(path) => {
-                    let file = std::fs::File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+                    let file = std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?;
                     crate::synth::write_stream(events, seed, &mut std::io::BufWriter::new(file))
                 }
-                None => crate::synth::write_stream(events, seed, &mut std::io::BufWriter::new(std::io::stdout().lock())),
+                None => crate::synth::write_stream(
+                    events,
+                    seed,
+                    &mut std::io::BufWriter::new(std::io::stdout().lock()),
+                ),
             }
             .context("writing the stream")?;
             Ok(ExitCode::SUCCESS)
@@ -254,19 +259,16 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<WardConfig> {
     })
 }
 
-fn open_input(input: &Path) -> anyhow::Result<Box<dyn BufRead + Send>> {
+fn open_input(input: &Path) -> anyhow::Result<Box<dyn Read + Send>> {
     if input.as_os_str() == "-" {
-        return Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            std::io::stdin(),
-        )));
+        return Ok(Box::new(std::io::stdin()));
     }
     let file =
         std::fs::File::open(input).with_context(|| format!("cannot open {}", input.display()))?;
     if file.metadata().map(|m| m.is_dir()).unwrap_or(false) {
         bail!("{} is a directory, not an eslogger stream", input.display());
     }
-    Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+    Ok(Box::new(file))
 }
 
 fn print_summary(command: &str, summary: &Summary, refused: usize) {
@@ -294,25 +296,34 @@ fn replay(
 }
 
 /// Opens the configured source; `stop` ends the never-ending ones (follow, eslogger).
-fn open_source(config: &WardConfig, pipeline: &Pipeline, stop: Arc<AtomicBool>) -> anyhow::Result<Box<dyn BufRead + Send>> {
+fn open_source(
+    config: &WardConfig,
+    pipeline: &Pipeline,
+    stop: Arc<AtomicBool>,
+) -> anyhow::Result<Box<dyn Read + Send>> {
     Ok(match &config.source {
         Some(SourceConfig::File { path }) => open_input(&config.resolve(path))?,
         Some(SourceConfig::Stdin) | None => open_input(Path::new("-"))?,
         Some(SourceConfig::Follow { path, from_start }) => {
             let reader = FollowReader::open(&config.resolve(path), *from_start, stop)
                 .with_context(|| format!("cannot follow {}", path.display()))?;
-            Box::new(BufReader::with_capacity(1 << 16, reader))
+            Box::new(reader)
         }
         Some(SourceConfig::Eslogger { program, kinds }) => {
             let kinds = match kinds {
                 Some(k) => k.clone(),
                 None => pipeline.subscribed_kinds().unwrap_or_else(|| {
-                    ward_event::model::TYPED_KINDS.iter().map(|(k, _)| (*k).to_owned()).collect()
+                    ward_event::model::TYPED_KINDS
+                        .iter()
+                        .map(|(k, _)| (*k).to_owned())
+                        .collect()
                 }),
             };
             let program = program.clone().unwrap_or_else(|| PathBuf::from("eslogger"));
-            let reader = EsloggerReader::start(EsloggerConfig { program, kinds }, stop)?;
-            Box::new(BufReader::with_capacity(1 << 16, reader))
+            Box::new(EsloggerReader::start(
+                EsloggerConfig { program, kinds },
+                stop,
+            )?)
         }
     })
 }

@@ -2,7 +2,7 @@
 //! detectors → findings. The core is synchronous ([`Pipeline`]); [`run_stream`] drives it
 //! with a reader task, the pipeline task and a sink task joined by bounded channels.
 
-use std::io::{BufRead, Write};
+use std::io::{Read, Write};
 use std::sync::{Arc, PoisonError};
 
 use anyhow::Context as _;
@@ -316,7 +316,7 @@ pub async fn run_stream<R, W>(
     mut sink: W,
 ) -> anyhow::Result<Summary>
 where
-    R: BufRead + Send + 'static,
+    R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
     let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHANNEL_DEPTH);
@@ -329,7 +329,9 @@ where
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
         while let Some(line) = lines.next_line().context("reading the event stream")? {
             chunk.push(line);
-            if chunk.len() >= CHUNK_LINES {
+            // Hand over a full chunk, or whatever is in hand before a read that may block:
+            // a live source must not sit on events waiting for more.
+            if chunk.len() >= CHUNK_LINES || !lines.has_buffered() {
                 if line_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
                     return Ok(());
                 }

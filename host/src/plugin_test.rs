@@ -1,6 +1,6 @@
 //! `ward plugin test`: one plugin, the real sandbox, recorded events, optional expectations.
 
-use std::io::{BufReader, Write};
+use std::io::Write;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::{Arc, PoisonError, RwLock};
@@ -41,7 +41,7 @@ pub fn run(
     );
     let file =
         std::fs::File::open(events).with_context(|| format!("cannot open {}", events.display()))?;
-    let reader = BufReader::new(file);
+    let reader = file;
 
     let (lines, faults) = match loaded.kind() {
         Kind::Detector => run_detector(rt, loaded, processes, reader),
@@ -115,7 +115,7 @@ fn run_detector(
     rt: Arc<Runtime>,
     plugin: Plugin,
     processes: SharedProcessTable,
-    reader: impl std::io::BufRead,
+    reader: impl std::io::Read,
 ) -> (Vec<String>, u64) {
     let mut pipeline = Pipeline::new(rt, vec![plugin], processes, PipelineOptions::default());
     let mut lines = LineReader::new(reader, ward_event::DEFAULT_MAX_LINE_BYTES);
@@ -146,7 +146,7 @@ fn run_responder(
     rt: &Runtime,
     mut plugin: Plugin,
     processes: &SharedProcessTable,
-    reader: impl std::io::BufRead,
+    reader: impl std::io::Read,
 ) -> anyhow::Result<(Vec<String>, u64)> {
     let mut lines = LineReader::new(reader, ward_event::DEFAULT_MAX_LINE_BYTES);
     let mut out = Vec::new();

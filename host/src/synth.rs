@@ -53,23 +53,63 @@ const PROGRAMS: &[(&str, &str, Option<&str>, bool)] = &[
     ("/usr/bin/curl", "com.apple.curl", None, true),
     ("/usr/bin/xattr", "com.apple.xattr", None, true),
     ("/usr/bin/osascript", "com.apple.osascript", None, true),
-    ("/usr/bin/codesign", "com.apple.security.codesign", None, true),
-    ("/usr/sbin/system_profiler", "com.apple.system_profiler", None, true),
+    (
+        "/usr/bin/codesign",
+        "com.apple.security.codesign",
+        None,
+        true,
+    ),
+    (
+        "/usr/sbin/system_profiler",
+        "com.apple.system_profiler",
+        None,
+        true,
+    ),
     ("/usr/libexec/xpcproxy", "com.apple.xpc.proxy", None, true),
     ("/usr/bin/mdfind", "com.apple.mdfind", None, true),
     ("/bin/launchctl", "com.apple.xpc.launchctl", None, true),
-    ("/Applications/Google Chrome.app/Contents/MacOS/Google Chrome", "com.google.Chrome", Some("EQHXZ8M8AV"), false),
+    (
+        "/Applications/Google Chrome.app/Contents/MacOS/Google Chrome",
+        "com.google.Chrome",
+        Some("EQHXZ8M8AV"),
+        false,
+    ),
     (
         "/Applications/Google Chrome.app/Contents/Frameworks/Google Chrome Framework.framework/Helpers/Google Chrome Helper (Renderer).app/Contents/MacOS/Google Chrome Helper (Renderer)",
         "com.google.Chrome.helper.renderer",
         Some("EQHXZ8M8AV"),
         false,
     ),
-    ("/Applications/Slack.app/Contents/MacOS/Slack", "com.tinyspeck.slackmacgap", Some("BQR82RBBHL"), false),
-    ("/Applications/Visual Studio Code.app/Contents/MacOS/Electron", "com.microsoft.VSCode", Some("UBF8T346G9"), false),
-    ("/Applications/zoom.us.app/Contents/MacOS/zoom.us", "us.zoom.xos", Some("BJ4HAAB9B3"), false),
-    ("/opt/homebrew/bin/python3.12", "python3.12-55554944", None, false),
-    ("/Users/alice/src/app/target/debug/app", "app-7f3a1c9e2b", None, false),
+    (
+        "/Applications/Slack.app/Contents/MacOS/Slack",
+        "com.tinyspeck.slackmacgap",
+        Some("BQR82RBBHL"),
+        false,
+    ),
+    (
+        "/Applications/Visual Studio Code.app/Contents/MacOS/Electron",
+        "com.microsoft.VSCode",
+        Some("UBF8T346G9"),
+        false,
+    ),
+    (
+        "/Applications/zoom.us.app/Contents/MacOS/zoom.us",
+        "us.zoom.xos",
+        Some("BJ4HAAB9B3"),
+        false,
+    ),
+    (
+        "/opt/homebrew/bin/python3.12",
+        "python3.12-55554944",
+        None,
+        false,
+    ),
+    (
+        "/Users/alice/src/app/target/debug/app",
+        "app-7f3a1c9e2b",
+        None,
+        false,
+    ),
 ];
 
 const USERS: &[&str] = &["alice", "bob"];
@@ -85,8 +125,20 @@ const FILE_DIRS: &[&str] = &[
     "/Users/{u}/Library/Preferences",
 ];
 const FILE_NAMES: &[&str] = &[
-    "data_0", "index", "f_000a3c", "main.rs", "lib.rs", "Cargo.toml", "report.pdf", "notes.txt", "000003.log",
-    "LOCK", "com.apple.finder.plist", "tmp.XXXX1a2b", "invoice.zip", "installer.pkg",
+    "data_0",
+    "index",
+    "f_000a3c",
+    "main.rs",
+    "lib.rs",
+    "Cargo.toml",
+    "report.pdf",
+    "notes.txt",
+    "000003.log",
+    "LOCK",
+    "com.apple.finder.plist",
+    "tmp.XXXX1a2b",
+    "invoice.zip",
+    "installer.pkg",
 ];
 
 /// Kinds and their weights (per 1000 events), roughly a developer laptop's mix.
@@ -111,7 +163,10 @@ const MIX: &[(&str, usize)] = &[
 
 /// The `es_event_type_t` of a generated kind.
 fn event_type(kind: &str) -> u32 {
-    ward_event::model::TYPED_KINDS.iter().find(|(k, _)| *k == kind).map_or(0, |(_, n)| *n)
+    ward_event::model::TYPED_KINDS
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(0, |(_, n)| *n)
 }
 
 struct Proc {
@@ -146,11 +201,29 @@ fn time(ns: u64) -> String {
 impl Generator {
     /// A generator for `seed`, starting from launchd and a login shell per user.
     pub fn new(seed: u64) -> Self {
-        let mut g = Self { rng: Rng::new(seed), procs: Vec::new(), next_pid: 400, seq: 0, clock_ns: 0 };
-        g.procs.push(Proc { pid: 1, pidversion: 1, program: 10, parent: (0, 0), uid: 0 });
+        let mut g = Self {
+            rng: Rng::new(seed),
+            procs: Vec::new(),
+            next_pid: 400,
+            seq: 0,
+            clock_ns: 0,
+        };
+        g.procs.push(Proc {
+            pid: 1,
+            pidversion: 1,
+            program: 10,
+            parent: (0, 0),
+            uid: 0,
+        });
         for (i, _) in USERS.iter().enumerate() {
             let pid = g.alloc_pid();
-            g.procs.push(Proc { pid, pidversion: pid * 10, program: 0, parent: (1, 1), uid: 501 + i as i64 });
+            g.procs.push(Proc {
+                pid,
+                pidversion: pid * 10,
+                program: 0,
+                parent: (1, 1),
+                uid: 501 + i as i64,
+            });
         }
         g
     }
@@ -177,12 +250,30 @@ impl Generator {
     }
 
     fn process_json(&mut self, index: usize) -> Value {
-        let Some(p) = self.procs.get(index) else { return Value::Null };
+        let Some(p) = self.procs.get(index) else {
+            return Value::Null;
+        };
         let (pid, pv, parent, uid, program) = (p.pid, p.pidversion, p.parent, p.uid, p.program);
-        let (path, sid, team, platform) = PROGRAMS.get(program).copied().unwrap_or(("/bin/zsh", "com.apple.zsh", None, true));
+        let (path, sid, team, platform) =
+            PROGRAMS
+                .get(program)
+                .copied()
+                .unwrap_or(("/bin/zsh", "com.apple.zsh", None, true));
         let adhoc = !platform && team.is_none();
-        let flags = if platform { 0x2601_4a01 } else if adhoc { 0x2202_0203 } else { 0x2201_0301 };
-        let category = if platform { 1 } else if adhoc { 7 } else { 6 };
+        let flags = if platform {
+            0x2601_4a01
+        } else if adhoc {
+            0x2202_0203
+        } else {
+            0x2201_0301
+        };
+        let category = if platform {
+            1
+        } else if adhoc {
+            7
+        } else {
+            6
+        };
         let exe_ino = 1_152_921_500_312_000_000u64 + program as u64;
         json!({
             "audit_token": token(pid, pv, uid),
@@ -201,12 +292,20 @@ impl Generator {
 
     fn user_of(&self, index: usize) -> &'static str {
         let uid = self.procs.get(index).map_or(501, |p| p.uid);
-        USERS.get((uid - 501).clamp(0, 1) as usize).copied().unwrap_or("alice")
+        USERS
+            .get((uid - 501).clamp(0, 1) as usize)
+            .copied()
+            .unwrap_or("alice")
     }
 
     fn path_for(&mut self, index: usize) -> String {
         let user = self.user_of(index);
-        let dir = self.rng.pick(FILE_DIRS).copied().unwrap_or("/private/tmp").replace("{u}", user);
+        let dir = self
+            .rng
+            .pick(FILE_DIRS)
+            .copied()
+            .unwrap_or("/private/tmp")
+            .replace("{u}", user);
         let name = self.rng.pick(FILE_NAMES).copied().unwrap_or("data");
         format!("{dir}/{name}")
     }
@@ -238,7 +337,11 @@ impl Generator {
         let actor = 1 + self.rng.below(self.procs.len().saturating_sub(1).max(1));
         // The subject is captured before the payload changes the tree: for `exec` it is the
         // old image, for `exit` the process that is about to go.
-        let subject = if matches!(kind, "btm_launch_item_add" | "xp_malware_detected") { 0 } else { actor };
+        let subject = if matches!(kind, "btm_launch_item_add" | "xp_malware_detected") {
+            0
+        } else {
+            actor
+        };
         let process = self.process_json(subject);
         let (name, payload) = self.payload(kind, actor);
         let mut line = json!({
@@ -258,10 +361,19 @@ impl Generator {
     fn payload(&mut self, kind: &'static str, actor: usize) -> (&'static str, Value) {
         match kind {
             "fork" => {
-                let Some(parent) = self.procs.get(actor) else { return ("cs_invalidated", json!({})) };
-                let (program, uid, parent_key) = (parent.program, parent.uid, (parent.pid, parent.pidversion));
+                let Some(parent) = self.procs.get(actor) else {
+                    return ("cs_invalidated", json!({}));
+                };
+                let (program, uid, parent_key) =
+                    (parent.program, parent.uid, (parent.pid, parent.pidversion));
                 let pid = self.alloc_pid();
-                self.procs.push(Proc { pid, pidversion: pid * 10 + 1, program, parent: parent_key, uid });
+                self.procs.push(Proc {
+                    pid,
+                    pidversion: pid * 10 + 1,
+                    program,
+                    parent: parent_key,
+                    uid,
+                });
                 let child = self.process_json(self.procs.len() - 1);
                 ("fork", json!({"child": child}))
             }
@@ -276,7 +388,8 @@ impl Generator {
                 let user = self.user_of(actor);
                 let arg = self.path_for(actor);
                 let env = [
-                    "PATH=/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin".to_owned(),
+                    "PATH=/opt/homebrew/bin:/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
+                        .to_owned(),
                     format!("HOME=/Users/{user}"),
                     format!("USER={user}"),
                     "SHELL=/bin/zsh".to_owned(),
@@ -285,7 +398,10 @@ impl Generator {
                     "TMPDIR=/var/folders/zz/zyxvpxvq6csfxvn_n0000000000000/T/".to_owned(),
                     "__CFBundleIdentifier=com.apple.Terminal".to_owned(),
                     "XPC_FLAGS=0x0".to_owned(),
-                    format!("SSH_AUTH_SOCK=/private/tmp/com.apple.launchd.{:010}/Listeners", self.rng.below(1 << 30)),
+                    format!(
+                        "SSH_AUTH_SOCK=/private/tmp/com.apple.launchd.{:010}/Listeners",
+                        self.rng.below(1 << 30)
+                    ),
                 ];
                 let payload = json!({
                     "target": target, "args": [path, "--flag", arg], "env": env,
@@ -306,15 +422,22 @@ impl Generator {
                 let (dir, name) = path.rsplit_once('/').unwrap_or(("/private/tmp", "x"));
                 let dir = dir.to_owned();
                 let name = name.to_owned();
-                let dir_file = json!({"path": dir, "path_truncated": false, "stat": self.stat(7, 16_877, 96)});
-                ("create", json!({"destination_type": 1, "destination": {"new_path": {"dir": dir_file, "filename": name, "mode": 420}}, "acl": null}))
+                let dir_file =
+                    json!({"path": dir, "path_truncated": false, "stat": self.stat(7, 16_877, 96)});
+                (
+                    "create",
+                    json!({"destination_type": 1, "destination": {"new_path": {"dir": dir_file, "filename": name, "mode": 420}}, "acl": null}),
+                )
             }
             "rename" => {
                 let from = self.path_for(actor);
                 let to = self.path_for(actor);
                 let source = self.file(&from);
                 let existing = self.file(&to);
-                ("rename", json!({"source": source, "destination_type": 0, "destination": {"existing_file": existing}}))
+                (
+                    "rename",
+                    json!({"source": source, "destination_type": 0, "destination": {"existing_file": existing}}),
+                )
             }
             "unlink" => {
                 let path = self.path_for(actor);
@@ -326,12 +449,18 @@ impl Generator {
             "open" => {
                 let path = self.path_for(actor);
                 let file = self.file(&path);
-                ("open", json!({"fflag": if self.rng.below(3) == 0 { 3 } else { 1 }, "file": file}))
+                (
+                    "open",
+                    json!({"fflag": if self.rng.below(3) == 0 { 3 } else { 1 }, "file": file}),
+                )
             }
             "close" => {
                 let path = self.path_for(actor);
                 let target = self.file(&path);
-                ("close", json!({"modified": self.rng.below(4) == 0, "target": target, "was_mapped_writable": false}))
+                (
+                    "close",
+                    json!({"modified": self.rng.below(4) == 0, "target": target, "was_mapped_writable": false}),
+                )
             }
             "write" => {
                 let path = self.path_for(actor);
@@ -339,36 +468,55 @@ impl Generator {
             }
             "mmap" => {
                 let lib = self.file("/usr/lib/libobjc.A.dylib");
-                ("mmap", json!({"protection": 5, "max_protection": 7, "flags": 2, "file_pos": 0, "source": lib}))
+                (
+                    "mmap",
+                    json!({"protection": 5, "max_protection": 7, "flags": 2, "file_pos": 0, "source": lib}),
+                )
             }
             "setextattr" | "deleteextattr" => {
                 let path = self.path_for(actor);
-                let attr = if self.rng.below(3) == 0 { "com.apple.quarantine" } else { "com.apple.lastuseddate#PS" };
+                let attr = if self.rng.below(3) == 0 {
+                    "com.apple.quarantine"
+                } else {
+                    "com.apple.lastuseddate#PS"
+                };
                 (kind, json!({"target": self.file(&path), "extattr": attr}))
             }
             "signal" => {
                 let target_index = 1 + self.rng.below(self.procs.len().saturating_sub(1).max(1));
                 let target = self.process_json(target_index);
-                ("signal", json!({"sig": 15, "target": target, "instigator": null}))
+                (
+                    "signal",
+                    json!({"sig": 15, "target": target, "instigator": null}),
+                )
             }
             "uipc_connect" => {
                 let sock = self.file("/private/var/run/mDNSResponder");
-                ("uipc_connect", json!({"file": sock, "domain": 1, "type": 1, "protocol": 0}))
+                (
+                    "uipc_connect",
+                    json!({"file": sock, "domain": 1, "type": 1, "protocol": 0}),
+                )
             }
             "btm_launch_item_add" => {
                 let user = self.user_of(actor);
                 let instigator = self.process_json(actor);
-                ("btm_launch_item_add", json!({
-                    "instigator": instigator, "app": null, "executable_path": format!("/Users/{user}/Library/Application Support/Helper/helper"),
-                    "item": {"item_type": 3, "legacy": true, "managed": false, "uid": 501,
-                             "item_url": format!("file:///Users/{user}/Library/LaunchAgents/com.vendor.helper.plist"), "app_url": null}
-                }))
+                (
+                    "btm_launch_item_add",
+                    json!({
+                        "instigator": instigator, "app": null, "executable_path": format!("/Users/{user}/Library/Application Support/Helper/helper"),
+                        "item": {"item_type": 3, "legacy": true, "managed": false, "uid": 501,
+                                 "item_url": format!("file:///Users/{user}/Library/LaunchAgents/com.vendor.helper.plist"), "app_url": null}
+                    }),
+                )
             }
             _ => {
                 let path = self.path_for(actor);
-                ("xp_malware_detected", json!({"signature_version": "5287", "malware_identifier": "Adload",
+                (
+                    "xp_malware_detected",
+                    json!({"signature_version": "5287", "malware_identifier": "Adload",
                     "incident_identifier": "6F1A2B3C-1111-2222-3333-444455556666", "detected_path": path,
-                    "detected_executable": null}))
+                    "detected_executable": null}),
+                )
             }
         }
     }

@@ -26,16 +26,25 @@ const STDERR_LINES: usize = 20;
 /// Why eslogger cannot run at all.
 fn diagnose(program: &str, stderr: &str) -> Option<String> {
     let s = stderr.to_lowercase();
-    if s.contains("full disk access") || s.contains("not_permitted") || s.contains("not permitted") {
+    if s.contains("full disk access") || s.contains("not_permitted") || s.contains("not permitted")
+    {
         return Some(format!(
             "{program} lacks Full Disk Access: grant it to ward (or the terminal running it) in System Settings > Privacy & Security > Full Disk Access"
         ));
     }
-    if s.contains("run as root") || s.contains("be root") || s.contains("not_privileged") || s.contains("not privileged") {
-        return Some(format!("{program} must run as root: start ward with sudo or as a launch daemon"));
+    if s.contains("run as root")
+        || s.contains("be root")
+        || s.contains("not_privileged")
+        || s.contains("not privileged")
+    {
+        return Some(format!(
+            "{program} must run as root: start ward with sudo or as a launch daemon"
+        ));
     }
     if s.contains("too many clients") || s.contains("too_many_clients") {
-        return Some(format!("{program}: the system has too many Endpoint Security clients"));
+        return Some(format!(
+            "{program}: the system has too many Endpoint Security clients"
+        ));
     }
     None
 }
@@ -52,7 +61,9 @@ pub struct EsloggerConfig {
 /// A `Read` over eslogger's stdout that survives eslogger restarts.
 pub struct EsloggerReader {
     config: EsloggerConfig,
-    child: Option<(Child, BufReader<ChildStdout>, Instant)>,
+    /// The running eslogger, shared with the thread that kills it when `stop` is set.
+    current: Arc<Mutex<Option<Child>>>,
+    child: Option<(BufReader<ChildStdout>, Instant)>,
     stderr: Arc<Mutex<VecDeque<String>>>,
     stop: Arc<AtomicBool>,
     quick_deaths: u32,
@@ -73,6 +84,7 @@ impl EsloggerReader {
         config.kinds.dedup();
         let mut reader = Self {
             config,
+            current: Arc::new(Mutex::new(None)),
             child: None,
             stderr: Arc::new(Mutex::new(VecDeque::new())),
             stop,
@@ -81,7 +93,31 @@ impl EsloggerReader {
             starts: 0,
         };
         reader.spawn()?;
+        reader.watch_stop();
         Ok(reader)
+    }
+
+    /// A read blocked on eslogger's stdout cannot see `stop`; this thread kills eslogger when
+    /// `stop` is set, which ends the read.
+    fn watch_stop(&self) {
+        let stop = Arc::clone(&self.stop);
+        let current = Arc::downgrade(&self.current);
+        std::thread::spawn(move || {
+            loop {
+                std::thread::sleep(Duration::from_millis(100));
+                let Some(current) = current.upgrade() else {
+                    return;
+                };
+                if stop.load(Ordering::Relaxed) {
+                    if let Ok(mut slot) = current.lock()
+                        && let Some(child) = slot.as_mut()
+                    {
+                        let _ = child.kill();
+                    }
+                    return;
+                }
+            }
+        });
     }
 
     fn program(&self) -> String {
@@ -124,17 +160,33 @@ impl EsloggerReader {
         }
         self.starts += 1;
         tracing::info!(program = %self.program(), kinds = %self.config.kinds.join(" "), "eslogger started");
-        self.child = Some((child, BufReader::with_capacity(1 << 16, stdout), Instant::now()));
+        if let Ok(mut slot) = self.current.lock() {
+            *slot = Some(child);
+        }
+        self.child = Some((BufReader::with_capacity(1 << 16, stdout), Instant::now()));
         Ok(())
     }
 
     /// eslogger's stdout ended: decide whether to restart it.
     fn on_exit(&mut self) -> io::Result<()> {
-        let Some((mut child, _, started)) = self.child.take() else { return Ok(()) };
+        let Some((_, started)) = self.child.take() else {
+            return Ok(());
+        };
+        let child = self.current.lock().ok().and_then(|mut slot| slot.take());
+        let Some(mut child) = child else {
+            return Ok(());
+        };
         let status = child.wait()?;
+        if self.stop.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         // Give the stderr thread a moment to collect the last words.
         std::thread::sleep(Duration::from_millis(50));
-        let stderr: String = self.stderr.lock().map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n")).unwrap_or_default();
+        let stderr: String = self
+            .stderr
+            .lock()
+            .map(|l| l.iter().cloned().collect::<Vec<_>>().join("\n"))
+            .unwrap_or_default();
         if let Some(reason) = diagnose(&self.program(), &stderr) {
             return Err(io::Error::new(io::ErrorKind::PermissionDenied, reason));
         }
@@ -168,7 +220,9 @@ impl Read for EsloggerReader {
             if self.stop.load(Ordering::Relaxed) {
                 return Ok(0);
             }
-            let Some((_, stdout, _)) = self.child.as_mut() else { return Ok(0) };
+            let Some((stdout, _)) = self.child.as_mut() else {
+                return Ok(0);
+            };
             let n = stdout.read(buf)?;
             if n > 0 {
                 return Ok(n);
@@ -180,7 +234,7 @@ impl Read for EsloggerReader {
 
 impl Drop for EsloggerReader {
     fn drop(&mut self) {
-        if let Some((mut child, _, _)) = self.child.take() {
+        if let Some(mut child) = self.current.lock().ok().and_then(|mut slot| slot.take()) {
             let _ = child.kill();
             let _ = child.wait();
         }
@@ -202,7 +256,10 @@ mod tests {
     }
 
     fn config(program: PathBuf) -> EsloggerConfig {
-        EsloggerConfig { program, kinds: vec!["create".into()] }
+        EsloggerConfig {
+            program,
+            kinds: vec!["create".into()],
+        }
     }
 
     #[test]
@@ -224,15 +281,26 @@ mod tests {
         let mut lines = std::io::BufReader::new(reader).lines();
         let got: Vec<String> = (0..3).map(|_| lines.next().unwrap().unwrap()).collect();
         assert_eq!(got, ["{\"a\":1}", "{\"a\":2}", "{\"a\":3}"]);
-        assert_eq!(std::fs::read_to_string(&runs).unwrap().lines().count(), 2, "restarted once");
-        assert_eq!(std::fs::read_to_string(&args).unwrap().trim(), "create exec exit fork");
+        assert_eq!(
+            std::fs::read_to_string(&runs).unwrap().lines().count(),
+            2,
+            "restarted once"
+        );
+        assert_eq!(
+            std::fs::read_to_string(&args).unwrap().trim(),
+            "create exec exit fork"
+        );
     }
 
     #[test]
     fn missing_full_disk_access_ends_the_source_with_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let program = fake(dir.path(), "echo 'ERROR: ES_NEW_CLIENT_RESULT_ERR_NOT_PERMITTED (Full Disk Access)' >&2\nexit 70");
-        let mut reader = EsloggerReader::start(config(program), Arc::new(AtomicBool::new(false))).unwrap();
+        let program = fake(
+            dir.path(),
+            "echo 'ERROR: ES_NEW_CLIENT_RESULT_ERR_NOT_PERMITTED (Full Disk Access)' >&2\nexit 70",
+        );
+        let mut reader =
+            EsloggerReader::start(config(program), Arc::new(AtomicBool::new(false))).unwrap();
         let mut buf = [0u8; 64];
         let err = reader.read(&mut buf).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::PermissionDenied);
@@ -242,25 +310,44 @@ mod tests {
 
     #[test]
     fn a_missing_eslogger_is_named() {
-        let err = EsloggerReader::start(config("/nonexistent/eslogger".into()), Arc::new(AtomicBool::new(false))).err().unwrap();
-        assert!(err.to_string().contains("not found") && err.to_string().contains("macOS 13"), "{err}");
+        let err = EsloggerReader::start(
+            config("/nonexistent/eslogger".into()),
+            Arc::new(AtomicBool::new(false)),
+        )
+        .err()
+        .unwrap();
+        assert!(
+            err.to_string().contains("not found") && err.to_string().contains("macOS 13"),
+            "{err}"
+        );
     }
 
     #[test]
     fn an_eslogger_that_keeps_crashing_is_given_up_on() {
         let dir = tempfile::tempdir().unwrap();
         let program = fake(dir.path(), "echo 'boom' >&2\nexit 3");
-        let mut reader = EsloggerReader::start(config(program), Arc::new(AtomicBool::new(false))).unwrap();
+        let mut reader =
+            EsloggerReader::start(config(program), Arc::new(AtomicBool::new(false))).unwrap();
         let mut buf = [0u8; 64];
         let err = reader.read(&mut buf).unwrap_err();
-        assert!(err.to_string().contains("keeps exiting") && err.to_string().contains("boom"), "{err}");
+        assert!(
+            err.to_string().contains("keeps exiting") && err.to_string().contains("boom"),
+            "{err}"
+        );
         assert_eq!(reader.starts, u64::from(MAX_QUICK_DEATHS));
     }
 
     #[test]
     fn permission_problems_get_one_clear_sentence() {
-        let fda = diagnose("eslogger", "ERROR: ES_NEW_CLIENT_RESULT_ERR_NOT_PERMITTED: Full Disk Access required").unwrap();
-        assert!(fda.contains("Full Disk Access") && fda.contains("System Settings"), "{fda}");
+        let fda = diagnose(
+            "eslogger",
+            "ERROR: ES_NEW_CLIENT_RESULT_ERR_NOT_PERMITTED: Full Disk Access required",
+        )
+        .unwrap();
+        assert!(
+            fda.contains("Full Disk Access") && fda.contains("System Settings"),
+            "{fda}"
+        );
         let root = diagnose("eslogger", "eslogger: must be run as root").unwrap();
         assert!(root.contains("must run as root"), "{root}");
         assert!(diagnose("eslogger", "segmentation fault").is_none());

@@ -47,7 +47,10 @@ impl FollowReader {
         })
         .ok()
         .and_then(|mut w| {
-            let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
             w.watch(dir, RecursiveMode::NonRecursive).ok().map(|()| w)
         });
         let mut reader = Self {
@@ -147,9 +150,9 @@ impl Read for FollowReader {
 mod tests {
     use super::*;
     use crate::source::{Line, LineReader};
-    use std::io::{BufReader, Write};
+    use std::io::Write;
 
-    fn next(lines: &mut LineReader<BufReader<FollowReader>>) -> String {
+    fn next(lines: &mut LineReader<FollowReader>) -> String {
         match lines.next_line().unwrap() {
             Some(Line::Data(d)) => String::from_utf8(d).unwrap(),
             other => panic!("{other:?}"),
@@ -157,7 +160,11 @@ mod tests {
     }
 
     fn append(path: &Path, text: &str) {
-        let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).unwrap();
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .unwrap();
         f.write_all(text.as_bytes()).unwrap();
     }
 
@@ -168,7 +175,7 @@ mod tests {
         append(&path, "old\n");
         let stop = Arc::new(AtomicBool::new(false));
         let reader = FollowReader::open(&path, false, Arc::clone(&stop)).unwrap();
-        let mut lines = LineReader::new(BufReader::new(reader), 1 << 20);
+        let mut lines = LineReader::new(reader, 1 << 20);
 
         // Starts at the end: `old` is not replayed. A line written in two pieces arrives whole.
         append(&path, "one\ntw");
@@ -212,7 +219,7 @@ mod tests {
         let path = dir.path().join("later.jsonl");
         let stop = Arc::new(AtomicBool::new(false));
         let reader = FollowReader::open(&path, true, stop).unwrap();
-        let mut lines = LineReader::new(BufReader::new(reader), 1 << 20);
+        let mut lines = LineReader::new(reader, 1 << 20);
         let creator = {
             let path = path.clone();
             std::thread::spawn(move || {

@@ -4,7 +4,7 @@
 pub mod eslogger;
 pub mod follow;
 
-use std::io::{self, BufRead};
+use std::io::{self, Read};
 
 /// One line from a source.
 #[derive(Debug)]
@@ -16,43 +16,74 @@ pub enum Line {
 }
 
 /// Reads lines from `reader`, holding at most `max` bytes of any one line.
+///
+/// It does its own buffering so the caller can ask whether more input is already in hand
+/// ([`LineReader::has_buffered`]): a live source must hand over what it has before a read
+/// that may block.
 pub struct LineReader<R> {
     reader: R,
     max: usize,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
 }
 
-impl<R: BufRead> LineReader<R> {
+/// Read buffer size.
+const BUFFER: usize = 1 << 16;
+
+impl<R: Read> LineReader<R> {
     /// Wraps `reader`.
     pub fn new(reader: R, max: usize) -> Self {
-        Self { reader, max }
+        Self {
+            reader,
+            max,
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// True when bytes are buffered, so the next [`LineReader::next_line`] starts without
+    /// reading (it may still read to complete the line).
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        loop {
+            match self.reader.read(&mut self.buf) {
+                Ok(n) => {
+                    self.start = 0;
+                    self.end = n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The next line, or `None` at end of input. Blank lines are skipped.
     pub fn next_line(&mut self) -> io::Result<Option<Line>> {
         loop {
-            let mut buf = Vec::new();
+            let mut line = Vec::new();
             let mut len = 0usize;
             let mut saw_any = false;
             loop {
-                let chunk = match self.reader.fill_buf() {
-                    Ok(c) => c,
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                    Err(e) => return Err(e),
-                };
-                if chunk.is_empty() {
+                if self.start >= self.end && self.fill()? == 0 {
                     break;
                 }
                 saw_any = true;
+                let chunk = self.buf.get(self.start..self.end).unwrap_or_default();
                 let (piece, done) = match chunk.iter().position(|&b| b == b'\n') {
                     Some(i) => (chunk.get(..i).unwrap_or_default(), Some(i + 1)),
                     None => (chunk, None),
                 };
                 len += piece.len();
                 if len <= self.max {
-                    buf.extend_from_slice(piece);
+                    line.extend_from_slice(piece);
                 }
-                let consumed = done.unwrap_or(chunk.len());
-                self.reader.consume(consumed);
+                self.start += done.unwrap_or(chunk.len());
                 if done.is_some() {
                     break;
                 }
@@ -63,13 +94,13 @@ impl<R: BufRead> LineReader<R> {
             if len > self.max {
                 return Ok(Some(Line::TooLong(len)));
             }
-            if buf.last() == Some(&b'\r') {
-                buf.pop();
+            if line.last() == Some(&b'\r') {
+                line.pop();
             }
-            if buf.iter().all(u8::is_ascii_whitespace) {
+            if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            return Ok(Some(Line::Data(buf)));
+            return Ok(Some(Line::Data(line)));
         }
     }
 }
@@ -78,10 +109,21 @@ impl<R: BufRead> LineReader<R> {
 mod tests {
     use super::*;
 
+    /// Hands out at most 4 bytes per read, like a slow pipe.
+    struct ChunkedReader<'a>(&'a [u8]);
+    impl Read for ChunkedReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(4).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
     #[test]
     fn splits_lines_and_caps_long_ones() {
         let input = b"{\"a\":1}\n\n  \n0123456789abcdef\r\nlast".to_vec();
-        let mut r = LineReader::new(std::io::BufReader::with_capacity(4, &input[..]), 10);
+        let mut r = LineReader::new(ChunkedReader(&input[..]), 10);
         assert!(matches!(r.next_line().unwrap(), Some(Line::Data(d)) if d == b"{\"a\":1}"));
         assert!(matches!(r.next_line().unwrap(), Some(Line::TooLong(17))));
         assert!(matches!(r.next_line().unwrap(), Some(Line::Data(d)) if d == b"last"));
