@@ -170,8 +170,52 @@ fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> 
     Ok(())
 }
 
+/// Ingestion over a `ward gen` stream: untyped `serde_json::Value` as the baseline, typed
+/// parsing, and the full ingest path (parse + process table + WIT normalisation).
+fn ingestion(n: usize) -> anyhow::Result<()> {
+    let mut generator = crate::synth::Generator::new(1);
+    let lines: Vec<String> = (0..n).map(|_| generator.next_line()).collect();
+    let bytes: usize = lines.iter().map(String::len).sum();
+    println!("ingestion: {n} `ward gen` events (seed 1), {} bytes per line on average", bytes / n.max(1));
+    let mb = bytes as f64 / 1e6;
+    let rate = |name: &str, start: Instant| {
+        let secs = start.elapsed().as_secs_f64();
+        println!("{name:<56} {:>12.0} events/s   {:>6.0} MB/s", n as f64 / secs, mb / secs);
+    };
+
+    let start = Instant::now();
+    let mut ok = 0usize;
+    for l in &lines {
+        ok += usize::from(serde_json::from_str::<serde_json::Value>(l).is_ok());
+    }
+    rate("serde_json::Value (untyped baseline)", start);
+    anyhow::ensure!(ok == n, "baseline parsed {ok} of {n}");
+
+    let start = Instant::now();
+    for l in &lines {
+        std::hint::black_box(parse_line(l.as_bytes(), usize::MAX).context("parse")?);
+    }
+    rate("typed parse (ward-event)", start);
+
+    let mut table = ProcessTable::default();
+    let start = Instant::now();
+    for l in &lines {
+        let msg = parse_line(l.as_bytes(), usize::MAX).context("parse")?;
+        table.observe(&msg);
+        std::hint::black_box(convert::event(&msg));
+    }
+    rate("typed parse + process table + normalise to WIT", start);
+    println!(
+        "process table: {} images tracked, ~{} bytes per image",
+        table.len(),
+        table.approx_bytes() / table.len().max(1)
+    );
+    Ok(())
+}
+
 /// Runs all the measurements over `n` generated events.
 pub fn run(n: usize, batch: usize) -> anyhow::Result<()> {
+    ingestion(n)?;
     let lines = exec_lines(n);
     let avg = lines.iter().map(String::len).sum::<usize>() / lines.len().max(1);
     println!("ward bench: {n} exec events, {avg} bytes per line on average, batch {batch}");

@@ -76,9 +76,15 @@ impl ProcessTable {
     fn upsert(&mut self, process: &Process) {
         let key = process.audit_token.key();
         if let Some(entry) = self.entries.get_mut(&key) {
-            if !entry.exited {
-                // Fresher facts win (ppid after reparenting), but never lose lineage a
-                // sparser record leaves out.
+            // Most sightings repeat what the table holds; only copy when a fact changed
+            // (ppid after reparenting, or lineage a sparser record had left out).
+            let known = &entry.process;
+            let same = known.ppid == process.ppid
+                && (process.parent_audit_token.is_none() || known.parent_audit_token == process.parent_audit_token)
+                && (process.responsible_audit_token.is_none()
+                    || known.responsible_audit_token == process.responsible_audit_token);
+            if !entry.exited && !same {
+                // Fresher facts win, but never lose lineage a sparser record leaves out.
                 let mut fresh = process.clone();
                 fresh.parent_audit_token = fresh
                     .parent_audit_token
@@ -127,6 +133,32 @@ impl ProcessTable {
             let entries = &self.entries;
             self.order.retain(|k| entries.contains_key(k));
         }
+    }
+
+    /// Approximate heap bytes held: entries, strings, argv and the bookkeeping queues.
+    pub fn approx_bytes(&self) -> usize {
+        let file = |f: &crate::model::File| f.path.capacity() + std::mem::size_of::<crate::model::Stat>();
+        let per_entry = std::mem::size_of::<((i32, i32), Entry)>() + 8;
+        let mut total = self.entries.capacity() * per_entry
+            + (self.order.capacity() + self.exited.capacity()) * std::mem::size_of::<(i32, i32)>();
+        for entry in self.entries.values() {
+            let p = &entry.process;
+            total += std::mem::size_of::<Process>()
+                + 16
+                + file(&p.executable)
+                + p.tty.as_ref().map_or(0, file)
+                + [&p.cdhash, &p.signing_id, &p.team_id, &p.start_time]
+                    .iter()
+                    .map(|s| s.as_ref().map_or(0, String::capacity))
+                    .sum::<usize>()
+                + p.executable.stat.as_ref().map_or(0, |s| {
+                    s.st_mtimespec.as_ref().map_or(0, String::capacity) + s.st_birthtimespec.as_ref().map_or(0, String::capacity)
+                });
+            if let Some(args) = &entry.args {
+                total += 16 + args.iter().map(|a| a.capacity() + std::mem::size_of::<String>()).sum::<usize>();
+            }
+        }
+        total
     }
 
     /// The image with this identity.
