@@ -544,3 +544,56 @@ fn run_with_the_eslogger_source_drains_on_sigterm() {
         );
     }
 }
+
+#[test]
+fn absurd_lines_are_skipped_and_counted_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("absurd.jsonl");
+    let chain =
+        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
+    let exec = chain
+        .lines()
+        .find(|l| l.contains("\"args\":[\"\\/tmp\\/update\""))
+        .unwrap();
+    // 100,000 arguments (~0.5 MB): under the 1 MiB cap, parsed, argv kept bounded.
+    let many: Vec<String> = (0..100_000).map(|i| format!("\"a{i}\"")).collect();
+    let many_args = exec.replace(
+        "\"args\":[\"\\/tmp\\/update\",\"--install\"]",
+        &format!("\"args\":[\"\\/tmp\\/update\",{}]", many.join(",")),
+    );
+    assert!(many_args.len() > 500_000);
+    let mut text = String::new();
+    text.push_str(&"x".repeat(10 << 20)); // a 10 MB line of garbage
+    text.push('\n');
+    text.push_str(&many_args);
+    text.push('\n');
+    text.push_str(&format!(
+        "{{\"version\":10,\"time\":\"{}\"}}\n",
+        "t".repeat(2 << 20)
+    )); // 2 MB JSON
+    text.push_str(exec);
+    text.push('\n');
+    std::fs::write(&input, text).unwrap();
+
+    let out = ward(&["replay", input.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let summary = stderr(&out);
+    assert!(
+        summary.contains("4 lines read, 2 events, 2 malformed lines skipped (too-long: 2)"),
+        "{summary}"
+    );
+    let findings = ndjson(&out);
+    assert_eq!(findings.len(), 2, "both payload execs fire");
+    assert_eq!(
+        findings[0]["process"]["args"].as_array().unwrap().len(),
+        256,
+        "argv in findings is bounded"
+    );
+    assert_eq!(findings[0]["process"]["args_total"], 100_001);
+    let command_line = findings[0]["evidence"]["command_line"].as_str().unwrap();
+    assert!(
+        command_line.len() < 9000 && command_line.ends_with("bytes cut]"),
+        "evidence is trimmed, not faulted"
+    );
+    assert!(findings[1]["process"].get("args_total").is_none());
+}

@@ -176,11 +176,18 @@ fn ingestion(n: usize) -> anyhow::Result<()> {
     let mut generator = crate::synth::Generator::new(1);
     let lines: Vec<String> = (0..n).map(|_| generator.next_line()).collect();
     let bytes: usize = lines.iter().map(String::len).sum();
-    println!("ingestion: {n} `ward gen` events (seed 1), {} bytes per line on average", bytes / n.max(1));
+    println!(
+        "ingestion: {n} `ward gen` events (seed 1), {} bytes per line on average",
+        bytes / n.max(1)
+    );
     let mb = bytes as f64 / 1e6;
     let rate = |name: &str, start: Instant| {
         let secs = start.elapsed().as_secs_f64();
-        println!("{name:<56} {:>12.0} events/s   {:>6.0} MB/s", n as f64 / secs, mb / secs);
+        println!(
+            "{name:<56} {:>12.0} events/s   {:>6.0} MB/s",
+            n as f64 / secs,
+            mb / secs
+        );
     };
 
     let start = Instant::now();

@@ -27,8 +27,11 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Findings (or artifacts, or actions) accepted from one call.
     pub max_results_per_call: usize,
-    /// Bytes of text accepted in one finding (message plus evidence).
+    /// Bytes of text in one finding past which it is a fault (output-limit).
     pub max_finding_bytes: usize,
+    /// Bytes kept of a finding's message and of each evidence value; longer text is cut
+    /// and marked, not faulted.
+    pub max_field_bytes: usize,
     /// Faults within `fault_window` that quarantine a plugin.
     pub max_faults: u32,
     /// Window for counting faults.
@@ -44,7 +47,8 @@ impl Default for Limits {
             call_timeout: Duration::from_millis(250),
             max_output_bytes: 64 << 10,
             max_results_per_call: 1024,
-            max_finding_bytes: 64 << 10,
+            max_finding_bytes: 1 << 20,
+            max_field_bytes: 8 << 10,
             max_faults: 3,
             fault_window: Duration::from_secs(60),
         }

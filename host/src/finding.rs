@@ -59,8 +59,11 @@ pub struct ProcessSummary {
     pub team_id: Option<String>,
     /// Signer class.
     pub signer: &'static str,
-    /// argv, if known.
+    /// argv, if known (at most the first 256 arguments).
     pub args: Option<Vec<String>>,
+    /// The full argument count, present only when `args` was cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub args_total: Option<usize>,
     /// Parent, if the process table knows it.
     pub parent: Option<ProcessRef>,
     /// Responsible process, if the process table knows it.
@@ -118,11 +121,19 @@ fn reference(table: &ProcessTable, token: Option<&wit::AuditToken>) -> Option<Pr
 /// Summarises the acting process of `event`, with parent and responsible from `table`.
 pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSummary {
     let actor = crate::router::actor(event);
-    let args = match &event.data {
-        wit::EventData::Exec(exec) => Some(exec.args.clone()),
-        _ => table
-            .args(&convert::model_token(&actor.token))
-            .map(|a| a.to_vec()),
+    let max = ward_event::process_table::MAX_ARGS;
+    let (args, args_total) = match &event.data {
+        wit::EventData::Exec(exec) => (
+            Some(exec.args.iter().take(max).cloned().collect()),
+            exec.args.len(),
+        ),
+        _ => {
+            let known = table
+                .args(&convert::model_token(&actor.token))
+                .map(|a| a.to_vec());
+            let total = known.as_ref().map_or(0, Vec::len);
+            (known, total)
+        }
     };
     ProcessSummary {
         pid: actor.token.pid,
@@ -132,6 +143,7 @@ pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSumma
         team_id: actor.team_id.clone(),
         signer: signer_name(actor.signer),
         args,
+        args_total: (args_total > max).then_some(args_total),
         parent: reference(table, actor.parent_token.as_ref()),
         responsible: reference(table, actor.responsible_token.as_ref()),
     }
@@ -192,6 +204,7 @@ impl FindingRecord {
                 team_id: None,
                 signer: "unsigned",
                 args: None,
+                args_total: None,
                 parent: None,
                 responsible: None,
             },

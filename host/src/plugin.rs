@@ -369,7 +369,7 @@ impl Plugin {
             Bindings::Detector(d) => d.call_on_events(store, events),
             _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
         });
-        let detections = self.unwrap_plugin_result(out)?;
+        let mut detections = self.unwrap_plugin_result(out)?;
         if detections.len() > rt.limits.max_results_per_call {
             return Err(self.record_fault(
                 rt,
@@ -404,6 +404,10 @@ impl Plugin {
                     ),
                 ));
             }
+        }
+        // Big-but-sane findings (evidence quoting a huge argv) are trimmed, not faulted.
+        for d in &mut detections {
+            trim_finding(&mut d.finding, rt.limits.max_field_bytes);
         }
         self.stats.results += detections.len() as u64;
         Ok(detections)
@@ -514,6 +518,28 @@ pub(crate) enum LiveBindings {
     Detector(Detector),
     Collector(Collector),
     Remediator(Remediator),
+}
+
+/// Cuts `text` to at most `max` bytes on a character boundary, noting how much was cut.
+fn trim(text: &mut String, max: usize) {
+    if text.len() <= max {
+        return;
+    }
+    let cut = text.len();
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.truncate(end);
+    text.push_str(&format!("…[{} bytes cut]", cut - end));
+}
+
+/// Trims the message and each evidence value of a finding to `max` bytes.
+fn trim_finding(f: &mut wit::Finding, max: usize) {
+    trim(&mut f.message, max);
+    for e in &mut f.evidence {
+        trim(&mut e.value, max);
+    }
 }
 
 fn finding_bytes(f: &wit::Finding) -> usize {

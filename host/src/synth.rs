@@ -531,3 +531,94 @@ pub fn write_stream(events: u64, seed: u64, out: &mut impl Write) -> std::io::Re
     }
     out.flush()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::{BTreeSet, HashMap};
+
+    fn keys(v: &Value) -> BTreeSet<String> {
+        v.as_object()
+            .map(|o| o.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn same_seed_same_stream_other_seed_other_stream() {
+        let a: Vec<String> = {
+            let mut g = Generator::new(9);
+            (0..200).map(|_| g.next_line()).collect()
+        };
+        let b: Vec<String> = {
+            let mut g = Generator::new(9);
+            (0..200).map(|_| g.next_line()).collect()
+        };
+        let c: Vec<String> = {
+            let mut g = Generator::new(10);
+            (0..200).map(|_| g.next_line()).collect()
+        };
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+    }
+
+    #[test]
+    fn shape_matches_real_eslogger_records() {
+        let fixture = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../shared/fixtures/eslogger/macmonitor/eslogger-lineage.jsonl");
+        let Ok(text) = std::fs::read_to_string(&fixture) else {
+            eprintln!("skipping: {} is not beside the checkout", fixture.display());
+            return;
+        };
+        let real: Vec<Value> = text
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let real_envelope = keys(&real[0]);
+        let real_process = keys(&real[0]["process"]);
+        let real_exec = real.iter().find_map(|r| r["event"].get("exec")).unwrap();
+
+        let mut g = Generator::new(1);
+        let mut kinds: HashMap<String, usize> = HashMap::new();
+        let mut sizes = Vec::new();
+        for _ in 0..5000 {
+            let line = g.next_line();
+            assert!(line.contains("\\/"), "slashes are escaped as eslogger does");
+            let msg = ward_event::parse_line(line.as_bytes(), 1 << 20)
+                .unwrap_or_else(|e| panic!("{e}: {line}"));
+            assert!(!matches!(msg.event, ward_event::EventPayload::Other { .. }));
+            let v: Value = serde_json::from_str(&line).unwrap();
+            assert_eq!(keys(&v), real_envelope, "envelope keys");
+            assert_eq!(keys(&v["process"]), real_process, "process keys");
+            assert_eq!(
+                keys(&v["process"]["executable"]["stat"]),
+                keys(&real[0]["process"]["executable"]["stat"])
+            );
+            let kind = v["event"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .next()
+                .unwrap()
+                .clone();
+            if kind == "exec" {
+                for k in keys(real_exec) {
+                    assert!(v["event"]["exec"].get(&k).is_some(), "exec lacks {k}");
+                }
+            }
+            *kinds.entry(kind).or_default() += 1;
+            sizes.push(line.len());
+        }
+        // A busy Mac: file events dominate, process lifecycle is a steady tenth or so.
+        let share = |k: &str| kinds.get(k).copied().unwrap_or(0) as f64 / 5000.0;
+        assert!(
+            share("open") + share("close") + share("write") > 0.45,
+            "{kinds:?}"
+        );
+        assert!((0.03..0.10).contains(&share("exec")), "{kinds:?}");
+        assert!(kinds.len() >= 14, "kind variety: {kinds:?}");
+        let mean = sizes.iter().sum::<usize>() / sizes.len();
+        assert!((1500..4500).contains(&mean), "mean line {mean} bytes");
+        let execs: Vec<usize> = sizes.iter().copied().filter(|&s| s > 3000).collect();
+        assert!(!execs.is_empty(), "exec lines carry env and run past 3 KB");
+    }
+}

@@ -72,6 +72,8 @@ pub trait ProcessExt {
     fn signing_id_or_empty(&self) -> &str;
     /// True for ad-hoc signed or unsigned code: what Gatekeeper would not vouch for.
     fn is_untrusted_code(&self) -> bool;
+    /// True for a shell (`sh`, `bash`, `zsh`, `dash`, `ksh`, `tcsh`, `csh`, `fish`, `pwsh`).
+    fn is_shell(&self) -> bool;
 }
 
 impl ProcessExt for Process {
@@ -90,6 +92,13 @@ impl ProcessExt for Process {
 
     fn is_untrusted_code(&self) -> bool {
         matches!(self.signer, SignerType::Adhoc | SignerType::Unsigned)
+    }
+
+    fn is_shell(&self) -> bool {
+        [
+            "sh", "bash", "zsh", "dash", "ksh", "tcsh", "csh", "fish", "pwsh",
+        ]
+        .contains(&self.name())
     }
 }
 
@@ -137,6 +146,8 @@ mod tests {
         assert_eq!(unlink.primary_path(), "/tmp/gone");
         assert!(unlink.args().is_empty());
         assert_eq!(unlink.actor().name(), "cp");
+        assert!(!unlink.actor().is_shell());
+        assert!(exec.process.is_shell());
     }
 
     #[test]

@@ -282,7 +282,26 @@ impl Signer {
     }
 }
 
+/// Shells by executable name.
+const SHELLS: &[&str] = &[
+    "sh", "bash", "zsh", "dash", "ksh", "tcsh", "csh", "fish", "pwsh",
+];
+
 impl Process {
+    /// The executable's file name.
+    pub fn name(&self) -> &str {
+        self.executable
+            .path
+            .rsplit('/')
+            .next()
+            .unwrap_or(&self.executable.path)
+    }
+
+    /// True for an interactive or script shell (by executable name).
+    pub fn is_shell(&self) -> bool {
+        SHELLS.contains(&self.name())
+    }
+
     /// Derives the signer class from the platform flag, the validation category (v10+),
     /// `CS_ADHOC` / `CS_SIGNED` and the team id.
     pub fn signer(&self) -> Signer {

@@ -12,14 +12,22 @@ pub const MAX_ARGS: usize = 256;
 /// Longest ancestry chain returned.
 pub const MAX_ANCESTRY: usize = 32;
 
-/// Bounded map of process images. Exited images stay until capacity forces them out
-/// (oldest exited first), so a late event can still resolve its parent.
+/// Events an exited image is kept for, so late events (its children's exits, file closes
+/// flushed after exit) still resolve it.
+pub const DEFAULT_EXIT_GRACE: u64 = 10_000;
+
+/// Bounded map of process images. An exited image expires [`DEFAULT_EXIT_GRACE`] events
+/// after its exit; when capacity forces an eviction earlier, exited images go first, then
+/// the oldest.
 #[derive(Debug)]
 pub struct ProcessTable {
     entries: HashMap<(i32, i32), Entry>,
     order: VecDeque<(i32, i32)>,
-    exited: VecDeque<(i32, i32)>,
+    /// (image, event count at its exit), oldest first.
+    exited: VecDeque<((i32, i32), u64)>,
     capacity: usize,
+    exit_grace: u64,
+    seen: u64,
 }
 
 #[derive(Debug)]
@@ -43,7 +51,15 @@ impl ProcessTable {
             order: VecDeque::new(),
             exited: VecDeque::new(),
             capacity: capacity.max(1),
+            exit_grace: DEFAULT_EXIT_GRACE,
+            seen: 0,
         }
+    }
+
+    /// Sets how many events an exited image is kept for.
+    pub fn with_exit_grace(mut self, events: u64) -> Self {
+        self.exit_grace = events;
+        self
     }
 
     /// Number of images held.
@@ -58,6 +74,8 @@ impl ProcessTable {
 
     /// Feeds one message: records every process object it carries and marks exits.
     pub fn observe(&mut self, msg: &Message) {
+        self.seen += 1;
+        self.expire();
         self.upsert(&msg.process);
         match &msg.event {
             EventPayload::Exec(exec) => {
@@ -80,7 +98,8 @@ impl ProcessTable {
             // (ppid after reparenting, or lineage a sparser record had left out).
             let known = &entry.process;
             let same = known.ppid == process.ppid
-                && (process.parent_audit_token.is_none() || known.parent_audit_token == process.parent_audit_token)
+                && (process.parent_audit_token.is_none()
+                    || known.parent_audit_token == process.parent_audit_token)
                 && (process.responsible_audit_token.is_none()
                     || known.responsible_audit_token == process.responsible_audit_token);
             if !entry.exited && !same {
@@ -114,13 +133,30 @@ impl ProcessTable {
             && !entry.exited
         {
             entry.exited = true;
-            self.exited.push_back(key);
+            self.exited.push_back((key, self.seen));
+        }
+    }
+
+    /// Drops exited images whose grace has run out.
+    fn expire(&mut self) {
+        while let Some(&(key, at)) = self.exited.front() {
+            if self.seen.saturating_sub(at) <= self.exit_grace {
+                break;
+            }
+            self.exited.pop_front();
+            if self.entries.get(&key).is_some_and(|e| e.exited) {
+                self.entries.remove(&key);
+            }
         }
     }
 
     fn make_room(&mut self) {
         while self.entries.len() >= self.capacity {
-            let victim = self.exited.pop_front().or_else(|| self.order.pop_front());
+            let victim = self
+                .exited
+                .pop_front()
+                .map(|(key, _)| key)
+                .or_else(|| self.order.pop_front());
             match victim {
                 Some(key) => {
                     self.entries.remove(&key);
@@ -137,10 +173,12 @@ impl ProcessTable {
 
     /// Approximate heap bytes held: entries, strings, argv and the bookkeeping queues.
     pub fn approx_bytes(&self) -> usize {
-        let file = |f: &crate::model::File| f.path.capacity() + std::mem::size_of::<crate::model::Stat>();
+        let file =
+            |f: &crate::model::File| f.path.capacity() + std::mem::size_of::<crate::model::Stat>();
         let per_entry = std::mem::size_of::<((i32, i32), Entry)>() + 8;
         let mut total = self.entries.capacity() * per_entry
-            + (self.order.capacity() + self.exited.capacity()) * std::mem::size_of::<(i32, i32)>();
+            + self.order.capacity() * std::mem::size_of::<(i32, i32)>()
+            + self.exited.capacity() * std::mem::size_of::<((i32, i32), u64)>();
         for entry in self.entries.values() {
             let p = &entry.process;
             total += std::mem::size_of::<Process>()
@@ -152,10 +190,15 @@ impl ProcessTable {
                     .map(|s| s.as_ref().map_or(0, String::capacity))
                     .sum::<usize>()
                 + p.executable.stat.as_ref().map_or(0, |s| {
-                    s.st_mtimespec.as_ref().map_or(0, String::capacity) + s.st_birthtimespec.as_ref().map_or(0, String::capacity)
+                    s.st_mtimespec.as_ref().map_or(0, String::capacity)
+                        + s.st_birthtimespec.as_ref().map_or(0, String::capacity)
                 });
             if let Some(args) = &entry.args {
-                total += 16 + args.iter().map(|a| a.capacity() + std::mem::size_of::<String>()).sum::<usize>();
+                total += 16
+                    + args
+                        .iter()
+                        .map(|a| a.capacity() + std::mem::size_of::<String>())
+                        .sum::<usize>();
             }
         }
         total
@@ -265,6 +308,26 @@ mod tests {
             table.observe(&fork((2, 2), (i, i)));
         }
         assert_eq!(table.len(), 4);
+    }
+
+    #[test]
+    fn exited_images_expire_after_the_grace() {
+        let mut table = ProcessTable::new(100).with_exit_grace(3);
+        let t = |pid| AuditToken {
+            pid,
+            pidversion: pid,
+            ..AuditToken::default()
+        };
+        table.observe(&fork((1, 1), (2, 2)));
+        table.observe(&exit((2, 2)));
+        assert!(table.has_exited(&t(2)));
+        for i in 10..13 {
+            table.observe(&fork((1, 1), (i, i)));
+        }
+        assert!(table.get(&t(2)).is_some(), "still within the grace");
+        table.observe(&fork((1, 1), (20, 20)));
+        assert!(table.get(&t(2)).is_none(), "expired");
+        assert!(table.get(&t(12)).is_some(), "live images never expire");
     }
 
     #[test]
