@@ -63,10 +63,11 @@ impl FollowReader {
             _watcher: watcher,
             rotations: 0,
         };
-        if reader.reopen()? && !from_start {
-            if let Some(file) = reader.file.as_mut() {
-                reader.position = file.seek(SeekFrom::End(0))?;
-            }
+        if reader.reopen()?
+            && !from_start
+            && let Some(file) = reader.file.as_mut()
+        {
+            reader.position = file.seek(SeekFrom::End(0))?;
         }
         Ok(reader)
     }
