@@ -13,7 +13,7 @@ use crate::finding::FindingRecord;
 use crate::plugin::{CallError, Kind, Mode, Plugin};
 use crate::router::Route;
 use crate::runtime::Runtime;
-use crate::source::{Line, LineReader};
+use crate::source::{EventSource, Item, Line, LineReader};
 use crate::state::SharedProcessTable;
 use ward_event::{ParseError, ParseStats, parse_line};
 
@@ -169,10 +169,14 @@ impl Pipeline {
 
     /// Feeds one line; findings from any batch this completes are appended to `out`.
     pub fn push_line(&mut self, line: &[u8], out: &mut Vec<FindingRecord>) {
-        let msg = match parse_line(line, self.options.max_line_bytes) {
-            Ok(msg) => msg,
-            Err(err) => return self.record_skip(&err),
-        };
+        match parse_line(line, self.options.max_line_bytes) {
+            Ok(msg) => self.push_message(&msg, out),
+            Err(err) => self.record_skip(&err),
+        }
+    }
+
+    /// Feeds one typed message (from the parser or a native source).
+    pub fn push_message(&mut self, msg: &ward_event::Message, out: &mut Vec<FindingRecord>) {
         self.stats.lines += 1;
         self.stats.events += 1;
         self.processes
@@ -310,28 +314,35 @@ const CHANNEL_DEPTH: usize = 8;
 
 /// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
 /// Returns the summary; fails only if the input cannot be read or the sink written.
-pub async fn run_stream<R, W>(
-    mut pipeline: Pipeline,
-    input: R,
-    mut sink: W,
-) -> anyhow::Result<Summary>
+pub async fn run_stream<R, W>(pipeline: Pipeline, input: R, sink: W) -> anyhow::Result<Summary>
 where
     R: Read + Send + 'static,
     W: Write + Send + 'static,
 {
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Vec<Line>>(CHANNEL_DEPTH);
+    let lines = LineReader::new(input, pipeline.options.max_line_bytes);
+    run_source(pipeline, Box::new(lines), sink).await
+}
+
+/// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`.
+pub async fn run_source<W>(
+    mut pipeline: Pipeline,
+    mut source: Box<dyn EventSource>,
+    mut sink: W,
+) -> anyhow::Result<Summary>
+where
+    W: Write + Send + 'static,
+{
+    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Vec<Item>>(CHANNEL_DEPTH);
     let (finding_tx, mut finding_rx) =
         tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
-    let max = pipeline.options.max_line_bytes;
 
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut lines = LineReader::new(input, max);
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
-        while let Some(line) = lines.next_line().context("reading the event stream")? {
-            chunk.push(line);
+        while let Some(item) = source.next_item().context("reading the event stream")? {
+            chunk.push(item);
             // Hand over a full chunk, or whatever is in hand before a read that may block:
             // a live source must not sit on events waiting for more.
-            if chunk.len() >= CHUNK_LINES || !lines.has_buffered() {
+            if chunk.len() >= CHUNK_LINES || !source.has_buffered() {
                 if line_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
                     return Ok(());
                 }
@@ -347,10 +358,11 @@ where
     let processor = tokio::task::spawn_blocking(move || -> Summary {
         while let Some(chunk) = line_rx.blocking_recv() {
             let mut out = Vec::new();
-            for line in chunk {
-                match line {
-                    Line::Data(bytes) => pipeline.push_line(&bytes, &mut out),
-                    Line::TooLong(len) => pipeline.skip_too_long(len),
+            for item in chunk {
+                match item {
+                    Item::Line(Line::Data(bytes)) => pipeline.push_line(&bytes, &mut out),
+                    Item::Line(Line::TooLong(len)) => pipeline.skip_too_long(len),
+                    Item::Message(msg) => pipeline.push_message(&msg, &mut out),
                 }
             }
             // Nothing more waiting: deliver the partial batch now rather than sit on it.
@@ -386,4 +398,63 @@ where
     writer.await.context("sink task")??;
     read_result?;
     Ok(summary)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::source::MessageSource;
+
+    /// A source that yields typed messages (as a native ES client would) skips the parser
+    /// and reaches the same detectors with the same results.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_messages_from_a_native_style_source_reach_the_detectors() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/streams/attack-chain.jsonl"
+        ))
+        .unwrap();
+        let messages = text
+            .lines()
+            .map(|l| ward_event::parse_line(l.as_bytes(), 1 << 20).unwrap())
+            .collect();
+        let rt = std::sync::Arc::new(
+            crate::runtime::Runtime::new(crate::engine::Limits::default(), None).unwrap(),
+        );
+        let processes: crate::state::SharedProcessTable = Default::default();
+        let plugins = crate::default_content::builtin_sources()
+            .iter()
+            .map(|s| {
+                crate::load::load(&rt, s, &crate::load::LoadOptions::default(), &processes).unwrap()
+            })
+            .collect();
+        let pipeline = Pipeline::new(rt, plugins, processes, PipelineOptions::default());
+        let sink = SharedSink::default();
+        let summary = run_source(pipeline, Box::new(MessageSource(messages)), sink.clone())
+            .await
+            .unwrap();
+        assert_eq!(summary.parse.events, 31);
+        assert_eq!(summary.findings, 6);
+        assert_eq!(
+            sink.0
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count(),
+            6
+        );
+    }
+
+    #[derive(Clone, Default)]
+    struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for SharedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
 }

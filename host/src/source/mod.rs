@@ -6,6 +6,50 @@ pub mod follow;
 
 use std::io::{self, Read};
 
+/// What a source yields: raw eslogger lines (every source today), or messages already typed
+/// by a native Endpoint Security client, which skip the parser.
+#[derive(Debug)]
+pub enum Item {
+    /// A line to parse (or one that was too long to keep).
+    Line(Line),
+    /// An event the source typed itself.
+    Message(Box<ward_event::Message>),
+}
+
+/// A source of events. Implemented for every line reader; a native Endpoint Security
+/// source (with AUTH events and their deadlines) implements it directly.
+pub trait EventSource: Send {
+    /// The next item, or `None` at the end of the source.
+    fn next_item(&mut self) -> io::Result<Option<Item>>;
+
+    /// True when the next item is already in hand; a live source returns false before a
+    /// call that may block, so the pipeline hands over what it has first.
+    fn has_buffered(&self) -> bool;
+}
+
+impl<R: Read + Send> EventSource for LineReader<R> {
+    fn next_item(&mut self) -> io::Result<Option<Item>> {
+        Ok(self.next_line()?.map(Item::Line))
+    }
+
+    fn has_buffered(&self) -> bool {
+        LineReader::has_buffered(self)
+    }
+}
+
+/// A source of messages already in memory (tests, and the shape of a native source).
+pub struct MessageSource(pub std::collections::VecDeque<ward_event::Message>);
+
+impl EventSource for MessageSource {
+    fn next_item(&mut self) -> io::Result<Option<Item>> {
+        Ok(self.0.pop_front().map(|m| Item::Message(Box::new(m))))
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
 /// One line from a source.
 #[derive(Debug)]
 pub enum Line {
