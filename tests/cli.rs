@@ -41,6 +41,19 @@ fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
     child.wait_with_output().unwrap()
 }
 
+/// `ward plugin test <component> --events <events> --expect <expect>`.
+fn plugin_test(component: &std::path::Path, events: &str, expect: &std::path::Path) -> Output {
+    ward(&[
+        "plugin",
+        "test",
+        component.to_str().unwrap(),
+        "--events",
+        events,
+        "--expect",
+        expect.to_str().unwrap(),
+    ])
+}
+
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
@@ -306,15 +319,7 @@ fn plugin_test_fails_on_a_wrong_expectation() {
         "{\"rule\":\"untrusted-exec-from-staging-path\",\"severity\":\"low\"}\n",
     )
     .unwrap();
-    let out = ward(&[
-        "plugin",
-        "test",
-        path.to_str().unwrap(),
-        "--events",
-        events,
-        "--expect",
-        wrong_field.to_str().unwrap(),
-    ]);
+    let out = plugin_test(&path, events, &wrong_field);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains(".severity: expected \"low\", got \"high\""),
@@ -328,15 +333,7 @@ fn plugin_test_fails_on_a_wrong_expectation() {
         "{\"rule\":\"untrusted-exec-from-staging-path\"}\n{\"rule\":\"another\"}\n",
     )
     .unwrap();
-    let out = ward(&[
-        "plugin",
-        "test",
-        path.to_str().unwrap(),
-        "--events",
-        events,
-        "--expect",
-        too_many.to_str().unwrap(),
-    ]);
+    let out = plugin_test(&path, events, &too_many);
     assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("expected 2 line(s), got 1"),
@@ -575,7 +572,16 @@ fn absurd_lines_are_skipped_and_counted_not_fatal() {
     text.push('\n');
     std::fs::write(&input, text).unwrap();
 
-    let out = ward(&["replay", input.to_str().unwrap()]);
+    // The point here is parsing and bounds, not the per-call time cap: give the detectors
+    // room for a 100,000-argument event on a slow, shared debug build.
+    let config = dir.path().join("ward.toml");
+    std::fs::write(&config, "[limits]\ncall_timeout_ms = 30000\n").unwrap();
+    let out = ward(&[
+        "replay",
+        input.to_str().unwrap(),
+        "--config",
+        config.to_str().unwrap(),
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
     let summary = stderr(&out);
     assert!(

@@ -388,17 +388,7 @@ fn collectors_read_only_inside_their_scope() {
         if let wit::EventData::Create(c) = &mut event.data {
             c.path = path.to_owned();
         }
-        wit::Trigger {
-            detector: "test".into(),
-            finding: wit::Finding {
-                rule: "r".into(),
-                severity: wit::Severity::Low,
-                attack: vec![],
-                message: "m".into(),
-                evidence: vec![],
-            },
-            event,
-        }
+        ward::plugin_test::synthetic_trigger(event)
     };
 
     let artifacts = collector
@@ -508,7 +498,6 @@ fn plugins_see_their_config_and_the_process_table() {
 
 #[test]
 fn calling_the_wrong_export_is_a_host_error_not_a_guest_fault() {
-    use ward::bindings::wit;
     let rt = runtime();
     let procs = processes();
     let mut detector = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
@@ -518,17 +507,7 @@ fn calling_the_wrong_export_is_a_host_error_not_a_guest_fault() {
         .unwrap()
         .to_vec();
     let event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
-    let trigger = wit::Trigger {
-        detector: "t".into(),
-        finding: wit::Finding {
-            rule: "r".into(),
-            severity: wit::Severity::Low,
-            attack: vec![],
-            message: "m".into(),
-            evidence: vec![],
-        },
-        event,
-    };
+    let trigger = ward::plugin_test::synthetic_trigger(event);
     assert!(matches!(
         detector.collect(&rt, &trigger),
         Err(ward::plugin::CallError::Host(_))

@@ -182,13 +182,13 @@ impl Pipeline {
         self.processes
             .write()
             .unwrap_or_else(PoisonError::into_inner)
-            .observe(&msg);
+            .observe(msg);
         if self
             .detectors
             .iter()
             .any(|d| d.route.subscribes(msg.event.kind()))
         {
-            self.batch.push(convert::event(&msg));
+            self.batch.push(convert::event(msg));
             if self.batch.len() >= self.options.batch_size {
                 self.flush(out);
             }

@@ -160,17 +160,7 @@ fn run_responder(
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .observe(&msg);
-        let trigger = wit::Trigger {
-            detector: "ward-plugin-test".into(),
-            finding: wit::Finding {
-                rule: "plugin-test".into(),
-                severity: wit::Severity::Informational,
-                attack: Vec::new(),
-                message: "synthetic finding for ward plugin test".into(),
-                evidence: Vec::new(),
-            },
-            event: convert::event(&msg),
-        };
+        let trigger = synthetic_trigger(convert::event(&msg));
         let result = match plugin.kind() {
             Kind::Collector => plugin.collect(rt, &trigger).map(|artifacts| {
                 let items: Vec<Value> = artifacts
@@ -202,6 +192,22 @@ fn run_responder(
         index += 1;
     }
     Ok((out, plugin.stats.faults))
+}
+
+/// A trigger with a placeholder finding about `event`, for exercising collectors and
+/// remediators outside a playbook.
+pub fn synthetic_trigger(event: wit::Event) -> wit::Trigger {
+    wit::Trigger {
+        detector: "ward-plugin-test".into(),
+        finding: wit::Finding {
+            rule: "plugin-test".into(),
+            severity: wit::Severity::Informational,
+            attack: Vec::new(),
+            message: "synthetic finding for ward plugin test".into(),
+            evidence: Vec::new(),
+        },
+        event,
+    }
 }
 
 /// Differences between expected and actual lines: each expected line must match the actual
