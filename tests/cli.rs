@@ -603,3 +603,46 @@ fn absurd_lines_are_skipped_and_counted_not_fatal() {
     );
     assert!(findings[1]["process"].get("args_total").is_none());
 }
+
+#[test]
+fn analytics_check_reports_broken_analytics_precisely() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("good.yaml"), "name: Good\ninputType: GPProcessEvent\nseverity: Low\nfilter: $event.type == 1 AND\n  $event.process.path.lastPathComponent IN {\"curl\", \"nscurl\"}\n").unwrap();
+    std::fs::create_dir(dir.path().join("sub")).unwrap();
+    std::fs::write(dir.path().join("sub/bad.yml"), "name: Bad\ninputType: GPProcessEvent\nseverity: Low\nfilter: $event.type == 1 AND\n  $event.process.path BEGINSWITH\n").unwrap();
+    let out = ward(&["analytics", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        report.contains("good.yaml: ok: Good (GPProcessEvent, Low)"),
+        "{report}"
+    );
+    assert!(
+        report.contains("sub/bad.yml:5:33: error: filter: expected an operand"),
+        "{report}"
+    );
+    assert!(
+        stderr(&out).contains("2 analytics, 1 loaded, 1 failed"),
+        "{}",
+        stderr(&out)
+    );
+
+    let corpus =
+        root().join("../shared/fixtures/analytics/jamf-jamfprotect/custom_analytic_detections");
+    if !corpus.exists() {
+        eprintln!(
+            "skipping the corpus half: {} is not beside the checkout",
+            corpus.display()
+        );
+        return;
+    }
+    let out = ward(&["analytics", "check", corpus.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(report.contains("system_profiler_activity.yaml:12:3: error: filter: expected AND, OR or the end of the filter, found `$event`"), "{report}");
+    assert!(
+        stderr(&out).contains("80 analytics, 77 loaded, 3 failed"),
+        "{}",
+        stderr(&out)
+    );
+}

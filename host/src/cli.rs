@@ -59,6 +59,12 @@ pub enum Command {
         #[command(subcommand)]
         command: PluginCommand,
     },
+    /// Jamf Protect custom analytics.
+    Analytics {
+        /// What to do.
+        #[command(subcommand)]
+        command: AnalyticsCommand,
+    },
     /// Write a seeded synthetic eslogger stream shaped like a busy Mac.
     Gen {
         /// Number of events.
@@ -80,6 +86,17 @@ pub enum Command {
         /// Events per batched call.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+    },
+}
+
+/// `ward analytics …`.
+#[derive(Debug, Subcommand)]
+pub enum AnalyticsCommand {
+    /// Load every analytic (`*.yaml`, `*.yml`) under a directory and report each one that does
+    /// not parse with its file, line, column and what was expected. Exit 1 if any failed.
+    Check {
+        /// Directory of analytics (searched recursively).
+        dir: PathBuf,
     },
 }
 
@@ -191,6 +208,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::scaffold::new_plugin(&name, &kind, &dir, sdk_path.as_deref())?;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Analytics {
+            command: AnalyticsCommand::Check { dir },
+        } => crate::analytics::check(&dir),
         Command::Gen { events, seed, out } => {
             match out {
                 Some(path) => {

@@ -4,6 +4,7 @@
 //! process table enriches them → the [`router`] picks subscribed detectors → plugins run
 //! in the wasmtime sandbox ([`plugin`]) → findings go to the sink as NDJSON.
 
+pub mod analytics;
 pub mod bench;
 pub mod bindings;
 pub mod cache;

@@ -1,0 +1,458 @@
+//! Evaluating a predicate over JSON values. Evaluation never fails: a missing key is `nil`,
+//! a comparison between mismatched types is false.
+
+use std::borrow::Cow;
+
+use serde_json::{Map, Value};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::parser::{Aggregate, Expr, Key, Op, Operand, Options, Predicate, compile};
+
+/// The variables a predicate sees: `$event`, `$tags`, `$context`, `$file`.
+#[derive(Debug, Clone)]
+pub struct Vars<'a> {
+    /// `$event`.
+    pub event: &'a Value,
+    /// `$tags` (an array of strings).
+    pub tags: Cow<'a, Value>,
+    /// `$context` (an object).
+    pub context: Cow<'a, Value>,
+}
+
+impl<'a> Vars<'a> {
+    /// Variables for `event`, with no tags and no context yet.
+    pub fn new(event: &'a Value) -> Self {
+        Self {
+            event,
+            tags: Cow::Owned(Value::Array(Vec::new())),
+            context: Cow::Owned(Value::Object(Map::new())),
+        }
+    }
+
+    fn var(&self, name: &str) -> Cow<'_, Value> {
+        match name {
+            "event" => Cow::Borrowed(self.event),
+            "tags" => Cow::Borrowed(self.tags.as_ref()),
+            "context" => Cow::Borrowed(self.context.as_ref()),
+            // `$file` is the event's file in the one analytic that uses it.
+            "file" => Cow::Borrowed(self.event.get("file").unwrap_or(&Value::Null)),
+            _ => Cow::Owned(Value::Null),
+        }
+    }
+}
+
+impl Predicate {
+    /// True if the predicate holds for `vars`.
+    pub fn eval(&self, vars: &Vars<'_>) -> bool {
+        eval(&self.expr, vars)
+    }
+
+    /// Resolves a context expression.
+    pub fn resolve(operand: &Operand, vars: &Vars<'_>) -> Value {
+        value(operand, vars).into_owned()
+    }
+}
+
+fn eval(expr: &Expr, vars: &Vars<'_>) -> bool {
+    match expr {
+        Expr::And(a, b) => eval(a, vars) && eval(b, vars),
+        Expr::Or(a, b) => eval(a, vars) || eval(b, vars),
+        Expr::Not(e) => !eval(e, vars),
+        Expr::Const(b) => *b,
+        Expr::Compare {
+            aggregate,
+            lhs,
+            op,
+            options,
+            rhs,
+        } => {
+            let left = value(lhs, vars);
+            let right = value(rhs, vars);
+            match aggregate {
+                None => compare(&left, op, *options, &right),
+                Some(agg) => {
+                    let items: Vec<&Value> = match left.as_ref() {
+                        Value::Array(a) => a.iter().collect(),
+                        Value::Null => Vec::new(),
+                        other => vec![other],
+                    };
+                    let mut hits = items.iter().map(|item| compare(item, op, *options, &right));
+                    match agg {
+                        Aggregate::Any => hits.any(|h| h),
+                        Aggregate::All => hits.all(|h| h),
+                        Aggregate::None => !hits.any(|h| h),
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn value<'v>(operand: &Operand, vars: &'v Vars<'_>) -> Cow<'v, Value> {
+    match operand {
+        Operand::Str(s) => Cow::Owned(Value::String(s.clone())),
+        Operand::Num(n) => {
+            Cow::Owned(serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number))
+        }
+        Operand::Bool(b) => Cow::Owned(Value::Bool(*b)),
+        Operand::Nil => Cow::Owned(Value::Null),
+        Operand::List(items) => Cow::Owned(Value::Array(
+            items.iter().map(|i| value(i, vars).into_owned()).collect(),
+        )),
+        Operand::Path { var, keys } => {
+            let mut current = match var {
+                Some(name) => vars.var(name),
+                None => {
+                    // A bare key path is looked up in the evaluated object {event, tags, context}.
+                    let mut root = Map::new();
+                    root.insert("event".into(), vars.event.clone());
+                    root.insert("tags".into(), vars.tags.as_ref().clone());
+                    root.insert("context".into(), vars.context.as_ref().clone());
+                    Cow::Owned(Value::Object(root))
+                }
+            };
+            for key in keys {
+                current = step(current, key);
+            }
+            current
+        }
+    }
+}
+
+fn step<'v>(current: Cow<'v, Value>, key: &Key) -> Cow<'v, Value> {
+    match key {
+        Key::Name(name) => match current {
+            Cow::Borrowed(v) => {
+                named(v, name).map_or_else(|| Cow::Owned(derived(v, name)), Cow::Borrowed)
+            }
+            Cow::Owned(v) => Cow::Owned(
+                named(&v, name)
+                    .cloned()
+                    .unwrap_or_else(|| derived(&v, name)),
+            ),
+        },
+        Key::Count | Key::Size => Cow::Owned(Value::from(match current.as_ref() {
+            Value::Array(a) => a.len(),
+            Value::Object(o) => o.len(),
+            Value::String(s) => s.chars().count(),
+            Value::Null => 0,
+            _ => 1,
+        })),
+        Key::First | Key::Last | Key::Index(_) => {
+            let pick = |a: &'v Vec<Value>| match key {
+                Key::First => a.first(),
+                Key::Last => a.last(),
+                Key::Index(i) => a.get(*i),
+                _ => None,
+            };
+            match current {
+                Cow::Borrowed(Value::Array(a)) => {
+                    pick(a).map_or(Cow::Owned(Value::Null), Cow::Borrowed)
+                }
+                Cow::Owned(Value::Array(a)) => Cow::Owned(
+                    match key {
+                        Key::First => a.first(),
+                        Key::Last => a.last(),
+                        Key::Index(i) => a.get(*i),
+                        _ => None,
+                    }
+                    .cloned()
+                    .unwrap_or(Value::Null),
+                ),
+                _ => Cow::Owned(Value::Null),
+            }
+        }
+    }
+}
+
+/// The value of `name` in an object (or in each element of an array, as `valueForKey:`).
+fn named<'v>(v: &'v Value, name: &str) -> Option<&'v Value> {
+    match v {
+        Value::Object(o) => o.get(name),
+        _ => None,
+    }
+}
+
+/// NSString key paths and `valueForKey:` over arrays.
+fn derived(v: &Value, name: &str) -> Value {
+    match (v, name) {
+        (Value::String(s), "lastPathComponent") => {
+            let trimmed = s.trim_end_matches('/');
+            Value::String(trimmed.rsplit('/').next().unwrap_or("").to_owned())
+        }
+        (Value::String(s), "pathExtension") => {
+            let last = s.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            Value::String(
+                last.rsplit_once('.')
+                    .filter(|(stem, _)| !stem.is_empty())
+                    .map_or("", |(_, ext)| ext)
+                    .to_owned(),
+            )
+        }
+        (Value::String(s), "stringByDeletingLastPathComponent") => {
+            let trimmed = s.trim_end_matches('/');
+            Value::String(match trimmed.rfind('/') {
+                Some(0) => "/".to_owned(),
+                Some(i) => trimmed.get(..i).unwrap_or("").to_owned(),
+                None => String::new(),
+            })
+        }
+        (Value::String(s), "lowercaseString") => Value::String(s.to_lowercase()),
+        (Value::String(s), "uppercaseString") => Value::String(s.to_uppercase()),
+        (Value::String(s), "length") => Value::from(s.chars().count()),
+        (Value::Array(items), _) => Value::Array(
+            items
+                .iter()
+                .map(|i| named(i, name).cloned().unwrap_or_else(|| derived(i, name)))
+                .collect(),
+        ),
+        _ => Value::Null,
+    }
+}
+
+fn fold(s: &str, options: Options) -> Cow<'_, str> {
+    let mut out = Cow::Borrowed(s);
+    if options.diacritic_insensitive && !s.is_ascii() {
+        out = Cow::Owned(
+            s.nfd()
+                .filter(|c| !('\u{300}'..='\u{36f}').contains(c))
+                .collect(),
+        );
+    }
+    if options.case_insensitive {
+        out = Cow::Owned(out.to_lowercase());
+    }
+    out
+}
+
+fn number(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
+        _ => None,
+    }
+}
+
+fn equal(a: &Value, b: &Value, options: Options) -> bool {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => fold(x, options) == fold(y, options),
+        (Value::Null, Value::Null) => true,
+        (Value::Null, _) | (_, Value::Null) => false,
+        _ => match (number(a), number(b)) {
+            (Some(x), Some(y)) => x == y,
+            _ => a == b,
+        },
+    }
+}
+
+fn order(a: &Value, b: &Value) -> Option<std::cmp::Ordering> {
+    match (a, b) {
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => number(a)?.partial_cmp(&number(b)?),
+    }
+}
+
+fn like(text: &str, pattern: &str) -> bool {
+    let (t, p): (Vec<char>, Vec<char>) = (text.chars().collect(), pattern.chars().collect());
+    let (mut ti, mut pi, mut star, mut mark) = (0, 0, None, 0);
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some(pi);
+                mark = ti;
+                pi += 1;
+            }
+            Some(c) if *c == '?' || Some(c) == t.get(ti) => {
+                ti += 1;
+                pi += 1;
+            }
+            _ => match star {
+                Some(s) => {
+                    pi = s + 1;
+                    mark += 1;
+                    ti = mark;
+                }
+                None => return false,
+            },
+        }
+    }
+    p.get(pi..)
+        .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
+}
+
+fn compare(left: &Value, op: &Op, options: Options, right: &Value) -> bool {
+    let strings = || match (left, right) {
+        (Value::String(l), Value::String(r)) => Some((fold(l, options), fold(r, options))),
+        _ => None,
+    };
+    match op {
+        Op::Eq => equal(left, right, options),
+        Op::Ne => !equal(left, right, options),
+        Op::Lt => order(left, right).is_some_and(|o| o.is_lt()),
+        Op::Le => order(left, right).is_some_and(|o| o.is_le()),
+        Op::Gt => order(left, right).is_some_and(|o| o.is_gt()),
+        Op::Ge => order(left, right).is_some_and(|o| o.is_ge()),
+        Op::In => match right {
+            Value::Array(items) => items.iter().any(|i| equal(left, i, options)),
+            Value::Object(o) => left.as_str().is_some_and(|k| o.contains_key(k)),
+            Value::String(r) => left
+                .as_str()
+                .is_some_and(|l| fold(r, options).contains(fold(l, options).as_ref())),
+            _ => false,
+        },
+        Op::BeginsWith => strings().is_some_and(|(l, r)| l.starts_with(r.as_ref())),
+        Op::EndsWith => strings().is_some_and(|(l, r)| l.ends_with(r.as_ref())),
+        Op::Contains => match left {
+            Value::Array(items) => items.iter().any(|i| equal(i, right, options)),
+            _ => strings().is_some_and(|(l, r)| l.contains(r.as_ref())),
+        },
+        Op::Like => strings().is_some_and(|(l, r)| like(&l, &r)),
+        Op::Matches(compiled) => {
+            let Value::String(text) = left else {
+                return false;
+            };
+            let text = fold(
+                text,
+                Options {
+                    case_insensitive: false,
+                    ..options
+                },
+            );
+            match (compiled, right) {
+                (Some(re), _) => re.is_match(text.as_ref()).unwrap_or(false),
+                (None, Value::String(pattern)) => compile(pattern, options)
+                    .is_ok_and(|re| re.is_match(text.as_ref()).unwrap_or(false)),
+                _ => false,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn holds(filter: &str, event: &Value) -> bool {
+        Predicate::parse(filter)
+            .unwrap_or_else(|e| panic!("{filter}: {e}"))
+            .eval(&Vars::new(event))
+    }
+
+    #[test]
+    fn operators_and_modifiers() {
+        let e = json!({"type": 1, "path": "/Users/Bob/Library/LaunchAgents/Évil.PLIST", "flag": true, "tty": null,
+                       "args": ["xattr", "-d", "com.apple.quarantine"], "n": 3});
+        assert!(holds("$event.type == 1", &e));
+        assert!(holds(
+            "$event.type = 1 && $event.n >= 3 && $event.n < 4",
+            &e
+        ));
+        assert!(holds(
+            "$event.flag == 1 AND $event.flag == TRUE AND $event.flag == YES",
+            &e
+        ));
+        assert!(holds(
+            "$event.tty == nil AND $event.missing == NULL AND $event.path != nil",
+            &e
+        ));
+        assert!(holds(r#"$event.path ENDSWITH[c] ".plist""#, &e));
+        assert!(!holds(r#"$event.path ENDSWITH ".plist""#, &e));
+        assert!(holds(r#"$event.path CONTAINS[cd] "evil""#, &e));
+        assert!(
+            !holds(r#"$event.path CONTAINS[c] "evil""#, &e),
+            "[c] alone keeps diacritics"
+        );
+        assert!(holds(r#"$event.path BEGINSWITH "/Users/""#, &e));
+        assert!(holds(
+            r#"$event.path LIKE[c] "/users/*/library/launchagents/*.plist""#,
+            &e
+        ));
+        assert!(holds(
+            r#"$event.path MATCHES[cd] "/users/[^/]+/library/launchagents/.*\\.plist""#,
+            &e
+        ));
+        assert!(
+            !holds(r#"$event.path MATCHES "LaunchAgents""#, &e),
+            "MATCHES is a whole-string match"
+        );
+        assert!(holds(r#"$event.type IN {0, 1, 3}"#, &e));
+        assert!(holds(
+            r#"NOT $event.type IN {0, 3} AND !($event.n > 5)"#,
+            &e
+        ));
+        assert!(holds(
+            r#"ANY $event.args IN {"-d", "-c"} AND ALL $event.args BEGINSWITH[c] "" AND NONE $event.args == "-r""#,
+            &e
+        ));
+        assert!(holds(
+            r#"$event.args CONTAINS "-d" AND $event.args.@count == 3 AND $event.args.@count > 0"#,
+            &e
+        ));
+        assert!(
+            holds(
+                r#"$event.type == 2 OR $event.type == 1 AND $event.n == 3"#,
+                &e
+            ),
+            "AND binds tighter than OR"
+        );
+    }
+
+    #[test]
+    fn key_path_functions_and_indexing() {
+        let e = json!({"path": "/Users/a/.Trash/Old.app", "args": ["scp", "f", "me@host:/x"], "file": {"contentsAsDict": {"Window Settings": {"Basic": {"CommandString": "curl x | sh"}}}}});
+        assert!(holds(r#"$event.path.lastPathComponent == "Old.app""#, &e));
+        assert!(holds(r#"$event.path.pathExtension == "app""#, &e));
+        assert!(holds(
+            r#"$event.path.stringByDeletingLastPathComponent.lastPathComponent == ".Trash""#,
+            &e
+        ));
+        assert!(holds(
+            r#"$event.file.contentsAsDict."Window Settings".Basic.CommandString != nil"#,
+            &e
+        ));
+        assert!(holds(r#"ANY $event.args MATCHES ".*@.*""#, &e));
+        let last = Predicate::parse_operand("(event.args)[LAST]").unwrap();
+        assert_eq!(
+            Predicate::resolve(&last, &Vars::new(&e)),
+            json!("me@host:/x")
+        );
+        assert!(holds(
+            r#"$file.contentsAsDict."Window Settings".Basic.CommandString CONTAINS "curl""#,
+            &e
+        ));
+    }
+
+    #[test]
+    fn tags_context_and_bare_paths() {
+        let e = json!({"path": "/Library/LaunchDaemons/org.jmttrading.plist", "process": {"signingInfo": {"appid": "x"}}});
+        let mut vars = Vars::new(&e);
+        vars.tags = Cow::Owned(json!(["LaunchDaemon"]));
+        vars.context = Cow::Owned(json!({"Name": {"value": "org.jmttrading.plist"}}));
+        let p = Predicate::parse(r#"("LaunchDaemon" IN $tags OR "LaunchAgent" IN $tags) AND $context.Name.value IN {"org.jmttrading.plist"}"#).unwrap();
+        assert!(p.eval(&vars));
+        assert!(!p.eval(&Vars::new(&e)));
+        assert!(
+            Predicate::parse(r#"event.process.signingInfo.appid == "x""#)
+                .unwrap()
+                .eval(&vars)
+        );
+    }
+
+    #[test]
+    fn mismatched_types_are_false_not_errors() {
+        let e = json!({"s": "1", "n": 1, "a": [1]});
+        assert!(!holds(r#"$event.s == 1"#, &e));
+        assert!(!holds(r#"$event.n BEGINSWITH "1""#, &e));
+        assert!(!holds(r#"$event.a > 0"#, &e));
+        assert!(!holds(r#"ANY $event.missing == 1"#, &e));
+        assert!(holds(r#"NONE $event.missing == 1"#, &e));
+    }
+
+    #[test]
+    fn look_around_regexes_work() {
+        let re = r#"$event.p MATCHES ".*log4j-core-(?!2\\.17\\.[0-9])(\\d+(\\.|-)?){1,3}\.jar""#;
+        assert!(holds(re, &json!({"p": "/x/log4j-core-2.14.1.jar"})));
+        assert!(!holds(re, &json!({"p": "/x/log4j-core-2.17.1.jar"})));
+    }
+}

@@ -1,0 +1,29 @@
+//! ward-predicate: the predicate language of Jamf Protect custom analytics (NSPredicate
+//! syntax) — parsed once with precise errors, evaluated many times over JSON values.
+//!
+//! ```
+//! use ward_predicate::{Predicate, Vars};
+//! let p = Predicate::parse(r#"$event.type == 1 AND ANY $event.process.args IN {"-d", "-c"}"#).unwrap();
+//! let event = serde_json::json!({"type": 1, "process": {"args": ["xattr", "-d", "x"]}});
+//! assert!(p.eval(&Vars::new(&event)));
+//! ```
+//!
+//! Supported: `==` `=` `!=` `<>` `<` `<=` `>` `>=`, `IN {…}`, `BEGINSWITH`, `ENDSWITH`,
+//! `CONTAINS`, `LIKE` (`*`, `?`), `MATCHES` (whole-string regular expression, with
+//! look-around), the `[c]` `[d]` `[cd]` modifiers, `AND`/`OR`/`NOT` and `&&`/`||`/`!`,
+//! `ANY`/`SOME`/`ALL`/`NONE`, `nil`/`NULL`, `TRUE`/`FALSE`/`YES`/`NO`, numbers,
+//! single- or double-quoted strings, key paths with `@count`, `lastPathComponent`,
+//! `pathExtension`, `stringByDeletingLastPathComponent`, `lowercaseString`,
+//! `uppercaseString`, quoted keys (`."Window Settings"`) and `[FIRST]`/`[LAST]`/`[SIZE]`/`[n]`
+//! indexing, and the variables `$event`, `$tags`, `$context` and `$file`. A key path without
+//! a `$` variable is looked up in the evaluated object `{event, tags, context}`.
+#![deny(missing_docs)]
+
+pub mod analytic;
+mod eval;
+mod lexer;
+mod parser;
+
+pub use analytic::{Analytic, AnalyticError, parse_analytic};
+pub use eval::Vars;
+pub use parser::{Expr, Operand, ParseError, Predicate};

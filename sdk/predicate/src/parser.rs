@@ -1,0 +1,506 @@
+//! Parsing a filter into an expression tree, with errors that say where and what was expected.
+
+use std::fmt;
+
+use fancy_regex::Regex;
+
+use crate::lexer::{Tok, lex};
+
+/// Why a filter did not parse: the 1-based line and column in the filter text, what the
+/// parser expected there and what it found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParseError {
+    /// Byte offset in the filter.
+    pub offset: usize,
+    /// 1-based line within the filter.
+    pub line: usize,
+    /// 1-based column (in characters) within that line.
+    pub column: usize,
+    /// What would have been valid.
+    pub expected: String,
+    /// What was there.
+    pub found: String,
+}
+
+impl ParseError {
+    pub(crate) fn at(text: &str, offset: usize, expected: &str, found: &str) -> Self {
+        let before = text.get(..offset).unwrap_or(text);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        Self {
+            offset,
+            line,
+            column,
+            expected: expected.to_owned(),
+            found: found.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "line {}, column {}: expected {}, found {}",
+            self.line, self.column, self.expected, self.found
+        )
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// A comparison operator.
+#[derive(Debug, Clone)]
+pub enum Op {
+    /// `==`, `=`.
+    Eq,
+    /// `!=`, `<>`.
+    Ne,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `IN`.
+    In,
+    /// `BEGINSWITH`.
+    BeginsWith,
+    /// `ENDSWITH`.
+    EndsWith,
+    /// `CONTAINS`.
+    Contains,
+    /// `LIKE` with `*` and `?`.
+    Like,
+    /// `MATCHES` (compiled when the right side is a literal).
+    Matches(Option<Box<Regex>>),
+}
+
+/// `ANY`/`SOME`, `ALL`, `NONE` before a comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Aggregate {
+    /// Some element satisfies the comparison.
+    Any,
+    /// Every element does.
+    All,
+    /// No element does.
+    None,
+}
+
+/// One step of a key path.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Key {
+    /// A named key (or a string function such as `lastPathComponent`).
+    Name(String),
+    /// `@count`.
+    Count,
+    /// `[FIRST]`.
+    First,
+    /// `[LAST]`.
+    Last,
+    /// `[SIZE]`.
+    Size,
+    /// `[n]`.
+    Index(usize),
+}
+
+/// A value in a comparison.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Operand {
+    /// A key path, from a `$variable` or (without one) from the evaluated object.
+    Path {
+        /// Variable name without `$`, if any.
+        var: Option<String>,
+        /// Keys.
+        keys: Vec<Key>,
+    },
+    /// A string literal.
+    Str(String),
+    /// A number.
+    Num(f64),
+    /// `TRUE`/`YES` or `FALSE`/`NO`.
+    Bool(bool),
+    /// `nil`/`NULL`.
+    Nil,
+    /// `{a, b, …}`.
+    List(Vec<Operand>),
+}
+
+/// Comparison options from `[c]`, `[d]`, `[cd]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Options {
+    /// `[c]`: case-insensitive.
+    pub case_insensitive: bool,
+    /// `[d]`: diacritic-insensitive.
+    pub diacritic_insensitive: bool,
+}
+
+/// The expression tree.
+#[derive(Debug, Clone)]
+pub enum Expr {
+    /// Both.
+    And(Box<Expr>, Box<Expr>),
+    /// Either.
+    Or(Box<Expr>, Box<Expr>),
+    /// Negation.
+    Not(Box<Expr>),
+    /// `TRUEPREDICATE` / `FALSEPREDICATE`.
+    Const(bool),
+    /// A comparison.
+    Compare {
+        /// Aggregate over the left side.
+        aggregate: Option<Aggregate>,
+        /// Left side.
+        lhs: Operand,
+        /// Operator.
+        op: Op,
+        /// Modifiers.
+        options: Options,
+        /// Right side.
+        rhs: Operand,
+    },
+}
+
+/// A parsed filter.
+#[derive(Debug, Clone)]
+pub struct Predicate {
+    /// The tree.
+    pub expr: Expr,
+    /// The source text.
+    pub source: String,
+}
+
+impl Predicate {
+    /// Parses `text`.
+    pub fn parse(text: &str) -> Result<Self, ParseError> {
+        let tokens = lex(text)?;
+        let mut p = Parser {
+            text,
+            tokens,
+            pos: 0,
+        };
+        let expr = p.or()?;
+        p.expect_end()?;
+        Ok(Self {
+            expr,
+            source: text.to_owned(),
+        })
+    }
+
+    /// Parses a context expression (an operand such as `(event.process.args)[LAST]`).
+    pub fn parse_operand(text: &str) -> Result<Operand, ParseError> {
+        let tokens = lex(text)?;
+        let mut p = Parser {
+            text,
+            tokens,
+            pos: 0,
+        };
+        let operand = p.operand()?;
+        p.expect_end()?;
+        Ok(operand)
+    }
+}
+
+struct Parser<'a> {
+    text: &'a str,
+    tokens: Vec<(Tok, usize)>,
+    pos: usize,
+}
+
+fn keyword(tok: &Tok, word: &str) -> bool {
+    matches!(tok, Tok::Ident(i) if i.eq_ignore_ascii_case(word))
+}
+
+const OPERATORS: &str =
+    "a comparison (==, !=, <, >, IN, BEGINSWITH, ENDSWITH, CONTAINS, LIKE, MATCHES)";
+
+impl Parser<'_> {
+    fn peek(&self) -> &Tok {
+        self.tokens.get(self.pos).map_or(&Tok::End, |(t, _)| t)
+    }
+
+    fn offset(&self) -> usize {
+        self.tokens
+            .get(self.pos)
+            .map_or(self.text.len(), |(_, o)| *o)
+    }
+
+    fn bump(&mut self) -> Tok {
+        let t = self.peek().clone();
+        self.pos += 1;
+        t
+    }
+
+    fn error(&self, expected: &str) -> ParseError {
+        ParseError::at(self.text, self.offset(), expected, &self.peek().describe())
+    }
+
+    fn expect_end(&self) -> Result<(), ParseError> {
+        match self.peek() {
+            Tok::End => Ok(()),
+            _ => Err(self.error("AND, OR or the end of the filter")),
+        }
+    }
+
+    fn or(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.and()?;
+        while keyword(self.peek(), "OR") || *self.peek() == Tok::Sym("||") {
+            self.bump();
+            let right = self.and()?;
+            left = Expr::Or(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn and(&mut self) -> Result<Expr, ParseError> {
+        let mut left = self.not()?;
+        while keyword(self.peek(), "AND") || *self.peek() == Tok::Sym("&&") {
+            self.bump();
+            let right = self.not()?;
+            left = Expr::And(Box::new(left), Box::new(right));
+        }
+        Ok(left)
+    }
+
+    fn not(&mut self) -> Result<Expr, ParseError> {
+        if keyword(self.peek(), "NOT") || *self.peek() == Tok::Sym("!") {
+            self.bump();
+            return Ok(Expr::Not(Box::new(self.not()?)));
+        }
+        self.primary()
+    }
+
+    fn primary(&mut self) -> Result<Expr, ParseError> {
+        if *self.peek() == Tok::LParen {
+            self.bump();
+            let inner = self.or()?;
+            if *self.peek() != Tok::RParen {
+                return Err(self.error("`)`"));
+            }
+            self.bump();
+            return Ok(inner);
+        }
+        if keyword(self.peek(), "TRUEPREDICATE") {
+            self.bump();
+            return Ok(Expr::Const(true));
+        }
+        if keyword(self.peek(), "FALSEPREDICATE") {
+            self.bump();
+            return Ok(Expr::Const(false));
+        }
+        self.comparison()
+    }
+
+    fn comparison(&mut self) -> Result<Expr, ParseError> {
+        let aggregate = if keyword(self.peek(), "ANY") || keyword(self.peek(), "SOME") {
+            Some(Aggregate::Any)
+        } else if keyword(self.peek(), "ALL") {
+            Some(Aggregate::All)
+        } else if keyword(self.peek(), "NONE") {
+            Some(Aggregate::None)
+        } else {
+            None
+        };
+        if aggregate.is_some() {
+            self.bump();
+        }
+        let lhs = self.operand()?;
+        let mut op = self.operator()?;
+        let options = self.options()?;
+        let rhs_at = self.offset();
+        let rhs = self.operand()?;
+        if let (Op::Matches(compiled), Operand::Str(pattern)) = (&mut op, &rhs) {
+            *compiled = Some(Box::new(compile(pattern, options).map_err(|e| {
+                ParseError::at(
+                    self.text,
+                    rhs_at,
+                    "a valid regular expression",
+                    &format!("{pattern:?} ({e})"),
+                )
+            })?));
+        }
+        Ok(Expr::Compare {
+            aggregate,
+            lhs,
+            op,
+            options,
+            rhs,
+        })
+    }
+
+    fn operator(&mut self) -> Result<Op, ParseError> {
+        let op = match self.peek() {
+            Tok::Sym("==" | "=") => Op::Eq,
+            Tok::Sym("!=" | "<>") => Op::Ne,
+            Tok::Sym("<") => Op::Lt,
+            Tok::Sym("<=" | "=<") => Op::Le,
+            Tok::Sym(">") => Op::Gt,
+            Tok::Sym(">=" | "=>") => Op::Ge,
+            t if keyword(t, "IN") => Op::In,
+            t if keyword(t, "BEGINSWITH") => Op::BeginsWith,
+            t if keyword(t, "ENDSWITH") => Op::EndsWith,
+            t if keyword(t, "CONTAINS") => Op::Contains,
+            t if keyword(t, "LIKE") => Op::Like,
+            t if keyword(t, "MATCHES") => Op::Matches(None),
+            _ => return Err(self.error(OPERATORS)),
+        };
+        self.bump();
+        Ok(op)
+    }
+
+    fn options(&mut self) -> Result<Options, ParseError> {
+        let mut options = Options::default();
+        if *self.peek() != Tok::LBracket {
+            return Ok(options);
+        }
+        self.bump();
+        match self.bump() {
+            Tok::Ident(flags)
+                if flags
+                    .chars()
+                    .all(|c| matches!(c.to_ascii_lowercase(), 'c' | 'd' | 'n')) =>
+            {
+                options.case_insensitive = flags.to_ascii_lowercase().contains('c');
+                options.diacritic_insensitive = flags.to_ascii_lowercase().contains('d');
+            }
+            _ => {
+                self.pos -= 1;
+                return Err(self.error("comparison options `c`, `d` or `cd`"));
+            }
+        }
+        if *self.peek() != Tok::RBracket {
+            return Err(self.error("`]`"));
+        }
+        self.bump();
+        Ok(options)
+    }
+
+    fn operand(&mut self) -> Result<Operand, ParseError> {
+        let operand = match self.peek().clone() {
+            Tok::Str(s) => {
+                self.bump();
+                Operand::Str(s)
+            }
+            Tok::Num(n) => {
+                self.bump();
+                Operand::Num(n)
+            }
+            Tok::LBrace => {
+                self.bump();
+                let mut items = Vec::new();
+                if *self.peek() != Tok::RBrace {
+                    loop {
+                        items.push(self.operand()?);
+                        match self.peek() {
+                            Tok::Comma => {
+                                self.bump();
+                            }
+                            Tok::RBrace => break,
+                            _ => return Err(self.error("`,` or `}`")),
+                        }
+                    }
+                }
+                self.bump();
+                Operand::List(items)
+            }
+            Tok::LParen => {
+                // A parenthesised key path, as context expressions write `(event.x)[LAST]`.
+                self.bump();
+                let inner = self.operand()?;
+                if *self.peek() != Tok::RParen {
+                    return Err(self.error("`)`"));
+                }
+                self.bump();
+                match inner {
+                    Operand::Path { var, mut keys } => {
+                        self.suffixes(&mut keys)?;
+                        Operand::Path { var, keys }
+                    }
+                    other => other,
+                }
+            }
+            Tok::Var(name) => {
+                self.bump();
+                let mut keys = Vec::new();
+                self.suffixes(&mut keys)?;
+                Operand::Path {
+                    var: Some(name),
+                    keys,
+                }
+            }
+            Tok::Ident(word) => {
+                let upper = word.to_ascii_uppercase();
+                let constant = match upper.as_str() {
+                    "NIL" | "NULL" => Some(Operand::Nil),
+                    "TRUE" | "YES" => Some(Operand::Bool(true)),
+                    "FALSE" | "NO" => Some(Operand::Bool(false)),
+                    "AND" | "OR" | "NOT" | "IN" | "BEGINSWITH" | "ENDSWITH" | "CONTAINS"
+                    | "LIKE" | "MATCHES" | "ANY" | "ALL" | "NONE" | "SOME" => {
+                        return Err(self.error("an operand"));
+                    }
+                    _ => None,
+                };
+                self.bump();
+                match constant {
+                    Some(c) => c,
+                    None => {
+                        let mut keys = vec![Key::Name(word)];
+                        self.suffixes(&mut keys)?;
+                        Operand::Path { var: None, keys }
+                    }
+                }
+            }
+            _ => return Err(self.error("an operand (key path, string, number, nil or {…})")),
+        };
+        Ok(operand)
+    }
+
+    /// `.key`, `."quoted key"`, `.@count`, `[LAST]` … after a path start.
+    fn suffixes(&mut self, keys: &mut Vec<Key>) -> Result<(), ParseError> {
+        loop {
+            match self.peek() {
+                Tok::Dot => {
+                    self.bump();
+                    match self.bump() {
+                        Tok::Ident(name) | Tok::Str(name) => keys.push(Key::Name(name)),
+                        Tok::At(name) if name.eq_ignore_ascii_case("count") => {
+                            keys.push(Key::Count)
+                        }
+                        _ => {
+                            self.pos -= 1;
+                            return Err(self.error("a key name after `.`"));
+                        }
+                    }
+                }
+                Tok::LBracket => {
+                    // `[c]` after an operand belongs to the operator, never to a path.
+                    let index = match self.tokens.get(self.pos + 1).map(|(t, _)| t) {
+                        Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("LAST") => Key::Last,
+                        Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("FIRST") => Key::First,
+                        Some(Tok::Ident(w)) if w.eq_ignore_ascii_case("SIZE") => Key::Size,
+                        Some(Tok::Num(n)) if *n >= 0.0 && n.fract() == 0.0 => {
+                            Key::Index(*n as usize)
+                        }
+                        _ => return Ok(()),
+                    };
+                    self.bump();
+                    self.bump();
+                    if *self.peek() != Tok::RBracket {
+                        return Err(self.error("`]`"));
+                    }
+                    self.bump();
+                    keys.push(index);
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// Compiles a `MATCHES` pattern as a whole-string match.
+pub(crate) fn compile(pattern: &str, options: Options) -> Result<Regex, fancy_regex::Error> {
+    let flags = if options.case_insensitive { "(?i)" } else { "" };
+    Regex::new(&format!("{flags}^(?:{pattern})$"))
+}
