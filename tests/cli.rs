@@ -58,6 +58,15 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// The findings of the ATT&CK detectors (everything but the bundled Jamf analytics).
+fn first_party(findings: &[Value]) -> Vec<Value> {
+    findings
+        .iter()
+        .filter(|f| f["plugin"] != "jamf-analytics")
+        .cloned()
+        .collect()
+}
+
 fn ndjson(o: &Output) -> Vec<Value> {
     String::from_utf8(o.stdout.clone())
         .unwrap()
@@ -70,7 +79,26 @@ fn ndjson(o: &Output) -> Vec<Value> {
 fn replay_prints_one_finding_per_line_with_the_contract_fields() {
     let out = ward(&["replay", "examples/streams/attack-chain.jsonl"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let findings = ndjson(&out);
+    let all = ndjson(&out);
+    // The bundled Jamf analytics fire too, named by the analytic.
+    let jamf: Vec<(u64, &str)> = all
+        .iter()
+        .filter(|f| f["plugin"] == "jamf-analytics")
+        .map(|f| {
+            (
+                f["global_seq_num"].as_u64().unwrap(),
+                f["rule"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert!(jamf.contains(&(1010, "AllCurlActivity")), "{jamf:?}");
+    assert!(
+        jamf.contains(&(1021, "XattrExtendedAttributesActivity")),
+        "{jamf:?}"
+    );
+    assert_eq!(jamf.len(), 8, "{jamf:?}");
+    let findings = first_party(&all);
+    assert_eq!(all.len(), 14);
     let rules: Vec<&str> = findings
         .iter()
         .map(|f| f["rule"].as_str().unwrap())
@@ -191,9 +219,12 @@ fn replay_counts_bad_lines_by_reason_and_exits_zero() {
         );
     }
     // The good lines still went through the detectors.
+    let untrusted = ndjson(&out)
+        .into_iter()
+        .filter(|f| f["plugin"] == "untrusted-exec")
+        .count();
     assert_eq!(
-        ndjson(&out).len(),
-        1,
+        untrusted, 1,
         "the untrusted payload exec survives between bad lines"
     );
 }
@@ -247,7 +278,7 @@ fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
         Some(&input),
     );
     assert!(out.status.success(), "{}", stderr(&out));
-    let findings = ndjson(&out);
+    let findings = first_party(&ndjson(&out));
     let plugins: Vec<&str> = findings
         .iter()
         .map(|f| f["plugin"].as_str().unwrap())
@@ -283,6 +314,11 @@ fn plugin_test_passes_on_every_plugin_with_its_expectation_file() {
             "launch-persistence",
             "examples/streams/attack-chain.jsonl",
             "plugins/launch-persistence/expect/attack-chain.jsonl",
+        ),
+        (
+            "jamf-analytics",
+            "examples/streams/attack-chain.jsonl",
+            "plugins/jamf-analytics/expect/attack-chain.jsonl",
         ),
         (
             "osascript-prompt",
@@ -380,9 +416,9 @@ fn replay_survives_hostile_plugins_given_on_the_command_line() {
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let out = ward(&args);
     assert!(out.status.success(), "{}", stderr(&out));
-    let findings = ndjson(&out);
-    let first_party = findings.iter().filter(|f| f["plugin"] != "ward").count();
-    assert_eq!(first_party, 6, "{}", stderr(&out));
+    let findings = first_party(&ndjson(&out));
+    let detectors = findings.iter().filter(|f| f["plugin"] != "ward").count();
+    assert_eq!(detectors, 6, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("1 plugin(s) refused"), "{err}");
     assert!(
@@ -406,7 +442,7 @@ fn run_processes_the_configured_source_and_exits_at_its_end() {
     .unwrap();
     let out = ward(&["run", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(ndjson(&out).len(), 6);
+    assert_eq!(first_party(&ndjson(&out)).len(), 6);
     assert!(
         stderr(&out).contains("ward run: 31 lines read"),
         "{}",
@@ -589,6 +625,10 @@ fn absurd_lines_are_skipped_and_counted_not_fatal() {
         "{summary}"
     );
     let findings = ndjson(&out);
+    let findings: Vec<Value> = findings
+        .into_iter()
+        .filter(|f| f["plugin"] == "untrusted-exec")
+        .collect();
     assert_eq!(findings.len(), 2, "both payload execs fire");
     assert_eq!(
         findings[0]["process"]["args"].as_array().unwrap().len(),

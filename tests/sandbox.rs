@@ -40,8 +40,8 @@ fn assert_contained(
     let expected = baseline();
     assert_eq!(
         expected.len(),
-        6,
-        "the attack chain raises six first-party findings"
+        14,
+        "the attack chain raises six ATT&CK and eight Jamf findings"
     );
 
     let rt = runtime();
@@ -349,6 +349,7 @@ fn refused_plugins_leave_the_rest_running() {
     assert_eq!(
         names,
         [
+            "jamf-analytics",
             "launch-persistence",
             "quarantine-removal",
             "untrusted-exec",
@@ -356,7 +357,7 @@ fn refused_plugins_leave_the_rest_running() {
         ]
     );
     let (findings, _) = run(rt, loaded.plugins, procs, &attack_chain());
-    assert_eq!(findings.len(), 6);
+    assert_eq!(findings.len(), 14);
 }
 
 #[test]

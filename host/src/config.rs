@@ -124,6 +124,8 @@ pub struct LimitsConfig {
     pub memory_mib: usize,
     /// Time cap per call, milliseconds.
     pub call_timeout_ms: u64,
+    /// Time cap for a fresh instance to start (instantiation + describe), milliseconds.
+    pub init_timeout_ms: u64,
     /// Faults within the window that quarantine a plugin.
     pub max_faults: u32,
     /// Fault window, seconds.
@@ -138,6 +140,7 @@ impl Default for LimitsConfig {
         Self {
             memory_mib: l.memory_bytes >> 20,
             call_timeout_ms: u64::try_from(l.call_timeout.as_millis()).unwrap_or(250),
+            init_timeout_ms: u64::try_from(l.init_timeout.as_millis()).unwrap_or(2000),
             max_faults: l.max_faults,
             fault_window_secs: l.fault_window.as_secs(),
             max_findings_per_call: l.max_results_per_call,
@@ -253,8 +256,13 @@ impl WardConfig {
         if self.agent.max_line_bytes < 1024 {
             return Err("agent.max_line_bytes must be at least 1024".into());
         }
-        if self.limits.memory_mib == 0 || self.limits.call_timeout_ms == 0 {
-            return Err("limits.memory_mib and limits.call_timeout_ms must be positive".into());
+        if self.limits.memory_mib == 0
+            || self.limits.call_timeout_ms == 0
+            || self.limits.init_timeout_ms == 0
+        {
+            return Err(
+                "limits.memory_mib, call_timeout_ms and init_timeout_ms must be positive".into(),
+            );
         }
         for (i, p) in self.plugins.iter().enumerate() {
             let at = format!("plugins[{i}] ({})", p.path.display());
@@ -285,6 +293,7 @@ impl WardConfig {
         Limits {
             memory_bytes: self.limits.memory_mib << 20,
             call_timeout: Duration::from_millis(self.limits.call_timeout_ms),
+            init_timeout: Duration::from_millis(self.limits.init_timeout_ms),
             max_faults: self.limits.max_faults,
             fault_window: Duration::from_secs(self.limits.fault_window_secs),
             max_results_per_call: self.limits.max_findings_per_call,

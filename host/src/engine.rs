@@ -23,6 +23,9 @@ pub struct Limits {
     pub instances: usize,
     /// Wall-clock cap per call.
     pub call_timeout: Duration,
+    /// Wall-clock cap for a fresh instance to start: instantiation plus `describe()`, where
+    /// the SDK builds the plugin's state (e.g. compiles its rules).
+    pub init_timeout: Duration,
     /// Guest stdout/stderr bytes kept per call.
     pub max_output_bytes: usize,
     /// Findings (or artifacts, or actions) accepted from one call.
@@ -45,6 +48,7 @@ impl Default for Limits {
             table_elements: 100_000,
             instances: 64,
             call_timeout: Duration::from_millis(250),
+            init_timeout: Duration::from_secs(2),
             max_output_bytes: 64 << 10,
             max_results_per_call: 1024,
             max_finding_bytes: 1 << 20,
@@ -58,9 +62,18 @@ impl Default for Limits {
 impl Limits {
     /// The per-call deadline in epoch ticks (at least 1).
     pub fn deadline_ticks(&self) -> u64 {
-        let ticks = self.call_timeout.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
-        u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
+        ticks(self.call_timeout)
     }
+
+    /// The start-up deadline in epoch ticks (at least 1).
+    pub fn init_deadline_ticks(&self) -> u64 {
+        ticks(self.init_timeout)
+    }
+}
+
+fn ticks(d: Duration) -> u64 {
+    let ticks = d.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
+    u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }
 
 /// Builds the engine: Cranelift, epoch interruption, component model, no async, no

@@ -81,12 +81,13 @@ impl Runtime {
         })
     }
 
-    /// A fresh store for one instance of a plugin, with its limiter and a call deadline.
+    /// A fresh store for one instance of a plugin, with its limiter and the start-up
+    /// deadline (instantiation and `describe()`); calls then get the per-call deadline.
     pub fn new_store(&self, ctx: PluginContext) -> Store<PluginState> {
         let mut store = Store::new(&self.engine, PluginState::new(ctx, &self.limits));
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
-        store.set_epoch_deadline(self.limits.deadline_ticks());
+        store.set_epoch_deadline(self.limits.init_deadline_ticks());
         store
     }
 }

@@ -33,7 +33,10 @@ pub mod rt {
     use super::*;
     use crate::instance::with_instance;
 
+    /// Builds the instance's value first: `describe()` runs under the host's start-up
+    /// budget, so expensive set-up (compiling rules) does not count against a call.
     pub fn describe<T: Remediator>() -> PluginInfo {
+        with_instance::<T, _>(|_| ());
         T::describe()
     }
 
