@@ -36,6 +36,10 @@ pub struct Message {
     pub process: Process,
     /// The event payload.
     pub event: EventPayload,
+    /// The line as read: fields this model does not type (new in a later macOS, or not
+    /// needed yet) are kept here, never lost.
+    #[serde(skip)]
+    pub raw: std::sync::Arc<str>,
 }
 
 /// An `audit_token_t`, written by eslogger as an object or (macOS 26) an 8-integer array

@@ -67,7 +67,9 @@ pub fn parse_line(line: &[u8], max_len: usize) -> Result<Message, ParseError> {
             },
         );
     }
-    serde_json::from_str::<Message>(text).map_err(classify)
+    let mut msg = serde_json::from_str::<Message>(text).map_err(classify)?;
+    msg.raw = std::sync::Arc::from(text);
+    Ok(msg)
 }
 
 fn classify(e: serde_json::Error) -> ParseError {
