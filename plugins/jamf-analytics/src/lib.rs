@@ -239,12 +239,7 @@ impl Detector for JamfAnalytics {
         let mut context = Map::new();
         let mut findings = Vec::new();
         for a in &self.analytics {
-            if a.input_type != input_type {
-                continue;
-            }
-            vars.tags = std::borrow::Cow::Owned(Value::Array(tags.clone()));
-            vars.context = std::borrow::Cow::Owned(Value::Object(context.clone()));
-            if !a.filter.eval(&vars) {
+            if a.input_type != input_type || !a.filter.eval(&vars) {
                 continue;
             }
             let mut finding = Finding::new(
@@ -268,6 +263,9 @@ impl Detector for JamfAnalytics {
             }
             tags.push(Value::String(a.name.clone()));
             tags.extend(a.tags.iter().cloned().map(Value::String));
+            // Higher levels see what this one found; only rebuilt when something fired.
+            vars.tags = std::borrow::Cow::Owned(Value::Array(tags.clone()));
+            vars.context = std::borrow::Cow::Owned(Value::Object(context.clone()));
             findings.push(finding);
         }
         Ok(findings)

@@ -88,14 +88,9 @@ fn eval(expr: &Expr, vars: &Vars<'_>) -> bool {
     }
 }
 
-fn value<'v>(operand: &Operand, vars: &'v Vars<'_>) -> Cow<'v, Value> {
+fn value<'v>(operand: &'v Operand, vars: &'v Vars<'_>) -> Cow<'v, Value> {
     match operand {
-        Operand::Str(s) => Cow::Owned(Value::String(s.clone())),
-        Operand::Num(n) => {
-            Cow::Owned(serde_json::Number::from_f64(*n).map_or(Value::Null, Value::Number))
-        }
-        Operand::Bool(b) => Cow::Owned(Value::Bool(*b)),
-        Operand::Nil => Cow::Owned(Value::Null),
+        Operand::Literal(v) => Cow::Borrowed(v),
         Operand::List(items) => Cow::Owned(Value::Array(
             items.iter().map(|i| value(i, vars).into_owned()).collect(),
         )),

@@ -116,15 +116,10 @@ pub enum Operand {
         /// Keys.
         keys: Vec<Key>,
     },
-    /// A string literal.
-    Str(String),
-    /// A number.
-    Num(f64),
-    /// `TRUE`/`YES` or `FALSE`/`NO`.
-    Bool(bool),
-    /// `nil`/`NULL`.
-    Nil,
-    /// `{a, b, …}`.
+    /// A constant: string, number, `TRUE`/`YES`, `FALSE`/`NO`, `nil`/`NULL`, or a `{…}` list
+    /// of constants. Built once at parse time, so evaluation never allocates for it.
+    Literal(serde_json::Value),
+    /// A `{…}` list with key paths in it, resolved at evaluation.
     List(Vec<Operand>),
 }
 
@@ -311,7 +306,9 @@ impl Parser<'_> {
         let options = self.options()?;
         let rhs_at = self.offset();
         let rhs = self.operand()?;
-        if let (Op::Matches(compiled), Operand::Str(pattern)) = (&mut op, &rhs) {
+        if let (Op::Matches(compiled), Operand::Literal(serde_json::Value::String(pattern))) =
+            (&mut op, &rhs)
+        {
             *compiled = Some(Box::new(compile(pattern, options).map_err(|e| {
                 ParseError::at(
                     self.text,
@@ -381,11 +378,14 @@ impl Parser<'_> {
         let operand = match self.peek().clone() {
             Tok::Str(s) => {
                 self.bump();
-                Operand::Str(s)
+                Operand::Literal(serde_json::Value::String(s))
             }
             Tok::Num(n) => {
                 self.bump();
-                Operand::Num(n)
+                Operand::Literal(
+                    serde_json::Number::from_f64(n)
+                        .map_or(serde_json::Value::Null, serde_json::Value::Number),
+                )
             }
             Tok::LBrace => {
                 self.bump();
@@ -403,7 +403,19 @@ impl Parser<'_> {
                     }
                 }
                 self.bump();
-                Operand::List(items)
+                if items.iter().all(|i| matches!(i, Operand::Literal(_))) {
+                    Operand::Literal(serde_json::Value::Array(
+                        items
+                            .into_iter()
+                            .map(|i| match i {
+                                Operand::Literal(v) => v,
+                                _ => serde_json::Value::Null,
+                            })
+                            .collect(),
+                    ))
+                } else {
+                    Operand::List(items)
+                }
             }
             Tok::LParen => {
                 // A parenthesised key path, as context expressions write `(event.x)[LAST]`.
@@ -433,9 +445,9 @@ impl Parser<'_> {
             Tok::Ident(word) => {
                 let upper = word.to_ascii_uppercase();
                 let constant = match upper.as_str() {
-                    "NIL" | "NULL" => Some(Operand::Nil),
-                    "TRUE" | "YES" => Some(Operand::Bool(true)),
-                    "FALSE" | "NO" => Some(Operand::Bool(false)),
+                    "NIL" | "NULL" => Some(Operand::Literal(serde_json::Value::Null)),
+                    "TRUE" | "YES" => Some(Operand::Literal(serde_json::Value::Bool(true))),
+                    "FALSE" | "NO" => Some(Operand::Literal(serde_json::Value::Bool(false))),
                     "AND" | "OR" | "NOT" | "IN" | "BEGINSWITH" | "ENDSWITH" | "CONTAINS"
                     | "LIKE" | "MATCHES" | "ANY" | "ALL" | "NONE" | "SOME" => {
                         return Err(self.error("an operand"));
