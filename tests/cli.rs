@@ -195,6 +195,29 @@ fn replay_reads_stdin_and_the_shared_fixtures() {
         summary.contains("25 lines read, 25 events, 0 malformed lines skipped"),
         "{summary}"
     );
+    // The real records hold an injected thread, a local account created and a password
+    // reset with dscl: the first-party detectors name each.
+    let rules: Vec<_> = ndjson(&out)
+        .iter()
+        .map(|f| {
+            format!(
+                "{}/{}@{}",
+                f["plugin"].as_str().unwrap(),
+                f["rule"].as_str().unwrap(),
+                f["event_type"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        rules,
+        [
+            "process-injection/remote-thread-created@remote_thread_create",
+            "process-injection/remote-thread-created@remote_thread_create",
+            "account-manipulation/local-account-created@od_create_user",
+            "account-manipulation/account-password-reset-from-cli@od_modify_password",
+        ],
+        "{summary}"
+    );
 }
 
 #[test]
@@ -319,6 +342,16 @@ fn plugin_test_passes_on_every_plugin_with_its_expectation_file() {
             "jamf-analytics",
             "examples/streams/attack-chain.jsonl",
             "plugins/jamf-analytics/expect/attack-chain.jsonl",
+        ),
+        (
+            "account-manipulation",
+            "examples/streams/account-takeover.jsonl",
+            "plugins/account-manipulation/expect/account-takeover.jsonl",
+        ),
+        (
+            "process-injection",
+            "examples/streams/account-takeover.jsonl",
+            "plugins/process-injection/expect/account-takeover.jsonl",
         ),
         (
             "osascript-prompt",

@@ -349,8 +349,10 @@ fn refused_plugins_leave_the_rest_running() {
     assert_eq!(
         names,
         [
+            "account-manipulation",
             "jamf-analytics",
             "launch-persistence",
+            "process-injection",
             "quarantine-removal",
             "untrusted-exec",
             "osascript-prompt"

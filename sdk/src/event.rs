@@ -120,6 +120,21 @@ fn join(dir: &File, name: &str) -> String {
     }
 }
 
+impl SignerType {
+    /// The contract's name for this signer class (`apple`, `app-store`, `developer-id`,
+    /// `development`, `adhoc`, `unsigned`), as findings print it.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            SignerType::Apple => "apple",
+            SignerType::AppStore => "app-store",
+            SignerType::DeveloperId => "developer-id",
+            SignerType::Development => "development",
+            SignerType::Adhoc => "adhoc",
+            SignerType::Unsigned => "unsigned",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
