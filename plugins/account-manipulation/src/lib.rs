@@ -87,15 +87,34 @@ fn is_hidden_uid(record: &str, value: &str) -> bool {
 }
 
 /// What an OD event means for this detector: (rule, technique, severity, message).
-fn classify(od: &OdEvent) -> Option<(&'static str, &'static str, Severity, String)> {
+/// `by_signing_id` is the instigator's.
+fn classify(
+    od: &OdEvent,
+    by_signing_id: &str,
+) -> Option<(&'static str, &'static str, Severity, String)> {
     if od.error_code != 0 || !od.node_name.starts_with("/Local/") {
         return None;
     }
     let record = od.record_name.as_deref().unwrap_or("");
-    let setting = matches!(
-        od.operation,
-        OdOperation::AttributeValueAdd | OdOperation::AttributeSet
-    );
+    let attribute = match od.operation {
+        OdOperation::AttributeValueAdd | OdOperation::AttributeSet => attribute(od),
+        _ => "",
+    };
+    let values = &od.attribute_values;
+    // Who joined the group, whether by `dseditgroup` (group add) or `dscl -append`.
+    let joined = match od.operation {
+        OdOperation::GroupAdd => Some(od.member.clone().unwrap_or_else(|| "a member".into())),
+        _ if attribute == "GroupMembership" => Some(values.join(", ")),
+        _ => None,
+    };
+    if let Some(member) = joined.filter(|_| PRIVILEGED_GROUPS.contains(&record)) {
+        return Some((
+            RULE_PRIVILEGED,
+            "T1098.007",
+            Severity::High,
+            format!("{member} added to privileged local group {record:?}"),
+        ));
+    }
     match od.operation {
         OdOperation::CreateUser => Some((
             RULE_CREATED,
@@ -103,54 +122,27 @@ fn classify(od: &OdEvent) -> Option<(&'static str, &'static str, Severity, Strin
             Severity::Medium,
             format!("local user account {record:?} created"),
         )),
-        OdOperation::GroupAdd if PRIVILEGED_GROUPS.contains(&record) => Some((
-            RULE_PRIVILEGED,
-            "T1098.007",
-            Severity::High,
+        OdOperation::ModifyPassword if CLI_PASSWORD_TOOLS.contains(&by_signing_id) => Some((
+            RULE_PASSWORD,
+            "T1098",
+            Severity::Low,
+            format!("password of account {record:?} reset from the command line"),
+        )),
+        _ if attribute == "IsHidden" && values.iter().any(|v| is_true(v)) => Some((
+            RULE_HIDDEN,
+            "T1564.002",
+            Severity::Medium,
+            format!("account {record:?} hidden from the login window (IsHidden)"),
+        )),
+        _ if attribute == "UniqueID" && values.iter().any(|v| is_hidden_uid(record, v)) => Some((
+            RULE_HIDDEN,
+            "T1564.002",
+            Severity::Medium,
             format!(
-                "{} added to privileged local group {record:?}",
-                od.member.as_deref().unwrap_or("a member")
+                "account {record:?} given UniqueID {} (below 500, hidden from the login window)",
+                values.join(", ")
             ),
         )),
-        _ if setting
-            && attribute(od) == "GroupMembership"
-            && PRIVILEGED_GROUPS.contains(&record) =>
-        {
-            Some((
-                RULE_PRIVILEGED,
-                "T1098.007",
-                Severity::High,
-                format!(
-                    "{} added to privileged local group {record:?}",
-                    od.attribute_values.join(", ")
-                ),
-            ))
-        }
-        _ if setting
-            && attribute(od) == "IsHidden"
-            && od.attribute_values.iter().any(|v| is_true(v)) =>
-        {
-            Some((
-                RULE_HIDDEN,
-                "T1564.002",
-                Severity::Medium,
-                format!("account {record:?} hidden from the login window (IsHidden)"),
-            ))
-        }
-        _ if setting
-            && attribute(od) == "UniqueID"
-            && od.attribute_values.iter().any(|v| is_hidden_uid(record, v)) =>
-        {
-            Some((
-                RULE_HIDDEN,
-                "T1564.002",
-                Severity::Medium,
-                format!(
-                    "account {record:?} given UniqueID {} (below 500, hidden from the login window)",
-                    od.attribute_values.join(", ")
-                ),
-            ))
-        }
         _ => None,
     }
 }
@@ -177,29 +169,10 @@ impl Detector for AccountManipulation {
             return Ok(Vec::new());
         };
         let by = instigator(od);
-        let by_path = by.as_ref().map_or("", |p| p.path()).to_owned();
-        let by_signing_id = by
-            .as_ref()
-            .map_or("", |p| p.signing_id_or_empty())
-            .to_owned();
-        let (rule, technique, mut severity, message) = match classify(od) {
-            Some(hit) => hit,
-            None if matches!(od.operation, OdOperation::ModifyPassword)
-                && od.error_code == 0
-                && od.node_name.starts_with("/Local/")
-                && CLI_PASSWORD_TOOLS.contains(&by_signing_id.as_str()) =>
-            {
-                (
-                    RULE_PASSWORD,
-                    "T1098",
-                    Severity::Low,
-                    format!(
-                        "password of {} reset with {by_path}",
-                        od.record_name.as_deref().unwrap_or("a local account")
-                    ),
-                )
-            }
-            None => return Ok(Vec::new()),
+        let by_path = by.as_ref().map_or("", ProcessExt::path);
+        let by_signing_id = by.as_ref().map_or("", ProcessExt::signing_id_or_empty);
+        let Some((rule, technique, mut severity, message)) = classify(od, by_signing_id) else {
+            return Ok(Vec::new());
         };
         // Untrusted code changing accounts, itself or through Apple's tools, is worse than an
         // admin at a terminal.
