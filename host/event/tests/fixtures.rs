@@ -11,7 +11,8 @@ use std::path::PathBuf;
 use ward_event::{DEFAULT_MAX_LINE_BYTES, EventPayload, ProcessTable, parse_line};
 
 fn fixture_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/eslogger/macmonitor")
+    // Real eslogger records (Mac Monitor, BSD-3-Clause), shipped with their licence.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/macmonitor")
 }
 
 fn lines(name: &str) -> Vec<String> {
