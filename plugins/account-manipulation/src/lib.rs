@@ -243,7 +243,12 @@ mod tests {
     }
 
     fn attr(kind: &str, record: &str, name: &str, value: &str) -> Vec<Finding> {
-        let (kind, mut e) = od(kind, OdOperation::AttributeValueAdd, record);
+        let operation = if kind == "od_attribute_set" {
+            OdOperation::AttributeSet
+        } else {
+            OdOperation::AttributeValueAdd
+        };
+        let (kind, mut e) = od(kind, operation, record);
         e.attribute_name = Some(name.into());
         e.attribute_values = vec![value.into()];
         run(&kind, e)
@@ -379,43 +384,39 @@ mod tests {
 
     #[test]
     fn ordinary_attributes_and_service_accounts_are_quiet() {
-        // The real fixture's comment change.
-        assert!(
-            attr(
+        let quiet = [
+            // The real fixture's comment change.
+            (
                 "od_attribute_value_add",
                 "testuser",
                 "dsAttrTypeStandard:Comment",
-                "hello"
-            )
-            .is_empty()
-        );
-        assert!(
-            attr(
+                "hello",
+            ),
+            (
                 "od_attribute_value_add",
                 "backdoor",
                 "dsAttrTypeNative:IsHidden",
-                "0"
-            )
-            .is_empty()
-        );
-        assert!(
-            attr(
+                "0",
+            ),
+            (
                 "od_attribute_set",
                 "_postgres",
                 "dsAttrTypeStandard:UniqueID",
-                "216"
-            )
-            .is_empty()
-        );
-        assert!(
-            attr(
+                "216",
+            ),
+            (
                 "od_attribute_set",
                 "alice",
                 "dsAttrTypeStandard:UniqueID",
-                "502"
-            )
-            .is_empty()
-        );
+                "502",
+            ),
+        ];
+        for (kind, record, name, value) in quiet {
+            assert!(
+                attr(kind, record, name, value).is_empty(),
+                "{record} {name}={value}"
+            );
+        }
     }
 
     #[test]
