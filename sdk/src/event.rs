@@ -18,6 +18,10 @@ pub trait EventExt {
 
     /// The `exec` payload, if this is an exec.
     fn as_exec(&self) -> Option<&crate::ExecEvent>;
+
+    /// The file whose content this event creates or changes: the path of a `create`, the
+    /// destination of a `rename`, a `close` after writing, a `write`. `None` otherwise.
+    fn written_path(&self) -> Option<&str>;
 }
 
 impl EventExt for Event {
@@ -57,6 +61,16 @@ impl EventExt for Event {
     fn as_exec(&self) -> Option<&crate::ExecEvent> {
         match &self.data {
             EventData::Exec(exec) => Some(exec),
+            _ => None,
+        }
+    }
+
+    fn written_path(&self) -> Option<&str> {
+        match &self.data {
+            EventData::Create(c) => Some(&c.path),
+            EventData::Rename(r) => Some(&r.destination_path),
+            EventData::Close(c) if c.modified => Some(&c.target.path),
+            EventData::Write(f) => Some(&f.path),
             _ => None,
         }
     }

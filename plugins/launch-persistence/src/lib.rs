@@ -1,15 +1,21 @@
 //! Detector: a property list written into a LaunchAgents or LaunchDaemons folder, or a
 //! launch item registered with Background Task Management (MITRE ATT&CK T1543.001 Launch
-//! Agent, T1543.004 Launch Daemon).
+//! Agent, T1543.004 Launch Daemon); a login item registered with BTM (T1547.015 Login
+//! Items).
 //!
 //! File events seen: `create` and `rename` into the folder, and `close` of a modified
-//! plist there. Apple's own installers and MDM-managed items are left alone.
+//! plist there. Apple's own installers and MDM-managed items are left alone. A login item
+//! whose program lives in a user-writable place (a home folder, `/tmp`, `/Users/Shared`)
+//! or whose instigator is ad-hoc signed or unsigned is raised to medium.
 
 use ward_sdk::BtmItemType;
 use ward_sdk::prelude::*;
 
 const RULE_FILE: &str = "launch-item-plist-written";
 const RULE_BTM: &str = "launch-item-registered";
+const RULE_LOGIN_ITEM: &str = "login-item-registered";
+/// Folders any user can write: programs launched from there at login are suspicious.
+const USER_WRITABLE: &[&str] = &["/Users/", "/tmp/", "/private/tmp/", "/private/var/folders/"];
 /// Writers that install launch items as a matter of course.
 const TRUSTED_WRITERS: &[&str] = &[
     "com.apple.installer",
@@ -41,13 +47,48 @@ pub fn launch_item_path(path: &str) -> Option<(&'static str, &'static str)> {
     }
 }
 
-fn written_path(event: &Event) -> Option<String> {
-    match &event.data {
-        EventData::Create(c) => Some(c.path.clone()),
-        EventData::Rename(r) => Some(r.destination_path.clone()),
-        EventData::Close(c) if c.modified => Some(c.target.path.clone()),
-        _ => None,
+/// A login item (BTM user item, app or login item) added outside MDM.
+fn login_item(item: &ward_sdk::BtmLaunchItemEvent) -> Option<Finding> {
+    let login = matches!(
+        item.item_type,
+        BtmItemType::UserItem | BtmItemType::App | BtmItemType::LoginItem
+    );
+    if !item.added || item.managed || !login {
+        return None;
     }
+    let program = item
+        .executable_path
+        .clone()
+        .or_else(|| item.app_url.clone())
+        .unwrap_or_else(|| item.item_url.clone());
+    let local = program.strip_prefix("file://").unwrap_or(&program);
+    let writable = USER_WRITABLE.iter().any(|p| local.starts_with(p));
+    let instigator = item.instigator.as_ref();
+    let untrusted = instigator.is_some_and(|p| p.is_untrusted_code());
+    let severity = if writable || untrusted {
+        Severity::Medium
+    } else {
+        Severity::Low
+    };
+    Some(
+        Finding::new(
+            RULE_LOGIN_ITEM,
+            severity,
+            format!("login item registered: {} runs {program}", item.item_url),
+        )
+        .attack(&["T1547.015"])
+        .evidence("item_url", item.item_url.clone())
+        .evidence("program", program.clone())
+        .evidence("user_writable", writable.to_string())
+        .evidence(
+            "instigator_path",
+            instigator.map(|p| p.path()).unwrap_or_default(),
+        )
+        .evidence(
+            "instigator_signer",
+            instigator.map(|p| p.signer.as_str()).unwrap_or_default(),
+        ),
+    )
 }
 
 impl Detector for LaunchPersistence {
@@ -56,13 +97,16 @@ impl Detector for LaunchPersistence {
             "launch-persistence",
             env!("CARGO_PKG_VERSION"),
             PluginKind::Detector,
-            "plist written to LaunchAgents/LaunchDaemons, or a launch item registered",
+            "plist written to LaunchAgents/LaunchDaemons, or a launch or login item registered",
         )
         .subscribe(&["create", "rename", "close", "btm_launch_item_add"])
     }
 
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         if let EventData::BtmLaunchItem(item) = &event.data {
+            if let Some(finding) = login_item(item) {
+                return Ok(vec![finding]);
+            }
             let daemon = matches!(item.item_type, BtmItemType::Daemon);
             let agent = matches!(item.item_type, BtmItemType::Agent);
             if !item.added || item.managed || !(daemon || agent) {
@@ -86,7 +130,7 @@ impl Detector for LaunchPersistence {
                 .evidence("legacy", item.legacy.to_string()),
             ]);
         }
-        let Some(path) = written_path(event) else {
+        let Some(path) = event.written_path().map(str::to_owned) else {
             return Ok(Vec::new());
         };
         let Some((scope, technique)) = launch_item_path(&path) else {
@@ -214,5 +258,102 @@ mod tests {
             .unwrap()
             .is_empty()
         );
+    }
+
+    fn btm(item_type: BtmItemType, program: &str, instigator: Process) -> Event {
+        testing::event(
+            "btm_launch_item_add",
+            testing::process(
+                "/System/Library/PrivateFrameworks/BackgroundTaskManagement.framework/Resources/backgroundtaskmanagementd",
+            ),
+            EventData::BtmLaunchItem(ward_sdk::BtmLaunchItemEvent {
+                added: true,
+                instigator_token: Some(instigator.token),
+                instigator: Some(instigator),
+                app: None,
+                executable_path: Some(program.into()),
+                item_type,
+                legacy: false,
+                managed: false,
+                uid: 501,
+                item_url: format!("file://{program}"),
+                app_url: None,
+            }),
+        )
+    }
+
+    #[test]
+    fn btm_items_map_to_their_technique() {
+        let mut d = LaunchPersistence;
+        let cases = [
+            (BtmItemType::Daemon, RULE_BTM, "T1543.004"),
+            (BtmItemType::Agent, RULE_BTM, "T1543.001"),
+            (BtmItemType::LoginItem, RULE_LOGIN_ITEM, "T1547.015"),
+            (BtmItemType::App, RULE_LOGIN_ITEM, "T1547.015"),
+            (BtmItemType::UserItem, RULE_LOGIN_ITEM, "T1547.015"),
+        ];
+        for (item_type, rule, technique) in cases {
+            let f = d
+                .on_event(&btm(
+                    item_type,
+                    "/Applications/Tool.app/Contents/MacOS/tool",
+                    curl(),
+                ))
+                .unwrap();
+            assert_eq!(f.len(), 1, "{item_type:?}");
+            assert_eq!(
+                (f[0].rule.as_str(), f[0].attack[0].as_str()),
+                (rule, technique)
+            );
+        }
+    }
+
+    #[test]
+    fn login_items_from_writable_places_or_untrusted_instigators_are_medium() {
+        let mut d = LaunchPersistence;
+        let installed = d
+            .on_event(&btm(
+                BtmItemType::LoginItem,
+                "/Applications/Tool.app/Contents/MacOS/tool",
+                curl(),
+            ))
+            .unwrap();
+        assert_eq!(installed[0].severity, Severity::Low);
+        let writable = d
+            .on_event(&btm(
+                BtmItemType::LoginItem,
+                "/Users/Shared/.helper/run",
+                curl(),
+            ))
+            .unwrap();
+        assert_eq!(writable[0].severity, Severity::Medium);
+        assert_eq!(writable[0].evidence_value("user_writable"), Some("true"));
+        let mut dropper = testing::process("/tmp/dropper");
+        dropper.signer = SignerType::Adhoc;
+        let untrusted = d
+            .on_event(&btm(BtmItemType::App, "/Applications/Tool.app", dropper))
+            .unwrap();
+        assert_eq!(untrusted[0].severity, Severity::Medium);
+        assert_eq!(
+            untrusted[0].evidence_value("instigator_signer"),
+            Some("adhoc")
+        );
+    }
+
+    #[test]
+    fn managed_removed_and_unknown_btm_items_are_quiet() {
+        let mut d = LaunchPersistence;
+        let mut managed = btm(BtmItemType::LoginItem, "/Users/a/x", curl());
+        let mut removed = managed.clone();
+        if let EventData::BtmLaunchItem(i) = &mut managed.data {
+            i.managed = true;
+        }
+        if let EventData::BtmLaunchItem(i) = &mut removed.data {
+            i.added = false;
+        }
+        let unknown = btm(BtmItemType::Unknown, "/Users/a/x", curl());
+        for event in [managed, removed, unknown] {
+            assert!(d.on_event(&event).unwrap().is_empty(), "{event:?}");
+        }
     }
 }
