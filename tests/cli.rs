@@ -98,7 +98,7 @@ fn replay_prints_one_finding_per_line_with_the_contract_fields() {
     );
     assert_eq!(jamf.len(), 8, "{jamf:?}");
     let findings = first_party(&all);
-    assert_eq!(all.len(), 14);
+    assert_eq!(all.len(), 15);
     let rules: Vec<&str> = findings
         .iter()
         .map(|f| f["rule"].as_str().unwrap())
@@ -106,6 +106,7 @@ fn replay_prints_one_finding_per_line_with_the_contract_fields() {
     assert_eq!(
         rules,
         [
+            "downloaded-file-executed",
             "untrusted-exec-from-staging-path",
             "quarantine-attribute-removed-by-xattr",
             "quarantine-attribute-deleted",
@@ -156,7 +157,7 @@ fn replay_prints_one_finding_per_line_with_the_contract_fields() {
                 .all(|t| t.as_str().unwrap().starts_with('T'))
         );
     }
-    let first = &findings[0];
+    let first = &findings[1];
     assert_eq!(first["plugin"], "untrusted-exec");
     assert_eq!(first["global_seq_num"], 1019);
     assert_eq!(first["event_type"], "exec");
@@ -166,6 +167,100 @@ fn replay_prints_one_finding_per_line_with_the_contract_fields() {
     let summary = stderr(&out);
     assert!(summary.contains("31 lines read"), "{summary}");
     assert!(summary.contains("0 malformed lines skipped"), "{summary}");
+}
+
+/// The ATT&CK pack on the intrusion example, with no config: every rule fires on its
+/// step, none on the look-alike steps between them, and the pack covers at least 15
+/// techniques.
+#[test]
+fn replay_runs_the_attack_pack_on_the_intrusion_example() {
+    let out = ward(&["replay", "examples/streams/intrusion.jsonl"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let all = ndjson(&out);
+    let got: Vec<(u64, String, Vec<String>)> = first_party(&all)
+        .iter()
+        .map(|f| {
+            (
+                f["global_seq_num"].as_u64().unwrap(),
+                f["rule"].as_str().unwrap().to_owned(),
+                f["attack"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|t| t.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect();
+    let expected: &[(u64, &str, &[&str])] = &[
+        (3004, "download-piped-to-shell", &["T1105", "T1059.004"]),
+        (3012, "downloaded-file-executed", &["T1105"]),
+        (3012, "untrusted-exec-from-staging-path", &["T1204.002"]),
+        (
+            3016,
+            "osascript-shell-or-prompt",
+            &["T1059.002", "T1056.002"],
+        ),
+        (3020, "keychain-credential-access", &["T1555.001"]),
+        (3024, "gatekeeper-disabled", &["T1562.001"]),
+        (3028, "security-tool-tampering", &["T1562.001"]),
+        (3030, "shell-profile-modified", &["T1546.004"]),
+        (3032, "ssh-authorized-keys-modified", &["T1098.004"]),
+        (3034, "sudoers-modified", &["T1548.003"]),
+        (3038, "tcc-database-modified", &["T1548.006"]),
+        (3039, "login-item-registered", &["T1547.015"]),
+        (3040, "xprotect-malware-detected", &[]),
+        (3120, "mass-file-renames", &["T1486"]),
+    ];
+    let expected: Vec<(u64, String, Vec<String>)> = expected
+        .iter()
+        .map(|(s, r, a)| {
+            (
+                *s,
+                (*r).to_owned(),
+                a.iter().map(|t| (*t).to_owned()).collect(),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    // Jamf analytics run beside the pack and name the same steps.
+    let jamf: Vec<&str> = all
+        .iter()
+        .filter(|f| f["plugin"] == "jamf-analytics")
+        .map(|f| f["rule"].as_str().unwrap())
+        .collect();
+    for rule in [
+        "KeychainDumped",
+        "GatekeeperConfigChanges",
+        "LaunchctlUnloadAndBootout",
+    ] {
+        assert!(jamf.contains(&rule), "{jamf:?}");
+    }
+}
+
+/// Every ATT&CK technique the first-party pack maps to, across its tests and streams,
+/// read from the plugins' own expectation files: the pack must cover at least 15.
+#[test]
+fn the_first_party_pack_covers_at_least_fifteen_techniques() {
+    let mut techniques = std::collections::BTreeSet::new();
+    for stream in [
+        "examples/streams/attack-chain.jsonl",
+        "examples/streams/account-takeover.jsonl",
+        "examples/streams/intrusion.jsonl",
+    ] {
+        let out = ward(&["replay", stream]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        for f in first_party(&ndjson(&out)) {
+            for t in f["attack"].as_array().unwrap() {
+                techniques.insert(t.as_str().unwrap().to_owned());
+            }
+        }
+    }
+    assert!(
+        techniques.len() >= 15,
+        "{} techniques: {techniques:?}",
+        techniques.len()
+    );
 }
 
 #[test]
@@ -305,15 +400,19 @@ fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
     assert_eq!(
         plugins,
         [
+            // curl's download run from /tmp, then the example's password prompt.
+            "command-abuse",
             "untrusted-exec",
             "quarantine-removal",
             "quarantine-removal",
+            "command-abuse",
             "osascript-prompt",
             "osascript-prompt"
         ]
     );
-    assert_eq!(findings[0]["shadow"], true);
-    assert!(findings[1].get("shadow").is_none());
+    assert_eq!(findings[1]["shadow"], true);
+    assert!(findings[0].get("shadow").is_none());
+    assert!(findings[2].get("shadow").is_none());
 }
 
 #[test]
@@ -348,6 +447,26 @@ fn plugin_test_passes_on_every_plugin_with_its_expectation_file() {
             "process-injection",
             "examples/streams/account-takeover.jsonl",
             "plugins/process-injection/expect/account-takeover.jsonl",
+        ),
+        (
+            "command-abuse",
+            "examples/streams/intrusion.jsonl",
+            "plugins/command-abuse/expect/intrusion.jsonl",
+        ),
+        (
+            "sensitive-files",
+            "examples/streams/intrusion.jsonl",
+            "plugins/sensitive-files/expect/intrusion.jsonl",
+        ),
+        (
+            "malware-activity",
+            "examples/streams/intrusion.jsonl",
+            "plugins/malware-activity/expect/intrusion.jsonl",
+        ),
+        (
+            "launch-persistence",
+            "examples/streams/intrusion.jsonl",
+            "plugins/launch-persistence/expect/intrusion.jsonl",
         ),
         (
             "osascript-prompt",
@@ -447,7 +566,7 @@ fn replay_survives_hostile_plugins_given_on_the_command_line() {
     assert!(out.status.success(), "{}", stderr(&out));
     let findings = first_party(&ndjson(&out));
     let detectors = findings.iter().filter(|f| f["plugin"] != "ward").count();
-    assert_eq!(detectors, 6, "{}", stderr(&out));
+    assert_eq!(detectors, 7, "{}", stderr(&out));
     let err = stderr(&out);
     assert!(err.contains("1 plugin(s) refused"), "{err}");
     assert!(
@@ -471,7 +590,7 @@ fn run_processes_the_configured_source_and_exits_at_its_end() {
     .unwrap();
     let out = ward(&["run", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(first_party(&ndjson(&out)).len(), 6);
+    assert_eq!(first_party(&ndjson(&out)).len(), 7);
     assert!(
         stderr(&out).contains("ward run: 31 lines read"),
         "{}",

@@ -40,8 +40,8 @@ fn assert_contained(
     let expected = baseline();
     assert_eq!(
         expected.len(),
-        14,
-        "the attack chain raises six ATT&CK and eight Jamf findings"
+        15,
+        "the attack chain raises seven ATT&CK and eight Jamf findings"
     );
 
     let rt = runtime();
@@ -350,16 +350,19 @@ fn refused_plugins_leave_the_rest_running() {
         names,
         [
             "account-manipulation",
+            "command-abuse",
             "jamf-analytics",
             "launch-persistence",
+            "malware-activity",
             "process-injection",
             "quarantine-removal",
+            "sensitive-files",
             "untrusted-exec",
             "osascript-prompt"
         ]
     );
     let (findings, _) = run(rt, loaded.plugins, procs, &attack_chain());
-    assert_eq!(findings.len(), 14);
+    assert_eq!(findings.len(), 15);
 }
 
 #[test]

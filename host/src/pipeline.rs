@@ -434,7 +434,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(summary.parse.events, 31);
-        assert_eq!(summary.findings, 14);
+        assert_eq!(summary.findings, 15);
         let lines = sink
             .0
             .lock()
@@ -442,7 +442,7 @@ mod tests {
             .iter()
             .filter(|&&b| b == b'\n')
             .count();
-        assert_eq!(lines, 14);
+        assert_eq!(lines, 15);
     }
 
     #[derive(Clone, Default)]

@@ -124,16 +124,24 @@ fn option_value<'a>(args: &'a [String], short: &str, long: &str) -> Option<&'a s
     None
 }
 
-/// `path` made absolute against `cwd`.
+/// `path` made absolute against `cwd`, with macOS's `/tmp`, `/var` and `/etc` symlinks
+/// resolved to `/private/…` as Endpoint Security reports them.
 fn absolute(path: &str, cwd: Option<&str>) -> String {
-    if path.starts_with('/') {
-        return path.to_owned();
+    let full = if path.starts_with('/') {
+        path.to_owned()
+    } else {
+        let rel = path.strip_prefix("./").unwrap_or(path);
+        match cwd {
+            Some(dir) => format!("{}/{rel}", dir.trim_end_matches('/')),
+            None => rel.to_owned(),
+        }
+    };
+    for link in ["/tmp/", "/var/", "/etc/"] {
+        if full.starts_with(link) {
+            return format!("/private{full}");
+        }
     }
-    let rel = path.strip_prefix("./").unwrap_or(path);
-    match cwd {
-        Some(dir) => format!("{}/{rel}", dir.trim_end_matches('/')),
-        None => rel.to_owned(),
-    }
+    full
 }
 
 /// What an `osascript` argv does that is worth a finding: (why, fake password prompt).
@@ -406,7 +414,10 @@ impl CommandAbuse {
             }
         }
         // The downloaded file run directly, or handed to a shell or interpreter.
-        let direct = self.downloads.get(exec.target.path()).map(|d| (d, false));
+        let direct = self
+            .downloads
+            .get(&absolute(exec.target.path(), None))
+            .map(|d| (d, false));
         let via = || {
             if !INTERPRETERS.contains(&name) {
                 return None;
@@ -806,9 +817,12 @@ mod tests {
             )
             .is_empty()
         );
-        let mut payload = testing::process("/tmp/u");
+        // ES reports the exec at its real path: /tmp is /private/tmp.
+        let mut payload = testing::process("/private/tmp/u");
         payload.signer = SignerType::Unsigned;
-        let f = d.on_event(&testing::exec_of(payload, &["/tmp/u"])).unwrap();
+        let f = d
+            .on_event(&testing::exec_of(payload, &["/private/tmp/u"]))
+            .unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].rule, "downloaded-file-executed");
         assert_eq!(f[0].attack, vec!["T1105"]);
