@@ -827,3 +827,92 @@ fn analytics_check_reports_broken_analytics_precisely() {
         stderr(&out)
     );
 }
+
+/// A SHA-256 prevent list of 100,000 entries read from a file, with the `file-hash` grant:
+/// the AUTH exec of a binary whose digest is listed is denied, the NOTIFY exec of the same
+/// binary is reported as observed, and the summary counts the AUTH answer.
+#[test]
+fn a_sha256_prevent_list_from_a_file_denies_the_listed_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let bin = dir.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let payload = bin.join("payload");
+    std::fs::write(&payload, b"not really malware, but listed as such").unwrap();
+    let digest = ward::load::sha256_hex(&std::fs::read(&payload).unwrap());
+    let mut list: String = (0..99_999u32)
+        .map(|i| format!("{:064x}\n", u64::from(i) * 7_919))
+        .collect();
+    list.push_str(&format!("{digest}  # the payload\n"));
+    std::fs::write(dir.path().join("blocked-sha256.txt"), list).unwrap();
+    let config = dir.path().join("ward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[auth]\nverdict_timeout_ms = 200\nkinds = {{ exec = \"deny\" }}\n\n[builtin.prevent-list]\ngrants = [\"file-hash\"]\nfile_scope = [{:?}]\nconfig_files = {{ sha256 = \"blocked-sha256.txt\" }}\n",
+            bin.display().to_string()
+        ),
+    )
+    .unwrap();
+    // The attack chain's exec of /private/tmp/update, pointed at the payload: once as AUTH,
+    // once as NOTIFY.
+    let chain =
+        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
+    let mut v: Value = chain
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update")
+        .unwrap();
+    v["event"]["exec"]["target"]["executable"]["path"] = Value::from(payload.display().to_string());
+    v["action_type"] = Value::from(0);
+    let auth = v.to_string();
+    v["action_type"] = Value::from(1);
+    v["global_seq_num"] = Value::from(9_999);
+    let notify = v.to_string();
+    let input = format!("{auth}\n{notify}\n");
+    let out = ward_with_stdin(
+        &["replay", "-", "--config", config.to_str().unwrap()],
+        Some(input.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let findings = ndjson(&out);
+    let rules: Vec<(&str, &str)> = findings
+        .iter()
+        .filter(|f| f["plugin"] == "ward" || f["plugin"] == "prevent-list")
+        .map(|f| {
+            (
+                f["rule"].as_str().unwrap(),
+                f["evidence"]["outcome"]
+                    .as_str()
+                    .or(f["evidence"]["reason"].as_str())
+                    .unwrap_or(""),
+            )
+        })
+        .collect();
+    let reason = format!("on the sha256 prevent list: {digest}");
+    assert_eq!(
+        rules,
+        [
+            ("auth-denied", reason.as_str()),
+            ("prevent-list-match", "denied"),
+            ("prevent-list-match", "observed (NOTIFY event: not blocked)"),
+        ]
+    );
+    let err = stderr(&out);
+    assert!(
+        err.contains("1 AUTH events: 0 allowed, 1 denied, 0 answered by the default"),
+        "{err}"
+    );
+
+    // Without the grant the list cannot hash: the plugin is refused, naming the capability.
+    let ungranted = dir.path().join("ungranted.toml");
+    std::fs::write(
+        &ungranted,
+        "[builtin.prevent-list]\nconfig_files = { sha256 = \"blocked-sha256.txt\" }\n",
+    )
+    .unwrap();
+    let out = ward_with_stdin(
+        &["replay", "-", "--config", ungranted.to_str().unwrap()],
+        Some(input.as_bytes()),
+    );
+    assert!(stderr(&out).contains("`file-hash`"), "{}", stderr(&out));
+}

@@ -12,6 +12,7 @@
 mod common;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use common::*;
 use ward::config::{PluginConfig, WardConfig};
@@ -315,6 +316,7 @@ fn refused_plugins_leave_the_rest_running() {
         grants: Vec::new(),
         file_scope: Vec::new(),
         config: BTreeMap::new(),
+        config_files: BTreeMap::new(),
     };
     let mut config = WardConfig::default();
     config.agent.cache_dir = Some("".into());
@@ -354,6 +356,7 @@ fn refused_plugins_leave_the_rest_running() {
             "jamf-analytics",
             "launch-persistence",
             "malware-activity",
+            "prevent-list",
             "process-injection",
             "quarantine-removal",
             "sensitive-files",
@@ -537,8 +540,177 @@ fn authorize_answers_with_the_plugins_verdict() {
     event.auth = Some(wit::AuthRequest { deadline_ms: 50 });
     // untrusted-exec reports but does not prevent: the SDK default answers no opinion.
     assert!(matches!(
-        detector.authorize(&rt, &event),
+        detector.authorize(&rt, &event, std::time::Duration::from_millis(50)),
         Ok(wit::Verdict::NoOpinion)
     ));
     assert_eq!(detector.stats.faults, 0);
+}
+
+/// The attack chain with the exec of `/private/tmp/update` turned into an AUTH event (what
+/// a native ES client receives), and the cdhash of that image.
+fn auth_chain() -> (Vec<u8>, String) {
+    let text = String::from_utf8(attack_chain()).unwrap();
+    let mut cdhash = String::new();
+    let lines: Vec<String> = text
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            let target = &v["event"]["exec"]["target"];
+            if target["executable"]["path"] == "/private/tmp/update" {
+                cdhash = target["cdhash"].as_str().unwrap().to_owned();
+                l.replace("\"action_type\":1", "\"action_type\":0")
+            } else {
+                l.to_owned()
+            }
+        })
+        .collect();
+    assert!(!cdhash.is_empty());
+    (lines.join("\n").into_bytes(), cdhash)
+}
+
+fn auth_pipeline(
+    order: &[&str],
+    cdhash: &str,
+    policy: ward::auth::AuthPolicy,
+    call_timeout: std::time::Duration,
+) -> (ward::pipeline::Pipeline, Arc<ward::runtime::Runtime>) {
+    let rt = Arc::new(
+        ward::runtime::Runtime::new(
+            ward::engine::Limits {
+                call_timeout,
+                ..test_limits()
+            },
+            Some(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache")),
+        )
+        .unwrap(),
+    );
+    let procs = processes();
+    let plugins = order
+        .iter()
+        .map(|name| {
+            let options = LoadOptions {
+                config: BTreeMap::from([("cdhash".to_owned(), cdhash.to_owned())]),
+                ..LoadOptions::default()
+            };
+            load_wasm(&rt, name, &options, &procs)
+        })
+        .collect();
+    let pipeline = ward::pipeline::Pipeline::new(
+        Arc::clone(&rt),
+        plugins,
+        procs,
+        ward::pipeline::PipelineOptions {
+            auth: policy,
+            ..Default::default()
+        },
+    );
+    (pipeline, rt)
+}
+
+fn feed(
+    pipeline: &mut ward::pipeline::Pipeline,
+    input: &[u8],
+) -> Vec<ward::finding::FindingRecord> {
+    let mut out = Vec::new();
+    for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
+        pipeline.push_line(line, &mut out);
+    }
+    pipeline.flush(&mut out);
+    out
+}
+
+fn evidence<'a>(f: &'a ward::finding::FindingRecord, key: &str) -> &'a str {
+    f.evidence
+        .iter()
+        .find(|(k, _)| k == key)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// A CDHash prevent list denies the AUTH exec in time; the deny is recorded, and the
+/// same list raises a finding that says the exec was denied.
+#[test]
+fn a_prevent_list_denies_an_auth_exec_and_records_it() {
+    let (input, cdhash) = auth_chain();
+    let policy = ward::auth::AuthPolicy::default();
+    let (mut pipeline, _rt) = auth_pipeline(
+        &["prevent-list", "untrusted-exec"],
+        &cdhash,
+        policy,
+        std::time::Duration::from_millis(250),
+    );
+    let out = feed(&mut pipeline, &input);
+    let denied: Vec<_> = out.iter().filter(|f| f.rule == "auth-denied").collect();
+    assert_eq!(denied.len(), 1, "{out:?}");
+    assert_eq!(denied[0].plugin, "ward");
+    assert_eq!(denied[0].process.path, "/private/tmp/update");
+    assert_eq!(evidence(denied[0], "decided_by"), "prevent-list");
+    assert_eq!(
+        evidence(denied[0], "reason"),
+        format!("on the cdhash prevent list: {}", cdhash.to_lowercase())
+    );
+    let matched: Vec<_> = out
+        .iter()
+        .filter(|f| f.rule == "prevent-list-match")
+        .collect();
+    assert_eq!(matched.len(), 1);
+    assert_eq!(evidence(matched[0], "outcome"), "denied");
+    // The other detectors still saw the event for their findings.
+    assert!(
+        out.iter()
+            .any(|f| f.rule == "untrusted-exec-from-staging-path")
+    );
+    let auth = pipeline.summary().auth;
+    assert_eq!((auth.requests, auth.denied, auth.defaulted), (1, 1, 0));
+}
+
+/// A plugin that never answers cannot hold the verdict: it is interrupted at the verdict
+/// deadline (the per-call cap here is an hour: if the host waited for it instead, this
+/// test would hang until CI's time limit fails it) and the policy default for the kind is
+/// answered and recorded — fail-closed for exec here, fail-open by default.
+#[test]
+fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
+    let (input, cdhash) = auth_chain();
+    let hour = std::time::Duration::from_secs(3600);
+    for (kinds, answer) in [
+        (
+            BTreeMap::from([("exec".to_owned(), ward::auth::Answer::Deny)]),
+            "deny",
+        ),
+        (BTreeMap::new(), "allow"),
+    ] {
+        let policy = ward::auth::AuthPolicy {
+            verdict_timeout: std::time::Duration::from_millis(40),
+            default: ward::auth::Answer::Allow,
+            kinds,
+        };
+        // The slow plugin is asked first, so the prevent list gets no time at all.
+        let (mut pipeline, _rt) = auth_pipeline(
+            &["fixture-slow-verdict", "prevent-list"],
+            &cdhash,
+            policy,
+            hour,
+        );
+        let out = feed(&mut pipeline, &input);
+        let recorded: Vec<_> = out.iter().filter(|f| f.rule.starts_with("auth-")).collect();
+        assert_eq!(recorded.len(), 1, "{out:?}");
+        let r = recorded[0];
+        assert_eq!(r.rule, "auth-default-answer");
+        assert_eq!(evidence(r, "answer"), answer);
+        assert_eq!(evidence(r, "decided_by"), "default");
+        assert_eq!(
+            evidence(r, "missed"),
+            "fixture-slow-verdict (timeout), prevent-list (no time left)"
+        );
+        assert_eq!(evidence(r, "deadline_ms"), "40");
+        let summary = pipeline.summary();
+        assert_eq!(summary.auth.defaulted, 1);
+        let slow = summary
+            .plugins
+            .iter()
+            .find(|p| p.name == "fixture-slow-verdict")
+            .unwrap();
+        assert_eq!(slow.faults, 1);
+        // The stream went on: the prevent list still reported the exec on the NOTIFY path.
+        assert!(out.iter().any(|f| f.rule == "prevent-list-match"));
+    }
 }

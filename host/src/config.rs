@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::auth::{Answer, AuthPolicy};
 use crate::engine::Limits;
 use crate::load::{KNOWN_CAPABILITIES, LoadOptions};
 use crate::pipeline::PipelineOptions;
@@ -61,6 +62,9 @@ pub struct WardConfig {
     /// Settings for built-in plugins, by package name.
     #[serde(default)]
     pub builtin: BTreeMap<String, BuiltinConfig>,
+    /// How AUTH events are answered.
+    #[serde(default)]
+    pub auth: AuthConfig,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -115,6 +119,34 @@ impl Default for AgentConfig {
         }
     }
 }
+
+/// `[auth]`: the verdict deadline and what to answer when a plugin misses it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// Longest the host waits for all verdicts on one AUTH event, milliseconds (at most
+    /// `limits.call_timeout_ms`).
+    pub verdict_timeout_ms: u64,
+    /// Answer when a plugin faults or misses the deadline: `allow` (fail-open, the
+    /// default) or `deny` (fail-closed).
+    pub default: Answer,
+    /// Per event kind overrides of `default`, e.g. `exec = "deny"`.
+    pub kinds: BTreeMap<String, Answer>,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        let p = AuthPolicy::default();
+        Self {
+            verdict_timeout_ms: u64::try_from(p.verdict_timeout.as_millis()).unwrap_or(100),
+            default: p.default,
+            kinds: p.kinds,
+        }
+    }
+}
+
+/// Largest file `config_files` reads into a config value.
+pub const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -196,12 +228,15 @@ pub struct PluginConfig {
     /// Granted capabilities.
     #[serde(default)]
     pub grants: Vec<String>,
-    /// Directories covered by `file-read`.
+    /// Directories covered by `file-read` and the enrichment grants.
     #[serde(default)]
     pub file_scope: Vec<PathBuf>,
     /// Values the plugin reads with `config(key)`.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// Config values read from files (e.g. a 100,000-line prevent list), by key.
+    #[serde(default)]
+    pub config_files: BTreeMap<String, PathBuf>,
 }
 
 /// `[builtin.<package>]`.
@@ -211,9 +246,18 @@ pub struct BuiltinConfig {
     /// Mode.
     #[serde(default)]
     pub mode: Mode,
+    /// Granted capabilities (e.g. `file-hash` for a SHA-256 prevent list).
+    #[serde(default)]
+    pub grants: Vec<String>,
+    /// Directories the grants cover.
+    #[serde(default)]
+    pub file_scope: Vec<PathBuf>,
     /// Values the plugin reads with `config(key)`.
     #[serde(default)]
     pub config: BTreeMap<String, toml::Value>,
+    /// Config values read from files, by key.
+    #[serde(default)]
+    pub config_files: BTreeMap<String, PathBuf>,
 }
 
 fn config_text(values: &BTreeMap<String, toml::Value>) -> BTreeMap<String, String> {
@@ -243,13 +287,80 @@ impl WardConfig {
         })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.validate().map_err(|message| ConfigError::Invalid {
-            path: shown,
+            path: shown.clone(),
             message,
         })?;
+        config
+            .read_config_files()
+            .map_err(|message| ConfigError::Invalid {
+                path: shown,
+                message,
+            })?;
         Ok(config)
     }
 
+    /// Reads every `config_files` entry into its plugin's `config` table.
+    fn read_config_files(&mut self) -> Result<(), String> {
+        let base = self.base_dir.clone();
+        let read = |at: &str,
+                    files: &BTreeMap<String, PathBuf>,
+                    config: &mut BTreeMap<String, toml::Value>|
+         -> Result<(), String> {
+            for (key, file) in files {
+                if config.contains_key(key) {
+                    return Err(format!(
+                        "{at}: `{key}` is set in both config and config_files"
+                    ));
+                }
+                let path = if file.is_absolute() {
+                    file.clone()
+                } else {
+                    base.join(file)
+                };
+                let shown = path.display();
+                let len = std::fs::metadata(&path)
+                    .map_err(|e| format!("{at}: config_files.{key}: {shown}: {e}"))?
+                    .len();
+                if len > MAX_CONFIG_FILE_BYTES {
+                    return Err(format!(
+                        "{at}: config_files.{key}: {shown} is {len} bytes (cap {MAX_CONFIG_FILE_BYTES})"
+                    ));
+                }
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|e| format!("{at}: config_files.{key}: {shown}: {e}"))?;
+                config.insert(key.clone(), toml::Value::String(text));
+            }
+            Ok(())
+        };
+        for (i, p) in self.plugins.iter_mut().enumerate() {
+            let at = format!("plugins[{i}] ({})", p.path.display());
+            read(&at, &p.config_files, &mut p.config)?;
+        }
+        for (name, b) in &mut self.builtin {
+            read(&format!("builtin.{name}"), &b.config_files, &mut b.config)?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), String> {
+        if self.auth.verdict_timeout_ms == 0
+            || self.auth.verdict_timeout_ms > self.limits.call_timeout_ms
+        {
+            return Err(format!(
+                "auth.verdict_timeout_ms must be 1..={} (limits.call_timeout_ms)",
+                self.limits.call_timeout_ms
+            ));
+        }
+        for (name, b) in &self.builtin {
+            for g in &b.grants {
+                if !KNOWN_CAPABILITIES.contains(&g.as_str()) {
+                    return Err(format!(
+                        "builtin.{name}: unknown capability `{g}` (known: {})",
+                        KNOWN_CAPABILITIES.join(", ")
+                    ));
+                }
+            }
+        }
         if self.agent.batch_size == 0 || self.agent.batch_size > 4096 {
             return Err("agent.batch_size must be 1..=4096".into());
         }
@@ -306,6 +417,11 @@ impl WardConfig {
         PipelineOptions {
             batch_size: self.agent.batch_size,
             max_line_bytes: self.agent.max_line_bytes,
+            auth: AuthPolicy {
+                verdict_timeout: Duration::from_millis(self.auth.verdict_timeout_ms),
+                default: self.auth.default,
+                kinds: self.auth.kinds.clone(),
+            },
         }
     }
 
@@ -344,6 +460,8 @@ impl WardConfig {
     pub fn builtin_options(&self, package: &str) -> LoadOptions {
         let b = self.builtin.get(package).cloned().unwrap_or_default();
         LoadOptions {
+            grants: b.grants.clone(),
+            file_scope: b.file_scope.iter().map(|d| self.resolve(d)).collect(),
             config: config_text(&b.config),
             mode: b.mode,
             ..LoadOptions::default()

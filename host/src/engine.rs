@@ -71,7 +71,8 @@ impl Limits {
     }
 }
 
-fn ticks(d: Duration) -> u64 {
+/// `d` in epoch ticks, rounded up, at least 1.
+pub fn ticks(d: Duration) -> u64 {
     let ticks = d.as_nanos().div_ceil(EPOCH_TICK.as_nanos());
     u64::try_from(ticks).unwrap_or(u64::MAX).max(1)
 }

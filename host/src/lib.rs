@@ -5,6 +5,7 @@
 //! in the wasmtime sandbox ([`plugin`]) → findings go to the sink as NDJSON.
 
 pub mod analytics;
+pub mod auth;
 pub mod bench;
 pub mod bindings;
 pub mod cache;

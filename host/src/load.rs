@@ -16,6 +16,7 @@ use crate::bindings::collector::CollectorPre;
 use crate::bindings::detector::DetectorPre;
 use crate::bindings::remediator::RemediatorPre;
 use crate::cache::{self, CacheOutcome};
+use crate::host_api::enrich::{CAP_HASH, CAP_PLIST, CAP_XATTR, EnrichScope};
 use crate::host_api::files::FileScope;
 use crate::plugin::{Kind, LiveBindings, Mode, Plugin, PluginMeta, WorldPre, classify};
 use crate::runtime::Runtime;
@@ -25,7 +26,7 @@ use crate::state::{PluginContext, SharedProcessTable};
 pub const MAX_PLUGIN_BYTES: u64 = 64 << 20;
 
 /// Capabilities a plugin may request and an admin may grant.
-pub const KNOWN_CAPABILITIES: &[&str] = &["file-read"];
+pub const KNOWN_CAPABILITIES: &[&str] = &["file-read", CAP_HASH, CAP_XATTR, CAP_PLIST];
 
 /// Why a plugin was not loaded.
 #[derive(Debug, thiserror::Error)]
@@ -309,6 +310,8 @@ pub fn load(
         config: Arc::new(options.config.clone()),
         processes: Arc::clone(processes),
         files: file_scope,
+        enrich: EnrichScope::from_grants(&options.grants, &options.file_scope, &rt.hash_cache)
+            .map(Arc::new),
     };
     let mut store = rt.new_store(ctx.clone());
     let describe_err = |e: wasmtime::Error| LoadError::Describe {

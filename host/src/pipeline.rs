@@ -4,9 +4,11 @@
 
 use std::io::{Read, Write};
 use std::sync::{Arc, PoisonError};
+use std::time::Instant;
 
 use anyhow::Context as _;
 
+use crate::auth::{self, AuthDecision, AuthPolicy, AuthStats, DecidedBy};
 use crate::bindings::wit;
 use crate::convert;
 use crate::finding::FindingRecord;
@@ -24,6 +26,8 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Longest accepted line.
     pub max_line_bytes: usize,
+    /// How AUTH events are answered.
+    pub auth: AuthPolicy,
 }
 
 impl Default for PipelineOptions {
@@ -31,6 +35,7 @@ impl Default for PipelineOptions {
         Self {
             batch_size: 64,
             max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES,
+            auth: AuthPolicy::default(),
         }
     }
 }
@@ -68,11 +73,16 @@ pub struct Summary {
     pub findings: u64,
     /// Per plugin.
     pub plugins: Vec<PluginSummary>,
+    /// AUTH events and their answers.
+    pub auth: AuthStats,
 }
 
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}; {} findings", self.parse, self.findings)?;
+        if self.auth.requests > 0 {
+            write!(f, "; {}", self.auth)?;
+        }
         for p in &self.plugins {
             write!(
                 f,
@@ -87,6 +97,9 @@ impl std::fmt::Display for Summary {
     }
 }
 
+/// `action_type` of an AUTH message.
+const AUTH: u32 = 0;
+
 /// Samples of each skip reason logged before going quiet.
 const SAMPLES_PER_REASON: u64 = 3;
 
@@ -100,6 +113,7 @@ pub struct Pipeline {
     stats: ParseStats,
     findings: u64,
     selection: Vec<usize>,
+    auth: AuthStats,
 }
 
 impl Pipeline {
@@ -127,6 +141,7 @@ impl Pipeline {
             stats: ParseStats::default(),
             findings: 0,
             selection: Vec::new(),
+            auth: AuthStats::default(),
         }
     }
 
@@ -183,6 +198,23 @@ impl Pipeline {
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .observe(msg);
+        if msg.action_type == Some(AUTH) {
+            // Plugins that keep state see everything before this event first.
+            self.flush(out);
+            let mut event = convert::event(msg);
+            let decision = self.authorize(&mut event);
+            self.record_decision(decision, &event, out);
+            // Then the event goes on to `on-events` like any other, for findings.
+            if self
+                .detectors
+                .iter()
+                .any(|d| d.route.subscribes(&event.kind))
+            {
+                self.batch.push(event);
+                self.flush(out);
+            }
+            return;
+        }
         if self
             .detectors
             .iter()
@@ -193,6 +225,91 @@ impl Pipeline {
                 self.flush(out);
             }
         }
+    }
+
+    /// Answers one AUTH event: asks each subscribed detector in turn within what is left
+    /// of the deadline; the first in-time deny decides, a missed deadline or a fault means
+    /// the policy default for the kind (see [`crate::auth`]).
+    pub fn authorize(&mut self, event: &mut wit::Event) -> AuthDecision {
+        let started = Instant::now();
+        let deadline = self.options.auth.verdict_timeout;
+        let mut budget = deadline;
+        let mut missed: Vec<(String, String)> = Vec::new();
+        let mut denied: Option<(String, String)> = None;
+        for routed in &mut self.detectors {
+            if routed.plugin.quarantined().is_some() || !routed.route.accepts(event) {
+                continue;
+            }
+            let name = routed.plugin.name().to_owned();
+            let Some(left) = budget
+                .checked_sub(started.elapsed())
+                .filter(|d| !d.is_zero())
+            else {
+                missed.push((name, "no time left".into()));
+                continue;
+            };
+            event.auth = Some(wit::AuthRequest {
+                deadline_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
+            });
+            let answer = routed.plugin.authorize(&self.rt, event, left);
+            let late = started.elapsed() > deadline;
+            match answer {
+                // An answer after the deadline is one Endpoint Security never saw.
+                Ok(_) if late => missed.push((name, "late".into())),
+                Ok(wit::Verdict::Deny(reason)) => {
+                    denied = Some((name, reason));
+                    break;
+                }
+                Ok(wit::Verdict::Allow | wit::Verdict::NoOpinion) => {}
+                Err(CallError::Fault(fault)) => {
+                    // A plugin stopped at its budget used all that was left: the epoch
+                    // tick may have fired a few milliseconds early, not given time back.
+                    if fault.kind == crate::plugin::FaultKind::Timeout {
+                        budget = started.elapsed();
+                    }
+                    missed.push((name, fault.kind.as_str().into()));
+                }
+                Err(CallError::Quarantined) => {}
+                Err(e) => missed.push((name, e.to_string())),
+            }
+        }
+        event.auth = Some(wit::AuthRequest {
+            deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
+        });
+        let (answer, decided_by) = match (denied, missed.is_empty()) {
+            (Some((name, reason)), _) => (auth::Answer::Deny, DecidedBy::Plugin { name, reason }),
+            (None, true) => (auth::Answer::Allow, DecidedBy::Plugins),
+            (None, false) => (
+                self.options.auth.default_for(&event.kind),
+                DecidedBy::Default { missed },
+            ),
+        };
+        AuthDecision {
+            answer,
+            decided_by,
+            deadline,
+            elapsed: started.elapsed(),
+        }
+    }
+
+    /// Counts `decision` and records a deny or a default answer as a finding of the agent.
+    /// (A native ES source will also send `decision.answer` back to the kernel here.)
+    pub fn record_decision(
+        &mut self,
+        decision: AuthDecision,
+        event: &wit::Event,
+        out: &mut Vec<FindingRecord>,
+    ) {
+        self.auth.record(&decision);
+        if let Some(finding) = auth::record(&decision) {
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            out.push(FindingRecord::new("ward", false, finding, event, &table));
+            self.findings += 1;
+        }
+        tracing::debug!(kind = %event.kind, answer = decision.answer.as_str(), elapsed_us = decision.elapsed.as_micros() as u64, "AUTH answered");
     }
 
     /// Runs the pending batch through the detectors.
@@ -303,6 +420,7 @@ impl Pipeline {
                     quarantined: d.plugin.quarantined().map(str::to_owned),
                 })
                 .collect(),
+            auth: self.auth,
         }
     }
 }

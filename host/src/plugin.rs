@@ -298,6 +298,16 @@ impl Plugin {
         rt: &Runtime,
         f: impl FnOnce(&mut Bindings, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
+        self.call_within(rt, rt.limits.deadline_ticks(), f)
+    }
+
+    /// [`Self::call`] with an explicit budget in epoch ticks.
+    fn call_within<T>(
+        &mut self,
+        rt: &Runtime,
+        ticks: u64,
+        f: impl FnOnce(&mut Bindings, &mut Store<PluginState>) -> wasmtime::Result<T>,
+    ) -> Result<T, CallError> {
         if self.quarantine.is_some() {
             return Err(CallError::Quarantined);
         }
@@ -305,7 +315,7 @@ impl Plugin {
             Some(live) => live,
             None => self.instantiate(rt)?,
         };
-        live.store.set_epoch_deadline(rt.limits.deadline_ticks());
+        live.store.set_epoch_deadline(ticks);
         self.stats.calls += 1;
         let result = f(&mut live.bindings, &mut live.store);
         live.store.data_mut().flush_output();
@@ -413,15 +423,19 @@ impl Plugin {
         Ok(detections)
     }
 
-    /// Asks a detector for a verdict on an AUTH event.
+    /// Asks a detector for a verdict on an AUTH event, within `budget` (and never longer
+    /// than the per-call cap): past it the guest is interrupted and the call is a
+    /// `timeout` fault.
     pub fn authorize(
         &mut self,
         rt: &Runtime,
         event: &wit::Event,
+        budget: std::time::Duration,
     ) -> Result<wit::Verdict, CallError> {
         self.expect_kind(Kind::Detector, "authorize")?;
         self.stats.events += 1;
-        self.call(rt, |b, store| match b {
+        let ticks = crate::engine::ticks(budget).min(rt.limits.deadline_ticks());
+        self.call_within(rt, ticks, |b, store| match b {
             Bindings::Detector(d) => d.call_authorize(store, event),
             _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
         })

@@ -2,6 +2,7 @@
 //! ticker. Built once at startup; loading and calling plugins goes through it.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
@@ -10,6 +11,7 @@ use wasmtime::{Engine, Store};
 use crate::bindings::{collector, detector, remediator};
 use crate::cache::CompileCache;
 use crate::engine::{EpochTicker, Limits, build_engine};
+use crate::host_api::enrich::HashCache;
 use crate::state::{PluginContext, PluginState};
 
 /// Shared machinery for loading and running plugins.
@@ -26,6 +28,8 @@ pub struct Runtime {
     pub limits: Limits,
     /// Compiled-component cache, if enabled.
     pub cache: Option<CompileCache>,
+    /// SHA-256 digests of files, shared by every plugin granted `file-hash`.
+    pub hash_cache: Arc<HashCache>,
     _ticker: EpochTicker,
 }
 
@@ -77,6 +81,7 @@ impl Runtime {
             remediator_linker,
             limits,
             cache,
+            hash_cache: Arc::default(),
             _ticker: ticker,
         })
     }

@@ -8,6 +8,7 @@ use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
 use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::engine::Limits;
+use crate::host_api::enrich::EnrichScope;
 use crate::host_api::files::FileScope;
 use crate::output::GuestOutput;
 use ward_event::ProcessTable;
@@ -26,6 +27,9 @@ pub struct PluginContext {
     pub processes: SharedProcessTable,
     /// File scope for collectors granted `file-read`; `None` denies all file access.
     pub files: Option<Arc<FileScope>>,
+    /// Enrichment grants (`file-hash`, `file-xattr`, `plist-read`) for detectors; `None`
+    /// denies all enrichment.
+    pub enrich: Option<Arc<EnrichScope>>,
 }
 
 /// Store data of one plugin instance.

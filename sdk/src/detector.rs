@@ -20,6 +20,76 @@ pub mod world {
     });
 }
 
+pub use world::ward::plugin::enrich::{EnrichError, Xattr};
+
+/// Facts about files named in events, read on the agent's machine. Each function needs its
+/// capability in [`PluginInfo::capability`] and granted by the admin: `file-hash`,
+/// `file-xattr`, `plist-read`. A path that does not exist answers `Ok(None)`.
+///
+/// In native unit tests the answers come from [`crate::testing::set_file`].
+pub mod enrich {
+    pub use super::{EnrichError, Xattr};
+
+    /// The quarantine attribute Gatekeeper checks.
+    pub const QUARANTINE: &str = "com.apple.quarantine";
+
+    /// SHA-256 of the file as lowercase hex (cached by the host per path, inode, size and
+    /// modification time).
+    pub fn sha256(path: &str) -> Result<Option<String>, EnrichError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            super::world::ward::plugin::enrich::sha256(path)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            crate::testing::enrich_answer(path, |f| f.sha256.clone())
+        }
+    }
+
+    /// The file's extended attributes.
+    pub fn xattrs(path: &str) -> Result<Option<Vec<Xattr>>, EnrichError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            super::world::ward::plugin::enrich::xattrs(path)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            crate::testing::enrich_answer(path, |f| {
+                Some(
+                    f.xattrs
+                        .iter()
+                        .map(|(name, value)| Xattr {
+                            name: name.clone(),
+                            value: value.clone(),
+                        })
+                        .collect(),
+                )
+            })
+        }
+    }
+
+    /// True if the file carries `com.apple.quarantine` (checking needs `file-xattr`).
+    pub fn quarantined(path: &str) -> Result<Option<bool>, EnrichError> {
+        Ok(xattrs(path)?.map(|attrs| {
+            attrs
+                .iter()
+                .any(|a| a.name == QUARANTINE || a.name.ends_with(".com.apple.quarantine"))
+        }))
+    }
+
+    /// The property list at `path` as JSON text (objects for dictionaries).
+    pub fn plist(path: &str) -> Result<Option<String>, EnrichError> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            super::world::ward::plugin::enrich::plist(path)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            crate::testing::enrich_answer(path, |f| f.plist.clone())
+        }
+    }
+}
+
 /// A detector: implement this, then export it with [`crate::export_detector!`].
 ///
 /// One value of the type lives per plugin instance; the host replaces the instance (and so

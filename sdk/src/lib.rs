@@ -54,7 +54,7 @@ pub use finding::FindingExt;
 pub use host::{config, log, process};
 
 pub use collector::{Collector, files as collector_files};
-pub use detector::Detector;
+pub use detector::{Detector, EnrichError, Xattr, enrich};
 pub use remediator::Remediator;
 
 /// Everything a plugin usually needs: `use ward_sdk::prelude::*;`.

@@ -21,6 +21,31 @@ thread_local! {
     static CONFIG: RefCell<HashMap<String, String>> = RefCell::new(HashMap::new());
     static PROCESSES: RefCell<HashMap<(i32, i32), Process>> = RefCell::new(HashMap::new());
     static LOGS: RefCell<Vec<(LogLevel, String)>> = const { RefCell::new(Vec::new()) };
+    static FILES: RefCell<HashMap<String, FakeFile>> = RefCell::new(HashMap::new());
+}
+
+/// What [`crate::enrich`] answers for one path in native tests.
+#[derive(Debug, Clone, Default)]
+pub struct FakeFile {
+    /// Its SHA-256 (lowercase hex); `None` answers as if the file were absent.
+    pub sha256: Option<String>,
+    /// Its extended attributes.
+    pub xattrs: Vec<(String, Vec<u8>)>,
+    /// Its property-list content as JSON text; `None` answers as if absent.
+    pub plist: Option<String>,
+}
+
+/// Makes `path` exist for [`crate::enrich`] in native tests; other paths answer `None`.
+pub fn set_file(path: &str, file: FakeFile) {
+    FILES.with(|f| f.borrow_mut().insert(path.to_owned(), file));
+}
+
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn enrich_answer<T>(
+    path: &str,
+    answer: impl Fn(&FakeFile) -> Option<T>,
+) -> Result<Option<T>, crate::EnrichError> {
+    Ok(FILES.with(|f| f.borrow().get(path).and_then(answer)))
 }
 
 /// Sets a config value that [`crate::config`] returns in native tests.
@@ -41,6 +66,7 @@ pub fn reset() {
     CONFIG.with(|c| c.borrow_mut().clear());
     PROCESSES.with(|p| p.borrow_mut().clear());
     LOGS.with(|l| l.borrow_mut().clear());
+    FILES.with(|f| f.borrow_mut().clear());
 }
 
 /// The messages logged on this thread so far, with their level names.
