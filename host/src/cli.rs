@@ -86,6 +86,9 @@ pub enum Command {
         /// Events per batched call.
         #[arg(long, default_value_t = 64)]
         batch: usize,
+        /// Which measurements.
+        #[arg(long, value_enum, default_value_t = crate::bench::Suite::All)]
+        suite: crate::bench::Suite,
     },
 }
 
@@ -227,8 +230,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .context("writing the stream")?;
             Ok(ExitCode::SUCCESS)
         }
-        Command::Bench { events, batch } => {
-            crate::bench::run(events, batch)?;
+        Command::Bench {
+            events,
+            batch,
+            suite,
+        } => {
+            crate::bench::run(events, batch, suite)?;
             Ok(ExitCode::SUCCESS)
         }
     }

@@ -517,6 +517,78 @@ mod tests {
     }
 
     #[test]
+    fn auth_policy_is_read_and_checked() {
+        let config = parse(
+            "[auth]\nverdict_timeout_ms = 40\ndefault = \"deny\"\nkinds = { exec = \"allow\" }\n",
+        )
+        .unwrap();
+        let policy = config.pipeline().auth;
+        assert_eq!(policy.verdict_timeout, Duration::from_millis(40));
+        assert_eq!(policy.default_for("exec"), Answer::Allow);
+        assert_eq!(policy.default_for("open"), Answer::Deny);
+        // Fail-open with the default deadline when absent.
+        let policy = parse("").unwrap().pipeline().auth;
+        assert_eq!(policy.default_for("exec"), Answer::Allow);
+        assert_eq!(policy.verdict_timeout, crate::auth::DEFAULT_VERDICT_TIMEOUT);
+        let err = parse("[auth]\nverdict_timeout_ms = 0\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("auth.verdict_timeout_ms must be 1..=250"),
+            "{err}"
+        );
+        let err = parse("[auth]\nverdict_timeout_ms = 500\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("auth.verdict_timeout_ms"), "{err}");
+        let err = parse("[auth]\ndefault = \"maybe\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("maybe"), "{err}");
+    }
+
+    #[test]
+    fn config_files_are_read_into_config_values() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("teams.txt"), "EQHXZ8M8AV\n# comment\n").unwrap();
+        let path = dir.path().join("ward.toml");
+        std::fs::write(
+            &path,
+            "[builtin.prevent-list]\ngrants = [\"file-hash\"]\nfile_scope = [\"/usr\"]\nconfig_files = { team_id = \"teams.txt\" }\n",
+        )
+        .unwrap();
+        let config = WardConfig::load(&path).unwrap();
+        let options = config.builtin_options("prevent-list");
+        assert_eq!(options.config["team_id"], "EQHXZ8M8AV\n# comment\n");
+        assert_eq!(options.grants, vec!["file-hash"]);
+        assert_eq!(options.file_scope, vec![PathBuf::from("/usr")]);
+        // A missing file, a key set twice and an unknown grant are errors naming the place.
+        std::fs::write(
+            &path,
+            "[builtin.prevent-list]\nconfig_files = { team_id = \"gone.txt\" }\n",
+        )
+        .unwrap();
+        let err = WardConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("builtin.prevent-list: config_files.team_id") && err.contains("gone.txt"),
+            "{err}"
+        );
+        std::fs::write(
+            &path,
+            "[builtin.prevent-list]\nconfig = { team_id = \"X\" }\nconfig_files = { team_id = \"teams.txt\" }\n",
+        )
+        .unwrap();
+        let err = WardConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("set in both"), "{err}");
+        std::fs::write(&path, "[builtin.prevent-list]\ngrants = [\"root\"]\n").unwrap();
+        let err = WardConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("builtin.prevent-list: unknown capability `root`"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn typos_and_bad_values_are_rejected_with_the_file_named() {
         let err = parse("[agent]\nbatch_sise = 3\n").unwrap_err().to_string();
         assert!(

@@ -62,6 +62,8 @@ pub struct PluginSummary {
     pub errors: u64,
     /// Quarantine reason.
     pub quarantined: Option<String>,
+    /// Wall time inside the plugin's calls.
+    pub busy: std::time::Duration,
 }
 
 /// What a run did.
@@ -418,6 +420,7 @@ impl Pipeline {
                     faults: d.plugin.stats.faults,
                     errors: d.plugin.stats.plugin_errors,
                     quarantined: d.plugin.quarantined().map(str::to_owned),
+                    busy: d.plugin.stats.busy,
                 })
                 .collect(),
             auth: self.auth,

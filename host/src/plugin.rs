@@ -181,6 +181,8 @@ pub struct PluginStats {
     pub faults: u64,
     /// Fresh instances created.
     pub instantiations: u64,
+    /// Wall time spent inside the plugin's calls (instantiation included).
+    pub busy: std::time::Duration,
 }
 
 /// A loaded, verified plugin.
@@ -311,6 +313,7 @@ impl Plugin {
         if self.quarantine.is_some() {
             return Err(CallError::Quarantined);
         }
+        let started = Instant::now();
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.instantiate(rt)?,
@@ -319,6 +322,7 @@ impl Plugin {
         self.stats.calls += 1;
         let result = f(&mut live.bindings, &mut live.store);
         live.store.data_mut().flush_output();
+        self.stats.busy += started.elapsed();
         match result {
             Ok(value) => {
                 self.live = Some(live);
