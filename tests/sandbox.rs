@@ -317,6 +317,7 @@ fn refused_plugins_leave_the_rest_running() {
         file_scope: Vec::new(),
         config: BTreeMap::new(),
         config_files: BTreeMap::new(),
+        config_dirs: BTreeMap::new(),
     };
     let mut config = WardConfig::default();
     config.agent.cache_dir = Some("".into());
@@ -570,6 +571,7 @@ fn auth_chain() -> (Vec<u8>, String) {
 
 fn auth_pipeline(
     order: &[&str],
+    prevent_list_mode: Mode,
     cdhash: &str,
     policy: ward::auth::AuthPolicy,
     call_timeout: std::time::Duration,
@@ -590,6 +592,11 @@ fn auth_pipeline(
         .map(|name| {
             let options = LoadOptions {
                 config: BTreeMap::from([("cdhash".to_owned(), cdhash.to_owned())]),
+                mode: if *name == "prevent-list" {
+                    prevent_list_mode
+                } else {
+                    Mode::Enforce
+                },
                 ..LoadOptions::default()
             };
             load_wasm(&rt, name, &options, &procs)
@@ -634,6 +641,7 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
     let policy = ward::auth::AuthPolicy::default();
     let (mut pipeline, _rt) = auth_pipeline(
         &["prevent-list", "untrusted-exec"],
+        Mode::Enforce,
         &cdhash,
         policy,
         std::time::Duration::from_millis(250),
@@ -661,6 +669,23 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
     );
     let auth = pipeline.summary().auth;
     assert_eq!((auth.requests, auth.denied, auth.defaulted), (1, 1, 0));
+
+    // In shadow mode the same list reports what it would deny; the exec is allowed.
+    let (mut pipeline, _rt) = auth_pipeline(
+        &["prevent-list"],
+        Mode::Shadow,
+        &cdhash,
+        ward::auth::AuthPolicy::default(),
+        std::time::Duration::from_millis(250),
+    );
+    let out = feed(&mut pipeline, &input);
+    let shadow: Vec<_> = out.iter().filter(|f| f.rule == "auth-denied").collect();
+    assert_eq!(shadow.len(), 1);
+    assert!(shadow[0].shadow);
+    assert_eq!(evidence(shadow[0], "answer"), "allow");
+    assert_eq!(evidence(shadow[0], "decided_by"), "prevent-list");
+    let auth = pipeline.summary().auth;
+    assert_eq!((auth.requests, auth.allowed, auth.denied), (1, 1, 0));
 }
 
 /// A plugin that never answers cannot hold the verdict: it is interrupted at the verdict
@@ -686,6 +711,7 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         // The slow plugin is asked first, so the prevent list gets no time at all.
         let (mut pipeline, _rt) = auth_pipeline(
             &["fixture-slow-verdict", "prevent-list"],
+            Mode::Enforce,
             &cdhash,
             policy,
             hour,

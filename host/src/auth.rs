@@ -93,6 +93,8 @@ pub struct AuthDecision {
     pub answer: Answer,
     /// Why.
     pub decided_by: DecidedBy,
+    /// Denies from plugins in shadow mode: (plugin, reason). Recorded, not answered.
+    pub shadow_denies: Vec<(String, String)>,
     /// The deadline the plugins were given.
     pub deadline: Duration,
     /// How long deciding took.
@@ -136,25 +138,52 @@ impl std::fmt::Display for AuthStats {
     }
 }
 
+fn evidence(pairs: Vec<(&str, String)>) -> Vec<wit::Evidence> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| wit::Evidence {
+            name: name.to_owned(),
+            value,
+        })
+        .collect()
+}
+
+fn timing<'a>(
+    decision: &AuthDecision,
+    mut pairs: Vec<(&'a str, String)>,
+) -> Vec<(&'a str, String)> {
+    pairs.push(("deadline_ms", decision.deadline.as_millis().to_string()));
+    pairs.push(("elapsed_us", decision.elapsed.as_micros().to_string()));
+    pairs
+}
+
+/// The findings (shadow) recording what shadow-mode plugins would have denied.
+pub fn shadow_records(decision: &AuthDecision) -> Vec<wit::Finding> {
+    decision
+        .shadow_denies
+        .iter()
+        .map(|(name, reason)| wit::Finding {
+            rule: "auth-denied".into(),
+            severity: wit::Severity::Medium,
+            attack: Vec::new(),
+            message: format!(
+                "{name} (shadow mode) would deny: {reason}; answered {}",
+                decision.answer.as_str()
+            ),
+            evidence: evidence(timing(
+                decision,
+                vec![
+                    ("answer", decision.answer.as_str().into()),
+                    ("decided_by", name.clone()),
+                    ("reason", reason.clone()),
+                ],
+            )),
+        })
+        .collect()
+}
+
 /// The finding that records a deny or a default answer; `None` for a plain allow.
 pub fn record(decision: &AuthDecision) -> Option<wit::Finding> {
-    let evidence = |pairs: Vec<(&str, String)>| {
-        pairs
-            .into_iter()
-            .map(|(name, value)| wit::Evidence {
-                name: name.to_owned(),
-                value,
-            })
-            .collect()
-    };
-    fn timing<'a>(
-        decision: &AuthDecision,
-        mut pairs: Vec<(&'a str, String)>,
-    ) -> Vec<(&'a str, String)> {
-        pairs.push(("deadline_ms", decision.deadline.as_millis().to_string()));
-        pairs.push(("elapsed_us", decision.elapsed.as_micros().to_string()));
-        pairs
-    }
     match &decision.decided_by {
         DecidedBy::Plugin { name, reason } => Some(wit::Finding {
             rule: "auth-denied".into(),

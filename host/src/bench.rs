@@ -333,6 +333,112 @@ fn default_content_run(n: usize, batch: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `lines` through a pipeline holding only the jamf-analytics component with
+/// `config`; returns the seconds spent inside the component (parsing excluded: less
+/// noise to subtract).
+fn time_jamf(
+    rt: &Arc<Runtime>,
+    source: &crate::load::PluginSource,
+    config: std::collections::BTreeMap<String, String>,
+    lines: &[String],
+    batch: usize,
+) -> anyhow::Result<f64> {
+    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
+    let options = LoadOptions {
+        config,
+        ..LoadOptions::default()
+    };
+    let plugin = load(rt, source, &options, &processes)?;
+    let mut pipeline = crate::pipeline::Pipeline::new(
+        Arc::clone(rt),
+        vec![plugin],
+        processes,
+        crate::pipeline::PipelineOptions {
+            batch_size: batch,
+            ..Default::default()
+        },
+    );
+    let mut out = Vec::new();
+    for l in lines {
+        pipeline.push_line(l.as_bytes(), &mut out);
+        out.clear();
+    }
+    pipeline.flush(&mut out);
+    let summary = pipeline.summary();
+    Ok(summary.plugins.first().map_or(0.0, |p| p.busy.as_secs_f64()))
+}
+
+/// Cost of each bundled Jamf analytic: the jamf-analytics component with that analytic
+/// alone, minus the component with none (mapping and call cost), over the same events.
+fn per_analytic(lines: &[String], batch: usize) -> anyhow::Result<()> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/jamf-analytics/analytics");
+    if !dir.is_dir() {
+        println!(
+            "per-analytic cost: skipped: {} not found (run from a source checkout)",
+            dir.display()
+        );
+        return Ok(());
+    }
+    let mut files = Vec::new();
+    crate::analytics::yaml_files(&dir, &mut files)?;
+    files.sort();
+    let source = default_content::builtin_sources()
+        .into_iter()
+        .find(|s| s.origin == "builtin:jamf-analytics")
+        .context("jamf-analytics is not built in")?;
+    // The component is loaded once per analytic: compile it once, then hit the cache.
+    let cache = tempfile::tempdir().context("temporary directory")?;
+    let rt = Arc::new(Runtime::new(Limits::default(), Some(cache.path()))?);
+    let n = lines.len() as f64;
+    let config = |analytics: Option<(&str, &str)>| {
+        let mut c = std::collections::BTreeMap::from([("bundled".to_owned(), "false".to_owned())]);
+        if let Some((name, yaml)) = analytics {
+            c.insert("analytics".into(), json!({ name: yaml }).to_string());
+        }
+        c
+    };
+    // Best of five for the baseline (it is subtracted from every row), best of two per
+    // analytic: on a shared machine the minimum is the stable figure.
+    let mut base = f64::MAX;
+    for _ in 0..5 {
+        base = base.min(time_jamf(&rt, &source, config(None), lines, batch)?);
+    }
+    let mut costs: Vec<(String, f64)> = Vec::new();
+    for file in &files {
+        let yaml = std::fs::read_to_string(file)?;
+        let Ok(analytic) = ward_predicate::parse_analytic(&yaml) else {
+            continue;
+        };
+        let name = file
+            .strip_prefix(&dir)
+            .unwrap_or(file)
+            .display()
+            .to_string();
+        let mut secs = f64::MAX;
+        for _ in 0..2 {
+            let run = time_jamf(&rt, &source, config(Some((&name, &yaml))), lines, batch)?;
+            secs = secs.min(run);
+        }
+        costs.push((analytic.name, ((secs - base) / n * 1e9).max(0.0)));
+    }
+    costs.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let total: f64 = costs.iter().map(|(_, c)| c).sum();
+    let median = costs.get(costs.len() / 2).map_or(0.0, |(_, c)| *c);
+    println!(
+        "per analytic ({} analytics, {} events): in the component with no analytic (copy in, mapping) {:.2} µs/event; \
+         analytics add {:.0} ns/event together, median {median:.0} ns",
+        costs.len(),
+        lines.len(),
+        base / n * 1e6,
+        total
+    );
+    for (name, cost) in costs.iter().take(10) {
+        println!("  {name:<52} {cost:>8.0} ns/event");
+    }
+    Ok(())
+}
+
 /// What `ward bench` measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Suite {
@@ -350,6 +456,9 @@ pub enum Suite {
 pub fn run(n: usize, batch: usize, suite: Suite) -> anyhow::Result<()> {
     if matches!(suite, Suite::All | Suite::Content) {
         default_content_run(n, batch)?;
+        let mut generator = crate::synth::Generator::new(2);
+        let lines: Vec<String> = (0..n.min(20_000)).map(|_| generator.next_line()).collect();
+        per_analytic(&lines, batch)?;
     }
     if matches!(suite, Suite::All | Suite::Ingestion) {
         ingestion(n)?;

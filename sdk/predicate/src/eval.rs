@@ -335,6 +335,35 @@ mod tests {
     }
 
     #[test]
+    fn required_values_come_from_top_level_conjuncts_only() {
+        let type_of = |f: &str| {
+            Predicate::parse(f)
+                .unwrap()
+                .required_value("event", &["type"])
+                .and_then(Value::as_f64)
+        };
+        assert_eq!(
+            type_of("$event.type == 1 AND $event.process.name == \"curl\""),
+            Some(1.0)
+        );
+        assert_eq!(
+            type_of("$event.path CONTAINS \"x\" && 4 == $event.type"),
+            Some(4.0)
+        );
+        assert_eq!(
+            type_of("($event.type == 1 AND $event.a == 2) AND $event.b == 3"),
+            Some(1.0)
+        );
+        // Not pinned: under OR or NOT, another operator, a modifier, another path.
+        assert_eq!(type_of("$event.type == 1 OR $event.type == 2"), None);
+        assert_eq!(type_of("NOT $event.type == 1"), None);
+        assert_eq!(type_of("$event.type != 1"), None);
+        assert_eq!(type_of("$event.type ==[c] 1"), None);
+        assert_eq!(type_of("$event.process.type == 1"), None);
+        assert_eq!(type_of("$tags.type == 1"), None);
+    }
+
+    #[test]
     fn operators_and_modifiers() {
         let e = json!({"type": 1, "path": "/Users/Bob/Library/LaunchAgents/Évil.PLIST", "flag": true, "tty": null,
                        "args": ["xattr", "-d", "com.apple.quarantine"], "n": 3});

@@ -168,6 +168,37 @@ pub struct Predicate {
 }
 
 impl Predicate {
+    /// The constant this filter requires at `$var.<path>` for any match: a comparison
+    /// `$var.path == literal` (either way round, no modifiers) that is a conjunct of the
+    /// top-level AND chain. `None` when the filter does not pin the value. Callers use it to
+    /// skip filters cheaply, e.g. by the event's type code.
+    pub fn required_value(&self, var: &str, path: &[&str]) -> Option<&serde_json::Value> {
+        fn is_path(op: &Operand, var: &str, path: &[&str]) -> bool {
+            matches!(op, Operand::Path { var: Some(v), keys }
+                if v == var
+                    && keys.len() == path.len()
+                    && keys.iter().zip(path).all(|(k, p)| matches!(k, Key::Name(n) if n == p)))
+        }
+        fn walk<'a>(e: &'a Expr, var: &str, path: &[&str]) -> Option<&'a serde_json::Value> {
+            match e {
+                Expr::And(a, b) => walk(a, var, path).or_else(|| walk(b, var, path)),
+                Expr::Compare {
+                    aggregate: None,
+                    lhs,
+                    op: Op::Eq,
+                    options,
+                    rhs,
+                } if *options == Options::default() => match (lhs, rhs) {
+                    (l, Operand::Literal(v)) if is_path(l, var, path) => Some(v),
+                    (Operand::Literal(v), r) if is_path(r, var, path) => Some(v),
+                    _ => None,
+                },
+                _ => None,
+            }
+        }
+        walk(&self.expr, var, path)
+    }
+
     /// Parses `text`.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
         let tokens = lex(text)?;
