@@ -974,3 +974,30 @@ fn file_contents_reach_jamf_analytics_through_the_plist_grant() {
     let elsewhere = tempfile::tempdir().unwrap();
     assert!(run(elsewhere.path()).is_empty());
 }
+
+/// `ward bench --suite content` runs end to end on a small stream: every default plugin in
+/// the table, the per-analytic table, and jq compared or skipped with a reason. (It prints
+/// timings; nothing here asserts them.)
+#[test]
+fn bench_content_suite_runs_and_reports_every_plugin() {
+    let out = ward(&["bench", "--suite", "content", "--events", "300"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("ward, all default content"), "{text}");
+    assert!(
+        text.contains("jq, one filter") || text.contains("jq: skipped: "),
+        "{text}"
+    );
+    for plugin in [
+        "jamf-analytics",
+        "command-abuse",
+        "prevent-list",
+        "sensitive-files",
+    ] {
+        assert!(text.contains(&format!("  {plugin} ")), "{plugin}: {text}");
+    }
+    assert!(
+        text.contains("per analytic (77 analytics, 300 events)"),
+        "{text}"
+    );
+}
