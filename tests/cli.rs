@@ -1001,3 +1001,60 @@ fn bench_content_suite_runs_and_reports_every_plugin() {
         "{text}"
     );
 }
+
+/// `file-xattr` end to end: untrusted-exec with `check_quarantine` asks the host for the
+/// executed file's extended attributes; with `com.apple.quarantine` present the finding
+/// says so, without it the finding adds T1553.001 (Gatekeeper never saw the file).
+#[test]
+fn the_quarantine_attribute_reaches_untrusted_exec_through_the_xattr_grant() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_path = dir.path().canonicalize().unwrap();
+    let payload = dir_path.join("update");
+    std::fs::write(&payload, b"payload").unwrap();
+    // Linux keeps user attributes in the `user.` namespace; macOS names are free-form.
+    let name = if cfg!(target_os = "macos") {
+        "com.apple.quarantine"
+    } else {
+        "user.com.apple.quarantine"
+    };
+    if let Err(e) = xattr::set(&payload, name, b"0083;6720f1c2;Safari;") {
+        eprintln!("skipping: this file system does not take extended attributes ({e})");
+        return;
+    }
+    let chain =
+        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
+    let mut v: Value = chain
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update")
+        .unwrap();
+    v["event"]["exec"]["target"]["executable"]["path"] = Value::from(payload.display().to_string());
+    let input = format!("{v}\n");
+    let config = dir.path().join("ward.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[builtin.untrusted-exec]\ngrants = [\"file-xattr\"]\nfile_scope = [{:?}]\nconfig = {{ check_quarantine = \"true\" }}\n",
+            dir_path.display().to_string()
+        ),
+    )
+    .unwrap();
+    let run = || {
+        let out = ward_with_stdin(
+            &["replay", "-", "--config", config.to_str().unwrap()],
+            Some(input.as_bytes()),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        ndjson(&out)
+            .into_iter()
+            .find(|f| f["plugin"] == "untrusted-exec")
+            .unwrap()
+    };
+    let f = run();
+    assert_eq!(f["evidence"]["quarantined"], "yes");
+    assert_eq!(f["attack"], serde_json::json!(["T1204.002"]));
+    xattr::remove(&payload, name).unwrap();
+    let f = run();
+    assert_eq!(f["evidence"]["quarantined"], "no");
+    assert_eq!(f["attack"], serde_json::json!(["T1204.002", "T1553.001"]));
+}

@@ -4,6 +4,11 @@
 //!
 //! Apple, App Store and Developer ID code is left alone: what matters is code nobody
 //! vouches for, running from where droppers put it.
+//!
+//! With `check_quarantine = "true"` (and the admin's `file-xattr` grant over the staging
+//! folders) the finding says whether the binary carries `com.apple.quarantine`. One that
+//! does not was never going to meet Gatekeeper — fetched by `curl`, unpacked by a tool that
+//! drops the attribute, or stripped — and the finding adds T1553.001 (Gatekeeper Bypass).
 
 use ward_sdk::prelude::*;
 
@@ -17,8 +22,24 @@ const STAGING_PREFIXES: &[&str] = &[
 ];
 
 /// The detector; stateless.
-#[derive(Default)]
-pub struct UntrustedExec;
+pub struct UntrustedExec {
+    check_quarantine: bool,
+}
+
+/// Config key turning the quarantine check on.
+pub const CHECK_QUARANTINE: &str = "check_quarantine";
+
+fn check_quarantine() -> bool {
+    ward_sdk::config(CHECK_QUARANTINE).as_deref() == Some("true")
+}
+
+impl Default for UntrustedExec {
+    fn default() -> Self {
+        Self {
+            check_quarantine: check_quarantine(),
+        }
+    }
+}
 
 /// True if `path` is a staging location: one of [`STAGING_PREFIXES`] or
 /// `/Users/<name>/Downloads/…`.
@@ -35,7 +56,7 @@ pub fn is_staging_path(path: &str) -> bool {
 
 impl Detector for UntrustedExec {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
+        let info = PluginInfo::new(
             "untrusted-exec",
             env!("CARGO_PKG_VERSION"),
             PluginKind::Detector,
@@ -43,6 +64,15 @@ impl Detector for UntrustedExec {
         )
         .subscribe(&["exec"])
         .prefilter(Prefilter::any().path_prefixes(&["/tmp/", "/private/", "/Users/"]))
+        .config_option(
+            CHECK_QUARANTINE,
+            "\"true\": report whether the binary carries com.apple.quarantine (needs file-xattr)",
+        );
+        if check_quarantine() {
+            info.capability("file-xattr")
+        } else {
+            info
+        }
     }
 
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
@@ -57,15 +87,35 @@ impl Detector for UntrustedExec {
             SignerType::Adhoc => "ad-hoc",
             _ => "unsigned",
         };
+        // (evidence, message suffix, Gatekeeper bypassed)
+        let (quarantine, note, bypass) = if self.check_quarantine {
+            match ward_sdk::enrich::quarantined(target.path()) {
+                Ok(Some(true)) => ("yes", "", false),
+                Ok(Some(false)) => ("no", " without a quarantine attribute", true),
+                Ok(None) => ("file gone", "", false),
+                Err(e) => {
+                    ward_sdk::log::warn(&format!("quarantine check of {}: {e:?}", target.path()));
+                    ("unknown", "", false)
+                }
+            }
+        } else {
+            ("not checked", "", false)
+        };
+        let attack: &[&str] = if bypass {
+            &["T1204.002", "T1553.001"]
+        } else {
+            &["T1204.002"]
+        };
         let finding = Finding::new(
             RULE,
             Severity::High,
             format!(
-                "{signer} binary {} executed from a staging path",
+                "{signer} binary {} executed from a staging path{note}",
                 target.path()
             ),
         )
-        .attack(&["T1204.002"])
+        .attack(attack)
+        .evidence("quarantined", quarantine)
         .evidence("path", target.path())
         .evidence("signer", signer)
         .evidence("signing_id", target.signing_id_or_empty())
@@ -84,7 +134,7 @@ mod tests {
     use ward_sdk::testing;
 
     fn run(event: &Event) -> Vec<Finding> {
-        UntrustedExec.on_event(event).unwrap()
+        UntrustedExec::default().on_event(event).unwrap()
     }
 
     fn untrusted(path: &str, signer: SignerType) -> Process {
@@ -138,5 +188,45 @@ mod tests {
     fn non_exec_events_are_ignored() {
         let ev = testing::create(untrusted("/tmp/x", SignerType::Unsigned), "/tmp/x");
         assert!(run(&ev).is_empty());
+    }
+
+    #[test]
+    fn quarantine_is_checked_only_when_configured() {
+        let path = "/Users/alice/Downloads/Installer";
+        let ev = testing::exec_of(untrusted(path, SignerType::Unsigned), &["Installer"]);
+        testing::reset();
+        assert!(UntrustedExec::describe().capabilities.is_empty());
+        assert_eq!(
+            run(&ev)[0].evidence_value("quarantined"),
+            Some("not checked")
+        );
+
+        testing::set_config(CHECK_QUARANTINE, "true");
+        assert_eq!(UntrustedExec::describe().capabilities, vec!["file-xattr"]);
+        // Downloaded by a browser: quarantined, T1204.002 only.
+        testing::set_file(
+            path,
+            testing::FakeFile {
+                xattrs: vec![(
+                    "com.apple.quarantine".into(),
+                    b"0083;6720f1c2;Safari;".to_vec(),
+                )],
+                ..Default::default()
+            },
+        );
+        let f = run(&ev);
+        assert_eq!(f[0].evidence_value("quarantined"), Some("yes"));
+        assert_eq!(f[0].attack, vec!["T1204.002"]);
+        // Fetched by curl, or stripped: no attribute, Gatekeeper bypassed.
+        testing::set_file(path, testing::FakeFile::default());
+        let f = run(&ev);
+        assert_eq!(f[0].evidence_value("quarantined"), Some("no"));
+        assert_eq!(f[0].attack, vec!["T1204.002", "T1553.001"]);
+        assert!(f[0].message.ends_with("without a quarantine attribute"));
+        // Already deleted when the check ran.
+        testing::reset();
+        testing::set_config(CHECK_QUARANTINE, "true");
+        assert_eq!(run(&ev)[0].evidence_value("quarantined"), Some("file gone"));
+        testing::reset();
     }
 }
