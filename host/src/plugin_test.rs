@@ -28,7 +28,10 @@ pub fn run(
     bless: bool,
     options: LoadOptions,
 ) -> anyhow::Result<ExitCode> {
-    let rt = Arc::new(Runtime::new(Limits::default(), None)?);
+    // The agent's compile cache (keyed by the component's sha-256): re-testing a plugin
+    // after editing its events does not recompile it.
+    let cache = crate::config::WardConfig::default().cache_dir();
+    let rt = Arc::new(Runtime::new(Limits::default(), cache.as_deref())?);
     let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
     let source = PluginSource::from_file(plugin)?;
     let loaded = load(&rt, &source, &options, &processes)?;
