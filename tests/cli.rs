@@ -893,7 +893,7 @@ fn a_sha256_prevent_list_from_a_file_denies_the_listed_binary() {
         rules,
         [
             ("auth-denied", reason.as_str()),
-            ("prevent-list-match", "denied"),
+            ("prevent-list-match", "deny requested (AUTH event)"),
             ("prevent-list-match", "observed (NOTIFY event: not blocked)"),
         ]
     );

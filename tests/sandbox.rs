@@ -570,8 +570,7 @@ fn auth_chain() -> (Vec<u8>, String) {
 }
 
 fn auth_pipeline(
-    order: &[&str],
-    prevent_list_mode: Mode,
+    order: &[(&str, Mode)],
     cdhash: &str,
     policy: ward::auth::AuthPolicy,
     call_timeout: std::time::Duration,
@@ -589,14 +588,10 @@ fn auth_pipeline(
     let procs = processes();
     let plugins = order
         .iter()
-        .map(|name| {
+        .map(|(name, mode)| {
             let options = LoadOptions {
                 config: BTreeMap::from([("cdhash".to_owned(), cdhash.to_owned())]),
-                mode: if *name == "prevent-list" {
-                    prevent_list_mode
-                } else {
-                    Mode::Enforce
-                },
+                mode: *mode,
                 ..LoadOptions::default()
             };
             load_wasm(&rt, name, &options, &procs)
@@ -640,8 +635,10 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
     let (input, cdhash) = auth_chain();
     let policy = ward::auth::AuthPolicy::default();
     let (mut pipeline, _rt) = auth_pipeline(
-        &["prevent-list", "untrusted-exec"],
-        Mode::Enforce,
+        &[
+            ("prevent-list", Mode::Enforce),
+            ("untrusted-exec", Mode::Enforce),
+        ],
         &cdhash,
         policy,
         std::time::Duration::from_millis(250),
@@ -661,7 +658,10 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
         .filter(|f| f.rule == "prevent-list-match")
         .collect();
     assert_eq!(matched.len(), 1);
-    assert_eq!(evidence(matched[0], "outcome"), "denied");
+    assert_eq!(
+        evidence(matched[0], "outcome"),
+        "deny requested (AUTH event)"
+    );
     // The other detectors still saw the event for their findings.
     assert!(
         out.iter()
@@ -672,8 +672,7 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
 
     // In shadow mode the same list reports what it would deny; the exec is allowed.
     let (mut pipeline, _rt) = auth_pipeline(
-        &["prevent-list"],
-        Mode::Shadow,
+        &[("prevent-list", Mode::Shadow)],
         &cdhash,
         ward::auth::AuthPolicy::default(),
         std::time::Duration::from_millis(250),
@@ -710,8 +709,10 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         };
         // The slow plugin is asked first, so the prevent list gets no time at all.
         let (mut pipeline, _rt) = auth_pipeline(
-            &["fixture-slow-verdict", "prevent-list"],
-            Mode::Enforce,
+            &[
+                ("fixture-slow-verdict", Mode::Enforce),
+                ("prevent-list", Mode::Enforce),
+            ],
             &cdhash,
             policy,
             hour,
@@ -739,4 +740,58 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         // The stream went on: the prevent list still reported the exec on the NOTIFY path.
         assert!(out.iter().any(|f| f.rule == "prevent-list-match"));
     }
+
+    // Three faults quarantine the slow plugin; a quarantined plugin that would have been
+    // asked still cannot vouch for the event, so the default answers (the prevent list has
+    // no match here).
+    let policy = ward::auth::AuthPolicy {
+        verdict_timeout: std::time::Duration::from_millis(40),
+        default: ward::auth::Answer::Allow,
+        kinds: BTreeMap::from([("exec".to_owned(), ward::auth::Answer::Deny)]),
+    };
+    let (mut pipeline, _rt) = auth_pipeline(
+        &[
+            ("fixture-slow-verdict", Mode::Enforce),
+            ("prevent-list", Mode::Enforce),
+        ],
+        &"0".repeat(40),
+        policy,
+        hour,
+    );
+    let auth_line = input
+        .split(|&b| b == b'\n')
+        .find(|l| l.windows(15).any(|w| w == b"\"action_type\":0"))
+        .unwrap()
+        .to_vec();
+    let mut last = Vec::new();
+    for _ in 0..4 {
+        last = feed(&mut pipeline, &auth_line);
+    }
+    let r = last
+        .iter()
+        .find(|f| f.rule == "auth-default-answer")
+        .unwrap();
+    assert_eq!(evidence(r, "answer"), "deny");
+    assert_eq!(evidence(r, "missed"), "fixture-slow-verdict (quarantined)");
+
+    // In shadow mode the slow plugin neither changes the answer nor takes the enforcing
+    // plugins' time: they are asked first, and its miss is not a reason for the default.
+    let policy = ward::auth::AuthPolicy {
+        verdict_timeout: std::time::Duration::from_millis(40),
+        default: ward::auth::Answer::Deny,
+        kinds: BTreeMap::new(),
+    };
+    let (mut pipeline, _rt) = auth_pipeline(
+        &[
+            ("fixture-slow-verdict", Mode::Shadow),
+            ("prevent-list", Mode::Enforce),
+        ],
+        &"0".repeat(40),
+        policy,
+        hour,
+    );
+    let out = feed(&mut pipeline, &input);
+    assert!(!out.iter().any(|f| f.rule.starts_with("auth-")), "{out:?}");
+    let auth = pipeline.summary().auth;
+    assert_eq!((auth.requests, auth.allowed, auth.defaulted), (1, 1, 0));
 }

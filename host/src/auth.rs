@@ -36,6 +36,57 @@ impl Answer {
     }
 }
 
+/// The event kinds Endpoint Security can ask to authorize (`ES_EVENT_TYPE_AUTH_*`), by
+/// their eslogger names: what `[auth] kinds` may name.
+pub const AUTH_KINDS: &[&str] = &[
+    "exec",
+    "open",
+    "kextload",
+    "mmap",
+    "mprotect",
+    "mount",
+    "remount",
+    "rename",
+    "signal",
+    "unlink",
+    "create",
+    "truncate",
+    "link",
+    "readlink",
+    "setattrlist",
+    "setextattr",
+    "setflags",
+    "setmode",
+    "setowner",
+    "setacl",
+    "chdir",
+    "chroot",
+    "getattrlist",
+    "getextattr",
+    "listextattr",
+    "deleteextattr",
+    "readdir",
+    "fsgetpath",
+    "clone",
+    "exchangedata",
+    "utimes",
+    "file_provider_materialize",
+    "file_provider_update",
+    "uipc_bind",
+    "uipc_connect",
+    "proc_check",
+    "get_task",
+    "get_task_read",
+    "get_task_inspect",
+    "searchfs",
+    "fcntl",
+    "iokit_open",
+    "proc_suspend_resume",
+    "settime",
+    "copyfile",
+    "lookup",
+];
+
 /// Default verdict deadline: well inside Endpoint Security's own AUTH deadlines.
 pub const DEFAULT_VERDICT_TIMEOUT: Duration = Duration::from_millis(100);
 

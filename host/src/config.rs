@@ -152,17 +152,26 @@ pub const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
 pub const MAX_CONFIG_DIR_FILES: usize = 10_000;
 
 fn read_text(path: &Path, at: &str, key: &str, budget: &mut u64) -> Result<String, String> {
+    use std::io::Read as _;
     let shown = path.display();
-    let len = std::fs::metadata(path)
-        .map_err(|e| format!("{at}: {key}: {shown}: {e}"))?
-        .len();
+    // A regular file, opened without blocking (a FIFO must not hang start-up), read
+    // through the budget (a file growing after the size check cannot get past it).
+    let (file, _) = crate::host_api::enrich::open_regular(path)
+        .map_err(|e| format!("{at}: {key}: {e}"))?
+        .ok_or_else(|| format!("{at}: {key}: {shown}: No such file or directory"))?;
+    let mut text = String::new();
+    file.take(*budget + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("{at}: {key}: {shown}: {e}"))?;
+    let len = text.len() as u64;
     if len > *budget {
         return Err(format!(
-            "{at}: {key}: {shown}: over the {MAX_CONFIG_FILE_BYTES}-byte cap"
+            "{at}: {key}: {shown}: over the {MAX_CONFIG_FILE_BYTES}-byte cap (for config_dirs, \
+             the total of the directory)"
         ));
     }
     *budget -= len;
-    std::fs::read_to_string(path).map_err(|e| format!("{at}: {key}: {shown}: {e}"))
+    Ok(text)
 }
 
 /// Reads `files` (one text each) and `dirs` (a JSON object of relative path → text of
@@ -414,6 +423,14 @@ impl WardConfig {
                 "auth.verdict_timeout_ms must be 1..={} (limits.call_timeout_ms)",
                 self.limits.call_timeout_ms
             ));
+        }
+        for kind in self.auth.kinds.keys() {
+            if !crate::auth::AUTH_KINDS.contains(&kind.as_str()) {
+                return Err(format!(
+                    "auth.kinds: `{kind}` is not an event kind Endpoint Security authorizes \
+                     (e.g. exec, open, create, rename, unlink, mmap, signal)"
+                ));
+            }
         }
         for (name, b) in &self.builtin {
             for g in &b.grants {

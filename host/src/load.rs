@@ -365,9 +365,19 @@ pub fn load(
             });
         }
     }
-    // From here on logs carry the plugin's own name.
+    // From here on logs carry the plugin's own name, and enrichment answers only for the
+    // capabilities the plugin declared (granted ∩ requested; `describe()` itself, where a
+    // plugin builds its state, ran with the admin's grants).
+    let declared: Vec<String> = options
+        .grants
+        .iter()
+        .filter(|g| info.capabilities.contains(g))
+        .cloned()
+        .collect();
     let ctx = PluginContext {
         name: Arc::from(info.name.as_str()),
+        enrich: EnrichScope::from_grants(&declared, &options.file_scope, &rt.hash_cache)
+            .map(Arc::new),
         ..ctx
     };
     store.data_mut().ctx = ctx.clone();

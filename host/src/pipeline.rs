@@ -239,16 +239,46 @@ impl Pipeline {
         let mut missed: Vec<(String, String)> = Vec::new();
         let mut denied: Option<(String, String)> = None;
         let mut shadow_denies: Vec<(String, String)> = Vec::new();
-        for routed in &mut self.detectors {
-            if routed.plugin.quarantined().is_some() || !routed.route.accepts(event) {
+        // Enforcing plugins first: a shadow plugin must not spend their time.
+        let order: Vec<usize> = (0..self.detectors.len())
+            .filter(|&i| {
+                self.detectors
+                    .get(i)
+                    .is_some_and(|d| d.plugin.mode != Mode::Shadow)
+            })
+            .chain((0..self.detectors.len()).filter(|&i| {
+                self.detectors
+                    .get(i)
+                    .is_some_and(|d| d.plugin.mode == Mode::Shadow)
+            }))
+            .collect();
+        for i in order {
+            let Some(routed) = self.detectors.get_mut(i) else {
+                continue;
+            };
+            if !routed.route.accepts(event) {
                 continue;
             }
             let name = routed.plugin.name().to_owned();
+            let shadow = routed.plugin.mode == Mode::Shadow;
+            // What a shadow plugin misses never changes the answer; it is only logged.
+            let mut miss = |name: String, why: String| {
+                if shadow {
+                    tracing::debug!(plugin = %name, why = %why, "shadow plugin gave no verdict in time");
+                } else {
+                    missed.push((name, why));
+                }
+            };
+            // A quarantined plugin that would have been asked cannot vouch for the event.
+            if routed.plugin.quarantined().is_some() {
+                miss(name, "quarantined".into());
+                continue;
+            }
             let Some(left) = budget
                 .checked_sub(started.elapsed())
                 .filter(|d| !d.is_zero())
             else {
-                missed.push((name, "no time left".into()));
+                miss(name, "no time left".into());
                 continue;
             };
             event.auth = Some(wit::AuthRequest {
@@ -258,11 +288,9 @@ impl Pipeline {
             let late = started.elapsed() > deadline;
             match answer {
                 // An answer after the deadline is one Endpoint Security never saw.
-                Ok(_) if late => missed.push((name, "late".into())),
+                Ok(_) if late => miss(name, "late".into()),
                 // Shadow mode reports, never acts: the deny is recorded, not answered.
-                Ok(wit::Verdict::Deny(reason)) if routed.plugin.mode == Mode::Shadow => {
-                    shadow_denies.push((name, reason));
-                }
+                Ok(wit::Verdict::Deny(reason)) if shadow => shadow_denies.push((name, reason)),
                 Ok(wit::Verdict::Deny(reason)) => {
                     denied = Some((name, reason));
                     break;
@@ -271,13 +299,13 @@ impl Pipeline {
                 Err(CallError::Fault(fault)) => {
                     // A plugin stopped at its budget used all that was left: the epoch
                     // tick may have fired a few milliseconds early, not given time back.
-                    if fault.kind == crate::plugin::FaultKind::Timeout {
+                    if fault.kind == crate::plugin::FaultKind::Timeout && !shadow {
                         budget = started.elapsed();
                     }
-                    missed.push((name, fault.kind.as_str().into()));
+                    miss(name, fault.kind.as_str().into());
                 }
-                Err(CallError::Quarantined) => {}
-                Err(e) => missed.push((name, e.to_string())),
+                Err(CallError::Quarantined) => miss(name, "quarantined".into()),
+                Err(e) => miss(name, e.to_string()),
             }
         }
         event.auth = Some(wit::AuthRequest {

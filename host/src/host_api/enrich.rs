@@ -33,6 +33,13 @@ pub const MAX_PLIST_BYTES: u64 = 1 << 20;
 pub const MAX_XATTRS: usize = 64;
 /// Bytes kept of one attribute value.
 pub const MAX_XATTR_VALUE_BYTES: usize = 64 << 10;
+/// Deepest nesting of arrays and dictionaries `plist` converts.
+pub const MAX_PLIST_DEPTH: usize = 128;
+/// Stack of the thread that parses and drops a property list: the parser builds values
+/// iteratively, but dropping a deeply nested value recurses. Virtual size; only the pages
+/// touched are committed.
+const PLIST_STACK_BYTES: usize = 512 << 20;
+
 /// Digests the cache keeps; the oldest entry goes first beyond this.
 pub const HASH_CACHE_ENTRIES: usize = 16_384;
 
@@ -44,6 +51,10 @@ struct FileVersion {
     size: u64,
     mtime: i64,
     mtime_nsec: i64,
+    /// Status change time: set by the kernel on every write or `utimes`, so restoring the
+    /// mtime after an in-place, same-size rewrite does not make a stale digest look fresh.
+    ctime: i64,
+    ctime_nsec: i64,
 }
 
 impl FileVersion {
@@ -54,6 +65,8 @@ impl FileVersion {
             size: meta.size(),
             mtime: meta.mtime(),
             mtime_nsec: meta.mtime_nsec(),
+            ctime: meta.ctime(),
+            ctime_nsec: meta.ctime_nsec(),
         }
     }
 }
@@ -104,17 +117,9 @@ impl HashCache {
     /// The digest of `path` (already resolved and in scope), from the cache when the file
     /// has not changed since it was hashed.
     pub fn sha256(&self, path: &Path, max_bytes: u64) -> Result<Option<String>, String> {
-        let file = match std::fs::File::open(path) {
-            Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+        let Some((file, meta)) = open_regular(path)? else {
+            return Ok(None);
         };
-        let meta = file
-            .metadata()
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        if !meta.is_file() {
-            return Err(format!("{}: not a regular file", path.display()));
-        }
         let version = FileVersion::of(&meta);
         if version.size > max_bytes {
             return Err(format!(
@@ -135,6 +140,29 @@ impl HashCache {
         self.put(path.to_path_buf(), version, digest.clone());
         Ok(Some(digest))
     }
+}
+
+/// Opens `path` for reading only if it is a regular file: `O_NONBLOCK` so a FIFO planted
+/// at a watched path cannot hang the agent in `open`, `O_NOFOLLOW` so a symlink swapped in
+/// after the scope check is refused. `Ok(None)` if it does not exist.
+pub fn open_regular(path: &Path) -> Result<Option<(std::fs::File, std::fs::Metadata)>, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .open(path)
+    {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_file() {
+        return Err(format!("{}: not a regular file", path.display()));
+    }
+    Ok(Some((file, meta)))
 }
 
 /// What one plugin was granted: which functions, over which paths.
@@ -200,15 +228,24 @@ fn resolve(
     Ok((Arc::clone(scope), real))
 }
 
-/// A property list value as JSON.
-pub fn plist_to_json(value: plist::Value) -> Value {
-    match value {
-        plist::Value::Dictionary(d) => Value::Object(
-            d.into_iter()
-                .map(|(k, v)| (k, plist_to_json(v)))
-                .collect::<Map<_, _>>(),
+/// A property list value as JSON; an error past [`MAX_PLIST_DEPTH`] levels of nesting.
+pub fn plist_to_json(value: plist::Value, depth: usize) -> Result<Value, String> {
+    if depth > MAX_PLIST_DEPTH {
+        return Err(format!("nested deeper than {MAX_PLIST_DEPTH} levels"));
+    }
+    Ok(match value {
+        plist::Value::Dictionary(d) => {
+            let mut map = Map::new();
+            for (k, v) in d {
+                map.insert(k, plist_to_json(v, depth + 1)?);
+            }
+            Value::Object(map)
+        }
+        plist::Value::Array(a) => Value::Array(
+            a.into_iter()
+                .map(|v| plist_to_json(v, depth + 1))
+                .collect::<Result<_, _>>()?,
         ),
-        plist::Value::Array(a) => Value::Array(a.into_iter().map(plist_to_json).collect()),
         plist::Value::Boolean(b) => Value::Bool(b),
         plist::Value::Data(bytes) => {
             Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
@@ -223,20 +260,16 @@ pub fn plist_to_json(value: plist::Value) -> Value {
         plist::Value::String(s) => Value::String(s),
         plist::Value::Uid(u) => Value::from(u.get()),
         _ => Value::Null,
-    }
+    })
 }
 
-/// Reads and converts a property list, size-capped.
+/// Reads and converts a property list, size-capped, on a thread whose stack can take
+/// dropping whatever nesting fits in the size cap.
 pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("{}: {e}", path.display())),
+    let Some((file, meta)) = open_regular(path)? else {
+        return Ok(None);
     };
-    let size = file
-        .metadata()
-        .map_err(|e| format!("{}: {e}", path.display()))?
-        .len();
+    let size = meta.len();
     if size > MAX_PLIST_BYTES {
         return Err(format!(
             "{}: {size} bytes is over the {MAX_PLIST_BYTES}-byte property list cap",
@@ -247,9 +280,19 @@ pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
     file.take(MAX_PLIST_BYTES)
         .read_to_end(&mut bytes)
         .map_err(|e| format!("{}: {e}", path.display()))?;
-    let value = plist::Value::from_reader(std::io::Cursor::new(bytes))
-        .map_err(|e| format!("{}: not a property list: {e}", path.display()))?;
-    Ok(Some(plist_to_json(value).to_string()))
+    let shown = path.display().to_string();
+    std::thread::Builder::new()
+        .name("ward-plist".into())
+        .stack_size(PLIST_STACK_BYTES)
+        .spawn(move || {
+            let value = plist::Value::from_reader(std::io::Cursor::new(bytes))
+                .map_err(|e| format!("{shown}: not a property list: {e}"))?;
+            let json = plist_to_json(value, 0).map_err(|e| format!("{shown}: {e}"))?;
+            Ok(Some(json.to_string()))
+        })
+        .map_err(|e| format!("{}: cannot start the parser thread: {e}", path.display()))?
+        .join()
+        .map_err(|_| format!("{}: the property list parser panicked", path.display()))?
 }
 
 /// Reads up to [`MAX_XATTRS`] extended attributes, values capped.
@@ -397,6 +440,46 @@ mod tests {
         let big = dir.path().join("big.plist");
         std::fs::write(&big, vec![b' '; MAX_PLIST_BYTES as usize + 1]).unwrap();
         assert!(read_plist(&big).unwrap_err().contains("cap"));
+    }
+
+    #[test]
+    fn hostile_property_lists_and_special_files_are_errors_not_crashes() {
+        let dir = tempfile::tempdir().unwrap();
+        // 60,000 nested arrays in well under the size cap: refused by depth, no overflow.
+        let deep = dir.path().join("deep.plist");
+        let mut xml = String::from("<?xml version=\"1.0\"?><plist version=\"1.0\">");
+        xml.push_str(&"<array>".repeat(60_000));
+        xml.push_str(&"</array>".repeat(60_000));
+        xml.push_str("</plist>");
+        std::fs::write(&deep, xml).unwrap();
+        assert!(
+            read_plist(&deep)
+                .unwrap_err()
+                .contains("nested deeper than 128")
+        );
+        // A FIFO at a watched path: refused at once, not waited on.
+        let fifo = dir.path().join("fifo.plist");
+        let made = std::process::Command::new("mkfifo")
+            .arg(&fifo)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        assert!(
+            read_plist(&fifo)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+        let cache = HashCache::default();
+        assert!(
+            cache
+                .sha256(&fifo, 1 << 20)
+                .unwrap_err()
+                .contains("not a regular file")
+        );
+        // A symlink is not followed.
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&deep, &link).unwrap();
+        assert!(cache.sha256(&link, 1 << 20).is_err());
     }
 
     #[test]

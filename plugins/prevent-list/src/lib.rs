@@ -1,8 +1,11 @@
 //! Detector: the admin's prevent lists. An `exec` whose new image matches a listed
 //! SHA-256, CDHash, Team ID or Signing ID is denied when the event is AUTH (the host
 //! enforces the verdict's deadline and default), and raises a `prevent-list-match`
-//! finding either way — on a NOTIFY-only stream such as eslogger's, the finding says the
-//! exec was observed, not blocked.
+//! finding either way: `deny requested` on AUTH events (the host's own `auth-denied` /
+//! `auth-default-answer` record says what was answered) and `observed (NOTIFY event: not
+//! blocked)` on NOTIFY-only streams such as eslogger's. An image the SHA-256 list cannot be
+//! checked against (outside the granted scope, over the host's hash cap) gets no opinion
+//! from that list; such failures are counted and logged at the 1st, 10th, 100th….
 //!
 //! Config (each a list: a TOML array, or entries separated by commas, spaces or new lines;
 //! `#` starts a comment; give large lists with the host's `config_files`):
@@ -29,6 +32,8 @@ pub struct Lists {
     signing_id: HashSet<String>,
     /// Entries skipped as malformed, per list.
     pub rejected: Vec<(&'static str, String)>,
+    /// Images the SHA-256 list could not be checked against.
+    pub hash_failures: std::cell::Cell<u64>,
 }
 
 /// Why an exec matched: (list, value).
@@ -156,12 +161,28 @@ impl Lists {
             match ward_sdk::enrich::sha256(image.path()) {
                 Ok(Some(digest)) if self.sha256.contains(&digest) => return hit("sha256", &digest),
                 Ok(_) => {}
-                Err(e) => {
-                    ward_sdk::log::warn(&format!("prevent list: hashing {}: {e:?}", image.path()))
-                }
+                Err(e) => self.hash_failed(image.path(), &e),
             }
         }
         None
+    }
+
+    /// An image the SHA-256 list could not be checked against (outside the granted scope,
+    /// over the host's hash cap, unreadable): counted, and logged at the 1st, 10th, 100th…
+    /// failure so a narrow scope cannot flood the log.
+    fn hash_failed(&self, path: &str, error: &ward_sdk::EnrichError) {
+        let n = self.hash_failures.get() + 1;
+        self.hash_failures.set(n);
+        let power_of_ten = n
+            .to_string()
+            .strip_prefix('1')
+            .is_some_and(|rest| rest.chars().all(|c| c == '0'));
+        if power_of_ten {
+            ward_sdk::log::warn(&format!(
+                "prevent list: {n} image(s) could not be hashed, so the sha256 list did not \
+                 apply to them (latest {path}: {error:?})"
+            ));
+        }
     }
 }
 
@@ -218,9 +239,10 @@ impl Detector for PreventList {
         let Some(m) = self.lists.check(&exec.target) else {
             return Ok(Vec::new());
         };
-        let blocked = event.auth.is_some();
-        let outcome = if blocked {
-            "denied"
+        // The host decides the answer (and records it as `auth-denied` or
+        // `auth-default-answer`); this finding says what the list asked for.
+        let outcome = if event.auth.is_some() {
+            "deny requested (AUTH event)"
         } else {
             "observed (NOTIFY event: not blocked)"
         };
@@ -356,9 +378,29 @@ mod tests {
             if let Some(f) = findings.first() {
                 assert_eq!(f.rule, "prevent-list-match");
                 assert_eq!(f.evidence_value("list"), want);
-                assert_eq!(f.evidence_value("outcome"), Some("denied"));
+                assert_eq!(
+                    f.evidence_value("outcome"),
+                    Some("deny requested (AUTH event)")
+                );
             }
         }
+    }
+
+    #[test]
+    fn hash_failures_are_counted_and_logged_sparingly() {
+        testing::reset();
+        let d = PreventList::with(Lists::parse(SHA, "", "", ""));
+        for _ in 0..120 {
+            d.lists.hash_failed(
+                "/opt/outside",
+                &ward_sdk::EnrichError::Denied("outside".into()),
+            );
+        }
+        assert_eq!(d.lists.hash_failures.get(), 120);
+        let warned: Vec<String> = testing::logs().into_iter().map(|(_, m)| m).collect();
+        assert_eq!(warned.len(), 3, "{warned:?}");
+        assert!(warned[2].starts_with("prevent list: 100 image(s) could not be hashed"));
+        testing::reset();
     }
 
     #[test]

@@ -7,8 +7,9 @@
 //! | `sudoers-modified` | `/etc/sudoers`, `/etc/sudoers.d/*` | T1548.003 Sudo and Sudo Caching |
 //! | `tcc-database-modified` | `…/com.apple.TCC/TCC.db` (and its journal) written by anything but `tccd` | T1548.006 TCC Manipulation |
 //!
-//! A change is a `create`, a `rename` onto the file (how editors and `visudo` save), a
-//! `close` after writing, or a `write`. Severity rises to high when the writer is ad-hoc
+//! A change is a `create`, a `rename` onto the file (how editors and `visudo` save) or a
+//! `close` after writing (not each `write`, so one edit is one finding). File names compare
+//! case-insensitively, as APFS does; `tccd` is exempt only when Apple-signed. Severity rises to high when the writer is ad-hoc
 //! signed or unsigned. The host prefilter keeps the file-event firehose out of the guest.
 
 use ward_sdk::prelude::*;
@@ -88,14 +89,18 @@ fn etc_relative(path: &str) -> Option<&str> {
 
 /// True if `dir` is a home directory: `/Users/<name>` or root's `/var/root`.
 fn is_home(dir: &str) -> bool {
-    match dir.strip_prefix("/Users/") {
+    match dir.strip_prefix("/users/") {
         Some(name) => !name.is_empty() && !name.contains('/'),
         None => dir == "/var/root" || dir == "/private/var/root",
     }
 }
 
-/// Classifies `path`, or `None` if it is not one of the watched files.
+/// Classifies `path`, or `None` if it is not one of the watched files. Names compare
+/// case-insensitively: APFS is case-insensitive by default, so a new `~/.ZSHRC` is the
+/// file zsh reads.
 pub fn classify(path: &str) -> Option<Sensitive> {
+    let lower = path.to_ascii_lowercase();
+    let path = lower.as_str();
     let (dir, name) = path.rsplit_once('/')?;
     if let Some(rel) = etc_relative(path) {
         if rel == "sudoers"
@@ -116,7 +121,7 @@ pub fn classify(path: &str) -> Option<Sensitive> {
     if matches!(name, "authorized_keys" | "authorized_keys2") && dir.ends_with("/.ssh") {
         return Some(Sensitive::AuthorizedKeys);
     }
-    if dir.ends_with("/com.apple.TCC") && matches!(name, "TCC.db" | "TCC.db-wal" | "TCC.db-journal")
+    if dir.ends_with("/com.apple.tcc") && matches!(name, "tcc.db" | "tcc.db-wal" | "tcc.db-journal")
     {
         return Some(Sensitive::TccDatabase);
     }
@@ -135,9 +140,19 @@ impl Detector for SensitiveFiles {
             PluginKind::Detector,
             "shell profiles, SSH authorized_keys, sudoers or the TCC database changed",
         )
-        .subscribe(&["create", "rename", "close", "write"])
+        // `write` is left out: every change ends in a modified `close`, and one edit
+        // would otherwise be reported once per write call and again at the close.
+        .subscribe(&["create", "rename", "close"])
+        // Case variants of the first letters, for names created in another case.
         .prefilter(Prefilter::any().path_contains(&[
             "/.z",
+            "/.Z",
+            "/.b",
+            "/.B",
+            "/.p",
+            "/.P",
+            "/.s",
+            "/.S",
             "/.bash",
             "/.profile",
             "/etc/z",
@@ -157,7 +172,12 @@ impl Detector for SensitiveFiles {
             return Ok(Vec::new());
         };
         let writer = &event.process;
-        if kind == Sensitive::TccDatabase && TCC_OWNERS.contains(&writer.signing_id_or_empty()) {
+        // tccd itself, by its signing id and an Apple signature (an ad-hoc binary can claim
+        // any identifier).
+        if kind == Sensitive::TccDatabase
+            && writer.signer == SignerType::Apple
+            && TCC_OWNERS.contains(&writer.signing_id_or_empty())
+        {
             return Ok(Vec::new());
         }
         let untrusted = writer.is_untrusted_code();
@@ -250,6 +270,13 @@ mod tests {
                 None,
             ),
             ("/tmp/TCC.db", None),
+            // APFS is case-insensitive: a new name in another case is the same file to zsh.
+            ("/Users/alice/.ZSHRC", Some(Sensitive::ShellProfile)),
+            (
+                "/Users/alice/.SSH/Authorized_Keys",
+                Some(Sensitive::AuthorizedKeys),
+            ),
+            ("/private/etc/SUDOERS", Some(Sensitive::Sudoers)),
         ];
         for (path, want) in cases {
             assert_eq!(classify(path), want, "{path}");
@@ -309,6 +336,15 @@ mod tests {
         let f = SensitiveFiles.on_event(&implant).unwrap();
         assert_eq!(f[0].severity, Severity::High);
         assert_eq!(f[0].evidence_value("writer_signer"), Some("unsigned"));
+    }
+
+    #[test]
+    fn an_adhoc_binary_claiming_to_be_tccd_is_not_exempt() {
+        let mut fake = unsigned("/tmp/tccd");
+        fake.signing_id = Some("com.apple.tccd".into());
+        fake.signer = SignerType::Adhoc;
+        let ev = testing::close_modified(fake, "/Library/Application Support/com.apple.TCC/TCC.db");
+        assert_eq!(rules(&ev), ["tcc-database-modified"]);
     }
 
     #[test]
