@@ -774,6 +774,26 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     assert_eq!(evidence(r, "answer"), "deny");
     assert_eq!(evidence(r, "missed"), "fixture-slow-verdict (quarantined)");
 
+    // After the timeout the replacement instance is built at once, outside any deadline:
+    // the instance from load plus one, before any further call.
+    let (mut pipeline, _rt) = auth_pipeline(
+        &[("fixture-slow-verdict", Mode::Enforce)],
+        &"0".repeat(40),
+        ward::auth::AuthPolicy {
+            verdict_timeout: std::time::Duration::from_millis(40),
+            ..Default::default()
+        },
+        hour,
+    );
+    let mut event = ward::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
+    let decision = pipeline.authorize(&mut event);
+    assert!(matches!(
+        decision.decided_by,
+        ward::auth::DecidedBy::Default { .. }
+    ));
+    let slow = &pipeline.summary().plugins[0];
+    assert_eq!((slow.faults, slow.instantiations, slow.calls), (1, 2, 1));
+
     // In shadow mode the slow plugin neither changes the answer nor takes the enforcing
     // plugins' time: they are asked first, and its miss is not a reason for the default.
     let policy = ward::auth::AuthPolicy {

@@ -64,6 +64,8 @@ pub struct PluginSummary {
     pub quarantined: Option<String>,
     /// Wall time inside the plugin's calls.
     pub busy: std::time::Duration,
+    /// Instances built: the one from load, plus one per replacement after a fault.
+    pub instantiations: u64,
 }
 
 /// What a run did.
@@ -308,6 +310,12 @@ impl Pipeline {
                 Err(e) => miss(name, e.to_string()),
             }
         }
+        let elapsed = started.elapsed();
+        // Plugins that faulted get their fresh instance now, after the answer is decided,
+        // so the next verdict does not pay for start-up inside its deadline.
+        for routed in &mut self.detectors {
+            routed.plugin.warm(&self.rt);
+        }
         event.auth = Some(wit::AuthRequest {
             deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
         });
@@ -324,7 +332,7 @@ impl Pipeline {
             decided_by,
             shadow_denies,
             deadline,
-            elapsed: started.elapsed(),
+            elapsed,
         }
     }
 
@@ -459,6 +467,7 @@ impl Pipeline {
                     errors: d.plugin.stats.plugin_errors,
                     quarantined: d.plugin.quarantined().map(str::to_owned),
                     busy: d.plugin.stats.busy,
+                    instantiations: d.plugin.stats.instantiations,
                 })
                 .collect(),
             auth: self.auth,

@@ -256,6 +256,23 @@ impl Plugin {
         self.quarantine.as_deref()
     }
 
+    /// Builds the replacement instance now (after a fault) rather than inside the next
+    /// call: for AUTH events that next call has only what is left of a verdict deadline.
+    /// A quarantined plugin, or one with a live instance, is left as it is.
+    pub fn warm(&mut self, rt: &Runtime) {
+        if self.live.is_some() || self.quarantine.is_some() {
+            return;
+        }
+        if let Ok(live) = self.instantiate(rt) {
+            self.live = Some(live);
+        }
+    }
+
+    /// True if an instance is ready for the next call.
+    pub fn is_warm(&self) -> bool {
+        self.live.is_some()
+    }
+
     fn instantiate(&mut self, rt: &Runtime) -> Result<Live, CallError> {
         let mut store = rt.new_store(self.ctx.clone());
         let bindings = match &self.pre {
