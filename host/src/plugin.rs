@@ -268,11 +268,6 @@ impl Plugin {
         }
     }
 
-    /// True if an instance is ready for the next call.
-    pub fn is_warm(&self) -> bool {
-        self.live.is_some()
-    }
-
     fn instantiate(&mut self, rt: &Runtime) -> Result<Live, CallError> {
         let mut store = rt.new_store(self.ctx.clone());
         let bindings = match &self.pre {
