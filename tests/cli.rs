@@ -903,6 +903,36 @@ fn a_sha256_prevent_list_from_a_file_denies_the_listed_binary() {
         "{err}"
     );
 
+    // Granted, but the binary lies outside the scope: the list cannot hash it and says
+    // `undecided`, so the admin's fail-closed default for exec answers, and says why.
+    let elsewhere = dir.path().join("elsewhere.toml");
+    let other_scope = tempfile::tempdir().unwrap();
+    std::fs::write(
+        &elsewhere,
+        format!(
+            "[auth]\nkinds = {{ exec = \"deny\" }}\n\n[builtin.prevent-list]\ngrants = [\"file-hash\"]\nfile_scope = [{:?}]\nconfig_files = {{ sha256 = \"blocked-sha256.txt\" }}\n",
+            other_scope.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = ward_with_stdin(
+        &["replay", "-", "--config", elsewhere.to_str().unwrap()],
+        Some(input.as_bytes()),
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let recorded: Vec<Value> = ndjson(&out)
+        .into_iter()
+        .filter(|f| f["plugin"] == "ward")
+        .collect();
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["rule"], "auth-default-answer");
+    assert_eq!(recorded[0]["evidence"]["answer"], "deny");
+    let missed = recorded[0]["evidence"]["missed"].as_str().unwrap();
+    assert!(
+        missed.starts_with("prevent-list (undecided: cannot hash "),
+        "{missed}"
+    );
+
     // Without the grant the list cannot hash: the plugin is refused, naming the capability.
     let ungranted = dir.path().join("ungranted.toml");
     std::fs::write(

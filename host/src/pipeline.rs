@@ -298,6 +298,7 @@ impl Pipeline {
                     break;
                 }
                 Ok(wit::Verdict::Allow | wit::Verdict::NoOpinion) => {}
+                Ok(wit::Verdict::Undecided(why)) => miss(name, format!("undecided: {why}")),
                 Err(CallError::Fault(fault)) => {
                     // A plugin stopped at its budget used all that was left: the epoch
                     // tick may have fired a few milliseconds early, not given time back.

@@ -33,6 +33,9 @@ pub struct FakeFile {
     pub xattrs: Vec<(String, Vec<u8>)>,
     /// Its property-list content as JSON text; `None` answers as if absent.
     pub plist: Option<String>,
+    /// When set, every enrichment call on this path fails with `denied(…)` (outside the
+    /// scope, not granted), whatever the other fields say.
+    pub denied: Option<String>,
 }
 
 /// Makes `path` exist for [`crate::enrich`] in native tests; other paths answer `None`.
@@ -45,7 +48,13 @@ pub(crate) fn enrich_answer<T>(
     path: &str,
     answer: impl Fn(&FakeFile) -> Option<T>,
 ) -> Result<Option<T>, crate::EnrichError> {
-    Ok(FILES.with(|f| f.borrow().get(path).and_then(answer)))
+    FILES.with(|f| match f.borrow().get(path) {
+        Some(FakeFile {
+            denied: Some(why), ..
+        }) => Err(crate::EnrichError::Denied(why.clone())),
+        Some(file) => Ok(answer(file)),
+        None => Ok(None),
+    })
 }
 
 /// Sets a config value that [`crate::config`] returns in native tests.

@@ -3,9 +3,11 @@
 //! enforces the verdict's deadline and default), and raises a `prevent-list-match`
 //! finding either way: `deny requested` on AUTH events (the host's own `auth-denied` /
 //! `auth-default-answer` record says what was answered) and `observed (NOTIFY event: not
-//! blocked)` on NOTIFY-only streams such as eslogger's. An image the SHA-256 list cannot be
-//! checked against (outside the granted scope, over the host's hash cap) gets no opinion
-//! from that list; such failures are counted and logged at the 1st, 10th, 100th….
+//! blocked)` on NOTIFY-only streams such as eslogger's. When the SHA-256 list cannot be
+//! checked (the image is outside the granted scope, over the host's hash cap) and nothing
+//! else matched, `authorize` answers `undecided`, so the host applies the admin's default
+//! for exec (fail-closed denies it); such failures are also counted and logged at the 1st,
+//! 10th, 100th….
 //!
 //! Config (each a list: a TOML array, or entries separated by commas, spaces or new lines;
 //! `#` starts a comment; give large lists with the host's `config_files`):
@@ -127,11 +129,17 @@ impl Lists {
 
     /// The first list entry `image` matches; `sha256` asks the host only when needed.
     pub fn check(&self, image: &Process) -> Option<Match> {
+        self.check_or_why(image).ok().flatten()
+    }
+
+    /// [`Self::check`], or why the SHA-256 list could not be checked (and nothing else
+    /// matched).
+    pub fn check_or_why(&self, image: &Process) -> Result<Option<Match>, String> {
         let hit = |list: &'static str, value: &str| {
-            Some(Match {
+            Ok(Some(Match {
                 list,
                 value: value.to_owned(),
-            })
+            }))
         };
         if let Some(cd) = image.cdhash.as_deref().map(str::to_ascii_lowercase)
             && self.cdhash.contains(&cd)
@@ -161,10 +169,13 @@ impl Lists {
             match ward_sdk::enrich::sha256(image.path()) {
                 Ok(Some(digest)) if self.sha256.contains(&digest) => return hit("sha256", &digest),
                 Ok(_) => {}
-                Err(e) => self.hash_failed(image.path(), &e),
+                Err(e) => {
+                    self.hash_failed(image.path(), &e);
+                    return Err(format!("cannot hash {}: {e:?}", image.path()));
+                }
             }
         }
-        None
+        Ok(None)
     }
 
     /// An image the SHA-256 list could not be checked against (outside the granted scope,
@@ -264,9 +275,14 @@ impl Detector for PreventList {
     }
 
     fn authorize(&mut self, event: &Event) -> Verdict {
-        match event.as_exec().and_then(|e| self.lists.check(&e.target)) {
-            Some(m) => Verdict::Deny(format!("on the {} prevent list: {}", m.list, m.value)),
-            None => Verdict::NoOpinion,
+        let Some(exec) = event.as_exec() else {
+            return Verdict::NoOpinion;
+        };
+        match self.lists.check_or_why(&exec.target) {
+            Ok(Some(m)) => Verdict::Deny(format!("on the {} prevent list: {}", m.list, m.value)),
+            Ok(None) => Verdict::NoOpinion,
+            // The SHA-256 list could not be checked: the admin's default decides.
+            Err(why) => Verdict::Undecided(why),
         }
     }
 }
@@ -384,6 +400,36 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn an_image_the_sha256_list_cannot_hash_is_undecided_not_allowed() {
+        testing::reset();
+        testing::set_file(
+            "/opt/elsewhere/tool",
+            testing::FakeFile {
+                denied: Some("outside the granted scope".into()),
+                ..Default::default()
+            },
+        );
+        let mut d = PreventList::with(Lists::parse(SHA, "", "EQHXZ8M8AV", ""));
+        let ev = auth(testing::exec_of(
+            image("/opt/elsewhere/tool", None, "tool", "00"),
+            &["tool"],
+        ));
+        match d.authorize(&ev) {
+            Verdict::Undecided(why) => {
+                assert!(why.contains("cannot hash /opt/elsewhere/tool"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another list matching still denies.
+        let listed = auth(testing::exec_of(
+            image("/opt/elsewhere/tool", Some("EQHXZ8M8AV"), "tool", "00"),
+            &["tool"],
+        ));
+        assert!(matches!(d.authorize(&listed), Verdict::Deny(_)));
+        testing::reset();
     }
 
     #[test]
