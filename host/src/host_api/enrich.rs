@@ -11,8 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use base64::Engine as _;
-use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
 use crate::bindings::collector::ward::plugin::files::FileError;
@@ -34,7 +32,7 @@ pub const MAX_XATTRS: usize = 64;
 /// Bytes kept of one attribute value.
 pub const MAX_XATTR_VALUE_BYTES: usize = 64 << 10;
 /// Deepest nesting of arrays and dictionaries `plist` converts.
-pub const MAX_PLIST_DEPTH: usize = 128;
+pub const MAX_PLIST_DEPTH: usize = ward_plist_json::MAX_DEPTH;
 /// Stack of the thread that parses and drops a property list: the parser builds values
 /// iteratively, but dropping a deeply nested value recurses. Virtual size; only the pages
 /// touched are committed.
@@ -228,41 +226,6 @@ fn resolve(
     Ok((Arc::clone(scope), real))
 }
 
-/// A property list value as JSON; an error past [`MAX_PLIST_DEPTH`] levels of nesting.
-pub fn plist_to_json(value: plist::Value, depth: usize) -> Result<Value, String> {
-    if depth > MAX_PLIST_DEPTH {
-        return Err(format!("nested deeper than {MAX_PLIST_DEPTH} levels"));
-    }
-    Ok(match value {
-        plist::Value::Dictionary(d) => {
-            let mut map = Map::new();
-            for (k, v) in d {
-                map.insert(k, plist_to_json(v, depth + 1)?);
-            }
-            Value::Object(map)
-        }
-        plist::Value::Array(a) => Value::Array(
-            a.into_iter()
-                .map(|v| plist_to_json(v, depth + 1))
-                .collect::<Result<_, _>>()?,
-        ),
-        plist::Value::Boolean(b) => Value::Bool(b),
-        plist::Value::Data(bytes) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-        }
-        plist::Value::Date(d) => Value::String(d.to_xml_format()),
-        plist::Value::Real(r) => serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number),
-        plist::Value::Integer(i) => i
-            .as_signed()
-            .map(Value::from)
-            .or_else(|| i.as_unsigned().map(Value::from))
-            .unwrap_or(Value::Null),
-        plist::Value::String(s) => Value::String(s),
-        plist::Value::Uid(u) => Value::from(u.get()),
-        _ => Value::Null,
-    })
-}
-
 /// Reads and converts a property list, size-capped, on a thread whose stack can take
 /// dropping whatever nesting fits in the size cap.
 pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
@@ -285,9 +248,8 @@ pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
         .name("ward-plist".into())
         .stack_size(PLIST_STACK_BYTES)
         .spawn(move || {
-            let value = plist::Value::from_reader(std::io::Cursor::new(bytes))
-                .map_err(|e| format!("{shown}: not a property list: {e}"))?;
-            let json = plist_to_json(value, 0).map_err(|e| format!("{shown}: {e}"))?;
+            let json = ward_plist_json::parse(&bytes, MAX_PLIST_DEPTH)
+                .map_err(|e| format!("{shown}: {e}"))?;
             Ok(Some(json.to_string()))
         })
         .map_err(|e| format!("{}: cannot start the parser thread: {e}", path.display()))?
@@ -342,6 +304,7 @@ impl Host for PluginState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::Value;
 
     #[test]
     fn digests_are_cached_until_the_file_changes() {

@@ -448,31 +448,6 @@ fn literal_paths(source: &str) -> Vec<String> {
     paths
 }
 
-/// A property-list value as JSON, as the host's `plist-read` answers it (dictionaries as
-/// objects, dates RFC 3339 strings, data base64 strings).
-fn plist_json(value: plist::Value) -> Value {
-    match value {
-        plist::Value::Dictionary(d) => {
-            Value::Object(d.into_iter().map(|(k, v)| (k, plist_json(v))).collect())
-        }
-        plist::Value::Array(a) => Value::Array(a.into_iter().map(plist_json).collect()),
-        plist::Value::Boolean(b) => Value::Bool(b),
-        plist::Value::Data(bytes) => {
-            Value::String(base64::engine::general_purpose::STANDARD.encode(bytes))
-        }
-        plist::Value::Date(d) => Value::String(d.to_xml_format()),
-        plist::Value::Real(r) => serde_json::Number::from_f64(r).map_or(Value::Null, Value::Number),
-        plist::Value::Integer(i) => i
-            .as_signed()
-            .map(Value::from)
-            .or_else(|| i.as_unsigned().map(Value::from))
-            .unwrap_or(Value::Null),
-        plist::Value::String(s) => Value::String(s),
-        plist::Value::Uid(u) => Value::from(u.get()),
-        _ => Value::Null,
-    }
-}
-
 /// The dictionary in `text` if it is base64 of a property list (XML or binary) whose root
 /// is a dictionary.
 fn plist_data(text: &str) -> Option<Value> {
@@ -486,10 +461,11 @@ fn plist_data(text: &str) -> Option<Value> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim_end())
         .ok()?;
-    match plist::Value::from_reader(std::io::Cursor::new(bytes)).ok()? {
-        dict @ plist::Value::Dictionary(_) => Some(plist_json(dict)),
-        _ => None,
-    }
+    // The host's own conversion, with its nesting limit: a hostile blob cannot make the
+    // detector recurse without bound.
+    ward_plist_json::parse(&bytes, ward_plist_json::MAX_DEPTH)
+        .ok()
+        .filter(Value::is_object)
 }
 
 /// Gives data values holding a property-list dictionary Jamf's `asPlistDict` accessor.
