@@ -53,6 +53,22 @@ pub use event::{EventExt, ProcessExt};
 pub use finding::FindingExt;
 pub use host::{config, log, process};
 
+/// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character
+/// boundary: for bounding what a plugin keeps (argv, URLs) without splitting a character.
+///
+/// ```
+/// assert_eq!(ward_sdk::truncated("héllo", 2), "h");
+/// assert_eq!(ward_sdk::truncated("héllo", 3), "hé");
+/// assert_eq!(ward_sdk::truncated("hi", 64), "hi");
+/// ```
+pub fn truncated(text: &str, max_bytes: usize) -> &str {
+    let mut end = text.len().min(max_bytes);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text.get(..end).unwrap_or("")
+}
+
 pub use collector::{Collector, files as collector_files};
 pub use detector::{Detector, EnrichError, Xattr, enrich};
 pub use remediator::Remediator;

@@ -142,17 +142,6 @@ fn has_short_flag(args: &[String], c: char) -> bool {
 /// Longest command line kept with a remembered download.
 const MAX_REMEMBERED_COMMAND: usize = 4096;
 
-fn capped(text: String) -> String {
-    if text.len() <= MAX_REMEMBERED_COMMAND {
-        return text;
-    }
-    let mut end = MAX_REMEMBERED_COMMAND;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.get(..end).unwrap_or("").to_owned()
-}
-
 /// Apple tools by signing identifier: a renamed copy keeps its signature.
 const APPLE_TOOLS: &[(&str, &str)] = &[
     ("com.apple.osascript", "osascript"),
@@ -487,8 +476,9 @@ impl CommandAbuse {
                 self.remember_download(
                     absolute(&out_path, cwd),
                     Download {
-                        command: capped(args.join(" ")),
-                        url: capped(url),
+                        command: ward_sdk::truncated(&args.join(" "), MAX_REMEMBERED_COMMAND)
+                            .to_owned(),
+                        url: ward_sdk::truncated(&url, MAX_REMEMBERED_COMMAND).to_owned(),
                     },
                 );
             }

@@ -88,14 +88,6 @@ pub const MAX_REMEMBERED_ARGS: usize = 256;
 /// Bytes remembered per argument.
 pub const MAX_REMEMBERED_ARG_BYTES: usize = 4096;
 
-fn capped_arg(arg: &str) -> String {
-    let mut end = arg.len().min(MAX_REMEMBERED_ARG_BYTES);
-    while !arg.is_char_boundary(end) {
-        end -= 1;
-    }
-    arg.get(..end).unwrap_or("").to_owned()
-}
-
 /// The process images this detector saw exec, with their arguments, until they exit (or
 /// exec again). Bounded by [`MAX_IMAGES`]; lost when the host replaces the instance, after
 /// which arguments of processes started before are unknown (empty) again.
@@ -117,7 +109,7 @@ impl Images {
         let args = args
             .iter()
             .take(MAX_REMEMBERED_ARGS)
-            .map(|a| capped_arg(a))
+            .map(|a| ward_sdk::truncated(a, MAX_REMEMBERED_ARG_BYTES).to_owned())
             .collect();
         self.by_token.insert(key, (process.clone(), args));
         self.by_pid.insert(key.0, key.1);
