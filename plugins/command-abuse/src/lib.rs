@@ -484,6 +484,9 @@ impl CommandAbuse {
             }
         }
         // The downloaded file run directly, or handed to a shell or interpreter.
+        if self.downloads.is_empty() {
+            return out;
+        }
         let direct = self
             .downloads
             .get(&absolute(exec.target.path(), None))

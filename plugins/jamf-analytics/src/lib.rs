@@ -609,9 +609,9 @@ pub struct JamfAnalytics {
     /// Per analytic (same order): the Jamf event type code its filter pins, if any, so
     /// an analytic is not evaluated on events of another type.
     event_types: Vec<Option<i64>>,
-    /// Per analytic: true if its filter or context may read a relative of the acting
-    /// process (`parent`, `responsible`, `pgprocess`).
-    reads_relatives: Vec<bool>,
+    /// (inputType, pinned event type) of each analytic that may read a relative of the
+    /// acting process: the few the mapping must build relatives for.
+    relative_readers: Vec<(String, Option<i64>)>,
     images: Images,
     contents: Option<FileContents>,
 }
@@ -689,6 +689,15 @@ impl Default for JamfAnalytics {
     }
 }
 
+/// True if `a`'s filter or context may read a relative of the acting process (`parent`,
+/// `responsible`, `pgprocess`).
+fn reads_relatives(a: &Analytic) -> bool {
+    let text = format!("{} {:?}", a.filter.source, a.context);
+    ["parent", "responsible", "pgprocess"]
+        .iter()
+        .any(|k| text.contains(k))
+}
+
 impl JamfAnalytics {
     /// A detector over `analytics` (sorted by level, stable). Reads file contents for
     /// them when the config says [`READ_FILE_CONTENTS`].
@@ -699,7 +708,7 @@ impl JamfAnalytics {
         } else {
             None
         };
-        let event_types = analytics
+        let event_types: Vec<Option<i64>> = analytics
             .iter()
             .map(|a| {
                 a.filter
@@ -709,19 +718,16 @@ impl JamfAnalytics {
                     .map(|t| t as i64)
             })
             .collect();
-        let reads_relatives = analytics
+        let relative_readers = analytics
             .iter()
-            .map(|a| {
-                let text = format!("{} {:?}", a.filter.source, a.context);
-                ["parent", "responsible", "pgprocess"]
-                    .iter()
-                    .any(|k| text.contains(k))
-            })
+            .zip(&event_types)
+            .filter(|(a, _)| reads_relatives(a))
+            .map(|(a, pinned)| (a.input_type.clone(), *pinned))
             .collect();
         Self {
             analytics,
             event_types,
-            reads_relatives,
+            relative_readers,
             images: Images::default(),
             contents,
         }
@@ -778,13 +784,9 @@ impl Detector for JamfAnalytics {
             self.images.record(&exec.target, &exec.args);
         }
         let relatives = |input: &str, kind: i64| {
-            self.analytics
+            self.relative_readers
                 .iter()
-                .zip(&self.event_types)
-                .zip(&self.reads_relatives)
-                .any(|((a, pinned), reads)| {
-                    *reads && a.input_type == input && pinned.is_none_or(|t| t == kind)
-                })
+                .any(|(i, pinned)| i == input && pinned.is_none_or(|t| t == kind))
         };
         let mapped = jamf_event_with(event, &self.images, &relatives);
         if let EventData::Exit(_) = &event.data {
@@ -2097,9 +2099,8 @@ mod tests {
         let reads = |name: &str| {
             d.analytics
                 .iter()
-                .zip(&d.reads_relatives)
-                .find(|(a, _)| a.name == name)
-                .map(|(_, r)| *r)
+                .find(|a| a.name == name)
+                .map(reads_relatives)
         };
         assert_eq!(
             reads("UserPrivilegeEscalationByDseditgroupAndSelfService"),
