@@ -67,6 +67,16 @@ fn first_party(findings: &[Value]) -> Vec<Value> {
         .collect()
 }
 
+/// The first record of the attack-chain example that `pick` accepts, as JSON to edit.
+fn attack_chain_event(pick: impl Fn(&Value) -> bool) -> Value {
+    std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|v| pick(v))
+        .unwrap()
+}
+
 fn ndjson(o: &Output) -> Vec<Value> {
     String::from_utf8(o.stdout.clone())
         .unwrap()
@@ -855,13 +865,9 @@ fn a_sha256_prevent_list_from_a_file_denies_the_listed_binary() {
     .unwrap();
     // The attack chain's exec of /private/tmp/update, pointed at the payload: once as AUTH,
     // once as NOTIFY.
-    let chain =
-        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
-    let mut v: Value = chain
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update")
-        .unwrap();
+    let mut v = attack_chain_event(|v| {
+        v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update"
+    });
     v["event"]["exec"]["target"]["executable"]["path"] = Value::from(payload.display().to_string());
     v["action_type"] = Value::from(0);
     let auth = v.to_string();
@@ -965,13 +971,7 @@ fn file_contents_reach_jamf_analytics_through_the_plist_grant() {
 </dict></dict></dict></plist>"#,
     )
     .unwrap();
-    let chain =
-        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
-    let mut v: Value = chain
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["event"]["close"].is_object())
-        .unwrap();
+    let mut v = attack_chain_event(|v| v["event"]["close"].is_object());
     v["event"]["close"]["modified"] = Value::from(true);
     v["event"]["close"]["target"]["path"] = Value::from(prefs.display().to_string());
     let input = format!("{v}\n");
@@ -1051,13 +1051,9 @@ fn the_quarantine_attribute_reaches_untrusted_exec_through_the_xattr_grant() {
         eprintln!("skipping: this file system does not take extended attributes ({e})");
         return;
     }
-    let chain =
-        std::fs::read_to_string(root().join("examples/streams/attack-chain.jsonl")).unwrap();
-    let mut v: Value = chain
-        .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap())
-        .find(|v| v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update")
-        .unwrap();
+    let mut v = attack_chain_event(|v| {
+        v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update"
+    });
     v["event"]["exec"]["target"]["executable"]["path"] = Value::from(payload.display().to_string());
     let input = format!("{v}\n");
     let config = dir.path().join("ward.toml");
