@@ -241,19 +241,14 @@ impl Pipeline {
         let mut missed: Vec<(String, String)> = Vec::new();
         let mut denied: Option<(String, String)> = None;
         let mut shadow_denies: Vec<(String, String)> = Vec::new();
-        // Enforcing plugins first: a shadow plugin must not spend their time.
-        let order: Vec<usize> = (0..self.detectors.len())
-            .filter(|&i| {
-                self.detectors
-                    .get(i)
-                    .is_some_and(|d| d.plugin.mode != Mode::Shadow)
-            })
-            .chain((0..self.detectors.len()).filter(|&i| {
-                self.detectors
-                    .get(i)
-                    .is_some_and(|d| d.plugin.mode == Mode::Shadow)
-            }))
-            .collect();
+        // Enforcing plugins first (a stable sort keeps load order within each group): a
+        // shadow plugin must not spend their time.
+        let mut order: Vec<usize> = (0..self.detectors.len()).collect();
+        order.sort_by_key(|&i| {
+            self.detectors
+                .get(i)
+                .is_some_and(|d| d.plugin.mode == Mode::Shadow)
+        });
         for i in order {
             let Some(routed) = self.detectors.get_mut(i) else {
                 continue;
