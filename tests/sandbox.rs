@@ -285,7 +285,7 @@ fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
         &procs,
     );
     assert_eq!(ok.name(), "untrusted-exec");
-    assert_eq!(ok.digest, actual);
+    assert_eq!(ok.digest(), actual);
 }
 
 #[test]

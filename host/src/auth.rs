@@ -146,6 +146,9 @@ pub struct AuthDecision {
     pub decided_by: DecidedBy,
     /// Denies from plugins in shadow mode: (plugin, reason). Recorded, not answered.
     pub shadow_denies: Vec<(String, String)>,
+    /// Plugins not asked because the AUTH lane holds them in quarantine: (plugin, why).
+    /// They do not make the default answer (see [`crate::auth_lane`]).
+    pub skipped: Vec<(String, String)>,
     /// The deadline the plugins were given.
     pub deadline: Duration,
     /// How long deciding took.
@@ -163,6 +166,8 @@ pub struct AuthStats {
     pub denied: u64,
     /// Answered with the policy default because a plugin missed the deadline.
     pub defaulted: u64,
+    /// Answered without a quarantined plugin that would have been asked.
+    pub skipped: u64,
 }
 
 impl AuthStats {
@@ -176,6 +181,9 @@ impl AuthStats {
         if matches!(decision.decided_by, DecidedBy::Default { .. }) {
             self.defaulted += 1;
         }
+        if !decision.skipped.is_empty() {
+            self.skipped += 1;
+        }
     }
 }
 
@@ -185,7 +193,11 @@ impl std::fmt::Display for AuthStats {
             f,
             "{} AUTH events: {} allowed, {} denied, {} answered by the default",
             self.requests, self.allowed, self.denied, self.defaulted
-        )
+        )?;
+        if self.skipped > 0 {
+            write!(f, ", {} without a quarantined plugin", self.skipped)?;
+        }
+        Ok(())
     }
 }
 
@@ -205,6 +217,15 @@ fn timing<'a>(
 ) -> Vec<(&'a str, String)> {
     pairs.push(("deadline_ms", decision.deadline.as_millis().to_string()));
     pairs.push(("elapsed_us", decision.elapsed.as_micros().to_string()));
+    if !decision.skipped.is_empty() {
+        let who = decision
+            .skipped
+            .iter()
+            .map(|(p, why)| format!("{p} ({why})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        pairs.push(("skipped", who));
+    }
     pairs
 }
 

@@ -273,6 +273,21 @@ pub fn build_pipeline(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<
     for e in &loaded.errors {
         eprintln!("ward: {e}");
     }
+    // An agent that detects nothing must not look like one that found nothing.
+    let detectors = loaded
+        .plugins
+        .iter()
+        .filter(|p| p.kind() == crate::plugin::Kind::Detector)
+        .count();
+    if detectors == 0 {
+        if loaded.errors.is_empty() {
+            bail!("no detector to run: the default content is off and no detector is configured");
+        }
+        bail!(
+            "no detector to run: every one was refused ({} refused, see above)",
+            loaded.errors.len()
+        );
+    }
     Ok((
         Pipeline::new(rt, loaded.plugins, processes, config.pipeline()),
         loaded.errors.len(),

@@ -83,9 +83,12 @@ pub struct AgentConfig {
     /// Where compiled components are cached; `""` disables the cache.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
-    /// Events per detector call.
+    /// Most events per detector call.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
+    /// Most bytes of events per detector call.
+    #[serde(default = "default_batch_bytes")]
+    pub batch_bytes: usize,
     /// Longest accepted eslogger line.
     #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,
@@ -99,6 +102,9 @@ fn yes() -> bool {
 }
 fn default_batch() -> usize {
     64
+}
+fn default_batch_bytes() -> usize {
+    crate::pipeline::DEFAULT_BATCH_BYTES
 }
 fn default_max_line() -> usize {
     ward_event::DEFAULT_MAX_LINE_BYTES
@@ -114,6 +120,7 @@ impl Default for AgentConfig {
             require_pins: false,
             cache_dir: None,
             batch_size: default_batch(),
+            batch_bytes: default_batch_bytes(),
             max_line_bytes: default_max_line(),
             process_table_capacity: default_process_capacity(),
         }
@@ -259,6 +266,10 @@ pub struct LimitsConfig {
     pub fault_window_secs: u64,
     /// Findings accepted per call.
     pub max_findings_per_call: usize,
+    /// First quarantine of a faulting plugin, seconds; each repeat doubles it.
+    pub quarantine_secs: u64,
+    /// Longest quarantine, seconds.
+    pub quarantine_max_secs: u64,
 }
 
 impl Default for LimitsConfig {
@@ -271,8 +282,24 @@ impl Default for LimitsConfig {
             max_faults: l.max_faults,
             fault_window_secs: l.fault_window.as_secs(),
             max_findings_per_call: l.max_results_per_call,
+            quarantine_secs: l.quarantine_base.as_secs(),
+            quarantine_max_secs: l.quarantine_max.as_secs(),
         }
     }
+}
+
+/// `name` must lie in `min..=max`; the message names the key, the range and the value.
+fn in_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+    if (min..=max).contains(&value) {
+        Ok(())
+    } else {
+        Err(format!("{name} must be {min}..={max} (is {value})"))
+    }
+}
+
+/// `usize` as `u64` for range checks (saturating on a 128-bit `usize`).
+fn wide(v: usize) -> u64 {
+    u64::try_from(v).unwrap_or(u64::MAX)
 }
 
 /// `[source]` of `ward run`.
@@ -442,19 +469,44 @@ impl WardConfig {
                 }
             }
         }
-        if self.agent.batch_size == 0 || self.agent.batch_size > 4096 {
-            return Err("agent.batch_size must be 1..=4096".into());
-        }
-        if self.agent.max_line_bytes < 1024 {
-            return Err("agent.max_line_bytes must be at least 1024".into());
-        }
-        if self.limits.memory_mib == 0
-            || self.limits.call_timeout_ms == 0
-            || self.limits.init_timeout_ms == 0
-        {
-            return Err(
-                "limits.memory_mib, call_timeout_ms and init_timeout_ms must be positive".into(),
-            );
+        // Every limit has a range: a value outside it is a mistake, never wrapped or
+        // clamped into something else (`memory_mib << 20` of a huge value was once 0).
+        let a = &self.agent;
+        in_range("agent.batch_size", wide(a.batch_size), 1, 4096)?;
+        in_range("agent.batch_bytes", wide(a.batch_bytes), 64 << 10, 256 << 20)?;
+        in_range("agent.max_line_bytes", wide(a.max_line_bytes), 1024, 64 << 20)?;
+        in_range(
+            "agent.process_table_capacity",
+            wide(a.process_table_capacity),
+            1,
+            10_000_000,
+        )?;
+        let l = &self.limits;
+        // wasm32 memories address at most 4 GiB.
+        in_range("limits.memory_mib", wide(l.memory_mib), 1, 4096)?;
+        in_range("limits.call_timeout_ms", l.call_timeout_ms, 1, 600_000)?;
+        in_range("limits.init_timeout_ms", l.init_timeout_ms, 1, 600_000)?;
+        in_range("limits.max_faults", u64::from(l.max_faults), 1, 1_000_000)?;
+        in_range("limits.fault_window_secs", l.fault_window_secs, 1, 7 * 86_400)?;
+        in_range(
+            "limits.max_findings_per_call",
+            wide(l.max_findings_per_call),
+            1,
+            65_536,
+        )?;
+        in_range("limits.quarantine_secs", l.quarantine_secs, 1, 7 * 86_400)?;
+        in_range(
+            "limits.quarantine_max_secs",
+            l.quarantine_max_secs,
+            l.quarantine_secs,
+            7 * 86_400,
+        )?;
+        let known = crate::default_content::builtin_names();
+        if let Some(name) = self.builtin.keys().find(|n| !known.contains(&n.as_str())) {
+            return Err(format!(
+                "builtin.{name}: there is no built-in plugin `{name}` (built in: {})",
+                known.join(", ")
+            ));
         }
         for (i, p) in self.plugins.iter().enumerate() {
             let at = format!("plugins[{i}] ({})", p.path.display());
@@ -480,15 +532,17 @@ impl WardConfig {
         Ok(())
     }
 
-    /// Runtime limits.
+    /// Runtime limits (the ranges were checked on load).
     pub fn limits(&self) -> Limits {
         Limits {
-            memory_bytes: self.limits.memory_mib << 20,
+            memory_bytes: self.limits.memory_mib.saturating_mul(1 << 20),
             call_timeout: Duration::from_millis(self.limits.call_timeout_ms),
             init_timeout: Duration::from_millis(self.limits.init_timeout_ms),
             max_faults: self.limits.max_faults,
             fault_window: Duration::from_secs(self.limits.fault_window_secs),
             max_results_per_call: self.limits.max_findings_per_call,
+            quarantine_base: Duration::from_secs(self.limits.quarantine_secs),
+            quarantine_max: Duration::from_secs(self.limits.quarantine_max_secs),
             ..Limits::default()
         }
     }
@@ -497,6 +551,7 @@ impl WardConfig {
     pub fn pipeline(&self) -> PipelineOptions {
         PipelineOptions {
             batch_size: self.agent.batch_size,
+            batch_bytes: self.agent.batch_bytes,
             max_line_bytes: self.agent.max_line_bytes,
             auth: AuthPolicy {
                 verdict_timeout: Duration::from_millis(self.auth.verdict_timeout_ms),

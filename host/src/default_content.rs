@@ -16,3 +16,8 @@ pub fn builtin_sources() -> Vec<PluginSource> {
         })
         .collect()
 }
+
+/// The package names of the built-in plugins (what `[builtin.<name>]` may name).
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN_PLUGINS.iter().map(|(name, _)| *name).collect()
+}

@@ -30,15 +30,22 @@ pub struct Limits {
     pub max_output_bytes: usize,
     /// Findings (or artifacts, or actions) accepted from one call.
     pub max_results_per_call: usize,
-    /// Bytes of text in one finding past which it is a fault (output-limit).
-    pub max_finding_bytes: usize,
-    /// Bytes kept of a finding's message and of each evidence value; longer text is cut
-    /// and marked, not faulted.
+    /// Bytes kept of any one string a plugin returns (a message, an evidence value, a
+    /// deny reason); longer text is cut and marked without being read.
     pub max_field_bytes: usize,
+    /// Bytes one `on-events` call may return in all (strings kept plus the host's size of
+    /// each list element); past it the call is an `output-limit` fault.
+    pub max_output_bytes_per_call: usize,
+    /// Bytes of artifacts one `collect` call may return.
+    pub max_artifact_bytes_per_call: usize,
     /// Faults within `fault_window` that quarantine a plugin.
     pub max_faults: u32,
     /// Window for counting faults.
     pub fault_window: Duration,
+    /// First quarantine; each repeat doubles it.
+    pub quarantine_base: Duration,
+    /// Longest quarantine.
+    pub quarantine_max: Duration,
 }
 
 impl Default for Limits {
@@ -51,10 +58,13 @@ impl Default for Limits {
             init_timeout: Duration::from_secs(2),
             max_output_bytes: 64 << 10,
             max_results_per_call: 1024,
-            max_finding_bytes: 1 << 20,
             max_field_bytes: 8 << 10,
+            max_output_bytes_per_call: 4 << 20,
+            max_artifact_bytes_per_call: 16 << 20,
             max_faults: 3,
             fault_window: Duration::from_secs(60),
+            quarantine_base: Duration::from_secs(60),
+            quarantine_max: Duration::from_secs(3600),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The finding line: what `ward replay` prints, one JSON object per line (DESIGN.md).
 
+use std::sync::Arc;
+
 use serde::Serialize;
 use serde::ser::{SerializeMap, Serializer};
 
@@ -24,8 +26,8 @@ pub struct FindingRecord {
     pub event_type: String,
     /// Time of the triggering event.
     pub time: String,
-    /// The acting process.
-    pub process: ProcessSummary,
+    /// The acting process (shared by every finding about the same event).
+    pub process: Arc<ProcessSummary>,
     /// One sentence.
     pub message: String,
     /// Rule-specific evidence, in the plugin's order.
@@ -59,7 +61,8 @@ pub struct ProcessSummary {
     pub team_id: Option<String>,
     /// Signer class.
     pub signer: &'static str,
-    /// argv, if known (at most the first 256 arguments).
+    /// argv, if known: at most the first [`ward_event::process_table::MAX_ARGS`]
+    /// arguments and [`MAX_SUMMARY_ARGS_BYTES`] bytes (the last one kept cut and marked).
     pub args: Option<Vec<String>>,
     /// The full argument count, present only when `args` was cut.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -118,22 +121,47 @@ fn reference(table: &ProcessTable, token: Option<&wit::AuditToken>) -> Option<Pr
     })
 }
 
+/// Bytes of arguments a finding quotes: the command line an analyst reads, not a copy of
+/// a megabyte argv per finding (an attacker chooses its argv).
+pub const MAX_SUMMARY_ARGS_BYTES: usize = 16 << 10;
+
+/// At most [`ward_event::process_table::MAX_ARGS`] of `args` and
+/// [`MAX_SUMMARY_ARGS_BYTES`] bytes, and whether anything was cut.
+fn quoted_args(args: &[String]) -> (Vec<String>, bool) {
+    let mut out = Vec::new();
+    let mut left = MAX_SUMMARY_ARGS_BYTES;
+    for arg in args.iter().take(ward_event::process_table::MAX_ARGS) {
+        if arg.len() <= left {
+            left -= arg.len();
+            out.push(arg.clone());
+            continue;
+        }
+        let mut end = left;
+        while !arg.is_char_boundary(end) {
+            end -= 1;
+        }
+        let mut cut = arg.get(..end).unwrap_or_default().to_owned();
+        cut.push_str(&format!("…[{} bytes cut]", arg.len() - end));
+        out.push(cut);
+        return (out, true);
+    }
+    let cut = out.len() < args.len();
+    (out, cut)
+}
+
 /// Summarises the acting process of `event`, with parent and responsible from `table`.
 pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSummary {
     let actor = crate::router::actor(event);
-    let max = ward_event::process_table::MAX_ARGS;
+    let quote = |args: &[String]| {
+        let (kept, cut) = quoted_args(args);
+        (Some(kept), cut.then_some(args.len()))
+    };
     let (args, args_total) = match &event.data {
-        wit::EventData::Exec(exec) => (
-            Some(exec.args.iter().take(max).cloned().collect()),
-            exec.args.len(),
-        ),
-        _ => {
-            let known = table
-                .args(&convert::model_token(&actor.token))
-                .map(|a| a.to_vec());
-            let total = known.as_ref().map_or(0, Vec::len);
-            (known, total)
-        }
+        wit::EventData::Exec(exec) => quote(&exec.args),
+        _ => match table.args(&convert::model_token(&actor.token)) {
+            Some(known) => quote(&known),
+            None => (None, None),
+        },
     };
     ProcessSummary {
         pid: actor.token.pid,
@@ -143,7 +171,7 @@ pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSumma
         team_id: actor.team_id.clone(),
         signer: signer_name(actor.signer),
         args,
-        args_total: (args_total > max).then_some(args_total),
+        args_total,
         parent: reference(table, actor.parent_token.as_ref()),
         responsible: reference(table, actor.responsible_token.as_ref()),
     }
@@ -158,6 +186,23 @@ impl FindingRecord {
         event: &wit::Event,
         table: &ProcessTable,
     ) -> Self {
+        Self::with_process(
+            plugin,
+            shadow,
+            finding,
+            event,
+            Arc::new(process_summary(event, table)),
+        )
+    }
+
+    /// [`Self::new`] with the event's process summary already made (and shared).
+    pub fn with_process(
+        plugin: &str,
+        shadow: bool,
+        finding: wit::Finding,
+        event: &wit::Event,
+        process: Arc<ProcessSummary>,
+    ) -> Self {
         Self {
             rule: finding.rule,
             plugin: plugin.to_owned(),
@@ -166,7 +211,7 @@ impl FindingRecord {
             global_seq_num: event.global_seq_num,
             event_type: event.kind.clone(),
             time: event.time.clone(),
-            process: process_summary(event, table),
+            process,
             message: finding.message,
             evidence: finding
                 .evidence
@@ -196,7 +241,7 @@ impl FindingRecord {
             global_seq_num: event.global_seq_num,
             event_type: event.kind.clone(),
             time: event.time.clone(),
-            process: ProcessSummary {
+            process: Arc::new(ProcessSummary {
                 pid: i32::try_from(std::process::id()).unwrap_or(0),
                 pidversion: 0,
                 path: exe,
@@ -207,9 +252,9 @@ impl FindingRecord {
                 args_total: None,
                 parent: None,
                 responsible: None,
-            },
+            }),
             message: format!(
-                "plugin {plugin} was quarantined after repeated faults; it no longer receives events"
+                "plugin {plugin} was quarantined after repeated faults; it receives no events until the quarantine ends"
             ),
             evidence: vec![
                 ("quarantined_plugin".into(), plugin.into()),

@@ -6,6 +6,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod auth_lane;
 pub mod bench;
 pub mod bindings;
 pub mod cache;
@@ -16,6 +17,7 @@ pub mod default_content;
 pub mod engine;
 pub mod finding;
 pub mod host_api;
+pub mod lift;
 pub mod load;
 pub mod output;
 pub mod pipeline;
@@ -25,6 +27,7 @@ pub mod registry;
 pub mod router;
 pub mod runtime;
 pub mod scaffold;
+pub mod scope;
 pub mod source;
 pub mod state;
 pub mod synth;

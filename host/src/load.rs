@@ -18,7 +18,8 @@ use crate::bindings::remediator::RemediatorPre;
 use crate::cache::{self, CacheOutcome};
 use crate::host_api::enrich::{CAP_HASH, CAP_PLIST, CAP_XATTR, EnrichScope};
 use crate::host_api::files::FileScope;
-use crate::plugin::{Kind, LiveBindings, Mode, Plugin, PluginMeta, WorldPre, classify};
+use crate::plugin::{Instance, Kind, Mode, Plugin, PluginImage};
+use crate::router::Route;
 use crate::runtime::Runtime;
 use crate::state::{PluginContext, SharedProcessTable};
 
@@ -112,6 +113,18 @@ pub enum LoadError {
         origin: String,
         /// Why.
         reason: String,
+    },
+    /// The admin set a config key the plugin does not declare in `describe()`.
+    #[error("plugin {origin}: `{key}` is not a config key {plugin} reads (it reads: {known})")]
+    UnknownConfigKey {
+        /// File.
+        origin: String,
+        /// The plugin's name.
+        plugin: String,
+        /// The key.
+        key: String,
+        /// The keys it declares.
+        known: String,
     },
     /// Requests a capability the admin did not grant.
     #[error("plugin {origin}: requests capability `{capability}` which the admin has not granted")]
@@ -290,15 +303,14 @@ pub fn load(
             first_line(&format!("{e:#}"))
         ),
     };
-    let pre = match kind {
-        Kind::Detector => WorldPre::Detector(DetectorPre::new(instance_pre).map_err(wrong_shape)?),
-        Kind::Collector => {
-            WorldPre::Collector(CollectorPre::new(instance_pre).map_err(wrong_shape)?)
-        }
-        Kind::Remediator => {
-            WorldPre::Remediator(RemediatorPre::new(instance_pre).map_err(wrong_shape)?)
-        }
+    // The typed pre-instance of the world names an export of the wrong shape precisely;
+    // calls then go through `crate::lift`'s bounded types on the untyped pre-instance.
+    let checked = match kind {
+        Kind::Detector => DetectorPre::new(instance_pre.clone()).map(|_| ()),
+        Kind::Collector => CollectorPre::new(instance_pre.clone()).map(|_| ()),
+        Kind::Remediator => RemediatorPre::new(instance_pre.clone()).map(|_| ()),
     };
+    checked.map_err(wrong_shape)?;
 
     let file_scope = options
         .grants
@@ -313,35 +325,11 @@ pub fn load(
         enrich: EnrichScope::from_grants(&options.grants, &options.file_scope, &rt.hash_cache)
             .map(Arc::new),
     };
-    let mut store = rt.new_store(ctx.clone());
-    let describe_err = |e: wasmtime::Error| LoadError::Describe {
-        origin: origin.clone(),
-        reason: classify(&e).1,
-    };
-    let (info, live) = match &pre {
-        WorldPre::Detector(p) => {
-            let b = p.instantiate(&mut store).map_err(describe_err)?;
-            (
-                b.call_describe(&mut store).map_err(describe_err)?,
-                LiveBindings::Detector(b),
-            )
-        }
-        WorldPre::Collector(p) => {
-            let b = p.instantiate(&mut store).map_err(describe_err)?;
-            (
-                b.call_describe(&mut store).map_err(describe_err)?,
-                LiveBindings::Collector(b),
-            )
-        }
-        WorldPre::Remediator(p) => {
-            let b = p.instantiate(&mut store).map_err(describe_err)?;
-            (
-                b.call_describe(&mut store).map_err(describe_err)?,
-                LiveBindings::Remediator(b),
-            )
-        }
-    };
-    store.data_mut().flush_output();
+    let (mut instance, info) = Instance::start(rt, &instance_pre, kind, ctx.clone())
+        .map_err(|(_, reason)| LoadError::Describe {
+            origin: origin.clone(),
+            reason,
+        })?;
     if Kind::from_wit(info.kind) != kind {
         return Err(LoadError::Describe {
             origin,
@@ -357,6 +345,10 @@ pub fn load(
             reason: "name empty or over 128 bytes, or over 256 subscriptions".into(),
         });
     }
+    let route = Route::new(&info).map_err(|reason| LoadError::Describe {
+        origin: origin.clone(),
+        reason,
+    })?;
     for capability in &info.capabilities {
         if !options.grants.iter().any(|g| g == capability) {
             return Err(LoadError::CapabilityNotGranted {
@@ -364,6 +356,25 @@ pub fn load(
                 capability: capability.clone(),
             });
         }
+    }
+    // A key the plugin does not read is a typo or a misunderstanding: either way the
+    // admin's intent is not what runs.
+    if let Some(key) = options
+        .config
+        .keys()
+        .find(|k| !info.config.iter().any(|c| &c.name == *k))
+    {
+        let known: Vec<&str> = info.config.iter().map(|c| c.name.as_str()).collect();
+        return Err(LoadError::UnknownConfigKey {
+            origin,
+            plugin: info.name.clone(),
+            key: key.clone(),
+            known: if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            },
+        });
     }
     // From here on logs carry the plugin's own name, and enrichment answers only for the
     // capabilities the plugin declared (granted ∩ requested; `describe()` itself, where a
@@ -380,19 +391,10 @@ pub fn load(
             .map(Arc::new),
         ..ctx
     };
-    store.data_mut().ctx = ctx.clone();
+    instance.set_context(ctx.clone());
     tracing::info!(plugin = %info.name, version = %info.version, kind = %kind, digest = %digest.get(..12).unwrap_or(""), origin = %origin, "plugin loaded");
-    Ok(Plugin::new(
-        PluginMeta {
-            info,
-            digest,
-            origin,
-            mode: options.mode,
-        },
-        ctx,
-        pre,
-        (store, live),
-    ))
+    let image = PluginImage::new(info, digest, origin, kind, route, ctx, instance_pre);
+    Ok(Plugin::new(Arc::new(image), options.mode, Some(instance)))
 }
 
 fn first_line(text: &str) -> String {

@@ -8,22 +8,52 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::auth::{self, AuthDecision, AuthPolicy, AuthStats, DecidedBy};
+use crate::auth::{self, AuthDecision, AuthPolicy, AuthStats};
+use crate::auth_lane::AuthLane;
 use crate::bindings::wit;
 use crate::convert;
 use crate::finding::FindingRecord;
-use crate::plugin::{CallError, Kind, Mode, Plugin};
+use crate::plugin::{CallError, Kind, Mode, Plugin, PluginStats};
 use crate::router::Route;
 use crate::runtime::Runtime;
 use crate::source::{EventSource, Item, Line, LineReader};
 use crate::state::SharedProcessTable;
-use ward_event::{ParseError, ParseStats, parse_line};
+use ward_event::{Message, ParseError, ParseStats, ProcessTable, parse_line};
+
+/// Bytes of events (their eslogger lines, plus [`EVENT_OVERHEAD_BYTES`] each) one
+/// detector call carries by default: a batch closes at this size or at `batch_size`
+/// events, whichever comes first, so a run of huge command lines becomes many small
+/// calls instead of one that overflows a plugin's memory. With 64 MiB per instance,
+/// 4 MiB leaves room for the lowered copy, the guest's own copy and its work.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+
+/// What a lowered event costs beyond its strings (two process records, stat blocks).
+pub const EVENT_OVERHEAD_BYTES: usize = 2 << 10;
+
+/// The size an event is counted as in a batch.
+fn event_cost(msg: &Message) -> usize {
+    let text = if msg.raw.is_empty() {
+        // A native source's event has no line: count its arguments and paths.
+        let args = match &msg.event {
+            ward_event::model::EventPayload::Exec(e) => {
+                e.args.iter().map(String::len).sum::<usize>() + e.target.executable.path.len()
+            }
+            _ => 0,
+        };
+        args + msg.process.executable.path.len()
+    } else {
+        msg.raw.len()
+    };
+    text.saturating_add(EVENT_OVERHEAD_BYTES)
+}
 
 /// Pipeline tuning.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
-    /// Events per detector call.
+    /// Most events per detector call.
     pub batch_size: usize,
+    /// Most bytes of events per detector call (see [`DEFAULT_BATCH_BYTES`]).
+    pub batch_bytes: usize,
     /// Longest accepted line.
     pub max_line_bytes: usize,
     /// How AUTH events are answered.
@@ -34,6 +64,7 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             batch_size: 64,
+            batch_bytes: DEFAULT_BATCH_BYTES,
             max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES,
             auth: AuthPolicy::default(),
         }
@@ -56,16 +87,42 @@ pub struct PluginSummary {
     pub calls: u64,
     /// Findings accepted.
     pub findings: u64,
-    /// Guest faults.
+    /// Guest faults blamed on the plugin.
     pub faults: u64,
+    /// Faults on batches that were split and retried (not blamed).
+    pub retried: u64,
+    /// Times quarantined.
+    pub quarantines: u64,
+    /// Times released from quarantine.
+    pub releases: u64,
     /// Plugin errors.
     pub errors: u64,
     /// Quarantine reason.
     pub quarantined: Option<String>,
     /// Wall time inside the plugin's calls.
     pub busy: std::time::Duration,
-    /// Instances built: the one from load, plus one per replacement after a fault.
+    /// Instances built: the one from load, plus one per replacement after a fault (and,
+    /// for the AUTH lane, its own live and spare instances).
     pub instantiations: u64,
+}
+
+impl PluginSummary {
+    fn from_stats(name: &str, s: &PluginStats, quarantined: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            events: s.events,
+            calls: s.calls,
+            findings: s.results,
+            faults: s.faults,
+            retried: s.retried,
+            quarantines: s.quarantines,
+            releases: s.releases,
+            errors: s.plugin_errors,
+            quarantined: quarantined.map(str::to_owned),
+            busy: s.busy,
+            instantiations: s.instantiations,
+        }
+    }
 }
 
 /// What a run did.
@@ -93,6 +150,12 @@ impl std::fmt::Display for Summary {
                 "\n  {}: {} events, {} calls, {} findings, {} errors, {} faults",
                 p.name, p.events, p.calls, p.findings, p.errors, p.faults
             )?;
+            if p.retried > 0 {
+                write!(f, ", {} split and retried", p.retried)?;
+            }
+            if p.releases > 0 {
+                write!(f, ", released {} times", p.releases)?;
+            }
             if let Some(reason) = &p.quarantined {
                 write!(f, ", QUARANTINED ({reason})")?;
             }
@@ -102,7 +165,7 @@ impl std::fmt::Display for Summary {
 }
 
 /// `action_type` of an AUTH message.
-const AUTH: u32 = 0;
+const AUTH_ACTION: u32 = 0;
 
 /// Samples of each skip reason logged before going quiet.
 const SAMPLES_PER_REASON: u64 = 3;
@@ -113,40 +176,81 @@ pub struct Pipeline {
     detectors: Vec<Routed>,
     processes: SharedProcessTable,
     batch: Vec<wit::Event>,
+    batch_bytes: usize,
     options: PipelineOptions,
     stats: ParseStats,
     findings: u64,
     selection: Vec<usize>,
-    auth: AuthStats,
+    /// `None` while [`run_source`] runs the lane on a thread of its own.
+    lane: Option<AuthLane>,
+    /// AUTH counts and findings of a lane that ran elsewhere.
+    auth_elsewhere: (AuthStats, u64),
+}
+
+/// One item as the reader hands it over: parsed (with its arrival time) or not.
+pub enum Parsed {
+    /// A typed message and when it was read.
+    Message(Box<Message>, Instant),
+    /// A line that did not parse.
+    Malformed(ParseError),
+}
+
+/// The findings recording `decision` on `event`: a deny or a default answer, and what
+/// shadow plugins would have denied.
+pub fn auth_records(
+    decision: &AuthDecision,
+    event: &wit::Event,
+    table: &ProcessTable,
+) -> Vec<FindingRecord> {
+    let mut out = Vec::new();
+    if let Some(finding) = auth::record(decision) {
+        out.push(FindingRecord::new("ward", false, finding, event, table));
+    }
+    for finding in auth::shadow_records(decision) {
+        out.push(FindingRecord::new("ward", true, finding, event, table));
+    }
+    tracing::debug!(kind = %event.kind, answer = decision.answer.as_str(), elapsed_us = decision.elapsed.as_micros() as u64, "AUTH answered");
+    out
 }
 
 impl Pipeline {
     /// A pipeline over the given plugins; non-detectors and disabled plugins are ignored.
+    /// Detectors that take AUTH events also get verdict instances of their own in the AUTH
+    /// lane (built here, in parallel).
     pub fn new(
         rt: Arc<Runtime>,
         plugins: Vec<Plugin>,
         processes: SharedProcessTable,
         options: PipelineOptions,
     ) -> Self {
-        let detectors = plugins
+        let detectors: Vec<Routed> = plugins
             .into_iter()
             .filter(|p| p.kind() == Kind::Detector && p.mode != Mode::Disabled)
             .map(|plugin| Routed {
-                route: Route::new(&plugin.info),
+                route: plugin.route().clone(),
                 plugin,
             })
             .collect();
+        let verdict_plugins: Vec<&Plugin> = detectors.iter().map(|d| &d.plugin).collect();
+        let lane = AuthLane::new(&rt, &verdict_plugins, options.auth.clone());
         Self {
             rt,
             detectors,
             processes,
             batch: Vec::with_capacity(options.batch_size),
+            batch_bytes: 0,
             options,
             stats: ParseStats::default(),
             findings: 0,
             selection: Vec::new(),
-            auth: AuthStats::default(),
+            lane: Some(lane),
+            auth_elsewhere: (AuthStats::default(), 0),
         }
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
     }
 
     /// The event kinds any detector subscribes to; `None` if some detector takes all.
@@ -188,172 +292,104 @@ impl Pipeline {
 
     /// Feeds one line; findings from any batch this completes are appended to `out`.
     pub fn push_line(&mut self, line: &[u8], out: &mut Vec<FindingRecord>) {
+        let arrival = Instant::now();
         match parse_line(line, self.options.max_line_bytes) {
-            Ok(msg) => self.push_message(&msg, out),
+            Ok(msg) => self.push_message_at(&msg, arrival, out),
             Err(err) => self.record_skip(&err),
         }
     }
 
-    /// Feeds one typed message (from the parser or a native source).
-    pub fn push_message(&mut self, msg: &ward_event::Message, out: &mut Vec<FindingRecord>) {
+    /// Feeds one item the reader parsed.
+    pub fn push_parsed(&mut self, item: Parsed, out: &mut Vec<FindingRecord>) {
+        match item {
+            Parsed::Message(msg, arrival) => self.push_message_at(&msg, arrival, out),
+            Parsed::Malformed(err) => self.record_skip(&err),
+        }
+    }
+
+    /// Feeds one typed message (from the parser or a native source), arrived now.
+    pub fn push_message(&mut self, msg: &Message, out: &mut Vec<FindingRecord>) {
+        self.push_message_at(msg, Instant::now(), out);
+    }
+
+    /// Feeds one typed message that arrived at `arrival` (an AUTH event's deadline runs
+    /// from then).
+    pub fn push_message_at(&mut self, msg: &Message, arrival: Instant, out: &mut Vec<FindingRecord>) {
         self.stats.lines += 1;
         self.stats.events += 1;
         self.processes
             .write()
             .unwrap_or_else(PoisonError::into_inner)
             .observe(msg);
-        if msg.action_type == Some(AUTH) {
-            // Plugins that keep state see everything before this event first.
-            self.flush(out);
-            let mut event = convert::event(msg);
-            let decision = self.authorize(&mut event);
-            self.record_decision(decision, &event, out);
+        let subscribed = self
+            .detectors
+            .iter()
+            .any(|d| d.route.subscribes(msg.event.kind()));
+        if msg.action_type == Some(AUTH_ACTION)
+            && let Some(lane) = &mut self.lane
+        {
+            // The verdict does not wait for the batch in hand: the lane has its own
+            // instances, and plugins must not need on-events state to answer.
+            let event = convert::event(msg);
+            let decision = lane.decide(&event, arrival);
+            let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
+            let records = auth_records(&decision, &event, &table);
+            drop(table);
+            self.findings += records.len() as u64;
+            out.extend(records);
             // Then the event goes on to `on-events` like any other, for findings.
-            if self
-                .detectors
-                .iter()
-                .any(|d| d.route.subscribes(&event.kind))
-            {
-                self.batch.push(event);
-                self.flush(out);
+            if subscribed {
+                self.enqueue(event, event_cost(msg), out);
             }
             return;
         }
-        if self
-            .detectors
-            .iter()
-            .any(|d| d.route.subscribes(msg.event.kind()))
+        if subscribed {
+            self.enqueue(convert::event(msg), event_cost(msg), out);
+        }
+    }
+
+    /// Adds an event to the batch, flushing first if it would take the batch past its
+    /// byte budget and after if the batch is full.
+    fn enqueue(&mut self, event: wit::Event, cost: usize, out: &mut Vec<FindingRecord>) {
+        if !self.batch.is_empty() && self.batch_bytes.saturating_add(cost) > self.options.batch_bytes {
+            self.flush(out);
+        }
+        self.batch.push(event);
+        self.batch_bytes = self.batch_bytes.saturating_add(cost);
+        if self.batch.len() >= self.options.batch_size || self.batch_bytes >= self.options.batch_bytes
         {
-            self.batch.push(convert::event(msg));
-            if self.batch.len() >= self.options.batch_size {
-                self.flush(out);
-            }
+            self.flush(out);
         }
     }
 
-    /// Answers one AUTH event: asks each subscribed detector in turn within what is left
-    /// of the deadline; the first in-time deny decides, a missed deadline or a fault means
-    /// the policy default for the kind (see [`crate::auth`]).
-    pub fn authorize(&mut self, event: &mut wit::Event) -> AuthDecision {
-        let started = Instant::now();
-        let deadline = self.options.auth.verdict_timeout;
-        let mut budget = deadline;
-        let mut missed: Vec<(String, String)> = Vec::new();
-        let mut denied: Option<(String, String)> = None;
-        let mut shadow_denies: Vec<(String, String)> = Vec::new();
-        // Enforcing plugins first (a stable sort keeps load order within each group): a
-        // shadow plugin must not spend their time.
-        let mut order: Vec<usize> = (0..self.detectors.len()).collect();
-        order.sort_by_key(|&i| {
-            self.detectors
-                .get(i)
-                .is_some_and(|d| d.plugin.mode == Mode::Shadow)
-        });
-        for i in order {
-            let Some(routed) = self.detectors.get_mut(i) else {
-                continue;
-            };
-            if !routed.route.accepts(event) {
-                continue;
-            }
-            let name = routed.plugin.name().to_owned();
-            let shadow = routed.plugin.mode == Mode::Shadow;
-            // What a shadow plugin misses never changes the answer; it is only logged.
-            let mut miss = |name: String, why: String| {
-                if shadow {
-                    tracing::debug!(plugin = %name, why = %why, "shadow plugin gave no verdict in time");
-                } else {
-                    missed.push((name, why));
-                }
-            };
-            // A quarantined plugin that would have been asked cannot vouch for the event.
-            if routed.plugin.quarantined().is_some() {
-                miss(name, "quarantined".into());
-                continue;
-            }
-            let Some(left) = budget
-                .checked_sub(started.elapsed())
-                .filter(|d| !d.is_zero())
-            else {
-                miss(name, "no time left".into());
-                continue;
-            };
-            event.auth = Some(wit::AuthRequest {
-                deadline_ms: u32::try_from(left.as_millis()).unwrap_or(u32::MAX),
-            });
-            let answer = routed.plugin.authorize(&self.rt, event, left);
-            let late = started.elapsed() > deadline;
-            match answer {
-                // An answer after the deadline is one Endpoint Security never saw.
-                Ok(_) if late => miss(name, "late".into()),
-                // Shadow mode reports, never acts: the deny is recorded, not answered.
-                Ok(wit::Verdict::Deny(reason)) if shadow => shadow_denies.push((name, reason)),
-                Ok(wit::Verdict::Deny(reason)) => {
-                    denied = Some((name, reason));
-                    break;
-                }
-                Ok(wit::Verdict::Allow | wit::Verdict::NoOpinion) => {}
-                Ok(wit::Verdict::Undecided(why)) => miss(name, format!("undecided: {why}")),
-                Err(CallError::Fault(fault)) => {
-                    // A plugin stopped at its budget used all that was left: the epoch
-                    // tick may have fired a few milliseconds early, not given time back.
-                    if fault.kind == crate::plugin::FaultKind::Timeout && !shadow {
-                        budget = started.elapsed();
-                    }
-                    miss(name, fault.kind.as_str().into());
-                }
-                Err(CallError::Quarantined) => miss(name, "quarantined".into()),
-                Err(e) => miss(name, e.to_string()),
-            }
-        }
-        let elapsed = started.elapsed();
-        // Plugins that faulted get their fresh instance now, after the answer is decided,
-        // so the next verdict does not pay for start-up inside its deadline.
-        for routed in &mut self.detectors {
-            routed.plugin.warm(&self.rt);
-        }
-        event.auth = Some(wit::AuthRequest {
-            deadline_ms: u32::try_from(deadline.as_millis()).unwrap_or(u32::MAX),
-        });
-        let (answer, decided_by) = match (denied, missed.is_empty()) {
-            (Some((name, reason)), _) => (auth::Answer::Deny, DecidedBy::Plugin { name, reason }),
-            (None, true) => (auth::Answer::Allow, DecidedBy::Plugins),
-            (None, false) => (
-                self.options.auth.default_for(&event.kind),
-                DecidedBy::Default { missed },
-            ),
-        };
-        AuthDecision {
-            answer,
-            decided_by,
-            shadow_denies,
-            deadline,
-            elapsed,
+    /// Answers one AUTH event now, through the AUTH lane (a test hook; the pipeline does
+    /// this itself for AUTH messages).
+    pub fn authorize(&mut self, event: &wit::Event) -> AuthDecision {
+        match &mut self.lane {
+            Some(lane) => lane.decide(event, Instant::now()),
+            None => AuthDecision {
+                answer: self.options.auth.default_for(&event.kind),
+                decided_by: auth::DecidedBy::Default {
+                    missed: vec![("ward".into(), "the AUTH lane runs elsewhere".into())],
+                },
+                shadow_denies: Vec::new(),
+                skipped: Vec::new(),
+                deadline: self.options.auth.verdict_timeout,
+                elapsed: std::time::Duration::ZERO,
+            },
         }
     }
 
-    /// Counts `decision` and records a deny or a default answer as a finding of the agent.
-    /// (A native ES source will also send `decision.answer` back to the kernel here.)
-    pub fn record_decision(
-        &mut self,
-        decision: AuthDecision,
-        event: &wit::Event,
-        out: &mut Vec<FindingRecord>,
-    ) {
-        self.auth.record(&decision);
-        let table = self
-            .processes
-            .read()
-            .unwrap_or_else(PoisonError::into_inner);
-        if let Some(finding) = auth::record(&decision) {
-            out.push(FindingRecord::new("ward", false, finding, event, &table));
-            self.findings += 1;
-        }
-        for finding in auth::shadow_records(&decision) {
-            out.push(FindingRecord::new("ward", true, finding, event, &table));
-            self.findings += 1;
-        }
-        tracing::debug!(kind = %event.kind, answer = decision.answer.as_str(), elapsed_us = decision.elapsed.as_micros() as u64, "AUTH answered");
+    /// Takes the AUTH lane out to run on a thread of its own ([`run_source`]).
+    pub fn take_auth_lane(&mut self) -> Option<AuthLane> {
+        self.lane.take()
+    }
+
+    /// Gives the lane back, with the findings it recorded meanwhile.
+    pub fn restore_auth_lane(&mut self, lane: AuthLane, findings: u64) {
+        self.auth_elsewhere.0 = lane.stats();
+        self.auth_elsewhere.1 += findings;
+        self.lane = Some(lane);
     }
 
     /// Runs the pending batch through the detectors.
@@ -362,11 +398,15 @@ impl Pipeline {
             return;
         }
         let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let now = Instant::now();
         // (position in the batch, finding): sorted before output so findings follow the
         // stream's order whatever the plugin order.
         let mut produced: Vec<(usize, FindingRecord)> = Vec::new();
+        let mut summaries: Vec<Option<Arc<crate::finding::ProcessSummary>>> =
+            vec![None; batch.len()];
         for routed in &mut self.detectors {
-            if routed.plugin.quarantined().is_some() {
+            if routed.plugin.held_at(now) {
                 continue;
             }
             self.selection.clear();
@@ -393,50 +433,46 @@ impl Pipeline {
                     .collect();
                 &subset
             };
-            match routed.plugin.on_events(&self.rt, events) {
-                Ok(detections) => {
-                    let table = self
-                        .processes
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let shadow = routed.plugin.mode == Mode::Shadow;
-                    for d in detections {
-                        let index = d.event_index as usize;
-                        if let Some(event) = events.get(index) {
-                            let position = if whole {
-                                index
-                            } else {
-                                self.selection.get(index).copied().unwrap_or(index)
-                            };
-                            produced.push((
-                                position,
-                                FindingRecord::new(
-                                    routed.plugin.name(),
-                                    shadow,
-                                    d.finding,
-                                    event,
-                                    &table,
-                                ),
-                            ));
-                        }
-                    }
+            let delivered = deliver(&self.rt, &mut routed.plugin, events);
+            let position = |index: usize| {
+                if whole {
+                    index
+                } else {
+                    self.selection.get(index).copied().unwrap_or(index)
                 }
-                Err(CallError::Fault(fault)) if fault.quarantined_now => {
-                    if let Some(first) = events.first() {
-                        let reason = routed.plugin.quarantined().unwrap_or("repeated faults");
-                        let position = self.selection.first().copied().unwrap_or(0);
-                        produced.push((
-                            position,
-                            FindingRecord::plugin_quarantined(
-                                routed.plugin.name(),
-                                &routed.plugin.digest,
-                                reason,
-                                first,
-                            ),
-                        ));
-                    }
-                }
-                Err(_) => {}
+            };
+            let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
+            let shadow = routed.plugin.mode == Mode::Shadow;
+            for (index, d) in delivered.detections {
+                let Some(event) = events.get(index) else {
+                    continue;
+                };
+                // One summary per event, shared by every finding about it.
+                let at = position(index);
+                let process = match summaries.get_mut(at) {
+                    Some(slot) => Arc::clone(slot.get_or_insert_with(|| {
+                        Arc::new(crate::finding::process_summary(event, &table))
+                    })),
+                    None => Arc::new(crate::finding::process_summary(event, &table)),
+                };
+                produced.push((
+                    at,
+                    FindingRecord::with_process(routed.plugin.name(), shadow, d.finding, event, process),
+                ));
+            }
+            if let Some(index) = delivered.quarantined_at
+                && let Some(event) = events.get(index)
+            {
+                let reason = routed.plugin.quarantined().unwrap_or("repeated faults");
+                produced.push((
+                    position(index),
+                    FindingRecord::plugin_quarantined(
+                        routed.plugin.name(),
+                        routed.plugin.digest(),
+                        reason,
+                        event,
+                    ),
+                ));
             }
         }
         produced.sort_by_key(|(position, _)| *position);
@@ -446,35 +482,80 @@ impl Pipeline {
         self.batch.clear();
     }
 
-    /// Counts so far.
+    /// Counts so far. A plugin's figures include its AUTH-lane instances.
     pub fn summary(&self) -> Summary {
+        let lane_stats = self.lane.as_ref().map(AuthLane::plugin_stats).unwrap_or_default();
         Summary {
             parse: self.stats.clone(),
-            findings: self.findings,
+            findings: self.findings + self.auth_elsewhere.1,
             plugins: self
                 .detectors
                 .iter()
-                .map(|d| PluginSummary {
-                    name: d.plugin.name().to_owned(),
-                    events: d.plugin.stats.events,
-                    calls: d.plugin.stats.calls,
-                    findings: d.plugin.stats.results,
-                    faults: d.plugin.stats.faults,
-                    errors: d.plugin.stats.plugin_errors,
-                    quarantined: d.plugin.quarantined().map(str::to_owned),
-                    busy: d.plugin.stats.busy,
-                    instantiations: d.plugin.stats.instantiations,
+                .map(|d| {
+                    let mut stats = d.plugin.stats.clone();
+                    if let Some((_, s)) = lane_stats.iter().find(|(n, _)| n == d.plugin.name()) {
+                        stats.add(s);
+                    }
+                    PluginSummary::from_stats(d.plugin.name(), &stats, d.plugin.quarantined())
                 })
                 .collect(),
-            auth: self.auth,
+            auth: self.lane.as_ref().map_or(self.auth_elsewhere.0, AuthLane::stats),
         }
     }
 }
 
-/// Lines handed from the reader to the pipeline per message.
+/// What [`deliver`] got out of one batch for one plugin.
+struct Delivered {
+    /// (index in the delivered events, detection).
+    detections: Vec<(usize, wit::Detection)>,
+    /// Where in the events the plugin was quarantined, if it was.
+    quarantined_at: Option<usize>,
+}
+
+/// Delivers `events` to `plugin`. A fault that the input may have caused (time, memory,
+/// output room) splits the batch in halves, each retried on a fresh instance, down to
+/// single events; only a fault on one event is blamed on the plugin. Stops at a
+/// quarantine. At most `2n - 1` calls for `n` events.
+fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[wit::Event]) -> Delivered {
+    let mut out = Delivered {
+        detections: Vec::new(),
+        quarantined_at: None,
+    };
+    // A stack of half-open ranges, leftmost on top so events are delivered in order.
+    let mut pending = vec![(0usize, events.len())];
+    while let Some((start, end)) = pending.pop() {
+        let Some(part) = events.get(start..end) else {
+            continue;
+        };
+        match plugin.on_events_split(rt, part, part.len() > 1) {
+            Ok(detections) => out.detections.extend(
+                detections
+                    .into_iter()
+                    .map(|d| (start + d.event_index as usize, d)),
+            ),
+            Err(CallError::Fault(f)) if !f.blamed => {
+                let mid = start + (end - start) / 2;
+                pending.push((mid, end));
+                pending.push((start, mid));
+            }
+            Err(CallError::Fault(f)) if f.quarantined_now => {
+                out.quarantined_at = Some(start);
+                break;
+            }
+            Err(CallError::Quarantined) => break,
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// Items handed from the reader to the pipeline per message.
 const CHUNK_LINES: usize = 256;
 /// Chunks buffered between tasks.
 const CHANNEL_DEPTH: usize = 8;
+/// AUTH events queued for the AUTH lane; a full queue holds the reader back (each
+/// event's deadline keeps running from its arrival, so waiting here is never hidden).
+const AUTH_QUEUE: usize = 256;
 
 /// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
 /// Returns the summary; fails only if the input cannot be read or the sink written.
@@ -488,6 +569,11 @@ where
 }
 
 /// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`.
+///
+/// Four threads joined by bounded channels: the reader reads and parses (stamping each
+/// event with its arrival) and hands AUTH events straight to the AUTH lane's thread as
+/// well as everything, in order, to the detection stage; both send findings to the
+/// writer. So an AUTH event never waits behind the batches in front of it.
 pub async fn run_source<W>(
     mut pipeline: Pipeline,
     mut source: Box<dyn EventSource>,
@@ -496,41 +582,77 @@ pub async fn run_source<W>(
 where
     W: Write + Send + 'static,
 {
-    let (line_tx, mut line_rx) = tokio::sync::mpsc::channel::<Vec<Item>>(CHANNEL_DEPTH);
+    let (item_tx, mut item_rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(CHANNEL_DEPTH);
     let (finding_tx, mut finding_rx) =
         tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
+    let lane = pipeline.take_auth_lane();
+    let (auth_tx, auth_rx) = std::sync::mpsc::sync_channel::<(Box<Message>, Instant)>(AUTH_QUEUE);
+    let max_line = pipeline.options.max_line_bytes;
 
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
         while let Some(item) = source.next_item().context("reading the event stream")? {
-            chunk.push(item);
+            let arrival = Instant::now();
+            let parsed = match item {
+                Item::Line(Line::Data(bytes)) => match parse_line(&bytes, max_line) {
+                    Ok(msg) => Parsed::Message(Box::new(msg), arrival),
+                    Err(e) => Parsed::Malformed(e),
+                },
+                Item::Line(Line::TooLong(len)) => Parsed::Malformed(ParseError::TooLong {
+                    len,
+                    max: max_line,
+                }),
+                Item::Message(msg) => Parsed::Message(msg, arrival),
+            };
+            if let Parsed::Message(msg, arrival) = &parsed
+                && msg.action_type == Some(AUTH_ACTION)
+            {
+                // The lane gone (no verdict plugins running) is not an error.
+                let _ = auth_tx.send((msg.clone(), *arrival));
+            }
+            chunk.push(parsed);
             // Hand over a full chunk, or whatever is in hand before a read that may block:
             // a live source must not sit on events waiting for more.
             if chunk.len() >= CHUNK_LINES || !source.has_buffered() {
-                if line_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                if item_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
                     return Ok(());
                 }
                 chunk.reserve(CHUNK_LINES);
             }
         }
         if !chunk.is_empty() {
-            let _ = line_tx.blocking_send(chunk);
+            let _ = item_tx.blocking_send(chunk);
         }
         Ok(())
     });
 
-    let processor = tokio::task::spawn_blocking(move || -> Summary {
-        while let Some(chunk) = line_rx.blocking_recv() {
+    let auth_findings = finding_tx.clone();
+    let processes = Arc::clone(&pipeline.processes);
+    let auth = tokio::task::spawn_blocking(move || -> Option<(AuthLane, u64)> {
+        let mut lane = lane?;
+        let mut recorded = 0u64;
+        while let Ok((msg, arrival)) = auth_rx.recv() {
+            let event = convert::event(&msg);
+            let decision = lane.decide(&event, arrival);
+            let table = processes.read().unwrap_or_else(PoisonError::into_inner);
+            let records = auth_records(&decision, &event, &table);
+            drop(table);
+            recorded += records.len() as u64;
+            if !records.is_empty() && auth_findings.blocking_send(records).is_err() {
+                break;
+            }
+        }
+        Some((lane, recorded))
+    });
+
+    let processor = tokio::task::spawn_blocking(move || -> Pipeline {
+        while let Some(chunk) = item_rx.blocking_recv() {
             let mut out = Vec::new();
             for item in chunk {
-                match item {
-                    Item::Line(Line::Data(bytes)) => pipeline.push_line(&bytes, &mut out),
-                    Item::Line(Line::TooLong(len)) => pipeline.skip_too_long(len),
-                    Item::Message(msg) => pipeline.push_message(&msg, &mut out),
-                }
+                pipeline.push_parsed(item, &mut out);
             }
             // Nothing more waiting: deliver the partial batch now rather than sit on it.
-            if line_rx.is_empty() {
+            if item_rx.is_empty() {
                 pipeline.flush(&mut out);
             }
             if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
@@ -542,7 +664,7 @@ where
         if !out.is_empty() {
             let _ = finding_tx.blocking_send(out);
         }
-        pipeline.summary()
+        pipeline
     });
 
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -558,10 +680,13 @@ where
     });
 
     let read_result = reader.await.context("reader task")?;
-    let summary = processor.await.context("pipeline task")?;
+    let mut pipeline = processor.await.context("pipeline task")?;
+    if let Some((lane, recorded)) = auth.await.context("AUTH lane task")? {
+        pipeline.restore_auth_lane(lane, recorded);
+    }
     writer.await.context("sink task")??;
     read_result?;
-    Ok(summary)
+    Ok(pipeline.summary())
 }
 
 #[cfg(test)]

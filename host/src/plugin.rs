@@ -1,20 +1,25 @@
-//! A loaded plugin: its verified component, a warm instance, and fault accounting.
+//! A loaded plugin: its verified component ([`PluginImage`], shared by every instance), a
+//! warm [`Instance`] per lane, and fault accounting with quarantine.
 //!
-//! Every call runs under the store's memory cap and an epoch deadline. A trap, timeout,
-//! memory-limit hit or oversized result is the guest's fault: it is counted, the instance
-//! is dropped (the next call gets a fresh one), and `max_faults` faults inside
-//! `fault_window` quarantine the plugin. Other plugins are unaffected.
+//! Every call runs under the store's memory cap, an epoch deadline and the output limits
+//! of [`crate::lift`]. A trap, timeout, memory-limit hit or oversized result is the
+//! guest's fault: it is counted, the instance is dropped (the next call gets a fresh one),
+//! and `max_faults` faults inside `fault_window` quarantine the plugin — for
+//! `quarantine_base`, doubling on each repeat up to `quarantine_max`, after which it is
+//! released on probation. Faults a caller asks not to blame (a batch that will be split
+//! and retried) replace the instance but do not count. Other plugins are unaffected.
 
 use std::collections::VecDeque;
 use std::fmt;
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::Store;
+use wasmtime::component::{Func, InstancePre, TypedFunc};
 
-use crate::bindings::collector::{Collector, CollectorPre};
-use crate::bindings::detector::{Detector, DetectorPre};
-use crate::bindings::remediator::{Remediator, RemediatorPre};
 use crate::bindings::wit;
+use crate::lift::{self, OutputLimitExceeded, OutputLimits};
+use crate::router::Route;
 use crate::runtime::Runtime;
 use crate::state::{PluginContext, PluginState};
 
@@ -47,6 +52,15 @@ impl Kind {
             wit::PluginKind::Remediator => Kind::Remediator,
         }
     }
+
+    /// The export that only this world has.
+    fn main_export(self) -> &'static str {
+        match self {
+            Kind::Detector => "on-events",
+            Kind::Collector => "collect",
+            Kind::Remediator => "plan",
+        }
+    }
 }
 
 impl fmt::Display for Kind {
@@ -66,38 +80,6 @@ pub enum Mode {
     Shadow,
     /// Not loaded.
     Disabled,
-}
-
-/// The typed pre-instance of one world.
-pub enum WorldPre {
-    /// A detector.
-    Detector(DetectorPre<PluginState>),
-    /// A collector.
-    Collector(CollectorPre<PluginState>),
-    /// A remediator.
-    Remediator(RemediatorPre<PluginState>),
-}
-
-impl WorldPre {
-    /// The world.
-    pub fn kind(&self) -> Kind {
-        match self {
-            WorldPre::Detector(_) => Kind::Detector,
-            WorldPre::Collector(_) => Kind::Collector,
-            WorldPre::Remediator(_) => Kind::Remediator,
-        }
-    }
-}
-
-enum Bindings {
-    Detector(Detector),
-    Collector(Collector),
-    Remediator(Remediator),
-}
-
-struct Live {
-    store: Store<PluginState>,
-    bindings: Bindings,
 }
 
 /// What kind of fault a guest committed.
@@ -129,6 +111,12 @@ impl FaultKind {
             FaultKind::BadOutput => "bad-output",
         }
     }
+
+    /// True when the same input in smaller pieces may not fault: a batch that ran out of
+    /// time, memory or output room is split and retried before anyone is blamed.
+    pub fn may_be_the_input(self) -> bool {
+        !matches!(self, FaultKind::BadOutput)
+    }
 }
 
 /// A guest fault.
@@ -140,6 +128,8 @@ pub struct Fault {
     pub detail: String,
     /// True if this fault quarantined the plugin.
     pub quarantined_now: bool,
+    /// False when the caller will retry the input in smaller pieces: not counted.
+    pub blamed: bool,
 }
 
 /// Why a call produced no result.
@@ -169,7 +159,7 @@ impl fmt::Display for CallError {
 /// Counters per plugin.
 #[derive(Debug, Default, Clone)]
 pub struct PluginStats {
-    /// Export calls made.
+    /// Export calls made (retries of split batches included).
     pub calls: u64,
     /// Events delivered.
     pub events: u64,
@@ -177,63 +167,89 @@ pub struct PluginStats {
     pub results: u64,
     /// `err(plugin-error)` returns.
     pub plugin_errors: u64,
-    /// Guest faults.
+    /// Guest faults blamed on the plugin.
     pub faults: u64,
+    /// Faults on a batch that was then split and retried (not blamed).
+    pub retried: u64,
     /// Fresh instances created.
     pub instantiations: u64,
+    /// Times the plugin was quarantined.
+    pub quarantines: u64,
+    /// Times a quarantine ended and the plugin was called again.
+    pub releases: u64,
+    /// Strings of its results cut to the field cap.
+    pub fields_cut: u64,
     /// Wall time spent inside the plugin's calls (instantiation included).
-    pub busy: std::time::Duration,
+    pub busy: Duration,
 }
 
-/// A loaded, verified plugin.
-pub struct Plugin {
+impl PluginStats {
+    /// Adds `other` (another lane's counters for the same plugin).
+    pub fn add(&mut self, other: &PluginStats) {
+        self.calls += other.calls;
+        self.events += other.events;
+        self.results += other.results;
+        self.plugin_errors += other.plugin_errors;
+        self.faults += other.faults;
+        self.retried += other.retried;
+        self.instantiations += other.instantiations;
+        self.quarantines += other.quarantines;
+        self.releases += other.releases;
+        self.fields_cut += other.fields_cut;
+        self.busy += other.busy;
+    }
+}
+
+/// Output limits of `describe()`: a name, a few hundred subscriptions, prefilter lists.
+pub const DESCRIBE_LIMITS: OutputLimits = OutputLimits {
+    field_bytes: 4 << 10,
+    total_bytes: 8 << 20,
+    list_items: MAX_PREFILTER_ENTRIES,
+};
+
+/// Longest prefilter list (of path prefixes, path fragments or signing ids) a plugin may
+/// describe; the router's match structures are built from them once, per plugin.
+pub const MAX_PREFILTER_ENTRIES: usize = 16_384;
+
+/// What one loaded plugin is: identity, checked pre-instance and context. Shared (`Arc`)
+/// by every instance any lane creates.
+pub struct PluginImage {
     /// What the plugin said about itself.
     pub info: wit::PluginInfo,
     /// sha-256 of the component bytes.
     pub digest: String,
     /// Where it was loaded from (`path` or `builtin:<name>`).
     pub origin: String,
-    /// Admin mode.
-    pub mode: Mode,
-    /// Counters.
-    pub stats: PluginStats,
+    kind: Kind,
+    route: Route,
     ctx: PluginContext,
-    pre: WorldPre,
-    live: Option<Live>,
-    recent_faults: VecDeque<Instant>,
-    quarantine: Option<String>,
+    pre: InstancePre<PluginState>,
 }
 
-impl Plugin {
-    /// A plugin from a checked pre-instance and the fresh instance on which `describe()`
-    /// answered `meta.info`.
+impl PluginImage {
     pub(crate) fn new(
-        meta: PluginMeta,
+        info: wit::PluginInfo,
+        digest: String,
+        origin: String,
+        kind: Kind,
+        route: Route,
         ctx: PluginContext,
-        pre: WorldPre,
-        live: (Store<PluginState>, LiveBindings),
+        pre: InstancePre<PluginState>,
     ) -> Self {
-        let (store, bindings) = live;
-        let bindings = match bindings {
-            LiveBindings::Detector(b) => Bindings::Detector(b),
-            LiveBindings::Collector(b) => Bindings::Collector(b),
-            LiveBindings::Remediator(b) => Bindings::Remediator(b),
-        };
         Self {
-            info: meta.info,
-            digest: meta.digest,
-            origin: meta.origin,
-            mode: meta.mode,
-            stats: PluginStats {
-                instantiations: 1,
-                ..PluginStats::default()
-            },
+            info,
+            digest,
+            origin,
+            kind,
+            route,
             ctx,
             pre,
-            live: Some(Live { store, bindings }),
-            recent_faults: VecDeque::new(),
-            quarantine: None,
         }
+    }
+
+    /// Which events it is given, compiled from `describe()` at load.
+    pub fn route(&self) -> &Route {
+        &self.route
     }
 
     /// The plugin's name (from `describe()`).
@@ -243,7 +259,7 @@ impl Plugin {
 
     /// The world it implements.
     pub fn kind(&self) -> Kind {
-        self.pre.kind()
+        self.kind
     }
 
     /// The first 12 hex digits of the digest, for logs.
@@ -251,16 +267,266 @@ impl Plugin {
         self.digest.get(..12).unwrap_or(&self.digest)
     }
 
-    /// Why the plugin is quarantined, if it is.
+    /// A fresh instance whose `describe()` (run under the start-up budget) still names
+    /// this plugin and world.
+    pub fn instantiate(&self, rt: &Runtime) -> Result<Instance, (FaultKind, String)> {
+        let (instance, info) = Instance::start(rt, &self.pre, self.kind, self.ctx.clone())?;
+        if info.name == self.info.name && info.kind == self.info.kind {
+            Ok(instance)
+        } else {
+            Err((
+                FaultKind::BadOutput,
+                format!(
+                    "a fresh instance described itself as {} `{}`",
+                    Kind::from_wit(info.kind),
+                    info.name
+                ),
+            ))
+        }
+    }
+}
+
+/// The export functions of one instance, type-checked against [`crate::lift`]'s types
+/// when the instance was created.
+enum Exports {
+    Detector { on_events: Func, authorize: Func },
+    Collector { collect: Func },
+    Remediator { plan: Func },
+}
+
+type OnEvents<'a> = TypedFunc<
+    (&'a [wit::Event],),
+    (Result<lift::List<lift::Detection>, lift::PluginError>,),
+>;
+type Authorize<'a> = TypedFunc<(&'a wit::Event,), (lift::Verdict,)>;
+type Respond<'a, T> =
+    TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
+type Describe = TypedFunc<(), (lift::PluginInfo,)>;
+
+/// One live instance of a plugin: its store and exports.
+pub struct Instance {
+    store: Store<PluginState>,
+    exports: Exports,
+}
+
+fn export(
+    store: &mut Store<PluginState>,
+    instance: &wasmtime::component::Instance,
+    name: &str,
+) -> wasmtime::Result<Func> {
+    instance
+        .get_func(&mut *store, name)
+        .ok_or_else(|| wasmtime::Error::msg(format!("the component does not export `{name}`")))
+}
+
+impl Instance {
+    /// Instantiates `pre` in a fresh store and runs `describe()` (the contract promises it
+    /// first on every fresh instance), all under the start-up budget.
+    pub(crate) fn start(
+        rt: &Runtime,
+        pre: &InstancePre<PluginState>,
+        kind: Kind,
+        ctx: PluginContext,
+    ) -> Result<(Instance, wit::PluginInfo), (FaultKind, String)> {
+        let mut store = rt.new_store(ctx);
+        let result = (|| -> wasmtime::Result<(Exports, Func)> {
+            let instance = pre.instantiate(&mut store)?;
+            let describe = export(&mut store, &instance, "describe")?;
+            describe.typed::<(), (lift::PluginInfo,)>(&store)?;
+            let exports = match kind {
+                Kind::Detector => {
+                    let on_events = export(&mut store, &instance, "on-events")?;
+                    let authorize = export(&mut store, &instance, "authorize")?;
+                    on_events.typed::<(&[wit::Event],), (
+                        Result<lift::List<lift::Detection>, lift::PluginError>,
+                    )>(&store)?;
+                    authorize.typed::<(&wit::Event,), (lift::Verdict,)>(&store)?;
+                    Exports::Detector {
+                        on_events,
+                        authorize,
+                    }
+                }
+                Kind::Collector => {
+                    let collect = export(&mut store, &instance, kind.main_export())?;
+                    collect.typed::<(&wit::Trigger,), (
+                        Result<lift::List<lift::Artifact>, lift::PluginError>,
+                    )>(&store)?;
+                    Exports::Collector { collect }
+                }
+                Kind::Remediator => {
+                    let plan = export(&mut store, &instance, kind.main_export())?;
+                    plan.typed::<(&wit::Trigger,), (
+                        Result<lift::List<lift::PlannedAction>, lift::PluginError>,
+                    )>(&store)?;
+                    Exports::Remediator { plan }
+                }
+            };
+            Ok((exports, describe))
+        })();
+        let (exports, describe) = match result {
+            Ok(found) => found,
+            Err(e) => {
+                store.data_mut().flush_output();
+                return Err(classify(&e));
+            }
+        };
+        let describe: Describe = match describe.typed(&store) {
+            Ok(f) => f,
+            Err(e) => return Err(classify(&e)),
+        };
+        let (described, usage) =
+            lift::with_limits(DESCRIBE_LIMITS, || describe.call(&mut store, ()));
+        store.data_mut().flush_output();
+        match described {
+            // A cut name, prefix or key would silently mean something else: refuse it.
+            Ok(_) if usage.fields_cut > 0 => Err((
+                FaultKind::OutputLimit,
+                format!(
+                    "describe() returned a string over {} bytes",
+                    DESCRIBE_LIMITS.field_bytes
+                ),
+            )),
+            Ok((info,)) => Ok((Instance { store, exports }, info.into())),
+            Err(e) => Err(classify(&e)),
+        }
+    }
+
+    /// Replaces what the instance's host calls see (after load has checked `describe()`).
+    pub(crate) fn set_context(&mut self, ctx: PluginContext) {
+        self.store.data_mut().ctx = ctx;
+    }
+}
+
+/// The quarantine a plugin is in.
+#[derive(Debug, Clone)]
+struct Quarantine {
+    reason: String,
+    until: Instant,
+}
+
+/// Faults in the window, the quarantine if any, and how often it was quarantined lately.
+#[derive(Debug, Default)]
+struct Health {
+    recent_faults: VecDeque<Instant>,
+    quarantine: Option<Quarantine>,
+    /// Quarantines since the plugin last ran clean for `quarantine_max`.
+    strikes: u32,
+    last_quarantine: Option<Instant>,
+}
+
+/// How long the `strikes`-th quarantine in a row lasts: `base`, doubling, at most `max`.
+pub fn quarantine_period(base: Duration, max: Duration, strikes: u32) -> Duration {
+    let doublings = strikes.saturating_sub(1).min(20);
+    base.saturating_mul(1u32 << doublings).min(max).max(base.min(max))
+}
+
+/// One lane's handle on a loaded plugin: a warm instance and fault accounting.
+pub struct Plugin {
+    image: Arc<PluginImage>,
+    /// Admin mode.
+    pub mode: Mode,
+    /// Counters.
+    pub stats: PluginStats,
+    live: Option<Instance>,
+    health: Health,
+}
+
+impl Plugin {
+    /// A handle on `image`, with `live` (if any) as its first instance.
+    pub fn new(image: Arc<PluginImage>, mode: Mode, live: Option<Instance>) -> Self {
+        Self {
+            image,
+            mode,
+            stats: PluginStats {
+                instantiations: u64::from(live.is_some()),
+                ..PluginStats::default()
+            },
+            live,
+            health: Health::default(),
+        }
+    }
+
+    /// A second, independent handle on the same plugin (another lane), without an
+    /// instance yet.
+    pub fn another_lane(&self) -> Self {
+        Self::new(Arc::clone(&self.image), self.mode, None)
+    }
+
+    /// The shared image.
+    pub fn image(&self) -> &Arc<PluginImage> {
+        &self.image
+    }
+
+    /// What the plugin said about itself.
+    pub fn info(&self) -> &wit::PluginInfo {
+        &self.image.info
+    }
+
+    /// Which events it is given.
+    pub fn route(&self) -> &Route {
+        self.image.route()
+    }
+
+    /// sha-256 of the component.
+    pub fn digest(&self) -> &str {
+        &self.image.digest
+    }
+
+    /// Where it was loaded from.
+    pub fn origin(&self) -> &str {
+        &self.image.origin
+    }
+
+    /// The plugin's name (from `describe()`).
+    pub fn name(&self) -> &str {
+        self.image.name()
+    }
+
+    /// The world it implements.
+    pub fn kind(&self) -> Kind {
+        self.image.kind()
+    }
+
+    /// The first 12 hex digits of the digest, for logs.
+    pub fn short_digest(&self) -> &str {
+        self.image.short_digest()
+    }
+
+    /// Why the plugin is quarantined, if it is (a quarantine whose time is up still shows
+    /// until the next call releases it).
     pub fn quarantined(&self) -> Option<&str> {
-        self.quarantine.as_deref()
+        self.health.quarantine.as_ref().map(|q| q.reason.as_str())
+    }
+
+    /// True when the plugin is quarantined and its quarantine has not run out by `now`.
+    pub fn held_at(&self, now: Instant) -> bool {
+        self.health.quarantine.as_ref().is_some_and(|q| now < q.until)
+    }
+
+    /// Ends a quarantine whose time is up: the plugin is called again (on probation: a
+    /// fault soon after doubles the next quarantine). True if it was released now.
+    pub fn release_if_due(&mut self, now: Instant) -> bool {
+        match &self.health.quarantine {
+            Some(q) if now >= q.until => {
+                tracing::warn!(plugin = %self.name(), digest = %self.short_digest(), "quarantine over; plugin released on probation");
+                self.health.quarantine = None;
+                self.health.recent_faults.clear();
+                self.stats.releases += 1;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// True when a warm instance is ready.
+    pub fn is_warm(&self) -> bool {
+        self.live.is_some()
     }
 
     /// Builds the replacement instance now (after a fault) rather than inside the next
-    /// call: for AUTH events that next call has only what is left of a verdict deadline.
-    /// A quarantined plugin, or one with a live instance, is left as it is.
+    /// call. A quarantined plugin, or one with a live instance, is left as it is.
     pub fn warm(&mut self, rt: &Runtime) {
-        if self.live.is_some() || self.quarantine.is_some() {
+        if self.live.is_some() || self.health.quarantine.is_some() {
             return;
         }
         if let Ok(live) = self.instantiate(rt) {
@@ -268,172 +534,189 @@ impl Plugin {
         }
     }
 
-    fn instantiate(&mut self, rt: &Runtime) -> Result<Live, CallError> {
-        let mut store = rt.new_store(self.ctx.clone());
-        let bindings = match &self.pre {
-            WorldPre::Detector(pre) => pre.instantiate(&mut store).map(Bindings::Detector),
-            WorldPre::Collector(pre) => pre.instantiate(&mut store).map(Bindings::Collector),
-            WorldPre::Remediator(pre) => pre.instantiate(&mut store).map(Bindings::Remediator),
-        };
-        let bindings = match bindings {
-            Ok(b) => b,
-            Err(e) => {
-                store.data_mut().flush_output();
-                return Err(self.fault(rt, &e));
-            }
-        };
+    /// Takes `instance` (built elsewhere, e.g. on a spare-building thread) as the live
+    /// one if none is live; otherwise hands it back.
+    pub fn adopt(&mut self, instance: Instance) -> Option<Instance> {
+        if self.live.is_some() {
+            return Some(instance);
+        }
         self.stats.instantiations += 1;
-        let mut live = Live { store, bindings };
-        // The contract promises describe() first on every fresh instance.
-        let described = match &live.bindings {
-            Bindings::Detector(b) => b.call_describe(&mut live.store),
-            Bindings::Collector(b) => b.call_describe(&mut live.store),
-            Bindings::Remediator(b) => b.call_describe(&mut live.store),
-        };
-        live.store.data_mut().flush_output();
-        match described {
-            Ok(info) if info.name == self.info.name && info.kind == self.info.kind => Ok(live),
-            Ok(info) => Err(self.record_fault(
-                rt,
-                FaultKind::BadOutput,
-                format!(
-                    "a fresh instance described itself as {} `{}`",
-                    Kind::from_wit(info.kind),
-                    info.name
-                ),
-            )),
-            Err(e) => Err(self.fault(rt, &e)),
+        self.live = Some(instance);
+        None
+    }
+
+    fn instantiate(&mut self, rt: &Runtime) -> Result<Instance, CallError> {
+        let started = Instant::now();
+        let result = self.image.instantiate(rt);
+        self.stats.busy += started.elapsed();
+        match result {
+            Ok(live) => {
+                self.stats.instantiations += 1;
+                Ok(live)
+            }
+            Err((kind, detail)) => Err(self.record_fault(rt, kind, detail, true)),
         }
     }
 
-    /// Runs `f` against a warm instance, replacing the instance on a fault.
+    /// Runs `f` on a warm instance within `ticks` epoch ticks and `limits`, replacing the
+    /// instance on a fault — counted against the plugin unless `splittable` and the fault
+    /// is one the input may have caused ([`FaultKind::may_be_the_input`]).
     fn call<T>(
         &mut self,
         rt: &Runtime,
-        f: impl FnOnce(&mut Bindings, &mut Store<PluginState>) -> wasmtime::Result<T>,
-    ) -> Result<T, CallError> {
-        self.call_within(rt, rt.limits.deadline_ticks(), f)
-    }
-
-    /// [`Self::call`] with an explicit budget in epoch ticks.
-    fn call_within<T>(
-        &mut self,
-        rt: &Runtime,
         ticks: u64,
-        f: impl FnOnce(&mut Bindings, &mut Store<PluginState>) -> wasmtime::Result<T>,
+        limits: OutputLimits,
+        splittable: bool,
+        f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
-        if self.quarantine.is_some() {
+        let now = Instant::now();
+        if self.held_at(now) {
             return Err(CallError::Quarantined);
         }
-        let started = Instant::now();
+        self.release_if_due(now);
         let mut live = match self.live.take() {
             Some(live) => live,
             None => self.instantiate(rt)?,
         };
+        let started = Instant::now();
         live.store.set_epoch_deadline(ticks);
+        let budget = crate::engine::EPOCH_TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+        live.store.data_mut().deadline = started.checked_add(budget);
         self.stats.calls += 1;
-        let result = f(&mut live.bindings, &mut live.store);
+        let (result, usage) = lift::with_limits(limits, || f(&live.exports, &mut live.store));
+        live.store.data_mut().deadline = None;
         live.store.data_mut().flush_output();
         self.stats.busy += started.elapsed();
+        self.stats.fields_cut += usage.fields_cut as u64;
         match result {
             Ok(value) => {
                 self.live = Some(live);
                 Ok(value)
             }
             // The instance may be in any state after a trap: drop it.
-            Err(e) => Err(self.fault(rt, &e)),
+            Err(e) => {
+                let (kind, detail) = classify(&e);
+                let blame = !(splittable && kind.may_be_the_input());
+                Err(self.record_fault(rt, kind, detail, blame))
+            }
         }
     }
 
-    fn fault(&mut self, rt: &Runtime, error: &wasmtime::Error) -> CallError {
-        let (kind, detail) = classify(error);
-        self.record_fault(rt, kind, detail)
-    }
-
-    fn record_fault(&mut self, rt: &Runtime, kind: FaultKind, detail: String) -> CallError {
+    fn record_fault(&mut self, rt: &Runtime, kind: FaultKind, detail: String, blame: bool) -> CallError {
+        // Whatever the fault, the next call gets a fresh instance.
+        self.live = None;
+        if !blame {
+            self.stats.retried += 1;
+            tracing::debug!(plugin = %self.name(), fault = kind.as_str(), detail = %detail, "fault on a batch that is split and retried");
+            return CallError::Fault(Fault {
+                kind,
+                detail,
+                quarantined_now: false,
+                blamed: false,
+            });
+        }
         let now = Instant::now();
         self.stats.faults += 1;
-        self.recent_faults.push_back(now);
-        while let Some(first) = self.recent_faults.front() {
+        let h = &mut self.health;
+        h.recent_faults.push_back(now);
+        while let Some(first) = h.recent_faults.front() {
             if now.duration_since(*first) > rt.limits.fault_window {
-                self.recent_faults.pop_front();
+                h.recent_faults.pop_front();
             } else {
                 break;
             }
         }
-        let quarantined_now = self.recent_faults.len() >= rt.limits.max_faults.max(1) as usize;
-        // Whatever the fault, the next call gets a fresh instance.
-        self.live = None;
-        tracing::warn!(plugin = %self.info.name, digest = %self.short_digest(), fault = kind.as_str(), detail = %detail, "plugin fault; instance replaced");
+        let quarantined_now = h.recent_faults.len() >= rt.limits.max_faults.max(1) as usize;
+        tracing::warn!(plugin = %self.image.info.name, digest = %self.image.short_digest(), fault = kind.as_str(), detail = %detail, "plugin fault; instance replaced");
         if quarantined_now {
+            // A plugin that ran clean for the longest quarantine starts over at the base.
+            if h
+                .last_quarantine
+                .is_some_and(|t| now.duration_since(t) > rt.limits.quarantine_max.saturating_mul(2))
+            {
+                h.strikes = 0;
+            }
+            h.strikes = h.strikes.saturating_add(1);
+            h.last_quarantine = Some(now);
+            let period =
+                quarantine_period(rt.limits.quarantine_base, rt.limits.quarantine_max, h.strikes);
             let reason = format!(
-                "{} faults within {}s; last: {}: {detail}",
-                self.recent_faults.len(),
+                "{} faults within {}s; last: {}: {detail}; quarantined for {}s",
+                h.recent_faults.len(),
                 rt.limits.fault_window.as_secs(),
-                kind.as_str()
+                kind.as_str(),
+                period.as_secs()
             );
-            tracing::error!(plugin = %self.info.name, digest = %self.short_digest(), reason = %reason, "plugin quarantined");
-            self.quarantine = Some(reason);
+            tracing::error!(plugin = %self.image.info.name, digest = %self.image.short_digest(), reason = %reason, "plugin quarantined");
+            h.recent_faults.clear();
+            h.quarantine = Some(Quarantine {
+                reason,
+                until: now + period,
+            });
+            self.stats.quarantines += 1;
         }
         CallError::Fault(Fault {
             kind,
             detail,
             quarantined_now,
+            blamed: true,
         })
     }
 
+    /// The output limits of `on-events`.
+    fn event_limits(rt: &Runtime) -> OutputLimits {
+        OutputLimits {
+            field_bytes: rt.limits.max_field_bytes,
+            total_bytes: rt.limits.max_output_bytes_per_call,
+            list_items: rt.limits.max_results_per_call,
+        }
+    }
+
     /// Delivers a batch of events to a detector. The result's detections refer to indices of
-    /// `events`.
+    /// `events`. A fault is blamed on the plugin.
     pub fn on_events(
         &mut self,
         rt: &Runtime,
         events: &[wit::Event],
     ) -> Result<Vec<wit::Detection>, CallError> {
+        self.on_events_split(rt, events, false)
+    }
+
+    /// [`Self::on_events`]; with `splittable`, a fault the input may have caused replaces
+    /// the instance without counting against the plugin (`blamed: false`): the caller
+    /// retries the events in smaller batches.
+    pub fn on_events_split(
+        &mut self,
+        rt: &Runtime,
+        events: &[wit::Event],
+        splittable: bool,
+    ) -> Result<Vec<wit::Detection>, CallError> {
         self.expect_kind(Kind::Detector, "on-events")?;
         self.stats.events += events.len() as u64;
-        let out = self.call(rt, |b, store| match b {
-            Bindings::Detector(d) => d.call_on_events(store, events),
-            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
-        });
-        let mut detections = self.unwrap_plugin_result(out)?;
-        if detections.len() > rt.limits.max_results_per_call {
-            return Err(self.record_fault(
-                rt,
-                FaultKind::OutputLimit,
-                format!(
-                    "{} findings from one call (cap {})",
-                    detections.len(),
-                    rt.limits.max_results_per_call
-                ),
-            ));
-        }
-        for d in &detections {
-            if d.event_index as usize >= events.len() {
-                return Err(self.record_fault(
-                    rt,
-                    FaultKind::BadOutput,
-                    format!(
-                        "finding about event {} of a batch of {}",
-                        d.event_index,
-                        events.len()
-                    ),
-                ));
-            }
-            let size = finding_bytes(&d.finding);
-            if size > rt.limits.max_finding_bytes {
-                return Err(self.record_fault(
-                    rt,
-                    FaultKind::OutputLimit,
-                    format!(
-                        "a {size}-byte finding (cap {})",
-                        rt.limits.max_finding_bytes
-                    ),
-                ));
-            }
-        }
-        // Big-but-sane findings (evidence quoting a huge argv) are trimmed, not faulted.
-        for d in &mut detections {
-            trim_finding(&mut d.finding, rt.limits.max_field_bytes);
+        let out = self.call(
+            rt,
+            rt.limits.deadline_ticks(),
+            Self::event_limits(rt),
+            splittable,
+            |exports, store| {
+                let Exports::Detector { on_events, .. } = exports else {
+                    return Err(wasmtime::Error::msg("world checked by expect_kind"));
+                };
+                let f: OnEvents<'_> = on_events.typed(&*store)?;
+                Ok(lift::plugin_result(f.call(&mut *store, (events,))?.0))
+            },
+        );
+        let detections: Vec<wit::Detection> = self.unwrap_plugin_result(out)?;
+        if let Some(d) = detections
+            .iter()
+            .find(|d| d.event_index as usize >= events.len())
+        {
+            let detail = format!(
+                "finding about event {} of a batch of {}",
+                d.event_index,
+                events.len()
+            );
+            return Err(self.record_fault(rt, FaultKind::BadOutput, detail, true));
         }
         self.stats.results += detections.len() as u64;
         Ok(detections)
@@ -441,19 +724,27 @@ impl Plugin {
 
     /// Asks a detector for a verdict on an AUTH event, within `budget` (and never longer
     /// than the per-call cap): past it the guest is interrupted and the call is a
-    /// `timeout` fault.
+    /// `timeout` fault. Host imports see the same deadline.
     pub fn authorize(
         &mut self,
         rt: &Runtime,
         event: &wit::Event,
-        budget: std::time::Duration,
+        budget: Duration,
     ) -> Result<wit::Verdict, CallError> {
         self.expect_kind(Kind::Detector, "authorize")?;
         self.stats.events += 1;
         let ticks = crate::engine::ticks(budget).min(rt.limits.deadline_ticks());
-        self.call_within(rt, ticks, |b, store| match b {
-            Bindings::Detector(d) => d.call_authorize(store, event),
-            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
+        let limits = OutputLimits {
+            field_bytes: rt.limits.max_field_bytes,
+            total_bytes: rt.limits.max_field_bytes,
+            list_items: 0,
+        };
+        self.call(rt, ticks, limits, false, |exports, store| {
+            let Exports::Detector { authorize, .. } = exports else {
+                return Err(wasmtime::Error::msg("world checked by expect_kind"));
+            };
+            let f: Authorize<'_> = authorize.typed(&*store)?;
+            Ok(f.call(&mut *store, (event,))?.0.into())
         })
     }
 
@@ -464,22 +755,19 @@ impl Plugin {
         trigger: &wit::Trigger,
     ) -> Result<Vec<wit::Artifact>, CallError> {
         self.expect_kind(Kind::Collector, "collect")?;
-        let out = self.call(rt, |b, store| match b {
-            Bindings::Collector(c) => c.call_collect(store, trigger),
-            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
+        let limits = OutputLimits {
+            field_bytes: rt.limits.max_field_bytes,
+            total_bytes: rt.limits.max_artifact_bytes_per_call,
+            list_items: rt.limits.max_results_per_call,
+        };
+        let out = self.call(rt, rt.limits.deadline_ticks(), limits, false, |exports, store| {
+            let Exports::Collector { collect } = exports else {
+                return Err(wasmtime::Error::msg("world checked by expect_kind"));
+            };
+            let f: Respond<'_, lift::Artifact> = collect.typed(&*store)?;
+            Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
         });
-        let artifacts = self.unwrap_plugin_result(out)?;
-        let total: usize = artifacts
-            .iter()
-            .map(|a| a.content.len() + a.name.len())
-            .sum();
-        if artifacts.len() > rt.limits.max_results_per_call || total > rt.limits.memory_bytes {
-            return Err(self.record_fault(
-                rt,
-                FaultKind::OutputLimit,
-                format!("{} artifacts, {total} bytes", artifacts.len()),
-            ));
-        }
+        let artifacts: Vec<wit::Artifact> = self.unwrap_plugin_result(out)?;
         self.stats.results += artifacts.len() as u64;
         Ok(artifacts)
     }
@@ -491,18 +779,20 @@ impl Plugin {
         trigger: &wit::Trigger,
     ) -> Result<Vec<wit::PlannedAction>, CallError> {
         self.expect_kind(Kind::Remediator, "plan")?;
-        let out = self.call(rt, |b, store| match b {
-            Bindings::Remediator(r) => r.call_plan(store, trigger),
-            _ => Err(wasmtime::Error::msg("world checked by expect_kind")),
-        });
-        let actions = self.unwrap_plugin_result(out)?;
-        if actions.len() > rt.limits.max_results_per_call {
-            return Err(self.record_fault(
-                rt,
-                FaultKind::OutputLimit,
-                format!("{} planned actions", actions.len()),
-            ));
-        }
+        let out = self.call(
+            rt,
+            rt.limits.deadline_ticks(),
+            Self::event_limits(rt),
+            false,
+            |exports, store| {
+                let Exports::Remediator { plan } = exports else {
+                    return Err(wasmtime::Error::msg("world checked by expect_kind"));
+                };
+                let f: Respond<'_, lift::PlannedAction> = plan.typed(&*store)?;
+                Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
+            },
+        );
+        let actions: Vec<wit::PlannedAction> = self.unwrap_plugin_result(out)?;
         self.stats.results += actions.len() as u64;
         Ok(actions)
     }
@@ -514,7 +804,7 @@ impl Plugin {
         } else {
             Err(CallError::Host(format!(
                 "{export} called on {}, a {}",
-                self.info.name,
+                self.name(),
                 self.kind()
             )))
         }
@@ -528,63 +818,19 @@ impl Plugin {
             Ok(value) => Ok(value),
             Err(e) => {
                 self.stats.plugin_errors += 1;
-                tracing::warn!(plugin = %self.info.name, error = %e.message, "plugin returned an error");
+                tracing::warn!(plugin = %self.name(), error = %e.message, "plugin returned an error");
                 Err(CallError::Plugin(e.message))
             }
         }
     }
 }
 
-/// Identity of a loaded plugin.
-pub(crate) struct PluginMeta {
-    pub info: wit::PluginInfo,
-    pub digest: String,
-    pub origin: String,
-    pub mode: Mode,
-}
-
-/// The bindings of the instance `describe()` ran on during load, handed to [`Plugin::new`].
-pub(crate) enum LiveBindings {
-    Detector(Detector),
-    Collector(Collector),
-    Remediator(Remediator),
-}
-
-/// Cuts `text` to at most `max` bytes on a character boundary, noting how much was cut.
-fn trim(text: &mut String, max: usize) {
-    if text.len() <= max {
-        return;
-    }
-    let cut = text.len();
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    text.truncate(end);
-    text.push_str(&format!("…[{} bytes cut]", cut - end));
-}
-
-/// Trims the message and each evidence value of a finding to `max` bytes.
-fn trim_finding(f: &mut wit::Finding, max: usize) {
-    trim(&mut f.message, max);
-    for e in &mut f.evidence {
-        trim(&mut e.value, max);
-    }
-}
-
-fn finding_bytes(f: &wit::Finding) -> usize {
-    f.rule.len()
-        + f.message.len()
-        + f.attack.iter().map(String::len).sum::<usize>()
-        + f.evidence
-            .iter()
-            .map(|e| e.name.len() + e.value.len())
-            .sum::<usize>()
-}
-
 /// Sorts a wasmtime error into a fault kind with a one-line detail.
 pub fn classify(error: &wasmtime::Error) -> (FaultKind, String) {
     let chain = format!("{error:#}");
+    if let Some(limit) = error.downcast_ref::<OutputLimitExceeded>() {
+        return (FaultKind::OutputLimit, one_line(&limit.0));
+    }
     if let Some(trap) = error.downcast_ref::<wasmtime::Trap>() {
         let kind = match trap {
             wasmtime::Trap::Interrupt => FaultKind::Timeout,
@@ -613,4 +859,22 @@ fn one_line(text: &str) -> String {
         out.push('…');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quarantine_doubles_from_the_base_up_to_the_cap() {
+        let base = Duration::from_secs(60);
+        let max = Duration::from_secs(3600);
+        let periods: Vec<u64> = (1..=9)
+            .map(|s| quarantine_period(base, max, s).as_secs())
+            .collect();
+        assert_eq!(periods, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
+        assert_eq!(quarantine_period(base, max, u32::MAX).as_secs(), 3600);
+        // A cap below the base wins.
+        assert_eq!(quarantine_period(base, Duration::from_secs(5), 1).as_secs(), 5);
+    }
 }

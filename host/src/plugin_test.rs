@@ -39,8 +39,8 @@ pub fn run(
         "ward plugin test: loaded {} {} ({}) sha256 {}",
         loaded.kind(),
         loaded.name(),
-        loaded.info.version,
-        loaded.digest
+        loaded.info().version,
+        loaded.digest()
     );
     let file =
         std::fs::File::open(events).with_context(|| format!("cannot open {}", events.display()))?;

@@ -54,7 +54,7 @@ pub fn load_all(rt: &Runtime, config: &WardConfig, processes: &SharedProcessTabl
     plugins.retain(|p| {
         let fresh = seen.insert(p.name().to_owned());
         if !fresh {
-            tracing::error!(plugin = %p.name(), origin = %p.origin, "duplicate plugin name; ignoring this copy");
+            tracing::error!(plugin = %p.name(), origin = %p.origin(), "duplicate plugin name; ignoring this copy");
         }
         fresh
     });

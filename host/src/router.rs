@@ -5,28 +5,83 @@
 
 use std::collections::HashSet;
 
+use aho_corasick::{AhoCorasick, Anchored, Input, StartKind};
+
 use crate::bindings::wit;
+
+/// Bytes of prefilter patterns (prefixes, fragments and signing ids together) one plugin
+/// may describe: the matchers are built from them once, and their size follows it.
+pub const MAX_PREFILTER_BYTES: usize = 1 << 20;
+
+/// A plugin's prefilter, compiled: each list is matched in one pass over the path (an
+/// Aho-Corasick automaton, anchored at the start for prefixes) or one hash lookup, so its
+/// cost per event does not grow with the number of entries.
+#[derive(Debug, Clone)]
+struct Prefilter {
+    prefixes: Option<AhoCorasick>,
+    contains: Option<AhoCorasick>,
+    signing_ids: Option<HashSet<String>>,
+}
+
+fn automaton(patterns: &[String], anchored: bool) -> Result<Option<AhoCorasick>, String> {
+    if patterns.is_empty() {
+        return Ok(None);
+    }
+    let kind = if anchored {
+        StartKind::Anchored
+    } else {
+        StartKind::Unanchored
+    };
+    AhoCorasick::builder()
+        .start_kind(kind)
+        .build(patterns)
+        .map(Some)
+        .map_err(|e| format!("prefilter cannot be compiled: {e}"))
+}
 
 /// The routing rule of one plugin, compiled from its `describe()`.
 #[derive(Debug, Clone)]
 pub struct Route {
     /// `None` subscribes to every kind (`*`).
     kinds: Option<HashSet<String>>,
-    prefilter: Option<wit::Prefilter>,
+    prefilter: Option<Prefilter>,
 }
 
 impl Route {
-    /// The route for a plugin's self-description.
-    pub fn new(info: &wit::PluginInfo) -> Self {
+    /// The route for a plugin's self-description; an error if its prefilter is over
+    /// [`MAX_PREFILTER_BYTES`].
+    pub fn new(info: &wit::PluginInfo) -> Result<Self, String> {
         let kinds = if info.subscriptions.iter().any(|k| k == "*") {
             None
         } else {
             Some(info.subscriptions.iter().cloned().collect())
         };
-        let prefilter = info.prefilter.clone().filter(|p| {
-            !(p.path_prefixes.is_empty() && p.path_contains.is_empty() && p.signing_ids.is_empty())
-        });
-        Self { kinds, prefilter }
+        let prefilter = match &info.prefilter {
+            None => None,
+            Some(p) => {
+                let bytes: usize = [&p.path_prefixes, &p.path_contains, &p.signing_ids]
+                    .iter()
+                    .flat_map(|l| l.iter())
+                    .map(String::len)
+                    .sum();
+                if bytes > MAX_PREFILTER_BYTES {
+                    return Err(format!(
+                        "prefilter of {bytes} bytes (cap {MAX_PREFILTER_BYTES})"
+                    ));
+                }
+                let compiled = Prefilter {
+                    prefixes: automaton(&p.path_prefixes, true)?,
+                    contains: automaton(&p.path_contains, false)?,
+                    signing_ids: (!p.signing_ids.is_empty())
+                        .then(|| p.signing_ids.iter().cloned().collect()),
+                };
+                let empty = compiled.prefixes.is_none()
+                    && compiled.contains.is_none()
+                    && compiled.signing_ids.is_none();
+                (!empty).then_some(compiled)
+            }
+        };
+        Ok(Self { kinds, prefilter })
     }
 
     /// True if the plugin subscribed to `kind`.
@@ -39,7 +94,7 @@ impl Route {
         self.kinds.as_ref()
     }
 
-    /// True if `event` should be delivered.
+    /// True if `event` should be delivered: every non-empty list of the prefilter passes.
     pub fn accepts(&self, event: &wit::Event) -> bool {
         if !self.subscribes(&event.kind) {
             return false;
@@ -48,12 +103,12 @@ impl Route {
             return true;
         };
         let path = primary_path(event);
-        (p.path_prefixes.is_empty() || p.path_prefixes.iter().any(|x| path.starts_with(x.as_str())))
-            && (p.path_contains.is_empty()
-                || p.path_contains.iter().any(|x| path.contains(x.as_str())))
-            && (p.signing_ids.is_empty() || {
-                let id = actor(event).signing_id.as_deref().unwrap_or("");
-                p.signing_ids.iter().any(|x| x == id)
+        p.prefixes
+            .as_ref()
+            .is_none_or(|a| a.is_match(Input::new(path).anchored(Anchored::Yes)))
+            && p.contains.as_ref().is_none_or(|a| a.is_match(path))
+            && p.signing_ids.as_ref().is_none_or(|ids| {
+                ids.contains(actor(event).signing_id.as_deref().unwrap_or(""))
             })
     }
 }
@@ -114,17 +169,17 @@ mod tests {
     #[test]
     fn subscriptions_and_prefilters_decide_delivery() {
         let ev = exec("/private/tmp/x", "com.apple.xattr");
-        assert!(Route::new(&info(&["exec"], None)).accepts(&ev));
-        assert!(Route::new(&info(&["*"], None)).accepts(&ev));
-        assert!(!Route::new(&info(&["create"], None)).accepts(&ev));
-        assert!(!Route::new(&info(&[], None)).accepts(&ev));
+        assert!(Route::new(&info(&["exec"], None)).unwrap().accepts(&ev));
+        assert!(Route::new(&info(&["*"], None)).unwrap().accepts(&ev));
+        assert!(!Route::new(&info(&["create"], None)).unwrap().accepts(&ev));
+        assert!(!Route::new(&info(&[], None)).unwrap().accepts(&ev));
 
         let pf = |prefixes: &[&str], contains: &[&str], ids: &[&str]| wit::Prefilter {
             path_prefixes: prefixes.iter().map(|s| (*s).to_owned()).collect(),
             path_contains: contains.iter().map(|s| (*s).to_owned()).collect(),
             signing_ids: ids.iter().map(|s| (*s).to_owned()).collect(),
         };
-        let route = |p| Route::new(&info(&["exec"], Some(p)));
+        let route = |p| Route::new(&info(&["exec"], Some(p))).unwrap();
         assert!(route(pf(&["/private/"], &[], &[])).accepts(&ev));
         assert!(!route(pf(&["/usr/"], &[], &[])).accepts(&ev));
         assert!(route(pf(&[], &["tmp"], &[])).accepts(&ev));

@@ -47,6 +47,9 @@ pub struct PluginState {
     pub log_budget: u32,
     /// Log messages dropped over budget during this call.
     pub logs_dropped: u32,
+    /// When the current call's time is up; host imports that may take long (hashing a
+    /// file) stop by then rather than outlive the guest's deadline.
+    pub deadline: Option<std::time::Instant>,
 }
 
 /// Log messages a plugin may write per call before the host drops the rest.
@@ -84,6 +87,7 @@ impl PluginState {
             stderr,
             log_budget: LOG_MESSAGES_PER_CALL,
             logs_dropped: 0,
+            deadline: None,
         }
     }
 

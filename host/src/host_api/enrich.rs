@@ -1,21 +1,29 @@
 //! `ward:plugin/enrich`: file facts for detectors — SHA-256 (cached), extended attributes
 //! and property lists — each behind its own capability and inside the granted file scope.
 //!
-//! Paths are resolved through [`FileScope`] exactly as for collectors: absolute, no `..`,
-//! symlinks resolved before the scope check. A path that does not exist answers `none`.
+//! Paths are resolved by handle through [`FileScope`] exactly as for collectors (see
+//! [`crate::scope`]): absolute, no `..`, symlinks resolved by the host, the scope checked
+//! on the real path, and the file read from the handle the walk opened. A path that does
+//! not exist answers `none`.
+//!
+//! Hashing respects the calling guest's deadline: a file that cannot be hashed before it
+//! is handed, hasher state and all, to a background thread that finishes it into the
+//! cache, and the call answers an `io` error saying so (a verdict plugin then answers
+//! `undecided`; the next exec of the same file is a cache hit).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{self, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-use crate::bindings::collector::ward::plugin::files::FileError;
 use crate::bindings::detector::ward::plugin::enrich::{EnrichError, Host, Xattr};
-use crate::host_api::files::FileScope;
+use crate::scope::{FileScope, ScopeError};
 use crate::state::PluginState;
 
 /// Capability for `sha256`.
@@ -40,9 +48,16 @@ const PLIST_STACK_BYTES: usize = 512 << 20;
 
 /// Digests the cache keeps; the oldest entry goes first beyond this.
 pub const HASH_CACHE_ENTRIES: usize = 16_384;
+/// Bytes hashed between two looks at the clock.
+const HASH_CHUNK_BYTES: usize = 1 << 20;
+/// Time left to the guest after a hash stops for its deadline, to answer in.
+pub const HASH_DEADLINE_MARGIN: Duration = Duration::from_millis(10);
+/// Hashes waiting for the background thread; past that a request is dropped and hashed
+/// on a later one.
+pub const HASH_BACKLOG: usize = 16;
 
 /// What identifies one version of a file's content without reading it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct FileVersion {
     dev: u64,
     ino: u64,
@@ -72,13 +87,74 @@ impl FileVersion {
 /// Digests by path with the version they were taken of, and insertion order for eviction.
 type Digests = (HashMap<PathBuf, (FileVersion, String)>, VecDeque<PathBuf>);
 
-/// SHA-256 digests keyed by path and checked against inode, size and mtime, shared by
-/// every plugin of one runtime.
+/// A hash stopped at a deadline, to be finished in the background.
+struct Unfinished {
+    file: std::fs::File,
+    path: PathBuf,
+    version: FileVersion,
+    hasher: Sha256,
+    max_bytes: u64,
+    done: u64,
+}
+
+/// SHA-256 digests keyed by path and checked against inode, size and times, shared by
+/// every plugin of one runtime, with the thread that finishes hashes stopped at a
+/// deadline.
 #[derive(Debug, Default)]
 pub struct HashCache {
     entries: Mutex<Digests>,
     hits: AtomicU64,
     misses: AtomicU64,
+    deferred: AtomicU64,
+    background: OnceLock<Mutex<Option<SyncSender<Unfinished>>>>,
+    in_flight: Arc<Mutex<HashSet<(PathBuf, FileVersion)>>>,
+}
+
+impl std::fmt::Debug for Unfinished {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Unfinished({}, {} bytes done)", self.path.display(), self.done)
+    }
+}
+
+/// How far a hash got.
+enum Hashed {
+    Digest(String),
+    /// The deadline came first.
+    Stopped(Sha256, u64),
+}
+
+/// Hashes `file` from byte `done` (at most `max_bytes` in all), stopping when `deadline`
+/// (less the margin) comes first.
+fn hash_until(
+    file: &mut std::fs::File,
+    mut hasher: Sha256,
+    mut done: u64,
+    max_bytes: u64,
+    deadline: Option<Instant>,
+) -> std::io::Result<Hashed> {
+    let mut buf = vec![0u8; HASH_CHUNK_BYTES];
+    loop {
+        if let Some(deadline) = deadline
+            && Instant::now() + HASH_DEADLINE_MARGIN >= deadline
+        {
+            return Ok(Hashed::Stopped(hasher, done));
+        }
+        let room = usize::try_from(max_bytes.saturating_sub(done))
+            .unwrap_or(usize::MAX)
+            .min(buf.len());
+        if room == 0 {
+            break;
+        }
+        let n = match file.read(buf.get_mut(..room).unwrap_or_default()) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        hasher.update(buf.get(..n).unwrap_or_default());
+        done += n as u64;
+    }
+    Ok(Hashed::Digest(hex::encode(hasher.finalize())))
 }
 
 impl HashCache {
@@ -88,6 +164,11 @@ impl HashCache {
             self.hits.load(Ordering::Relaxed),
             self.misses.load(Ordering::Relaxed),
         )
+    }
+
+    /// Hashes handed to the background thread so far.
+    pub fn deferred(&self) -> u64 {
+        self.deferred.load(Ordering::Relaxed)
     }
 
     fn get(&self, path: &Path, version: FileVersion) -> Option<String> {
@@ -100,25 +181,21 @@ impl HashCache {
     }
 
     fn put(&self, path: PathBuf, version: FileVersion, digest: String) {
-        let mut guard = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        let (map, order) = &mut *guard;
-        if map.insert(path.clone(), (version, digest)).is_none() {
-            order.push_back(path);
-            if order.len() > HASH_CACHE_ENTRIES
-                && let Some(old) = order.pop_front()
-            {
-                map.remove(&old);
-            }
-        }
+        put_into(&self.entries, path, version, digest);
     }
 
-    /// The digest of `path` (already resolved and in scope), from the cache when the file
-    /// has not changed since it was hashed.
-    pub fn sha256(&self, path: &Path, max_bytes: u64) -> Result<Option<String>, String> {
-        let Some((file, meta)) = open_regular(path)? else {
-            return Ok(None);
-        };
-        let version = FileVersion::of(&meta);
+    /// The digest of the regular file `file` (opened by handle at real path `path`), from
+    /// the cache when it has not changed since it was hashed. Past `deadline` the rest is
+    /// hashed in the background and this answers an error saying so.
+    pub fn sha256(
+        self: &Arc<Self>,
+        mut file: std::fs::File,
+        meta: &std::fs::Metadata,
+        path: &Path,
+        max_bytes: u64,
+        deadline: Option<Instant>,
+    ) -> Result<String, String> {
+        let version = FileVersion::of(meta);
         if version.size > max_bytes {
             return Err(format!(
                 "{}: {} bytes is over the {max_bytes}-byte hash cap",
@@ -128,21 +205,144 @@ impl HashCache {
         }
         if let Some(digest) = self.get(path, version) {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(digest));
+            return Ok(digest);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
-        let mut hasher = Sha256::new();
-        std::io::copy(&mut file.take(max_bytes), &mut hasher)
+        let hashed = hash_until(&mut file, Sha256::new(), 0, max_bytes, deadline)
             .map_err(|e| format!("{}: {e}", path.display()))?;
-        let digest = hex::encode(hasher.finalize());
-        self.put(path.to_path_buf(), version, digest.clone());
-        Ok(Some(digest))
+        match hashed {
+            Hashed::Digest(digest) => {
+                if unchanged(&file, version) {
+                    self.put(path.to_path_buf(), version, digest.clone());
+                }
+                Ok(digest)
+            }
+            Hashed::Stopped(hasher, done) => {
+                let queued = self.defer(Unfinished {
+                    file,
+                    path: path.to_path_buf(),
+                    version,
+                    hasher,
+                    max_bytes,
+                    done,
+                });
+                Err(format!(
+                    "{}: {} bytes could not be hashed before the call's deadline ({done} done); {}",
+                    path.display(),
+                    version.size,
+                    if queued {
+                        "finishing it in the background for next time"
+                    } else {
+                        "the background hasher is busy; a later request will hash it"
+                    }
+                ))
+            }
+        }
+    }
+
+    /// Hands an unfinished hash to the background thread (started on first use). False if
+    /// its backlog is full.
+    fn defer(self: &Arc<Self>, job: Unfinished) -> bool {
+        let key = (job.path.clone(), job.version);
+        {
+            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            if in_flight.contains(&key) {
+                return true;
+            }
+            if in_flight.len() >= HASH_BACKLOG {
+                return false;
+            }
+            in_flight.insert(key.clone());
+        }
+        let slot = self.background.get_or_init(|| Mutex::new(self.start_background()));
+        let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        let sent = match sender {
+            Some(tx) => match tx.try_send(job) {
+                Ok(()) => true,
+                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => false,
+            },
+            None => false,
+        };
+        if sent {
+            self.deferred.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&key);
+        }
+        sent
+    }
+
+    fn start_background(self: &Arc<Self>) -> Option<SyncSender<Unfinished>> {
+        let (tx, rx) = mpsc::sync_channel::<Unfinished>(HASH_BACKLOG);
+        // The thread holds the cache weakly: it ends with the runtime that owns the cache.
+        let cache = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("ward-hash".into())
+            .spawn(move || {
+                while let Ok(mut job) = rx.recv() {
+                    let result =
+                        hash_until(&mut job.file, job.hasher.clone(), job.done, job.max_bytes, None);
+                    let Some(cache) = cache.upgrade() else { break };
+                    if let Ok(Hashed::Digest(digest)) = result
+                        && unchanged(&job.file, job.version)
+                    {
+                        cache.put(job.path.clone(), job.version, digest);
+                    }
+                    cache
+                        .in_flight
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .remove(&(job.path, job.version));
+                }
+            })
+            .ok()
+            .map(|_| tx)
+    }
+}
+
+/// True if the open file is still the version that was hashed.
+fn unchanged(file: &std::fs::File, version: FileVersion) -> bool {
+    file.metadata()
+        .is_ok_and(|m| FileVersion::of(&m) == version)
+}
+
+fn put_into(entries: &Mutex<Digests>, path: PathBuf, version: FileVersion, digest: String) {
+    let mut guard = entries.lock().unwrap_or_else(PoisonError::into_inner);
+    let (map, order) = &mut *guard;
+    if map.insert(path.clone(), (version, digest)).is_none() {
+        order.push_back(path);
+        if order.len() > HASH_CACHE_ENTRIES
+            && let Some(old) = order.pop_front()
+        {
+            map.remove(&old);
+        }
+    }
+}
+
+/// Hashes a file for a collector (no cache), stopping with an error at `deadline`.
+pub fn hash_file(
+    mut file: std::fs::File,
+    path: &Path,
+    max_bytes: u64,
+    deadline: Option<Instant>,
+) -> Result<String, String> {
+    match hash_until(&mut file, Sha256::new(), 0, max_bytes, deadline)
+        .map_err(|e| format!("{}: {e}", path.display()))?
+    {
+        Hashed::Digest(d) => Ok(d),
+        Hashed::Stopped(_, done) => Err(format!(
+            "{}: not hashed before the call's deadline ({done} bytes done)",
+            path.display()
+        )),
     }
 }
 
 /// Opens `path` for reading only if it is a regular file: `O_NONBLOCK` so a FIFO planted
-/// at a watched path cannot hang the agent in `open`, `O_NOFOLLOW` so a symlink swapped in
-/// after the scope check is refused. `Ok(None)` if it does not exist.
+/// at a configured path cannot hang the agent in `open`, `O_NOFOLLOW` so a final symlink
+/// is refused. For the admin's own files (config); plugin paths go through
+/// [`FileScope::resolve`]. `Ok(None)` if it does not exist.
 pub fn open_regular(path: &Path) -> Result<Option<(std::fs::File, std::fs::Metadata)>, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = match std::fs::OpenOptions::new()
@@ -198,10 +398,10 @@ impl EnrichScope {
     }
 }
 
-fn from_file_error(e: FileError) -> EnrichError {
+fn from_scope_error(e: ScopeError) -> EnrichError {
     match e {
-        FileError::Denied(m) => EnrichError::Denied(m),
-        FileError::Io(m) => EnrichError::Io(m),
+        ScopeError::Denied(m) => EnrichError::Denied(m),
+        ScopeError::Io(m) => EnrichError::Io(m),
     }
 }
 
@@ -211,7 +411,7 @@ fn resolve(
     capability: &str,
     granted: impl Fn(&EnrichScope) -> bool,
     path: &str,
-) -> Result<(Arc<EnrichScope>, Option<PathBuf>), EnrichError> {
+) -> Result<(Arc<EnrichScope>, Option<crate::scope::Resolved>), EnrichError> {
     let scope = state
         .ctx
         .enrich
@@ -222,52 +422,63 @@ fn resolve(
                 "the admin has not granted this plugin `{capability}`"
             ))
         })?;
-    let real = scope.files.resolve(path).map_err(from_file_error)?;
-    Ok((Arc::clone(scope), real))
+    let resolved = scope.files.resolve(path, true).map_err(from_scope_error)?;
+    Ok((Arc::clone(scope), resolved))
 }
 
-/// Reads and converts a property list, size-capped, on a thread whose stack can take
-/// dropping whatever nesting fits in the size cap.
-pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
-    let Some((file, meta)) = open_regular(path)? else {
-        return Ok(None);
-    };
+/// Reads and converts a property list from an open regular file, size-capped, on a
+/// thread whose stack can take dropping whatever nesting fits in the size cap.
+pub fn read_plist_from(
+    file: std::fs::File,
+    meta: &std::fs::Metadata,
+    shown: &Path,
+) -> Result<String, String> {
     let size = meta.len();
     if size > MAX_PLIST_BYTES {
         return Err(format!(
             "{}: {size} bytes is over the {MAX_PLIST_BYTES}-byte property list cap",
-            path.display()
+            shown.display()
         ));
     }
     let mut bytes = Vec::new();
     file.take(MAX_PLIST_BYTES)
         .read_to_end(&mut bytes)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    let shown = path.display().to_string();
+        .map_err(|e| format!("{}: {e}", shown.display()))?;
+    let label = shown.display().to_string();
     std::thread::Builder::new()
         .name("ward-plist".into())
         .stack_size(PLIST_STACK_BYTES)
         .spawn(move || {
             let json = ward_plist_json::parse(&bytes, MAX_PLIST_DEPTH)
-                .map_err(|e| format!("{shown}: {e}"))?;
-            Ok(Some(json.to_string()))
+                .map_err(|e| format!("{label}: {e}"))?;
+            Ok(json.to_string())
         })
-        .map_err(|e| format!("{}: cannot start the parser thread: {e}", path.display()))?
+        .map_err(|e| format!("{}: cannot start the parser thread: {e}", shown.display()))?
         .join()
-        .map_err(|_| format!("{}: the property list parser panicked", path.display()))?
+        .map_err(|_| format!("{}: the property list parser panicked", shown.display()))?
 }
 
-/// Reads up to [`MAX_XATTRS`] extended attributes, values capped.
-pub fn read_xattrs(path: &Path) -> Result<Option<Vec<Xattr>>, String> {
-    if std::fs::symlink_metadata(path).is_err() {
+/// Reads and converts the property list at `path` (the admin's own files and tests;
+/// plugin paths go through the scope). `Ok(None)` if it does not exist.
+pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
+    let Some((file, meta)) = open_regular(path)? else {
         return Ok(None);
-    }
-    let names = xattr::list(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    };
+    read_plist_from(file, &meta, path).map(Some)
+}
+
+/// Reads up to [`MAX_XATTRS`] extended attributes of an open file, values capped.
+pub fn read_xattrs_from(file: &std::fs::File, shown: &Path) -> Result<Vec<Xattr>, String> {
+    use xattr::FileExt as _;
+    let names = file
+        .list_xattr()
+        .map_err(|e| format!("{}: {e}", shown.display()))?;
     let mut out = Vec::new();
     for name in names.take(MAX_XATTRS) {
         let Some(text) = name.to_str() else { continue };
-        let mut value = xattr::get(path, &name)
-            .map_err(|e| format!("{}: {text}: {e}", path.display()))?
+        let mut value = file
+            .get_xattr(&name)
+            .map_err(|e| format!("{}: {text}: {e}", shown.display()))?
             .unwrap_or_default();
         value.truncate(MAX_XATTR_VALUE_BYTES);
         out.push(Xattr {
@@ -275,29 +486,37 @@ pub fn read_xattrs(path: &Path) -> Result<Option<Vec<Xattr>>, String> {
             value,
         });
     }
-    Ok(Some(out))
+    Ok(out)
 }
 
 impl Host for PluginState {
     fn sha256(&mut self, path: String) -> Result<Option<String>, EnrichError> {
-        let (scope, real) = resolve(self, CAP_HASH, |s| s.hash, &path)?;
-        let Some(real) = real else { return Ok(None) };
+        let (scope, resolved) = resolve(self, CAP_HASH, |s| s.hash, &path)?;
+        let Some(resolved) = resolved else { return Ok(None) };
+        let (file, meta) = resolved.open_regular().map_err(from_scope_error)?;
         scope
             .cache
-            .sha256(&real, scope.files.max_hash_bytes)
+            .sha256(file, &meta, &resolved.real, scope.files.max_hash_bytes, self.deadline)
+            .map(Some)
             .map_err(EnrichError::Io)
     }
 
     fn xattrs(&mut self, path: String) -> Result<Option<Vec<Xattr>>, EnrichError> {
-        let (_, real) = resolve(self, CAP_XATTR, |s| s.xattr, &path)?;
-        let Some(real) = real else { return Ok(None) };
-        read_xattrs(&real).map_err(EnrichError::Io)
+        let (_, resolved) = resolve(self, CAP_XATTR, |s| s.xattr, &path)?;
+        let Some(resolved) = resolved else { return Ok(None) };
+        let file = resolved.open().map_err(from_scope_error)?;
+        read_xattrs_from(&file, &resolved.real)
+            .map(Some)
+            .map_err(EnrichError::Io)
     }
 
     fn plist(&mut self, path: String) -> Result<Option<String>, EnrichError> {
-        let (_, real) = resolve(self, CAP_PLIST, |s| s.plist, &path)?;
-        let Some(real) = real else { return Ok(None) };
-        read_plist(&real).map_err(EnrichError::Io)
+        let (_, resolved) = resolve(self, CAP_PLIST, |s| s.plist, &path)?;
+        let Some(resolved) = resolved else { return Ok(None) };
+        let (file, meta) = resolved.open_regular().map_err(from_scope_error)?;
+        read_plist_from(file, &meta, &resolved.real)
+            .map(Some)
+            .map_err(EnrichError::Io)
     }
 }
 
@@ -306,36 +525,50 @@ mod tests {
     use super::*;
     use serde_json::Value;
 
+    /// What `enrich.sha256` does after resolving: open, then hash through the cache.
+    fn hash(cache: &Arc<HashCache>, path: &Path, max: u64) -> Result<Option<String>, String> {
+        let Some((file, meta)) = open_regular(path)? else {
+            return Ok(None);
+        };
+        cache.sha256(file, &meta, path, max, None).map(Some)
+    }
+
+    fn read_xattrs(path: &Path) -> Result<Option<Vec<Xattr>>, String> {
+        match std::fs::File::open(path) {
+            Ok(f) => read_xattrs_from(&f, path).map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+
     #[test]
     fn digests_are_cached_until_the_file_changes() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("bin");
         std::fs::write(&path, b"abc").unwrap();
-        let cache = HashCache::default();
+        let cache = Arc::new(HashCache::default());
         let abc = "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad";
-        assert_eq!(cache.sha256(&path, 1 << 20).unwrap().as_deref(), Some(abc));
-        assert_eq!(cache.sha256(&path, 1 << 20).unwrap().as_deref(), Some(abc));
+        assert_eq!(hash(&cache, &path, 1 << 20).unwrap().as_deref(), Some(abc));
+        assert_eq!(hash(&cache, &path, 1 << 20).unwrap().as_deref(), Some(abc));
         assert_eq!(cache.stats(), (1, 1));
         // New content (new size) is hashed again, not served stale.
         std::fs::write(&path, b"abcd").unwrap();
         let abcd = "88d4266fd4e6338d13b845fcf289579d209c897823b9217da3e161936f031589";
-        assert_eq!(cache.sha256(&path, 1 << 20).unwrap().as_deref(), Some(abcd));
+        assert_eq!(hash(&cache, &path, 1 << 20).unwrap().as_deref(), Some(abcd));
         assert_eq!(cache.stats(), (1, 2));
         // Replaced by another file at the same path (new inode).
         let other = dir.path().join("other");
         std::fs::write(&other, b"abc").unwrap();
         std::fs::rename(&other, &path).unwrap();
-        assert_eq!(cache.sha256(&path, 1 << 20).unwrap().as_deref(), Some(abc));
+        assert_eq!(hash(&cache, &path, 1 << 20).unwrap().as_deref(), Some(abc));
         assert_eq!(cache.stats(), (1, 3));
         // Missing: none; too big: an error naming the cap; a directory: an error.
         assert_eq!(
-            cache.sha256(&dir.path().join("gone"), 1 << 20).unwrap(),
+            hash(&cache, &dir.path().join("gone"), 1 << 20).unwrap(),
             None
         );
-        assert!(cache.sha256(&path, 2).unwrap_err().contains("hash cap"));
+        assert!(hash(&cache, &path, 2).unwrap_err().contains("hash cap"));
         assert!(
-            cache
-                .sha256(dir.path(), 1 << 20)
+            hash(&cache, dir.path(), 1 << 20)
                 .unwrap_err()
                 .contains("regular")
         );
@@ -346,7 +579,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, b"x").unwrap();
-        let cache = HashCache::default();
+        let cache = Arc::new(HashCache::default());
         let meta = std::fs::metadata(&path).unwrap();
         for i in 0..HASH_CACHE_ENTRIES + 5 {
             cache.put(
@@ -432,17 +665,16 @@ mod tests {
                 .unwrap_err()
                 .contains("not a regular file")
         );
-        let cache = HashCache::default();
+        let cache = Arc::new(HashCache::default());
         assert!(
-            cache
-                .sha256(&fifo, 1 << 20)
+            hash(&cache, &fifo, 1 << 20)
                 .unwrap_err()
                 .contains("not a regular file")
         );
         // A symlink is not followed.
         let link = dir.path().join("link");
         std::os::unix::fs::symlink(&deep, &link).unwrap();
-        assert!(cache.sha256(&link, 1 << 20).is_err());
+        assert!(hash(&cache, &link, 1 << 20).is_err());
     }
 
     #[test]

@@ -1,0 +1,401 @@
+//! The admin's file scope, and paths opened by handle under it.
+//!
+//! A plugin names a file by path; the host must answer only for files under the roots the
+//! admin granted. Checking a name and then opening it again by name lets whoever can
+//! write a directory on the way swap it for a symlink in between. So nothing here opens a
+//! path by name: [`FileScope::resolve`] walks it one component at a time from a handle on
+//! `/`, opening each directory relative to the previous one with `O_NOFOLLOW` (so a
+//! component swapped for a symlink fails the open instead of being followed), reading
+//! each symlink it meets with `readlinkat` and resolving it itself, at most
+//! [`MAX_SYMLINK_HOPS`] of them. What it tracks as it goes is the real path of the file the
+//! final handle names — exactly what `realpath` would give at that moment, without the
+//! race — and that is what is checked against the roots. The file is then opened relative
+//! to its directory's handle (again `O_NOFOLLOW`, and `O_NONBLOCK` so a FIFO cannot hang
+//! the agent), and every operation reads from that handle.
+//!
+//! Each step names one component, so `O_NOFOLLOW` on each step gives what `O_NOFOLLOW_ANY`
+//! (macOS) or `openat2(RESOLVE_BENEATH)` (Linux) give for a whole path.
+
+use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Component, Path, PathBuf};
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags};
+use rustix::io::Errno;
+
+/// Symlinks one resolution follows before giving up (the kernel's own limit is 32-40).
+pub const MAX_SYMLINK_HOPS: usize = 32;
+/// Components one resolution walks, symlink targets included: a bound on the work a
+/// hostile tree of links can ask for.
+pub const MAX_COMPONENTS: usize = 4096;
+
+/// Default cap on one `read`.
+pub const DEFAULT_MAX_READ_BYTES: u32 = 1 << 20;
+/// Default cap on the size of a file `sha256` will hash.
+pub const DEFAULT_MAX_HASH_BYTES: u64 = 256 << 20;
+
+/// Why a path was not answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScopeError {
+    /// Outside the granted roots, or not an absolute path without `..`.
+    Denied(String),
+    /// The host could not read it.
+    Io(String),
+}
+
+/// The directories a plugin may read, and its size caps.
+#[derive(Debug, Clone)]
+pub struct FileScope {
+    roots: Vec<PathBuf>,
+    /// Cap on one read.
+    pub max_read_bytes: u32,
+    /// Cap on hashed file size.
+    pub max_hash_bytes: u64,
+}
+
+/// A resolved path: the handle of its directory, its last component, its real path and
+/// what `lstat` said of it.
+pub struct Resolved {
+    dir: OwnedFd,
+    name: OsString,
+    /// The real path (symlinks resolved, except a final one that was not followed).
+    pub real: PathBuf,
+    /// The entry's type.
+    pub file_type: FileType,
+}
+
+impl Resolved {
+    /// Opens the entry for reading (a regular file or a directory), relative to its
+    /// directory's handle, never following a symlink put there since.
+    pub fn open(&self) -> Result<std::fs::File, ScopeError> {
+        if !(self.file_type.is_file() || self.file_type.is_dir()) {
+            return Err(ScopeError::Io(format!(
+                "{}: not a regular file or directory",
+                self.real.display()
+            )));
+        }
+        let fd = rustix::fs::openat(
+            &self.dir,
+            self.name.as_os_str(),
+            OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::NOCTTY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(&self.real, e))?;
+        Ok(std::fs::File::from(fd))
+    }
+
+    /// Opens the entry as a regular file and returns it with its metadata.
+    pub fn open_regular(&self) -> Result<(std::fs::File, std::fs::Metadata), ScopeError> {
+        let file = self.open()?;
+        let meta = file.metadata().map_err(|e| {
+            ScopeError::Io(format!("{}: {e}", self.real.display()))
+        })?;
+        if !meta.is_file() {
+            return Err(ScopeError::Io(format!(
+                "{}: not a regular file",
+                self.real.display()
+            )));
+        }
+        Ok((file, meta))
+    }
+
+    /// `lstat` of the entry, relative to its directory's handle.
+    pub fn lstat(&self) -> Result<rustix::fs::Stat, ScopeError> {
+        rustix::fs::statat(&self.dir, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
+            .map_err(|e| io_err(&self.real, e))
+    }
+}
+
+fn io_err(path: &Path, e: Errno) -> ScopeError {
+    ScopeError::Io(format!("{}: {}", path.display(), std::io::Error::from(e)))
+}
+
+/// Flags for a directory handle used only to resolve names beneath it.
+fn dir_flags() -> OFlags {
+    // `O_PATH` needs only search permission on Linux; elsewhere a read-only open.
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let base = OFlags::PATH;
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let base = OFlags::RDONLY;
+    base | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC
+}
+
+impl FileScope {
+    /// A scope over `roots` (canonicalised where they exist: the admin's configuration,
+    /// read once at load).
+    pub fn new(roots: &[PathBuf]) -> Self {
+        let roots = roots
+            .iter()
+            .map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()))
+            .collect();
+        Self {
+            roots,
+            max_read_bytes: DEFAULT_MAX_READ_BYTES,
+            max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
+        }
+    }
+
+    /// True if `path` (a real path) lies under a root.
+    pub fn contains(&self, path: &Path) -> bool {
+        self.roots.iter().any(|root| path.starts_with(root))
+    }
+
+    /// Resolves `path` by handle: `Ok(Some(_))` for an entry inside the scope, `Ok(None)`
+    /// when it does not exist (and would lie inside), `Denied` otherwise. With
+    /// `follow_final`, a final symlink is resolved too (for reading what it points at);
+    /// without, the link itself is the entry (for metadata).
+    pub fn resolve(&self, path: &str, follow_final: bool) -> Result<Option<Resolved>, ScopeError> {
+        let p = Path::new(path);
+        if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
+            return Err(ScopeError::Denied(format!(
+                "{path}: only absolute paths without `..` are allowed"
+            )));
+        }
+        let denied = || ScopeError::Denied(format!("{path}: outside the granted scope"));
+        let root = rustix::fs::openat(rustix::fs::CWD, "/", dir_flags(), Mode::empty())
+            .map_err(|e| io_err(Path::new("/"), e))?;
+        // `dirs[i]` is the handle of the directory whose real path is `real[..i]`.
+        let mut dirs: Vec<OwnedFd> = vec![root];
+        let mut real: Vec<OsString> = Vec::new();
+        let mut todo: Vec<OsString> = names(p);
+        todo.reverse();
+        let (mut hops, mut walked) = (0usize, 0usize);
+        while let Some(name) = todo.pop() {
+            walked += 1;
+            if walked > MAX_COMPONENTS {
+                return Err(ScopeError::Io(format!("{path}: too many path components")));
+            }
+            if name == "." {
+                continue;
+            }
+            if name == ".." {
+                // Only symlink targets get here (the request itself has no `..`).
+                if real.pop().is_some() {
+                    dirs.pop();
+                }
+                continue;
+            }
+            let Some(dir) = dirs.last() else {
+                return Err(denied());
+            };
+            let last = todo.is_empty();
+            let here = || real_path(&real, Some(&name));
+            let stat = match rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(stat) => stat,
+                Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
+                    // Missing: answer `none` only for a path that would lie inside.
+                    let mut rest = real_path(&real, Some(&name));
+                    for n in todo.iter().rev() {
+                        rest.push(n);
+                    }
+                    return if self.contains(&rest) {
+                        Ok(None)
+                    } else {
+                        Err(denied())
+                    };
+                }
+                Err(e) => return Err(io_err(&here(), e)),
+            };
+            let file_type = FileType::from_raw_mode(stat.st_mode);
+            if file_type.is_symlink() && (follow_final || !last) {
+                hops += 1;
+                if hops > MAX_SYMLINK_HOPS {
+                    return Err(ScopeError::Io(format!("{path}: too many symbolic links")));
+                }
+                let target = rustix::fs::readlinkat(dir, name.as_os_str(), Vec::new())
+                    .map_err(|e| io_err(&here(), e))?;
+                let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
+                if target.is_absolute() {
+                    real.clear();
+                    dirs.truncate(1);
+                }
+                let mut more = names(&target);
+                more.reverse();
+                todo.extend(more);
+                continue;
+            }
+            if last {
+                let resolved = real_path(&real, Some(&name));
+                if !self.contains(&resolved) {
+                    return Err(denied());
+                }
+                let dir = dirs.pop().ok_or_else(denied)?;
+                return Ok(Some(Resolved {
+                    dir,
+                    name,
+                    real: resolved,
+                    file_type,
+                }));
+            }
+            if !file_type.is_dir() {
+                return Err(ScopeError::Io(format!(
+                    "{}: not a directory",
+                    here().display()
+                )));
+            }
+            // Swapped for a symlink since the `lstat`? `O_NOFOLLOW` refuses it.
+            let next = rustix::fs::openat(dir, name.as_os_str(), dir_flags(), Mode::empty())
+                .map_err(|e| match e {
+                    Errno::LOOP | Errno::NOTDIR => ScopeError::Io(format!(
+                        "{}: changed while it was being resolved",
+                        here().display()
+                    )),
+                    e => io_err(&here(), e),
+                })?;
+            real.push(name);
+            dirs.push(next);
+        }
+        // The path was `/` itself (or resolved to it).
+        let root = PathBuf::from("/");
+        if self.contains(&root) {
+            let dir = rustix::fs::openat(rustix::fs::CWD, "/", dir_flags(), Mode::empty())
+                .map_err(|e| io_err(&root, e))?;
+            Ok(Some(Resolved {
+                dir,
+                name: OsString::from("."),
+                real: root,
+                file_type: FileType::Directory,
+            }))
+        } else {
+            Err(denied())
+        }
+    }
+}
+
+/// The normal components of `path`, as names.
+fn names(path: &Path) -> Vec<OsString> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(n.to_os_string()),
+            Component::ParentDir => Some(OsString::from("..")),
+            Component::CurDir => Some(OsString::from(".")),
+            Component::RootDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+fn real_path(real: &[OsString], last: Option<&OsString>) -> PathBuf {
+    let mut p = PathBuf::from("/");
+    for n in real {
+        p.push(n);
+    }
+    if let Some(n) = last {
+        p.push(n);
+    }
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scope(dir: &Path) -> FileScope {
+        FileScope::new(&[dir.to_path_buf()])
+    }
+
+    #[test]
+    fn inside_is_answered_outside_and_escapes_are_denied() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(root.join("sub")).unwrap();
+        std::fs::write(root.join("sub/a.plist"), b"x").unwrap();
+        let outside = tempfile::NamedTempFile::new().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("escape")).unwrap();
+        std::os::unix::fs::symlink("sub/a.plist", root.join("inner")).unwrap();
+        std::os::unix::fs::symlink("../../../../../../../../etc/passwd", root.join("up")).unwrap();
+        let s = scope(&root);
+        let at = |p: &str| format!("{}/{p}", root.display());
+
+        let r = s.resolve(&at("sub/a.plist"), true).unwrap().unwrap();
+        assert_eq!(r.real, root.join("sub/a.plist"));
+        let (mut f, _) = r.open_regular().unwrap();
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+        assert_eq!(text, "x");
+        // A symlink that stays inside is followed; its own entry is what metadata sees.
+        assert_eq!(s.resolve(&at("inner"), true).unwrap().unwrap().real, root.join("sub/a.plist"));
+        assert!(s.resolve(&at("inner"), false).unwrap().unwrap().file_type.is_symlink());
+        // Missing inside: none.
+        assert!(s.resolve(&at("sub/missing"), true).unwrap().is_none());
+        assert!(s.resolve(&at("gone/deeper/x"), true).unwrap().is_none());
+        // Outside, through a link, up with `..` in a link, `..` in the request, relative.
+        for p in [
+            outside.path().to_str().unwrap().to_owned(),
+            at("escape"),
+            at("up"),
+            at("sub/../sub/a.plist"),
+        ] {
+            assert!(matches!(s.resolve(&p, true), Err(ScopeError::Denied(_))), "{p}");
+        }
+        assert!(matches!(s.resolve("relative/path", true), Err(ScopeError::Denied(_))));
+        assert!(matches!(s.resolve("/etc/passwd", true), Err(ScopeError::Denied(_))));
+    }
+
+    #[test]
+    fn symlink_loops_and_fifos_end_with_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        std::os::unix::fs::symlink("b", root.join("a")).unwrap();
+        std::os::unix::fs::symlink("a", root.join("b")).unwrap();
+        let s = scope(&root);
+        let err = s.resolve(&format!("{}/a", root.display()), true).err().unwrap();
+        assert!(matches!(err, ScopeError::Io(ref m) if m.contains("too many symbolic links")), "{err:?}");
+        let fifo = root.join("fifo");
+        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        let r = s.resolve(fifo.to_str().unwrap(), true).unwrap().unwrap();
+        assert!(matches!(r.open(), Err(ScopeError::Io(ref m)) if m.contains("not a regular file")));
+    }
+
+    /// The race the walk exists for: while one thread reads a file inside the scope
+    /// through `inside/d/secret`, another swaps the directory `d` for a symlink to a
+    /// directory outside the scope holding a file of the same name. Opening by name after
+    /// a check would read the outside file some of the time; by handle it never does.
+    #[test]
+    fn swapping_a_directory_for_a_symlink_never_reads_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        let inside = base.join("inside");
+        let outside = base.join("outside");
+        std::fs::create_dir_all(inside.join("d")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(inside.join("d/secret"), b"inside").unwrap();
+        std::fs::write(outside.join("secret"), b"OUTSIDE").unwrap();
+        let s = scope(&inside);
+        let target = format!("{}/d/secret", inside.display());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let swapper = {
+            let (inside, outside, stop) = (inside.clone(), outside.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let (d, parked, link) = (inside.join("d"), inside.join("d.real"), inside.join("d.link"));
+                let _ = std::os::unix::fs::symlink(&outside, &link);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // d → symlink to outside, then back to the real directory.
+                    let _ = std::fs::rename(&d, &parked);
+                    let _ = std::fs::rename(&link, &d);
+                    let _ = std::fs::rename(&d, &link);
+                    let _ = std::fs::rename(&parked, &d);
+                }
+            })
+        };
+        let (mut read_inside, mut refused) = (0, 0);
+        for _ in 0..20_000 {
+            match s.resolve(&target, true) {
+                Ok(Some(r)) => match r.open_regular() {
+                    Ok((mut f, _)) => {
+                        let mut text = String::new();
+                        std::io::Read::read_to_string(&mut f, &mut text).unwrap();
+                        assert_eq!(text, "inside", "read a file outside the scope");
+                        read_inside += 1;
+                    }
+                    Err(_) => refused += 1,
+                },
+                Ok(None) | Err(_) => refused += 1,
+            }
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        swapper.join().unwrap();
+        assert!(read_inside > 0, "the race never let a read through at all");
+        assert!(refused > 0, "the swap never raced the walk: the test proves nothing");
+    }
+}
