@@ -271,7 +271,8 @@ impl ProcessTable {
     }
 
     /// A sighting of an image already held: fresher facts (and a new argv) replace the
-    /// old, the image moves to the back of its order.
+    /// old, the image moves to the back of its order and is linked to its parent if it was
+    /// not yet.
     fn refresh(&mut self, key: Key, process: &Process, args: Option<&[String]>) {
         let Some(entry) = self.entries.get(&key) else {
             return;
@@ -307,11 +308,19 @@ impl ProcessTable {
             }
             self.bytes = self.bytes.saturating_sub(entry.bytes) + bytes;
             entry.bytes = bytes;
-            if entry.process.parent_audit_token != old_parent && entry.needed() {
+            if entry.process.parent_audit_token != old_parent {
                 let old = entry.up.take();
                 self.release(old);
-                self.link(key, true);
             }
+        }
+        // Link a needed image its parent does not count yet: its parent changed, or was
+        // not held when the image was (the table started mid-stream, or evicted it).
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.up.is_none() && e.needed())
+        {
+            self.link(key, true);
         }
         self.reposition(key, true);
     }

@@ -589,6 +589,34 @@ fn a_parent_seen_again_under_its_new_image_moves_the_pin() {
     check(&table);
 }
 
+/// The table starts mid-stream: a child is seen before its parent. Seen again once the
+/// parent is held, the child counts in it, so the parent outlives its exit and grace.
+#[test]
+fn a_child_seen_before_its_parent_links_when_seen_again() {
+    let mut table = ProcessTable::new(64).with_exit_grace(10);
+    let shell = process((20, 200), Some((1, 1)), "/bin/zsh");
+    let child = process((21, 210), Some((20, 200)), "/tmp/implant");
+    table.observe(&message(child.clone(), EventPayload::CsInvalidated));
+    table.observe(&message(shell.clone(), EventPayload::CsInvalidated));
+    assert_eq!(table.entries[&(20, 200)].pins, 0, "not linked yet");
+    table.observe(&message(child.clone(), EventPayload::CsInvalidated));
+    assert_eq!(table.entries[&(20, 200)].pins, 1);
+    table.observe(&exit_of(&shell));
+    for i in 0..100 {
+        let churn = process((1_000 + i, 1), Some((1, 1)), "/usr/bin/true");
+        table.observe(&fork_of(
+            &process((1, 1), None, "/sbin/launchd"),
+            (1_000 + i, 1),
+        ));
+        table.observe(&exit_of(&churn));
+    }
+    check(&table);
+    assert_eq!(
+        pids(&table.ancestors(&child.audit_token, 8)),
+        [(20, 200), (1, 1)]
+    );
+}
+
 /// Fork bombs of live images: wide (one parent, 100,000 live children with padded paths)
 /// and deep (each child forks the next and stays). Neither cap is ever exceeded; in the
 /// deep one only ancestors are left to evict, so they go, oldest first.
