@@ -28,7 +28,7 @@ pub const MAX_ANCESTRY: usize = 32;
 /// Default bound on the bytes the table holds in all (images, argv, bookkeeping), so a
 /// stream of large command lines cannot grow the agent past it. Typical images cost under
 /// 1 KiB, so [`DEFAULT_CAPACITY`] images fit in a fraction of it; images padded to the
-/// per-image caps (~80 KiB each) are evicted once it is reached.
+/// per-image caps ([`MAX_IMAGE_BYTES`], ~87 KiB each) are evicted once it is reached.
 pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024 * 1024;
 
 /// Events an exited image is kept for, so late events (its children's exits, file closes
