@@ -401,14 +401,8 @@ fn unknown_before_reading(operand: &Operand) -> bool {
 /// an odd number of `NOT`s): when the result is false, no contents can make `expr` true.
 fn could_hold(expr: &Expr, positive: bool) -> Expr {
     match expr {
-        Expr::And(a, b) => Expr::And(
-            Box::new(could_hold(a, positive)),
-            Box::new(could_hold(b, positive)),
-        ),
-        Expr::Or(a, b) => Expr::Or(
-            Box::new(could_hold(a, positive)),
-            Box::new(could_hold(b, positive)),
-        ),
+        Expr::And(all) => Expr::And(all.iter().map(|e| could_hold(e, positive)).collect()),
+        Expr::Or(any) => Expr::Or(any.iter().map(|e| could_hold(e, positive)).collect()),
         Expr::Not(e) => Expr::Not(Box::new(could_hold(e, !positive))),
         Expr::Compare { lhs, rhs, .. }
             if unknown_before_reading(lhs) || unknown_before_reading(rhs) =>
