@@ -58,6 +58,8 @@ pub struct AnalyticError {
     pub column: usize,
     /// What was wrong.
     pub message: String,
+    /// The analytic's `name`, when the file got that far.
+    pub name: Option<String>,
 }
 
 impl fmt::Display for AnalyticError {
@@ -125,6 +127,7 @@ fn yaml_error(marker: yaml_rust2::scanner::Marker, message: String) -> AnalyticE
         line: marker.line(),
         column: marker.col() + 1,
         message,
+        name: None,
     }
 }
 
@@ -139,6 +142,7 @@ fn check_yaml(text: &str) -> Result<(), AnalyticError> {
                 "the file is {} bytes, over the {MAX_ANALYTIC_BYTES}-byte limit for an analytic",
                 text.len()
             ),
+            name: None,
         });
     }
     let mut parser = Parser::new_from_str(text);
@@ -189,11 +193,13 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
         line: e.marker().line(),
         column: e.marker().col() + 1,
         message: format!("invalid YAML: {}", e.info()),
+        name: None,
     })?;
     let doc = docs.first().ok_or_else(|| AnalyticError {
         line: 1,
         column: 1,
         message: "empty file".into(),
+        name: None,
     })?;
     let field = |key: &str| &doc[key];
     let required = |key: &str| -> Result<String, AnalyticError> {
@@ -204,6 +210,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
                 line: 1,
                 column: 1,
                 message: format!("missing or non-text `{key}`"),
+                name: None,
             })
     };
     let name = required("name")?;
@@ -217,6 +224,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
             line,
             column,
             message: format!("filter: expected {}, found {}", e.expected, e.found),
+            name: Some(name.clone()),
         }
     })?;
     let mut context = Vec::new();
@@ -229,6 +237,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
                     line: 1,
                     column: 1,
                     message: format!("context `{label}` expression {expr:?}: {e}"),
+                    name: Some(name.clone()),
                 })?;
                 exprs.push(operand);
             }
