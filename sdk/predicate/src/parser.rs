@@ -1,15 +1,19 @@
 //! Parsing a filter into an expression tree, with errors that say where and what was expected.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::lexer::{Tok, lex};
 use crate::pattern::Pattern;
 
-/// Deepest nesting a filter may use: parentheses, `NOT`/`!` and `{…}` lists each add a
-/// level. Parsing, evaluating, cloning and dropping recurse once per level, so this bounds
-/// their stack: measured at the limit (parse, evaluate, drop), a debug build needs < 64 KiB
-/// of native stack and a release build far less; plugins run on a 512 KiB wasm stack. The
-/// bundled corpus nests at most 5 deep.
+/// Deepest nesting a filter may use: parentheses, `NOT`/`!`, `{…}` lists and parenthesised
+/// operands each add a level. Expressions are parsed without recursion, but operands, and
+/// evaluating, cloning, printing and dropping the tree, recurse once per level, so this
+/// bounds their stack. Measured natively at the limit (x86-64, every production, parse then
+/// evaluate, clone, print and drop): at most 128 KiB in a debug build, 48 KiB in release
+/// (the most for AND/OR groups around a look-around pattern, whose compilation alone takes
+/// most of it); plugins run on a 512 KiB wasm stack. The bundled corpus nests at most 5
+/// deep.
 pub const MAX_NESTING: usize = 64;
 
 /// Why a filter did not parse: the 1-based line and column in the filter text, what the
@@ -80,8 +84,9 @@ pub enum Op {
     Contains,
     /// `LIKE` with `*` and `?`.
     Like,
-    /// `MATCHES`, against a literal pattern compiled at parse time.
-    Matches(Box<Pattern>),
+    /// `MATCHES`, against a literal pattern compiled at parse time (shared by clones: a
+    /// clone of the tree neither recompiles nor copies it).
+    Matches(Arc<Pattern>),
 }
 
 /// `ANY`/`SOME`, `ALL`, `NONE` before a comparison.
@@ -430,7 +435,7 @@ impl Parser<'_> {
                         &format!("{pattern:?}, which {e}"),
                     )
                 })?;
-                Op::Matches(Box::new(compiled))
+                Op::Matches(Arc::new(compiled))
             }
         };
         Ok(Expr::Compare {

@@ -42,6 +42,13 @@ pub const EVENT_BACKTRACK_BUDGET: u64 = 1 << 21;
 /// Longest `MATCHES` pattern accepted, in bytes (compile time and memory).
 pub const MAX_PATTERN_BYTES: usize = 4096;
 
+/// Capacity of the lazy DFA cache of each pattern's linear-time engine. The cache grows
+/// with the variety of text matched, which is the stream's; regex-automata's default is
+/// 2 MiB per pattern, so a plugin with a few dozen patterns could be driven out of its
+/// 64 MiB. When full the cache is cleared (or the engine falls back to a slower one); the
+/// bundled patterns match as before.
+pub const MAX_DFA_CACHE_BYTES: usize = 256 << 10;
+
 /// A compiled `MATCHES` pattern (whole-string match).
 #[derive(Debug, Clone)]
 pub struct Pattern {
@@ -63,6 +70,7 @@ enum Engine {
 fn build(whole: &str, limit: usize) -> Result<Regex, String> {
     RegexBuilder::new(whole)
         .backtrack_limit(limit)
+        .delegate_dfa_size_limit(MAX_DFA_CACHE_BYTES)
         .build()
         .map_err(|e| format!("does not compile: {e}"))
 }

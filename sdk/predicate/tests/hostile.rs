@@ -68,8 +68,8 @@ fn nested(n: usize) -> Vec<(&'static str, String, usize)> {
 #[test]
 fn nesting_is_bounded_in_every_recursive_production() {
     // The deepest filters allowed parse, evaluate, clone, print and drop within half of a
-    // plugin's 512 KiB wasm stack, here natively (measured: ~125 KiB in a debug build, ~35 KiB
-    // in release, the most for AND/OR groups with a look-around pattern to compile).
+    // plugin's 512 KiB wasm stack, here natively (measured: at most 128 KiB in a debug
+    // build, 48 KiB in release, the most for AND/OR groups with a look-around to compile).
     on_small_stack(|| {
         let event = json!({"a": 1, "b": 2, "c": ["xy"]});
         for (what, filter, _) in nested(MAX_NESTING) {
