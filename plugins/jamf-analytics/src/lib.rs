@@ -2894,6 +2894,27 @@ mod tests {
         testing::reset();
     }
 
+    /// The bundled look-ahead analytic under the per-event budget: a vulnerable jar fires
+    /// however deep its path, a patched one does not.
+    #[test]
+    fn the_bundled_look_ahead_holds_on_long_paths() {
+        let unzip = || testing::process("/usr/bin/unzip");
+        for depth in [1, 100, 450] {
+            let dir = "d/".repeat(depth);
+            let hit = format!("/{dir}apache-log4j-2.14.1-bin/log4j-core-2.14.1.jar");
+            let miss = format!("/{dir}apache-log4j-2.17.1-bin/log4j-core-2.17.1.jar");
+            let rule = "KnownVulnerableLog4jJarInstallation".to_owned();
+            assert!(
+                fired(&testing::create(unzip(), &hit)).contains(&rule),
+                "{depth}"
+            );
+            assert!(
+                !fired(&testing::create(unzip(), &miss)).contains(&rule),
+                "{depth}"
+            );
+        }
+    }
+
     /// A binary property list (see ward-plist-json's tests): `objects` encoded, object 0
     /// the root, one-byte references and four-byte offsets.
     fn bplist(objects: &[Vec<u8>]) -> Vec<u8> {
