@@ -7,7 +7,9 @@
 pub mod model;
 pub mod parse;
 pub mod process_table;
+mod untyped;
 
 pub use model::{AuditToken, EventPayload, Message, Process, Signer};
 pub use parse::{DEFAULT_MAX_LINE_BYTES, ParseError, ParseStats, parse_line};
 pub use process_table::ProcessTable;
+pub use untyped::MAX_UNTYPED_NODES;

@@ -684,8 +684,8 @@ pub struct Authentication {
     /// 0 od, 1 touchid, 2 token, 3 auto_unlock.
     #[serde(default, rename = "type")]
     pub auth_type: u32,
-    /// Mechanism-specific data, kept raw.
-    #[serde(default)]
+    /// Mechanism-specific data, kept raw (within [`crate::MAX_UNTYPED_NODES`]).
+    #[serde(default, deserialize_with = "crate::untyped::bounded_value")]
     pub data: serde_json::Value,
 }
 
@@ -1028,7 +1028,7 @@ pub enum EventPayload {
     Other {
         /// The key under `event`.
         name: String,
-        /// The payload.
+        /// The payload, within [`crate::MAX_UNTYPED_NODES`].
         raw: serde_json::Value,
     },
 }
@@ -1241,7 +1241,7 @@ fn payload_for<'de, A: MapAccess<'de>>(name: &str, map: &mut A) -> Result<EventP
             Some((_, kind)) => P::Od(*kind, map.next_value()?),
             None => P::Other {
                 name: other.to_owned(),
-                raw: map.next_value()?,
+                raw: map.next_value_seed(crate::untyped::Untyped)?,
             },
         },
     })

@@ -1,40 +1,124 @@
 //! The process table: every process image the stream has shown, keyed by
 //! `(pid, pidversion)`, so plugins can ask for parents and responsible processes.
+//!
+//! The stream is written by whoever runs on the Mac, so the table is bounded three ways:
+//! by count ([`DEFAULT_CAPACITY`]), by bytes per image (argv, paths and identity strings are
+//! cut, see [`Argv`] and [`MAX_IMAGE_BYTES`]) and by bytes in all ([`DEFAULT_BYTE_BUDGET`]),
+//! kept as a running count. What it evicts under pressure is chosen so that churn cannot
+//! erase an attacker's lineage: images that ended (exited, or replaced by an exec) and that
+//! no live image descends from go first, then the least recently seen live leaves, and the
+//! ancestors of live images only as a last resort. Every operation is O(log n) amortised.
+
+mod image;
+mod order;
+
+pub use image::{Argv, MAX_ARGS, MAX_ARGS_BYTES, MAX_FIELD_BYTES, MAX_IMAGE_BYTES, MAX_PATH_BYTES};
 
 use crate::model::{AuditToken, EventPayload, Message, Process};
-use std::collections::{HashMap, VecDeque};
+use image::ENTRY_OVERHEAD;
+use order::{Class, Key, Order, Stamp};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Default number of process images kept.
 pub const DEFAULT_CAPACITY: usize = 65_536;
-/// Arguments kept per process image.
-pub const MAX_ARGS: usize = 256;
 /// Longest ancestry chain returned.
 pub const MAX_ANCESTRY: usize = 32;
+
+/// Default bound on the bytes the table holds in all (images, argv, bookkeeping), so a
+/// stream of large command lines cannot grow the agent past it. Typical images cost under
+/// 1 KiB, so [`DEFAULT_CAPACITY`] images fit in a fraction of it; images padded to the
+/// per-image caps ([`MAX_IMAGE_BYTES`], ~87 KiB each) are evicted once it is reached.
+pub const DEFAULT_BYTE_BUDGET: usize = 256 * 1024 * 1024;
 
 /// Events an exited image is kept for, so late events (its children's exits, file closes
 /// flushed after exit) still resolve it.
 pub const DEFAULT_EXIT_GRACE: u64 = 10_000;
 
-/// Bounded map of process images. An exited image expires [`DEFAULT_EXIT_GRACE`] events
-/// after its exit; when capacity forces an eviction earlier, exited images go first, then
-/// the oldest.
+/// Bounded map of process images. An image that exited, or that an exec of its pid
+/// replaced ("retired"), expires [`DEFAULT_EXIT_GRACE`] events after it ended unless a
+/// live image descends from it; when the count or byte bound forces an eviction earlier,
+/// see the module documentation for the order.
 #[derive(Debug)]
 pub struct ProcessTable {
-    entries: HashMap<(i32, i32), Entry>,
-    order: VecDeque<(i32, i32)>,
-    /// (image, event count at its exit), oldest first.
-    exited: VecDeque<((i32, i32), u64)>,
+    entries: HashMap<Key, Entry>,
+    order: Order,
     capacity: usize,
+    byte_budget: usize,
     exit_grace: u64,
+    /// Events observed.
     seen: u64,
+    /// Next image id: tells a re-inserted key from the image that held it before.
+    next_uid: u64,
+    /// Bytes accounted to the images held (each image's [`Entry::bytes`]).
+    bytes: usize,
+    evictions: Evictions,
+}
+
+/// Images evicted before their time, by what they were: a count of lineage lost to
+/// pressure (expiry after the grace is not counted).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// Exited or retired images nothing live descended from.
+    pub ended: u64,
+    /// Live images with no live descendant.
+    pub leaves: u64,
+    /// Ancestors of live images: each one cut a live image's ancestry.
+    pub ancestors: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Status {
+    Live,
+    /// Saw its exit.
+    Exited,
+    /// An exec of the same pid replaced it.
+    Retired,
 }
 
 #[derive(Debug)]
 struct Entry {
     process: Arc<Process>,
-    args: Option<Arc<[String]>>,
-    exited: bool,
+    argv: Option<Argv>,
+    status: Status,
+    uid: u64,
+    /// Children that count here: each is live or has such children itself, and names this
+    /// image as its parent.
+    pins: usize,
+    /// The parent (key and uid) this image counts in, while it is needed.
+    up: Option<(Key, u64)>,
+    /// Event count when it exited or was retired.
+    ended_at: u64,
+    /// Event count when it was last seen.
+    last_seen: u64,
+    /// The order set it is in.
+    class: Class,
+    /// Bytes accounted to it: [`ENTRY_OVERHEAD`], its record, its argv.
+    bytes: usize,
+}
+
+impl Entry {
+    /// Live, or a live image descends from it.
+    fn needed(&self) -> bool {
+        self.status == Status::Live || self.pins > 0
+    }
+
+    fn class_now(&self) -> Class {
+        if self.pins > 0 {
+            Class::Ancestor
+        } else if self.status == Status::Live {
+            Class::Leaf
+        } else {
+            Class::Ended
+        }
+    }
+
+    fn stamp(&self) -> Stamp {
+        match self.class {
+            Class::Ended => (self.ended_at, self.uid),
+            Class::Leaf | Class::Ancestor => (self.last_seen, self.uid),
+        }
+    }
 }
 
 impl Default for ProcessTable {
@@ -43,16 +127,29 @@ impl Default for ProcessTable {
     }
 }
 
+/// Most sightings repeat what the table holds; only copy when a fact changed (ppid after
+/// reparenting, or lineage a sparser record had left out).
+fn same_facts(known: &Process, seen: &Process) -> bool {
+    known.ppid == seen.ppid
+        && (seen.parent_audit_token.is_none()
+            || known.parent_audit_token == seen.parent_audit_token)
+        && (seen.responsible_audit_token.is_none()
+            || known.responsible_audit_token == seen.responsible_audit_token)
+}
+
 impl ProcessTable {
-    /// A table holding at most `capacity` images.
+    /// A table holding at most `capacity` images within [`DEFAULT_BYTE_BUDGET`].
     pub fn new(capacity: usize) -> Self {
         Self {
             entries: HashMap::new(),
-            order: VecDeque::new(),
-            exited: VecDeque::new(),
+            order: Order::default(),
             capacity: capacity.max(1),
+            byte_budget: DEFAULT_BYTE_BUDGET,
             exit_grace: DEFAULT_EXIT_GRACE,
             seen: 0,
+            next_uid: 0,
+            bytes: 0,
+            evictions: Evictions::default(),
         }
     }
 
@@ -60,6 +157,23 @@ impl ProcessTable {
     pub fn with_exit_grace(mut self, events: u64) -> Self {
         self.exit_grace = events;
         self
+    }
+
+    /// Sets the bound on the bytes held in all (see [`ProcessTable::accounted_bytes`]);
+    /// never below [`MAX_IMAGE_BYTES`], so one image always fits.
+    pub fn with_byte_budget(mut self, bytes: usize) -> Self {
+        self.byte_budget = bytes.max(MAX_IMAGE_BYTES);
+        self
+    }
+
+    /// The bound on [`ProcessTable::accounted_bytes`].
+    pub fn byte_budget(&self) -> usize {
+        self.byte_budget
+    }
+
+    /// The bound on [`ProcessTable::len`].
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 
     /// Number of images held.
@@ -72,136 +186,307 @@ impl ProcessTable {
         self.entries.is_empty()
     }
 
-    /// Feeds one message: records every process object it carries and marks exits.
+    /// Images evicted under pressure so far.
+    pub fn evictions(&self) -> Evictions {
+        self.evictions
+    }
+
+    /// Feeds one message: records every process object it carries, retires the image an
+    /// exec replaced and marks exits.
     pub fn observe(&mut self, msg: &Message) {
         self.seen += 1;
         self.expire();
-        self.upsert(&msg.process);
+        let actor = msg.process.audit_token.key();
+        self.sight(&msg.process, None, None);
         match &msg.event {
             EventPayload::Exec(exec) => {
-                self.upsert(&exec.target);
-                if let Some(entry) = self.entries.get_mut(&exec.target.audit_token.key()) {
-                    entry.args = Some(exec.args.iter().take(MAX_ARGS).cloned().collect());
+                let target = exec.target.audit_token.key();
+                self.birth(&exec.target, Some(&exec.args), actor);
+                if target.0 == actor.0 && target != actor {
+                    self.end(actor, Status::Retired);
                 }
             }
-            EventPayload::Fork(fork) => self.upsert(&fork.child),
-            EventPayload::Signal(sig) => self.upsert(&sig.target),
-            EventPayload::Exit(_) => self.mark_exited(msg.process.audit_token),
+            EventPayload::Fork(fork) => self.birth(&fork.child, None, actor),
+            EventPayload::Signal(sig) => self.sight(&sig.target, None, Some(actor)),
+            EventPayload::Exit(_) => self.end(actor, Status::Exited),
             _ => {}
         }
     }
 
-    fn upsert(&mut self, process: &Process) {
+    /// A fork child or exec target. An image the table saw end being born again means the
+    /// stream is replayed (the kernel never reuses a pidversion): start it afresh.
+    fn birth(&mut self, process: &Process, args: Option<&[String]>, actor: Key) {
         let key = process.audit_token.key();
-        if let Some(entry) = self.entries.get_mut(&key) {
-            // Most sightings repeat what the table holds; only copy when a fact changed
-            // (ppid after reparenting, or lineage a sparser record had left out).
-            let known = &entry.process;
-            let same = known.ppid == process.ppid
-                && (process.parent_audit_token.is_none()
-                    || known.parent_audit_token == process.parent_audit_token)
-                && (process.responsible_audit_token.is_none()
-                    || known.responsible_audit_token == process.responsible_audit_token);
-            if !entry.exited && !same {
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.status != Status::Live)
+        {
+            self.remove(key);
+        }
+        self.sight(process, args, Some(actor));
+    }
+
+    /// Records a sighting of `process` (with the argv it was exec'd with, for an exec
+    /// target); never evicts `protect` (the event's actor) to make room.
+    fn sight(&mut self, process: &Process, args: Option<&[String]>, protect: Option<Key>) {
+        let key = process.audit_token.key();
+        if self.entries.contains_key(&key) {
+            self.refresh(key, process, args);
+        } else {
+            self.insert(key, process, args, protect);
+        }
+    }
+
+    fn insert(
+        &mut self,
+        key: Key,
+        process: &Process,
+        args: Option<&[String]>,
+        protect: Option<Key>,
+    ) {
+        let process = image::capped_process(process);
+        let argv = args.map(Argv::new);
+        let bytes =
+            ENTRY_OVERHEAD + image::process_bytes(&process) + argv.as_ref().map_or(0, Argv::bytes);
+        self.make_room(1, bytes, protect);
+        let entry = Entry {
+            process: Arc::new(process),
+            argv,
+            status: Status::Live,
+            uid: self.next_uid,
+            pins: 0,
+            up: None,
+            ended_at: 0,
+            last_seen: self.seen,
+            class: Class::Leaf,
+            bytes,
+        };
+        self.next_uid += 1;
+        self.order.insert(entry.class, entry.stamp(), key);
+        self.entries.insert(key, entry);
+        self.bytes += bytes;
+        // Nothing counts in a fresh uid yet, so no link from here can close a cycle.
+        self.link(key, false);
+    }
+
+    /// A sighting of an image already held: fresher facts (and a new argv) replace the
+    /// old, the image moves to the back of its order and is linked to its parent if it was
+    /// not yet.
+    fn refresh(&mut self, key: Key, process: &Process, args: Option<&[String]>) {
+        let Some(entry) = self.entries.get(&key) else {
+            return;
+        };
+        let fresh =
+            (entry.status == Status::Live && !same_facts(&entry.process, process)).then(|| {
                 // Fresher facts win, but never lose lineage a sparser record leaves out.
-                let mut fresh = process.clone();
+                let mut fresh = image::capped_process(process);
                 fresh.parent_audit_token = fresh
                     .parent_audit_token
                     .or(entry.process.parent_audit_token);
                 fresh.responsible_audit_token = fresh
                     .responsible_audit_token
                     .or(entry.process.responsible_audit_token);
+                fresh
+            });
+        let argv = args.map(Argv::new);
+        if fresh.is_some() || argv.is_some() {
+            let bytes = ENTRY_OVERHEAD
+                + image::process_bytes(fresh.as_ref().unwrap_or(entry.process.as_ref()))
+                + argv.as_ref().or(entry.argv.as_ref()).map_or(0, Argv::bytes);
+            let grows = bytes.saturating_sub(entry.bytes);
+            self.make_room(0, grows, Some(key));
+            let Some(entry) = self.entries.get_mut(&key) else {
+                return;
+            };
+            let old_parent = entry.process.parent_audit_token;
+            if let Some(fresh) = fresh {
                 entry.process = Arc::new(fresh);
             }
+            if argv.is_some() {
+                entry.argv = argv;
+            }
+            self.bytes = self.bytes.saturating_sub(entry.bytes) + bytes;
+            entry.bytes = bytes;
+            if entry.process.parent_audit_token != old_parent {
+                let old = entry.up.take();
+                self.release(old);
+            }
+        }
+        // Link a needed image its parent does not count yet: its parent changed, or was
+        // not held when the image was (the table started mid-stream, or evicted it).
+        if self
+            .entries
+            .get(&key)
+            .is_some_and(|e| e.up.is_none() && e.needed())
+        {
+            self.link(key, true);
+        }
+        self.reposition(key, true);
+    }
+
+    /// Counts a needed image in its parent, if the parent is held and still needed (an
+    /// image nothing needs is never pinned again: that keeps [`Self::release`] amortised
+    /// O(1)). A parent with the image's own pid is never real (exec chains, pid 0); with
+    /// `check_cycle`, a link that would close a cycle of up to [`MAX_ANCESTRY`] images
+    /// (corrupt input) is not made.
+    fn link(&mut self, key: Key, check_cycle: bool) {
+        let Some(entry) = self.entries.get(&key) else {
+            return;
+        };
+        let Some(parent) = entry.process.parent_audit_token.map(|t| t.key()) else {
+            return;
+        };
+        if parent.0 == key.0 || !entry.needed() || entry.up.is_some() {
             return;
         }
-        self.make_room();
-        self.entries.insert(
-            key,
-            Entry {
-                process: Arc::new(process.clone()),
-                args: None,
-                exited: false,
-            },
-        );
-        self.order.push_back(key);
+        let Some(uid) = self
+            .entries
+            .get(&parent)
+            .filter(|p| p.needed())
+            .map(|p| p.uid)
+        else {
+            return;
+        };
+        if check_cycle && self.leads_to(parent, key) {
+            return;
+        }
+        if let Some(p) = self.entries.get_mut(&parent) {
+            p.pins += 1;
+        }
+        if let Some(entry) = self.entries.get_mut(&key) {
+            entry.up = Some((parent, uid));
+        }
+        self.reposition(parent, true);
     }
 
-    fn mark_exited(&mut self, token: AuditToken) {
-        let key = token.key();
-        if let Some(entry) = self.entries.get_mut(&key)
-            && !entry.exited
-        {
-            entry.exited = true;
-            self.exited.push_back((key, self.seen));
+    /// True if `target` is `from` or among the images `from` counts in, within
+    /// [`MAX_ANCESTRY`] steps.
+    fn leads_to(&self, from: Key, target: Key) -> bool {
+        let mut at = from;
+        for _ in 0..MAX_ANCESTRY {
+            if at == target {
+                return true;
+            }
+            let next = self
+                .entries
+                .get(&at)
+                .and_then(|e| e.up)
+                .filter(|(k, uid)| self.entries.get(k).is_some_and(|p| p.uid == *uid));
+            match next {
+                Some((k, _)) => at = k,
+                None => return false,
+            }
+        }
+        false
+    }
+
+    /// An image stopped being needed: it no longer counts in the parent `link` names, which
+    /// may stop being needed in turn, and so on up. Each step past the first ends an image's
+    /// neededness for good, so the walk is amortised O(1) per image inserted.
+    fn release(&mut self, mut link: Option<(Key, u64)>) {
+        while let Some((key, uid)) = link.take() {
+            let Some(parent) = self.entries.get_mut(&key) else {
+                return;
+            };
+            if parent.uid != uid {
+                return;
+            }
+            parent.pins = parent.pins.saturating_sub(1);
+            if !parent.needed() {
+                link = parent.up.take();
+            }
+            self.reposition(key, false);
         }
     }
 
-    /// Drops exited images whose grace has run out.
+    /// Marks an image exited or retired.
+    fn end(&mut self, key: Key, status: Status) {
+        let seen = self.seen;
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        if entry.status != Status::Live {
+            return;
+        }
+        entry.status = status;
+        entry.ended_at = seen;
+        let released = if entry.needed() {
+            None
+        } else {
+            entry.up.take()
+        };
+        self.reposition(key, false);
+        self.release(released);
+    }
+
+    /// Puts an image in the order set its state calls for; `touch` moves a live image or an
+    /// ancestor to the back (ended images keep their place: they expire by when they ended).
+    fn reposition(&mut self, key: Key, touch: bool) {
+        let seen = self.seen;
+        let Some(entry) = self.entries.get_mut(&key) else {
+            return;
+        };
+        let class = entry.class_now();
+        let moved = touch && class != Class::Ended && entry.last_seen != seen;
+        if class == entry.class && !moved {
+            return;
+        }
+        self.order.remove(entry.class, entry.stamp());
+        entry.class = class;
+        if touch {
+            entry.last_seen = seen;
+        }
+        self.order.insert(class, entry.stamp(), key);
+    }
+
+    /// Drops an image and its place in the order; its parent stops counting it.
+    fn remove(&mut self, key: Key) -> Option<Class> {
+        let entry = self.entries.remove(&key)?;
+        self.order.remove(entry.class, entry.stamp());
+        self.bytes = self.bytes.saturating_sub(entry.bytes);
+        self.release(entry.up);
+        Some(entry.class)
+    }
+
+    /// Drops ended images whose grace has run out and that nothing live descends from.
     fn expire(&mut self) {
-        while let Some(&(key, at)) = self.exited.front() {
+        while let Some((at, key)) = self.order.oldest_ended() {
             if self.seen.saturating_sub(at) <= self.exit_grace {
                 break;
             }
-            self.exited.pop_front();
-            if self.entries.get(&key).is_some_and(|e| e.exited) {
-                self.entries.remove(&key);
-            }
+            self.remove(key);
         }
     }
 
-    fn make_room(&mut self) {
-        while self.entries.len() >= self.capacity {
-            let victim = self
-                .exited
-                .pop_front()
-                .map(|(key, _)| key)
-                .or_else(|| self.order.pop_front());
-            match victim {
-                Some(key) => {
-                    self.entries.remove(&key);
-                }
+    /// Evicts until `entries` more images of `bytes` more fit, never `protect`.
+    fn make_room(&mut self, entries: usize, bytes: usize, protect: Option<Key>) {
+        while self.entries.len() + entries > self.capacity || self.bytes + bytes > self.byte_budget
+        {
+            let Some(victim) = self.order.victim(protect) else {
+                break;
+            };
+            match self.remove(victim) {
+                Some(Class::Ended) => self.evictions.ended += 1,
+                Some(Class::Leaf) => self.evictions.leaves += 1,
+                Some(Class::Ancestor) => self.evictions.ancestors += 1,
                 None => break,
             }
         }
-        // Keep the order queue from growing with keys already evicted.
-        if self.order.len() > self.capacity * 2 {
-            let entries = &self.entries;
-            self.order.retain(|k| entries.contains_key(k));
-        }
     }
 
-    /// Approximate heap bytes held: entries, strings, argv and the bookkeeping queues.
+    /// Bytes accounted to the images held: each image's record, strings and argv and its
+    /// share of the bookkeeping. A running count, kept at or under
+    /// [`ProcessTable::byte_budget`]. O(1).
+    pub fn accounted_bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Approximate heap bytes held: [`ProcessTable::accounted_bytes`] plus the spare slots
+    /// of the map (bounded by the capacity). O(1).
     pub fn approx_bytes(&self) -> usize {
-        let file =
-            |f: &crate::model::File| f.path.capacity() + std::mem::size_of::<crate::model::Stat>();
-        let per_entry = std::mem::size_of::<((i32, i32), Entry)>() + 8;
-        let mut total = self.entries.capacity() * per_entry
-            + self.order.capacity() * std::mem::size_of::<(i32, i32)>()
-            + self.exited.capacity() * std::mem::size_of::<((i32, i32), u64)>();
-        for entry in self.entries.values() {
-            let p = &entry.process;
-            total += std::mem::size_of::<Process>()
-                + 16
-                + file(&p.executable)
-                + p.tty.as_ref().map_or(0, file)
-                + [&p.cdhash, &p.signing_id, &p.team_id, &p.start_time]
-                    .iter()
-                    .map(|s| s.as_ref().map_or(0, String::capacity))
-                    .sum::<usize>()
-                + p.executable.stat.as_ref().map_or(0, |s| {
-                    s.st_mtimespec.as_ref().map_or(0, String::capacity)
-                        + s.st_birthtimespec.as_ref().map_or(0, String::capacity)
-                });
-            if let Some(args) = &entry.args {
-                total += 16
-                    + args
-                        .iter()
-                        .map(|a| a.capacity() + std::mem::size_of::<String>())
-                        .sum::<usize>();
-            }
-        }
-        total
+        let slot = std::mem::size_of::<(Key, Entry)>() + 1;
+        self.bytes + self.entries.capacity().saturating_sub(self.entries.len()) * slot
     }
 
     /// The image with this identity.
@@ -211,14 +496,38 @@ impl ProcessTable {
             .map(|e| Arc::clone(&e.process))
     }
 
-    /// The argv the image was exec'd with, if the table saw its exec.
+    /// The argv the image was exec'd with, if the table saw its exec: at most [`MAX_ARGS`]
+    /// arguments and [`MAX_ARGS_BYTES`] bytes (see [`ProcessTable::argv`] for the count).
     pub fn args(&self, token: &AuditToken) -> Option<Arc<[String]>> {
-        self.entries.get(&token.key()).and_then(|e| e.args.clone())
+        self.argv(token).map(|a| a.kept)
+    }
+
+    /// The argv kept for the image, with the true argument count and whether it was cut.
+    pub fn argv(&self, token: &AuditToken) -> Option<Argv> {
+        self.entries.get(&token.key()).and_then(|e| e.argv.clone())
+    }
+
+    /// How many arguments the image was exec'd with (kept or not), if the table saw its
+    /// exec.
+    pub fn args_total(&self, token: &AuditToken) -> Option<usize> {
+        self.entries
+            .get(&token.key())
+            .and_then(|e| e.argv.as_ref())
+            .map(|a| a.total)
     }
 
     /// True if the image has exited.
     pub fn has_exited(&self, token: &AuditToken) -> bool {
-        self.entries.get(&token.key()).is_some_and(|e| e.exited)
+        self.entries
+            .get(&token.key())
+            .is_some_and(|e| e.status == Status::Exited)
+    }
+
+    /// True if an exec of the same pid replaced the image.
+    pub fn is_retired(&self, token: &AuditToken) -> bool {
+        self.entries
+            .get(&token.key())
+            .is_some_and(|e| e.status == Status::Retired)
     }
 
     /// The parent of `process`, by its parent audit token.
@@ -264,92 +573,4 @@ impl ProcessTable {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::parse_line;
-
-    fn fork(parent: (i32, i32), child: (i32, i32)) -> Message {
-        let line = format!(
-            r#"{{"version":10,"time":"t","process":{{"audit_token":{{"pid":{},"pidversion":{}}},"executable":{{"path":"/bin/sh"}}}},"event":{{"fork":{{"child":{{"audit_token":{{"pid":{},"pidversion":{}}},"parent_audit_token":{{"pid":{},"pidversion":{}}},"executable":{{"path":"/bin/sh"}}}}}}}}}}"#,
-            parent.0, parent.1, child.0, child.1, parent.0, parent.1
-        );
-        parse_line(line.as_bytes(), 1 << 20).unwrap()
-    }
-
-    fn exit(who: (i32, i32)) -> Message {
-        let line = format!(
-            r#"{{"version":10,"time":"t","process":{{"audit_token":{{"pid":{},"pidversion":{}}},"executable":{{"path":"/bin/sh"}}}},"event":{{"exit":{{"stat":0}}}}}}"#,
-            who.0, who.1
-        );
-        parse_line(line.as_bytes(), 1 << 20).unwrap()
-    }
-
-    #[test]
-    fn capacity_is_a_hard_bound_and_exited_images_go_first() {
-        let mut table = ProcessTable::new(4);
-        table.observe(&fork((1, 1), (2, 2)));
-        table.observe(&fork((2, 2), (3, 3)));
-        table.observe(&exit((3, 3)));
-        assert_eq!(table.len(), 3);
-        table.observe(&fork((2, 2), (4, 4)));
-        table.observe(&fork((2, 2), (5, 5)));
-        assert_eq!(table.len(), 4);
-        let t = |pid| AuditToken {
-            pid,
-            pidversion: pid,
-            ..AuditToken::default()
-        };
-        assert!(
-            table.get(&t(3)).is_none(),
-            "the exited image was evicted first"
-        );
-        assert!(table.get(&t(1)).is_some() && table.get(&t(5)).is_some());
-        for i in 10..1000 {
-            table.observe(&fork((2, 2), (i, i)));
-        }
-        assert_eq!(table.len(), 4);
-    }
-
-    #[test]
-    fn exited_images_expire_after_the_grace() {
-        let mut table = ProcessTable::new(100).with_exit_grace(3);
-        let t = |pid| AuditToken {
-            pid,
-            pidversion: pid,
-            ..AuditToken::default()
-        };
-        table.observe(&fork((1, 1), (2, 2)));
-        table.observe(&exit((2, 2)));
-        assert!(table.has_exited(&t(2)));
-        for i in 10..13 {
-            table.observe(&fork((1, 1), (i, i)));
-        }
-        assert!(table.get(&t(2)).is_some(), "still within the grace");
-        table.observe(&fork((1, 1), (20, 20)));
-        assert!(table.get(&t(2)).is_none(), "expired");
-        assert!(table.get(&t(12)).is_some(), "live images never expire");
-    }
-
-    #[test]
-    fn ancestry_stops_at_unknown_parents_depth_and_cycles() {
-        let mut table = ProcessTable::default();
-        table.observe(&fork((1, 1), (2, 2)));
-        table.observe(&fork((2, 2), (3, 3)));
-        table.observe(&fork((3, 3), (4, 4)));
-        let t = |pid| AuditToken {
-            pid,
-            pidversion: pid,
-            ..AuditToken::default()
-        };
-        let chain: Vec<i32> = table
-            .ancestors(&t(4), 32)
-            .iter()
-            .map(|p| p.audit_token.pid)
-            .collect();
-        assert_eq!(chain, [3, 2, 1]);
-        assert_eq!(table.ancestors(&t(4), 2).len(), 2);
-        // A cycle (corrupt input) terminates.
-        table.observe(&fork((4, 4), (1, 1)));
-        assert!(table.ancestors(&t(4), 32).len() <= 4);
-    }
-}
+mod tests;

@@ -48,12 +48,32 @@
 //! always absent: `TerminalPersistency` and `RootUserEnabledOrPasswordChanged` cannot fire
 //! and `TimeMachineNotEncrypted` fires on every create, rename onto or write of the system
 //! Time Machine preferences, whatever they say.
+//!
+//! # Bounds
+//!
+//! The stream is the attacker's and admin analytics may be careless, so what either can grow
+//! is bounded, in bytes as well as in count:
+//!
+//! - An analytic that ward-predicate refuses (nested past its limit, deep or aliased YAML,
+//!   too big, a back-reference) is skipped with its file, line, column and name; the others
+//!   load.
+//! - Each process object of a Jamf event (`args`, `commandLine`) keeps at most
+//!   [`MAX_REMEMBERED_ARGS`] arguments of [`MAX_REMEMBERED_ARG_BYTES`], [`MAX_ARGS_BYTES`] in
+//!   all, the exec'd process included; [`Images`] holds at most [`MAX_IMAGES`] images and
+//!   [`MAX_IMAGES_BYTES`], at amortised O(1) per exec.
+//! - Every event gets one [`RegexBudget`] for the `MATCHES` patterns that need backtracking
+//!   (look-around), shared by the content gates and all analytics; a match it cuts short is
+//!   false, counted in [`RegexUse`], and logged at the 1st, 2nd, 4th … such event.
+//! - File contents: at most [`MAX_CONTENTS_JSON_BYTES`] of JSON per read, nested property
+//!   lists within [`NESTED_PLIST_LIMITS`] per read and [`MAX_CONTENTS_DEPTH`] deep,
+//!   snapshots for at most [`MAX_SNAPSHOT_PATHS`] paths and [`MAX_SNAPSHOT_BYTES`].
+//! - Context values are cut to [`MAX_CONTEXT_VALUE_BYTES`].
 
 use std::collections::{HashMap, VecDeque};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use ward_predicate::{Analytic, Expr, Operand, Predicate, Vars};
+use ward_predicate::{Analytic, Expr, Operand, Predicate, RegexBudget, RegexStats, Vars};
 use ward_sdk::enrich::EnrichError;
 use ward_sdk::prelude::*;
 use ward_sdk::{AuditToken, Destination, File};
@@ -81,48 +101,119 @@ fn signing_info(p: &Process) -> Value {
 }
 
 /// How many exec'd images [`Images`] remembers; the oldest are forgotten first.
-const MAX_IMAGES: usize = 4096;
+pub const MAX_IMAGES: usize = 4096;
 
-/// Arguments remembered per image.
+/// Bytes [`Images`] holds in all (arguments and the process record, as `image_bytes` counts):
+/// protects the plugin's 64 MiB memory from a stream of execs with long command lines.
+/// Ordinary images take a few hundred bytes, so [`MAX_IMAGES`] binds first; at the
+/// per-image cap ([`MAX_ARGS_BYTES`]) 128 images fit.
+pub const MAX_IMAGES_BYTES: usize = 8 << 20;
+
+/// Arguments the detector keeps of a process (remembered or exec'd: the Jamf event shows
+/// no more).
 pub const MAX_REMEMBERED_ARGS: usize = 256;
-/// Bytes remembered per argument.
+/// Bytes kept of one argument.
 pub const MAX_REMEMBERED_ARG_BYTES: usize = 4096;
+/// Bytes of arguments kept of one process in all: bounds each process object of a Jamf
+/// event (`args` and `commandLine`, up to four per event) and what every analytic
+/// comparison on them costs. Arguments past it are dropped, the last one cut.
+pub const MAX_ARGS_BYTES: usize = 64 << 10;
+
+/// `args` as the detector keeps them: at most [`MAX_REMEMBERED_ARGS`], each at most
+/// [`MAX_REMEMBERED_ARG_BYTES`], [`MAX_ARGS_BYTES`] in all. What analytics match on (the
+/// program, its flags, the first arguments) is kept.
+pub fn bounded_args(args: &[String]) -> Vec<String> {
+    let mut left = MAX_ARGS_BYTES;
+    let mut out = Vec::new();
+    for arg in args.iter().take(MAX_REMEMBERED_ARGS) {
+        if left == 0 {
+            break;
+        }
+        let kept = ward_sdk::truncated(arg, MAX_REMEMBERED_ARG_BYTES.min(left));
+        left -= kept.len();
+        out.push(kept.to_owned());
+    }
+    out
+}
+
+/// What remembering `process` with `args` costs in [`MAX_IMAGES_BYTES`]: the strings, and
+/// a fixed share for the record and its table entries.
+fn image_bytes(process: &Process, args: &[String]) -> usize {
+    let text = |s: &Option<String>| s.as_ref().map_or(0, String::len);
+    512 + process.path().len()
+        + text(&process.signing_id)
+        + text(&process.team_id)
+        + text(&process.cdhash)
+        + text(&process.start_time)
+        + process.tty.as_ref().map_or(0, |t| t.path.len())
+        + args.iter().map(|a| a.len() + 24).sum::<usize>()
+}
+
+/// One remembered image.
+#[derive(Debug)]
+struct Image {
+    process: Process,
+    args: Vec<String>,
+    /// What it counts in [`MAX_IMAGES_BYTES`].
+    bytes: usize,
+    /// When it was recorded: a queue entry with another number is stale.
+    seq: u64,
+}
 
 /// The process images this detector saw exec, with their arguments, until they exit (or
-/// exec again). Bounded by [`MAX_IMAGES`]; lost when the host replaces the instance, after
-/// which arguments of processes started before are unknown (empty) again.
+/// exec again). Bounded by [`MAX_IMAGES`] and [`MAX_IMAGES_BYTES`], the oldest forgotten
+/// first; lost when the host replaces the instance, after which arguments of processes
+/// started before are unknown (empty) again. Recording is amortised O(1): the insertion
+/// queue holds at most `2 × MAX_IMAGES` entries, stale ones (re-recorded or forgotten
+/// images) skipped when they come up and swept out when they are half the queue.
 #[derive(Debug, Default)]
 pub struct Images {
-    by_token: HashMap<(i32, i32), (Process, Vec<String>)>,
+    by_token: HashMap<(i32, i32), Image>,
     /// The newest image of each pid (for the process-group leader, which ES names by pid).
     by_pid: HashMap<i32, i32>,
-    /// Insertion order, for forgetting the oldest; may hold keys already forgotten.
-    order: VecDeque<(i32, i32)>,
+    /// Insertion order (key, seq), for forgetting the oldest; may hold stale entries.
+    order: VecDeque<((i32, i32), u64)>,
+    /// Sequence number of the next record.
+    next_seq: u64,
+    /// Sum of the remembered images' `bytes`.
+    bytes: usize,
 }
 
 impl Images {
-    /// Remembers `process`, started with `args`.
+    /// Remembers `process`, started with `args` (kept as [`bounded_args`]).
     pub fn record(&mut self, process: &Process, args: &[String]) {
         let key = (process.token.pid, process.token.pidversion);
-        // Bounded per image, so a few huge command lines cannot exhaust the guest's memory
-        // (and get the detector quarantined): what analytics match on is kept.
-        let args = args
-            .iter()
-            .take(MAX_REMEMBERED_ARGS)
-            .map(|a| ward_sdk::truncated(a, MAX_REMEMBERED_ARG_BYTES).to_owned())
-            .collect();
-        self.by_token.insert(key, (process.clone(), args));
+        let args = bounded_args(args);
+        let bytes = image_bytes(process, &args);
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.remove(key);
+        self.bytes += bytes;
+        self.by_token.insert(
+            key,
+            Image {
+                process: process.clone(),
+                args,
+                bytes,
+                seq,
+            },
+        );
         self.by_pid.insert(key.0, key.1);
-        self.order.push_back(key);
-        while self.by_token.len() > MAX_IMAGES {
-            match self.order.pop_front() {
-                Some(old) => self.forget_key(old),
-                None => break,
+        self.order.push_back((key, seq));
+        while self.by_token.len() > MAX_IMAGES || self.bytes > MAX_IMAGES_BYTES {
+            let Some((old, old_seq)) = self.order.pop_front() else {
+                break;
+            };
+            if self.by_token.get(&old).is_some_and(|i| i.seq == old_seq) {
+                self.forget_key(old);
             }
         }
         if self.order.len() > 2 * MAX_IMAGES {
+            // Stale entries are at least half the queue: one sweep, paid for by the
+            // MAX_IMAGES records since the last.
             let live = &self.by_token;
-            self.order.retain(|k| live.contains_key(k));
+            self.order
+                .retain(|(k, seq)| live.get(k).is_some_and(|i| i.seq == *seq));
         }
     }
 
@@ -131,8 +222,14 @@ impl Images {
         self.forget_key((token.pid, token.pidversion));
     }
 
+    fn remove(&mut self, key: (i32, i32)) {
+        if let Some(old) = self.by_token.remove(&key) {
+            self.bytes -= old.bytes;
+        }
+    }
+
     fn forget_key(&mut self, key: (i32, i32)) {
-        self.by_token.remove(&key);
+        self.remove(key);
         if self.by_pid.get(&key.0) == Some(&key.1) {
             self.by_pid.remove(&key.0);
         }
@@ -142,13 +239,27 @@ impl Images {
     pub fn args(&self, token: AuditToken) -> &[String] {
         self.by_token
             .get(&(token.pid, token.pidversion))
-            .map_or(&[], |(_, args)| args.as_slice())
+            .map_or(&[], |i| i.args.as_slice())
+    }
+
+    /// The image with `token`, if it was seen, with its arguments.
+    fn get(&self, token: AuditToken) -> Option<(&Process, &[String])> {
+        self.by_token
+            .get(&(token.pid, token.pidversion))
+            .map(|i| (&i.process, i.args.as_slice()))
     }
 
     /// The newest image seen for `pid`, with its arguments.
-    fn by_pid(&self, pid: i32) -> Option<&(Process, Vec<String>)> {
+    fn by_pid(&self, pid: i32) -> Option<(&Process, &[String])> {
         let pidversion = self.by_pid.get(&pid)?;
-        self.by_token.get(&(pid, *pidversion))
+        self.by_token
+            .get(&(pid, *pidversion))
+            .map(|i| (&i.process, i.args.as_slice()))
+    }
+
+    /// Bytes held, as counted against [`MAX_IMAGES_BYTES`].
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// Number of remembered images.
@@ -191,7 +302,7 @@ fn process_with_relatives(p: &Process, args: &[String], images: &Images, relativ
         let Some(token) = token else {
             return Value::Null;
         };
-        match images.by_token.get(&(token.pid, token.pidversion)) {
+        match images.get(token) {
             Some((q, q_args)) => process(q, q_args),
             None => ward_sdk::process::lookup(token)
                 .map_or(Value::Null, |q| process(&q, images.args(q.token))),
@@ -262,7 +373,7 @@ pub fn jamf_event_with(
                 "type": 1,
                 "process": process_with_relatives(
                     &exec.target,
-                    &exec.args,
+                    &bounded_args(&exec.args),
                     images,
                     relatives("GPProcessEvent", 1),
                 ),
@@ -401,14 +512,8 @@ fn unknown_before_reading(operand: &Operand) -> bool {
 /// an odd number of `NOT`s): when the result is false, no contents can make `expr` true.
 fn could_hold(expr: &Expr, positive: bool) -> Expr {
     match expr {
-        Expr::And(a, b) => Expr::And(
-            Box::new(could_hold(a, positive)),
-            Box::new(could_hold(b, positive)),
-        ),
-        Expr::Or(a, b) => Expr::Or(
-            Box::new(could_hold(a, positive)),
-            Box::new(could_hold(b, positive)),
-        ),
+        Expr::And(all) => Expr::And(all.iter().map(|e| could_hold(e, positive)).collect()),
+        Expr::Or(any) => Expr::Or(any.iter().map(|e| could_hold(e, positive)).collect()),
         Expr::Not(e) => Expr::Not(Box::new(could_hold(e, !positive))),
         Expr::Compare { lhs, rhs, .. }
             if unknown_before_reading(lhs) || unknown_before_reading(rhs) =>
@@ -440,9 +545,40 @@ fn literal_paths(source: &str) -> Vec<String> {
     paths
 }
 
+/// Deepest nesting of a file's contents once the property lists in its data values are
+/// decoded into it (root = 0). The host converts at most 128 deep (`serde_json` parses no
+/// deeper either); decoded lists nest inside, and dropping, cloning and printing the Jamf
+/// event recurse once per level on the plugin's 512 KiB wasm stack.
+pub const MAX_CONTENTS_DEPTH: usize = 128;
+
+/// Largest file contents accepted from `plist-read`, as JSON text: parsed, a value takes
+/// several times its text, and the plugin has 64 MiB.
+pub const MAX_CONTENTS_JSON_BYTES: usize = 2 << 20;
+
+/// Values and JSON bytes all the property lists decoded from one file's data values may
+/// produce together (`asPlistDict`): a data value may hold a binary property list whose
+/// shared references expand without bound, and a file may hold many data values. The
+/// largest real ones (dslocal's `accountPolicyData`, `ShadowHashData`) are a few KiB.
+pub const NESTED_PLIST_LIMITS: ward_plist_json::Limits = ward_plist_json::Limits {
+    max_depth: MAX_CONTENTS_DEPTH,
+    max_nodes: 1 << 16,
+    max_output_bytes: 1 << 20,
+};
+
+/// Paths whose contents are remembered for `snapshotData` (the literal paths of the
+/// analytics that compare with it; the bundled corpus has one).
+pub const MAX_SNAPSHOT_PATHS: usize = 32;
+
+/// JSON bytes of remembered `snapshotData` contents in all; contents that would not fit
+/// are not remembered (the next event sees no snapshot, as after a failed read).
+pub const MAX_SNAPSHOT_BYTES: usize = 4 << 20;
+
 /// The dictionary in `text` if it is base64 of a property list (XML or binary) whose root
-/// is a dictionary.
-fn plist_data(text: &str) -> Option<Value> {
+/// is a dictionary, converted within `limits`, with what it used of them.
+fn plist_data(
+    text: &str,
+    limits: &ward_plist_json::Limits,
+) -> Option<(Value, ward_plist_json::Usage)> {
     // Cheap refusal first: the first 12 characters decode to the first 9 bytes.
     let head = base64::engine::general_purpose::STANDARD
         .decode(text.get(..12)?)
@@ -453,24 +589,37 @@ fn plist_data(text: &str) -> Option<Value> {
     let bytes = base64::engine::general_purpose::STANDARD
         .decode(text.trim_end())
         .ok()?;
-    // The host's own conversion, with its nesting limit: a hostile blob cannot make the
-    // detector recurse without bound.
-    ward_plist_json::parse(&bytes, ward_plist_json::MAX_DEPTH)
+    // The host's own conversion, budgeted while it reads.
+    ward_plist_json::parse_counted(&bytes, limits)
         .ok()
-        .filter(Value::is_object)
+        .filter(|(v, _)| v.is_object())
 }
 
-/// Gives data values holding a property-list dictionary Jamf's `asPlistDict` accessor.
-fn expose_plist_data(value: &mut Value) {
+/// Gives data values holding a property-list dictionary Jamf's `asPlistDict` accessor,
+/// for `value` at `depth`, decoding within what is left of `budget`.
+fn expose_plist_data(value: &mut Value, depth: usize, budget: &mut ward_plist_json::Limits) {
+    if depth >= MAX_CONTENTS_DEPTH {
+        return;
+    }
     match value {
         Value::String(text) => {
-            if let Some(mut dict) = plist_data(text) {
-                expose_plist_data(&mut dict);
+            // `{asPlistDict: dict}` here: the dictionary one level down, its items two.
+            let limits = ward_plist_json::Limits {
+                max_depth: MAX_CONTENTS_DEPTH - depth - 1,
+                ..*budget
+            };
+            if let Some((mut dict, used)) = plist_data(text, &limits) {
+                *budget = budget.less(used);
+                expose_plist_data(&mut dict, depth + 1, budget);
                 *value = json!({ PLIST_DATA: dict });
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(expose_plist_data),
-        Value::Object(map) => map.values_mut().for_each(expose_plist_data),
+        Value::Array(items) => items
+            .iter_mut()
+            .for_each(|v| expose_plist_data(v, depth + 1, budget)),
+        Value::Object(map) => map
+            .values_mut()
+            .for_each(|v| expose_plist_data(v, depth + 1, budget)),
         _ => {}
     }
 }
@@ -482,8 +631,16 @@ enum Read {
     Dict(Value),
     /// No file there (or not a dictionary).
     Absent,
-    /// Denied or unreadable: nothing known.
+    /// Denied or unreadable (or too large): nothing known.
     Failed,
+}
+
+/// The last contents read from a path compared with `snapshotData`.
+#[derive(Debug)]
+struct Snapshot {
+    read: Read,
+    /// What it counts in [`MAX_SNAPSHOT_BYTES`].
+    bytes: usize,
 }
 
 /// File contents for the analytics that read them (`read_file_contents`), see the crate
@@ -495,9 +652,13 @@ pub struct FileContents {
     /// Whether an analytic uses `asPlistDict`.
     plist_data: bool,
     /// Last contents read, for the paths an analytic compares with `snapshotData`.
-    snapshots: HashMap<String, Read>,
+    snapshots: HashMap<String, Snapshot>,
+    /// Sum of the snapshots' `bytes`.
+    snapshot_bytes: usize,
     /// A denied read was logged.
     warned: bool,
+    /// Contents over [`MAX_CONTENTS_JSON_BYTES`] were logged.
+    warned_size: bool,
     /// Files read so far (for tests).
     reads: usize,
 }
@@ -523,35 +684,92 @@ impl FileContents {
                 .collect(),
             plist_data: readers.iter().any(|a| reads_key(a, PLIST_DATA)),
             snapshots: HashMap::new(),
+            snapshot_bytes: 0,
             warned: false,
+            warned_size: false,
             reads: 0,
         };
-        let snapshot_paths: Vec<String> = readers
+        let mut snapshot_paths: Vec<String> = readers
             .iter()
             .filter(|a| reads_key(a, SNAPSHOT))
             .flat_map(|a| literal_paths(&a.filter.source))
             .collect();
+        snapshot_paths.sort();
+        snapshot_paths.dedup();
+        if snapshot_paths.len() > MAX_SNAPSHOT_PATHS {
+            ward_sdk::log::warn(&format!(
+                "{READ_FILE_CONTENTS}: analytics compare snapshotData at {} paths; only the \
+                 first {MAX_SNAPSHOT_PATHS} are remembered",
+                snapshot_paths.len()
+            ));
+            snapshot_paths.truncate(MAX_SNAPSHOT_PATHS);
+        }
         for path in snapshot_paths {
-            let first = contents.read(&path);
-            contents.snapshots.insert(path, first);
+            let (read, bytes) = contents.read(&path);
+            contents.remember(path, read, bytes);
         }
         Some(contents)
     }
 
-    /// Reads the property list at `path`.
-    fn read(&mut self, path: &str) -> Read {
+    /// Makes `read` (of `bytes`) the snapshot of `path` if it fits [`MAX_SNAPSHOT_BYTES`]
+    /// (otherwise nothing is known of it); returns the snapshot it replaces.
+    fn remember(&mut self, path: String, read: Read, bytes: usize) -> Option<Read> {
+        let old = self.snapshots.remove(&path);
+        if let Some(old) = &old {
+            self.snapshot_bytes -= old.bytes;
+        }
+        let (read, bytes) = if self.snapshot_bytes + bytes <= MAX_SNAPSHOT_BYTES {
+            (read, bytes)
+        } else {
+            (Read::Failed, 0)
+        };
+        self.snapshot_bytes += bytes;
+        self.snapshots.insert(path, Snapshot { read, bytes });
+        old.map(|o| o.read)
+    }
+
+    /// Reads the property list at `path`: what it gave, and its size as JSON text (nested
+    /// property lists decoded included).
+    fn read(&mut self, path: &str) -> (Read, usize) {
         self.reads += 1;
         let answer = ward_sdk::enrich::plist(path);
-        self.absorb(path, answer)
+        self.absorb_counted(path, answer)
     }
 
     /// Interprets the host's answer for `path`.
+    #[cfg(test)]
     fn absorb(&mut self, path: &str, answer: Result<Option<String>, EnrichError>) -> Read {
-        match answer {
+        self.absorb_counted(path, answer).0
+    }
+
+    /// Interprets the host's answer for `path`, with its size as JSON text.
+    fn absorb_counted(
+        &mut self,
+        path: &str,
+        answer: Result<Option<String>, EnrichError>,
+    ) -> (Read, usize) {
+        let bytes = match &answer {
+            Ok(Some(text)) => text.len(),
+            _ => 0,
+        };
+        let mut budget = NESTED_PLIST_LIMITS;
+        let read = match answer {
+            Ok(Some(text)) if text.len() > MAX_CONTENTS_JSON_BYTES => {
+                if !self.warned_size {
+                    self.warned_size = true;
+                    ward_sdk::log::warn(&format!(
+                        "{READ_FILE_CONTENTS}: {path} is {} bytes as JSON, over the \
+                         {MAX_CONTENTS_JSON_BYTES}-byte limit; analytics see no contents \
+                         (logged once)",
+                        text.len()
+                    ));
+                }
+                Read::Failed
+            }
             Ok(Some(text)) => match serde_json::from_str::<Value>(&text) {
                 Ok(mut dict @ Value::Object(_)) => {
                     if self.plist_data {
-                        expose_plist_data(&mut dict);
+                        expose_plist_data(&mut dict, 0, &mut budget);
                     }
                     Read::Dict(dict)
                 }
@@ -571,24 +789,28 @@ impl FileContents {
                 Read::Failed
             }
             Err(EnrichError::Io(_)) => Read::Failed,
-        }
+        };
+        let decoded = NESTED_PLIST_LIMITS.max_output_bytes - budget.max_output_bytes;
+        (read, bytes + decoded)
     }
 
     /// Fills `file.contentsAsDict` (and `file.snapshotData`) of the file event `jamf` when
-    /// an analytic reading them could fire on it.
-    fn fill(&mut self, jamf: &mut Value) {
-        let vars = Vars::new(jamf);
+    /// an analytic reading them could fire on it; the gates spend from `budget`.
+    fn fill(&mut self, jamf: &mut Value, budget: &RegexBudget) {
+        let vars = Vars::with_budget(jamf, budget);
         if !self.gates.iter().any(|g| g.eval(&vars)) {
             return;
         }
         let Some(path) = jamf.get("path").and_then(Value::as_str).map(str::to_owned) else {
             return;
         };
-        let now = self.read(&path);
-        let before = match self.snapshots.get_mut(&path) {
+        let (now, bytes) = self.read(&path);
+        let before = match self.snapshots.get(&path) {
             // A failed read keeps the last known contents as the snapshot.
-            Some(slot) if now != Read::Failed => std::mem::replace(slot, now.clone()),
-            Some(slot) => slot.clone(),
+            Some(_) if now != Read::Failed => self
+                .remember(path, now.clone(), bytes)
+                .unwrap_or(Read::Failed),
+            Some(slot) => slot.read.clone(),
             None => Read::Failed,
         };
         if let Some(Value::Object(file)) = jamf.get_mut("file") {
@@ -614,6 +836,49 @@ pub struct JamfAnalytics {
     relative_readers: Vec<(String, Option<i64>)>,
     images: Images,
     contents: Option<FileContents>,
+    /// What the per-event regular-expression budgets saw.
+    regex: RegexUse,
+}
+
+/// Bytes kept of a context value (in `$context` for higher levels, and as evidence): the
+/// host keeps no more of an evidence value (8 KiB), and every analytic that fires copies
+/// `$context`.
+pub const MAX_CONTEXT_VALUE_BYTES: usize = 8 << 10;
+
+/// What the per-event [`RegexBudget`]s saw over the instance's life, and the rate-limited
+/// warning when a budget cut matches short.
+#[derive(Debug, Default)]
+pub struct RegexUse {
+    /// Summed over all events.
+    pub total: RegexStats,
+    /// Events on which some backtracking match was cut short (evaluated false).
+    pub cut_events: u64,
+}
+
+impl RegexUse {
+    /// Adds one event's `stats`; `cut` names the analytics whose matches were cut short.
+    /// Logged at the 1st, 2nd, 4th, 8th … such event, so a hostile stream cannot flood the
+    /// log.
+    fn note(&mut self, stats: RegexStats, cut: &[&str]) {
+        self.total.add(stats);
+        if cut.is_empty() {
+            return;
+        }
+        self.cut_events += 1;
+        if self.cut_events.is_power_of_two() {
+            ward_sdk::log::warn(&format!(
+                "regular-expression budget: on {} events so far a match that needs \
+                 backtracking was cut short and evaluated false ({} over the {} backtrack \
+                 limit, {} skipped once the event's budget was spent); this event: {}; \
+                 logged at powers of two",
+                self.cut_events,
+                self.total.over_limit,
+                ward_predicate::MAX_BACKTRACKS,
+                self.total.skipped,
+                cut.join(", ")
+            ));
+        }
+    }
 }
 
 /// Config key: the admin's own analytics, a JSON object of file name → YAML text (the
@@ -634,8 +899,9 @@ fn parse_all<'a>(
             Ok(a) => analytics.push(a),
             Err(e) => {
                 failed += 1;
+                let named = e.name.as_ref().map_or(String::new(), |n| format!(" ({n})"));
                 let message = format!(
-                    "{origin} analytic {path}:{}:{}: skipped: {}",
+                    "{origin} analytic {path}:{}:{}{named}: skipped: {}",
                     e.line, e.column, e.message
                 );
                 // Three corpus files are malformed as published: known, not news.
@@ -730,6 +996,7 @@ impl JamfAnalytics {
             relative_readers,
             images: Images::default(),
             contents,
+            regex: RegexUse::default(),
         }
     }
 
@@ -795,21 +1062,31 @@ impl Detector for JamfAnalytics {
         let Some((input_type, mut jamf)) = mapped else {
             return Ok(Vec::new());
         };
+        // One budget of backtracking regular-expression work per event, shared by the
+        // content gates and every analytic.
+        let budget = RegexBudget::default();
         if input_type == "GPFSEvent"
             && let Some(contents) = &mut self.contents
         {
-            contents.fill(&mut jamf);
+            contents.fill(&mut jamf, &budget);
         }
-        let mut vars = Vars::new(&jamf);
+        let mut vars = Vars::with_budget(&jamf, &budget);
         let mut tags: Vec<Value> = Vec::new();
         let mut context = Map::new();
         let mut findings = Vec::new();
+        let mut cut: Vec<&str> = Vec::new();
         let event_type = jamf.get("type").and_then(Value::as_i64);
         for (a, pinned) in self.analytics.iter().zip(&self.event_types) {
-            if a.input_type != input_type
-                || pinned.is_some_and(|t| Some(t) != event_type)
-                || !a.filter.eval(&vars)
-            {
+            if a.input_type != input_type || pinned.is_some_and(|t| Some(t) != event_type) {
+                continue;
+            }
+            let before = budget.stats();
+            let fired = a.filter.eval(&vars);
+            let after = budget.stats();
+            if after.over_limit > before.over_limit || after.skipped > before.skipped {
+                cut.push(&a.name);
+            }
+            if !fired {
                 continue;
             }
             let mut finding = Finding::new(
@@ -825,6 +1102,7 @@ impl Detector for JamfAnalytics {
                     .iter()
                     .map(|e| text(&Predicate::resolve(e, &vars)))
                     .filter(|v| !v.is_empty())
+                    .map(|v| ward_sdk::truncated(&v, MAX_CONTEXT_VALUE_BYTES).to_owned())
                     .collect();
                 if let Some(first) = values.first() {
                     context.insert(label.clone(), json!({"value": first}));
@@ -838,6 +1116,7 @@ impl Detector for JamfAnalytics {
             vars.context = std::borrow::Cow::Owned(Value::Object(context.clone()));
             findings.push(finding);
         }
+        self.regex.note(budget.stats(), &cut);
         Ok(findings)
     }
 }
@@ -849,6 +1128,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use std::sync::OnceLock;
+    use ward_predicate::MAX_NESTING;
     use ward_sdk::{ExitEvent, testing};
 
     /// Loading compiles every filter's regular expressions: do it once per test binary.
@@ -2083,8 +2363,18 @@ mod tests {
         let args: Vec<String> = (0..1000).map(|_| huge.clone()).collect();
         images.record(&p, &args);
         let kept = images.args(p.token);
-        assert_eq!(kept.len(), MAX_REMEMBERED_ARGS);
+        assert_eq!(kept.len(), MAX_ARGS_BYTES / MAX_REMEMBERED_ARG_BYTES);
         assert!(kept.iter().all(|a| a.len() == MAX_REMEMBERED_ARG_BYTES));
+        // Many short arguments: the count binds.
+        let short: Vec<String> = (0..1000).map(|i| i.to_string()).collect();
+        images.record(&p, &short);
+        assert_eq!(images.args(p.token).len(), MAX_REMEMBERED_ARGS);
+        // The argument that reaches the total is cut there; none follow.
+        let many: Vec<String> = (0..20).map(|_| "a".repeat(4000)).collect();
+        let kept = bounded_args(&many);
+        let mut expected = vec![4000; 16];
+        expected.push(MAX_ARGS_BYTES - 16 * 4000);
+        assert_eq!(kept.iter().map(String::len).collect::<Vec<_>>(), expected);
     }
 
     #[test]
@@ -2332,7 +2622,7 @@ mod tests {
 
         // The data holding a plist gets `asPlistDict`; other strings stay as they are.
         let mut value = json!({"a": [plist_data(&[("t", 5.0)])], "b": "QUJD", "c": "short"});
-        expose_plist_data(&mut value);
+        expose_plist_data(&mut value, 0, &mut NESTED_PLIST_LIMITS.clone());
         assert_eq!(value["a"][0]["asPlistDict"]["t"], 5.0);
         assert_eq!(value["b"], "QUJD");
         assert_eq!(value["c"], "short");
@@ -2362,5 +2652,390 @@ mod tests {
             ),
             ["/y", "/z"]
         );
+    }
+
+    /// The same few tokens recorded over and over (a recording replayed twice in a row),
+    /// and more distinct tokens than fit: the insertion queue stays within `2 × MAX_IMAGES`
+    /// (plus the entry being added), so each record is amortised O(1).
+    #[test]
+    fn the_images_queue_stays_bounded_when_tokens_recur() {
+        let mut images = Images::default();
+        let procs: Vec<Process> = (1..=5)
+            .map(|pid| proc_at(pid, "/bin/ls", "com.apple.ls"))
+            .collect();
+        let args = ["ls".to_owned()];
+        let mut longest = 0;
+        for i in 0..120_000 {
+            images.record(&procs[i % procs.len()], &args);
+            longest = longest.max(images.order.len());
+        }
+        assert!(longest <= 2 * MAX_IMAGES + 1, "{longest}");
+        assert_eq!(images.len(), procs.len());
+        for p in &procs {
+            assert_eq!(images.args(p.token), ["ls"]);
+        }
+        // Forgotten images leave stale entries behind: swept the same way.
+        for i in 0..20_000 {
+            let p = proc_at(10_000 + i, "/bin/ls", "com.apple.ls");
+            images.record(&p, &args);
+            images.forget(p.token);
+            longest = longest.max(images.order.len());
+        }
+        assert!(longest <= 2 * MAX_IMAGES + 1, "{longest}");
+        // More distinct images than fit: the oldest go, the queue holds the live ones.
+        for pid in 0..(MAX_IMAGES as i32 + 500) {
+            images.record(&proc_at(100_000 + pid, "/bin/ls", "com.apple.ls"), &args);
+            longest = longest.max(images.order.len());
+        }
+        assert_eq!(images.len(), MAX_IMAGES);
+        assert!(longest <= 2 * MAX_IMAGES + 1, "{longest}");
+        assert!(images.args(procs[0].token).is_empty());
+        let bytes: usize = images.by_token.values().map(|i| i.bytes).sum();
+        assert_eq!(images.bytes(), bytes);
+    }
+
+    /// Execs with command lines as long as macOS allows: what the detector remembers and
+    /// shows stays within its byte bounds.
+    #[test]
+    fn images_and_command_lines_are_bounded_in_bytes() {
+        let huge: Vec<String> = (0..256).map(|_| "x".repeat(4096)).collect();
+        let mut images = Images::default();
+        for pid in 0..600 {
+            images.record(&proc_at(pid + 1, "/bin/echo", "com.apple.echo"), &huge);
+            assert!(images.bytes() <= MAX_IMAGES_BYTES, "{}", images.bytes());
+        }
+        assert!(images.len() < 600);
+        assert!(images.len() >= MAX_IMAGES_BYTES / (MAX_ARGS_BYTES + 4096 + 4096));
+        let bytes: usize = images.by_token.values().map(|i| i.bytes).sum();
+        assert_eq!(images.bytes(), bytes);
+        // The exec event's own arguments, and so `commandLine`, are bounded the same way.
+        let args: Vec<&str> = huge.iter().map(String::as_str).collect();
+        let event = exec("/bin/echo", "com.apple.echo", &args);
+        let (_, jamf) = jamf_event(&event, &Images::default()).unwrap();
+        let shown: usize = jamf["process"]["args"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap().len())
+            .sum();
+        assert_eq!(shown, MAX_ARGS_BYTES);
+        let line = jamf["process"]["commandLine"].as_str().unwrap();
+        assert!(
+            line.len() < MAX_ARGS_BYTES + MAX_REMEMBERED_ARGS,
+            "{}",
+            line.len()
+        );
+    }
+
+    /// Runs `f` on a thread with the plugin's wasm stack size (natively): describe() and
+    /// loading must not need more.
+    fn on_plugin_stack<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+        std::thread::Builder::new()
+            .stack_size(512 << 10)
+            .spawn(f)
+            .unwrap()
+            .join()
+            .unwrap()
+    }
+
+    /// One bad admin analytic (nested 2,000 or 5,000 deep, a back-reference, deep or
+    /// aliased YAML, too big) is refused with its file, line and column; the corpus and
+    /// the good admin analytic still load, and describe() succeeds.
+    #[test]
+    fn a_bad_admin_analytic_is_refused_alone() {
+        on_plugin_stack(|| {
+            let head = "inputType: GPProcessEvent\nseverity: High\n";
+            let deep = |n: usize| {
+                format!(
+                    "name: Deep{n}\n{head}filter: {}$event.type == 1{}\n",
+                    "(".repeat(n),
+                    ")".repeat(n)
+                )
+            };
+            let good = format!(
+                "name: GoodAdmin\n{head}filter: $event.type == 1 AND $event.process.name == \"nc\"\n"
+            );
+            let backref = format!(
+                "name: DoubledName\n{head}filter: $event.process.path MATCHES \"(.+)\\\\1\"\n"
+            );
+            let deep_yaml = format!(
+                "name: DeepYaml\n{head}filter: $event.type == 1\ntags: {}x{}\n",
+                "[".repeat(100),
+                "]".repeat(100)
+            );
+            let mut laughs =
+                format!("name: Laughs\n{head}filter: $event.type == 1\na0: &a0 [x, x]\n");
+            for i in 1..30 {
+                laughs.push_str(&format!("a{i}: &a{i} [*a{}, *a{}]\n", i - 1, i - 1));
+            }
+            let huge = format!("{good}description: {}\n", "x".repeat(1 << 20));
+            let files = json!({
+                "deep2000.yaml": deep(2000),
+                "deep5000.yaml": deep(5000),
+                "good.yaml": good,
+                "backref.yaml": backref,
+                "deep-yaml.yaml": deep_yaml,
+                "laughs.yaml": laughs,
+                "huge.yaml": huge,
+            });
+            testing::reset();
+            testing::set_config(ANALYTICS, &files.to_string());
+            let info = JamfAnalytics::describe();
+            assert_eq!(info.name, "jamf-analytics");
+            let mut d = JamfAnalytics::default();
+            assert_eq!(d.len(), 77 + 1);
+            let warned: Vec<String> = testing::logs()
+                .into_iter()
+                .filter(|(level, _)| level == "warn")
+                .map(|(_, m)| m)
+                .collect();
+            let refused = |prefix: &str, needle: &str| {
+                assert!(
+                    warned
+                        .iter()
+                        .any(|m| m.starts_with(prefix) && m.contains(needle)),
+                    "{prefix} {needle}: {warned:#?}"
+                );
+            };
+            let column = "filter: ".len() + MAX_NESTING + 1;
+            refused(
+                &format!("admin analytic deep2000.yaml:4:{column} (Deep2000): skipped"),
+                "nested deeper than 64",
+            );
+            refused(
+                &format!("admin analytic deep5000.yaml:4:{column} (Deep5000): skipped"),
+                "nested deeper than 64",
+            );
+            refused(
+                "admin analytic backref.yaml:4:37 (DoubledName): skipped",
+                "back-reference",
+            );
+            refused(
+                "admin analytic deep-yaml.yaml:5:",
+                "YAML nested deeper than",
+            );
+            refused("admin analytic laughs.yaml:6:10: skipped", "aliases");
+            refused("admin analytic huge.yaml:1:1: skipped", "over the");
+            assert!(
+                testing::logs()
+                    .iter()
+                    .any(|(_, m)| m == "1 admin analytics loaded, 6 skipped")
+            );
+            let rules: Vec<String> = d
+                .on_event(&exec("/usr/bin/nc", "com.apple.nc", &["nc", "-l", "4444"]))
+                .unwrap()
+                .into_iter()
+                .map(|f| f.rule)
+                .collect();
+            assert!(rules.contains(&"GoodAdmin".to_owned()), "{rules:?}");
+            testing::reset();
+        });
+    }
+
+    /// An admin look-around (allowed) that backtracks catastrophically on crafted
+    /// arguments, over a batch of crafted execs: each event spends at most its budget, the
+    /// matches it cuts short are false and counted, and the warning is rate-limited.
+    #[test]
+    fn a_catastrophic_admin_regex_is_bounded_per_event_and_counted() {
+        testing::reset();
+        let analytic = "name: Backtracker\ninputType: GPProcessEvent\nseverity: Low\n\
+                        filter: $event.type == 1 AND ANY $event.process.args MATCHES \"(a|aa)+(?=c)c\"\n";
+        testing::set_config(BUNDLED_KEY, "false");
+        testing::set_config(
+            ANALYTICS,
+            &json!({ "backtracker.yaml": analytic }).to_string(),
+        );
+        let mut d = JamfAnalytics::default();
+        assert_eq!(d.len(), 1);
+        let crafted: Vec<String> = (0..300).map(|i| "a".repeat(30 + i % 5)).collect();
+        let args: Vec<&str> = crafted.iter().map(String::as_str).collect();
+        let events = 128u64;
+        for _ in 0..events {
+            let findings = d
+                .on_event(&exec("/bin/echo", "com.apple.echo", &args))
+                .unwrap();
+            assert!(findings.is_empty());
+        }
+        assert_eq!(d.regex.cut_events, events);
+        let total = d.regex.total;
+        // Every crafted argument shown (the first MAX_REMEMBERED_ARGS) was either tried at
+        // every limit or not run: none matched.
+        let shown = MAX_REMEMBERED_ARGS as u64;
+        assert_eq!(
+            total.over_limit + total.skipped,
+            events * shown,
+            "{total:?}"
+        );
+        assert!(total.over_limit >= events, "{total:?}");
+        let cheapest =
+            31 * (ward_predicate::BACKTRACK_LIMITS[0] as u64 + ward_predicate::FORWARD_STEPS);
+        assert!(
+            total.attempts <= events * (ward_predicate::EVENT_BACKTRACK_BUDGET / cheapest),
+            "{total:?}"
+        );
+        // Logged at the 1st, 2nd, 4th … 128th event: eight warnings, naming the analytic.
+        let warnings: Vec<String> = testing::logs()
+            .into_iter()
+            .filter(|(level, m)| level == "warn" && m.starts_with("regular-expression budget"))
+            .map(|(_, m)| m)
+            .collect();
+        assert_eq!(warnings.len(), 8, "{warnings:#?}");
+        assert!(
+            warnings
+                .iter()
+                .all(|m| m.contains("this event: Backtracker"))
+        );
+        // An ordinary argument still matches.
+        let findings = d
+            .on_event(&exec("/bin/echo", "com.apple.echo", &["echo", "aac"]))
+            .unwrap();
+        assert_eq!(findings.len(), 1);
+        assert_eq!(d.regex.cut_events, events);
+        testing::reset();
+    }
+
+    /// The bundled look-ahead analytic under the per-event budget: a vulnerable jar fires
+    /// however deep its path, a patched one does not.
+    #[test]
+    fn the_bundled_look_ahead_holds_on_long_paths() {
+        let unzip = || testing::process("/usr/bin/unzip");
+        for depth in [1, 100, 450] {
+            let dir = "d/".repeat(depth);
+            let hit = format!("/{dir}apache-log4j-2.14.1-bin/log4j-core-2.14.1.jar");
+            let miss = format!("/{dir}apache-log4j-2.17.1-bin/log4j-core-2.17.1.jar");
+            let rule = "KnownVulnerableLog4jJarInstallation".to_owned();
+            assert!(
+                fired(&testing::create(unzip(), &hit)).contains(&rule),
+                "{depth}"
+            );
+            assert!(
+                !fired(&testing::create(unzip(), &miss)).contains(&rule),
+                "{depth}"
+            );
+        }
+    }
+
+    /// A binary property list (see ward-plist-json's tests): `objects` encoded, object 0
+    /// the root, one-byte references and four-byte offsets.
+    fn bplist(objects: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = b"bplist00".to_vec();
+        let mut offsets = Vec::new();
+        for object in objects {
+            offsets.push(out.len() as u32);
+            out.extend_from_slice(object);
+        }
+        let table = out.len() as u64;
+        for offset in offsets {
+            out.extend_from_slice(&offset.to_be_bytes());
+        }
+        out.extend_from_slice(&[0, 0, 0, 0, 0, 0, 4, 1]);
+        out.extend_from_slice(&(objects.len() as u64).to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&table.to_be_bytes());
+        out
+    }
+
+    /// A dictionary `{k: <array of `width` references to object 2>}` whose array objects
+    /// share references `levels` deep: `width`^`levels` values.
+    fn laughs(width: usize, levels: usize) -> String {
+        // Object 0: dict {1: 2}; object 1: the key; objects 2.. arrays; last: true.
+        let mut objects = vec![vec![0xd1, 1, 2], vec![0x51, b'k']];
+        for i in 0..levels {
+            let mut array = vec![0xa0 | width as u8];
+            array.extend(std::iter::repeat_n(3 + i as u8, width));
+            objects.push(array);
+        }
+        objects.push(vec![0x09]);
+        base64::engine::general_purpose::STANDARD.encode(bplist(&objects))
+    }
+
+    /// Property lists nested in data values are decoded within one budget per file: a
+    /// value whose shared references would expand to 14^10 values stays base64, and many
+    /// values cannot add up past the budget.
+    #[test]
+    fn nested_property_lists_are_budgeted_per_file() {
+        testing::reset();
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        let mut d = JamfAnalytics::with(analytics());
+        let c = d.contents.as_mut().unwrap();
+        assert!(c.plist_data);
+        let bomb = laughs(14, 10);
+        let small = laughs(14, 3); // 2,744 values
+        let mut many = Map::new();
+        for i in 0..100 {
+            many.insert(format!("v{i}"), Value::String(small.clone()));
+        }
+        let file = json!({"bomb": bomb, "ok": laughs(2, 2), "many": many});
+        let read = c.absorb("/x", Ok(Some(file.to_string())));
+        let Read::Dict(dict) = read else {
+            panic!("{read:?}")
+        };
+        assert_eq!(dict["bomb"], Value::String(bomb));
+        assert_eq!(
+            dict["ok"]["asPlistDict"]["k"],
+            json!([[true, true], [true, true]])
+        );
+        let decoded = dict["many"]
+            .as_object()
+            .unwrap()
+            .values()
+            .filter(|v| v.get("asPlistDict").is_some())
+            .count();
+        let per_value = 1 + 14 + 14 * 14 + 14 * 14 * 14 + 2;
+        assert!(decoded >= 1, "{decoded}");
+        assert!(
+            decoded <= NESTED_PLIST_LIMITS.max_nodes / per_value,
+            "{decoded}"
+        );
+        // Contents too large as JSON are refused before parsing, said once.
+        let big = json!({"x": "y".repeat(MAX_CONTENTS_JSON_BYTES)}).to_string();
+        assert_eq!(c.absorb("/big", Ok(Some(big.clone()))), Read::Failed);
+        assert_eq!(c.absorb("/big", Ok(Some(big))), Read::Failed);
+        let said = testing::logs()
+            .iter()
+            .filter(|(_, m)| m.contains("over the"))
+            .count();
+        assert_eq!(said, 1);
+        testing::reset();
+    }
+
+    /// Remembered snapshots are bounded in bytes: contents that would not fit are not
+    /// remembered (no snapshot next time), and replacing one frees its share.
+    #[test]
+    fn snapshots_are_bounded_in_bytes() {
+        testing::reset();
+        testing::set_config(READ_FILE_CONTENTS, "true");
+        let mut d = JamfAnalytics::with(analytics());
+        let c = d.contents.as_mut().unwrap();
+        let dict = || Read::Dict(json!({"a": 1}));
+        let big = MAX_SNAPSHOT_BYTES / 2 + 1;
+        c.remember("/a".into(), dict(), big);
+        c.remember("/b".into(), dict(), big);
+        assert_eq!(c.snapshots["/b"].read, Read::Failed);
+        assert!(c.snapshot_bytes <= MAX_SNAPSHOT_BYTES);
+        // Replacing /a with something small makes room for /b.
+        c.remember("/a".into(), dict(), 10);
+        c.remember("/b".into(), dict(), big);
+        assert_eq!(c.snapshots["/b"].read, dict());
+        let sum: usize = c.snapshots.values().map(|s| s.bytes).sum();
+        assert_eq!(c.snapshot_bytes, sum);
+        testing::reset();
+    }
+
+    /// Context values (in `$context` and as evidence) are cut to what the host keeps.
+    #[test]
+    fn context_values_are_bounded() {
+        let analytic = ward_predicate::parse_analytic(
+            "name: Ctx\ninputType: GPProcessEvent\nfilter: $event.type == 1\ncontext:\n  - name: Line\n    exprs:\n      - event.process.commandLine\n",
+        )
+        .unwrap();
+        let mut d = JamfAnalytics::with(vec![analytic]);
+        let long: Vec<String> = (0..64).map(|_| "y".repeat(1000)).collect();
+        let args: Vec<&str> = long.iter().map(String::as_str).collect();
+        let findings = d
+            .on_event(&exec("/bin/echo", "com.apple.echo", &args))
+            .unwrap();
+        let line = findings[0].evidence_value("Line").unwrap();
+        assert_eq!(line.len(), MAX_CONTEXT_VALUE_BYTES);
     }
 }

@@ -1,9 +1,26 @@
 //! Jamf Protect custom analytics in their YAML export format: loading, validating, and
 //! reporting a broken filter with the file's own line and column.
+//!
+//! The file is the admin's (or whoever could write it): before yaml-rust2 builds its tree
+//! (its loader recurses once per level of nesting, and copies the value of an anchor at
+//! every alias), the file is scanned with the event parser, iteratively, and refused past
+//! [`MAX_ANALYTIC_BYTES`], [`MAX_YAML_DEPTH`] or [`MAX_YAML_NODES`], or if it uses an alias.
 
 use std::fmt;
 
+use yaml_rust2::parser::{Event, Parser};
 use yaml_rust2::{Yaml, YamlLoader};
+
+/// Largest analytic file accepted: the bundled ones are under 2 KiB. Bounds the work and
+/// memory of one analytic (its filter's tokens, its tree, its YAML).
+pub const MAX_ANALYTIC_BYTES: usize = 64 << 10;
+
+/// Deepest YAML nesting (sequences and mappings) accepted: an analytic needs 3 (`context`
+/// entries' `exprs`). Bounds the loader's recursion and the drop of its tree.
+pub const MAX_YAML_DEPTH: usize = 16;
+
+/// YAML values (scalars, sequences, mappings) accepted in one file.
+pub const MAX_YAML_NODES: usize = 4096;
 
 use crate::parser::{Operand, Predicate};
 
@@ -41,6 +58,8 @@ pub struct AnalyticError {
     pub column: usize,
     /// What was wrong.
     pub message: String,
+    /// The analytic's `name`, when the file got that far.
+    pub name: Option<String>,
 }
 
 impl fmt::Display for AnalyticError {
@@ -103,17 +122,84 @@ impl FilterMap {
     }
 }
 
+fn yaml_error(marker: yaml_rust2::scanner::Marker, message: String) -> AnalyticError {
+    AnalyticError {
+        line: marker.line(),
+        column: marker.col() + 1,
+        message,
+        name: None,
+    }
+}
+
+/// Checks the YAML's shape with the event parser (no recursion, nothing built) before it is
+/// loaded: size, nesting, number of values, no aliases.
+fn check_yaml(text: &str) -> Result<(), AnalyticError> {
+    if text.len() > MAX_ANALYTIC_BYTES {
+        return Err(AnalyticError {
+            line: 1,
+            column: 1,
+            message: format!(
+                "the file is {} bytes, over the {MAX_ANALYTIC_BYTES}-byte limit for an analytic",
+                text.len()
+            ),
+            name: None,
+        });
+    }
+    let mut parser = Parser::new_from_str(text);
+    let (mut depth, mut nodes) = (0usize, 0usize);
+    loop {
+        let (event, marker) = parser
+            .next_token()
+            .map_err(|e| yaml_error(*e.marker(), format!("invalid YAML: {}", e.info())))?;
+        match event {
+            Event::StreamEnd => return Ok(()),
+            Event::SequenceStart(..) | Event::MappingStart(..) => {
+                depth += 1;
+                if depth > MAX_YAML_DEPTH {
+                    return Err(yaml_error(
+                        marker,
+                        format!("YAML nested deeper than {MAX_YAML_DEPTH} levels"),
+                    ));
+                }
+            }
+            Event::SequenceEnd | Event::MappingEnd => depth = depth.saturating_sub(1),
+            Event::Alias(_) => {
+                return Err(yaml_error(
+                    marker,
+                    "YAML aliases (`*name`) are not accepted in analytics".into(),
+                ));
+            }
+            _ => {}
+        }
+        if matches!(
+            event,
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..)
+        ) {
+            nodes += 1;
+            if nodes > MAX_YAML_NODES {
+                return Err(yaml_error(
+                    marker,
+                    format!("more than {MAX_YAML_NODES} YAML values"),
+                ));
+            }
+        }
+    }
+}
+
 /// Parses one analytic file's text.
 pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
+    check_yaml(text)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| AnalyticError {
         line: e.marker().line(),
         column: e.marker().col() + 1,
         message: format!("invalid YAML: {}", e.info()),
+        name: None,
     })?;
     let doc = docs.first().ok_or_else(|| AnalyticError {
         line: 1,
         column: 1,
         message: "empty file".into(),
+        name: None,
     })?;
     let field = |key: &str| &doc[key];
     let required = |key: &str| -> Result<String, AnalyticError> {
@@ -124,6 +210,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
                 line: 1,
                 column: 1,
                 message: format!("missing or non-text `{key}`"),
+                name: None,
             })
     };
     let name = required("name")?;
@@ -137,6 +224,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
             line,
             column,
             message: format!("filter: expected {}, found {}", e.expected, e.found),
+            name: Some(name.clone()),
         }
     })?;
     let mut context = Vec::new();
@@ -149,6 +237,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
                     line: 1,
                     column: 1,
                     message: format!("context `{label}` expression {expr:?}: {e}"),
+                    name: Some(name.clone()),
                 })?;
                 exprs.push(operand);
             }

@@ -1,14 +1,20 @@
 //! Evaluating a predicate over JSON values. Evaluation never fails: a missing key is `nil`,
-//! a comparison between mismatched types is false.
+//! a comparison between mismatched types is false, and a `MATCHES` the evaluation's
+//! [`RegexBudget`] cannot pay for is false (and counted).
+//!
+//! Evaluation recurses once per level of nesting, which the parser bounds
+//! ([`crate::MAX_NESTING`]); `AND`/`OR` chains are flat.
 
 use std::borrow::Cow;
 
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
 
-use crate::parser::{Aggregate, Expr, Key, Op, Operand, Options, Predicate, compile};
+use crate::parser::{Aggregate, Expr, Key, Op, Operand, Options, Predicate};
+use crate::pattern::RegexBudget;
 
-/// The variables a predicate sees: `$event`, `$tags`, `$context`, `$file`.
+/// The variables a predicate sees: `$event`, `$tags`, `$context`, `$file`; and the budget
+/// of backtracking regular-expression work every predicate evaluated with them shares.
 #[derive(Debug, Clone)]
 pub struct Vars<'a> {
     /// `$event`.
@@ -17,15 +23,26 @@ pub struct Vars<'a> {
     pub tags: Cow<'a, Value>,
     /// `$context` (an object).
     pub context: Cow<'a, Value>,
+    /// What `MATCHES` on the backtracking engine may still spend (see [`RegexBudget`]).
+    pub regex_budget: Cow<'a, RegexBudget>,
 }
 
 impl<'a> Vars<'a> {
-    /// Variables for `event`, with no tags and no context yet.
+    /// Variables for `event`, with no tags and no context yet, and a fresh default budget.
     pub fn new(event: &'a Value) -> Self {
         Self {
             event,
             tags: Cow::Owned(Value::Array(Vec::new())),
             context: Cow::Owned(Value::Object(Map::new())),
+            regex_budget: Cow::Owned(RegexBudget::default()),
+        }
+    }
+
+    /// Variables for `event` spending from `budget` (shared with other evaluations).
+    pub fn with_budget(event: &'a Value, budget: &'a RegexBudget) -> Self {
+        Self {
+            regex_budget: Cow::Borrowed(budget),
+            ..Self::new(event)
         }
     }
 
@@ -55,8 +72,8 @@ impl Predicate {
 
 fn eval(expr: &Expr, vars: &Vars<'_>) -> bool {
     match expr {
-        Expr::And(a, b) => eval(a, vars) && eval(b, vars),
-        Expr::Or(a, b) => eval(a, vars) || eval(b, vars),
+        Expr::And(all) => all.iter().all(|e| eval(e, vars)),
+        Expr::Or(any) => any.iter().any(|e| eval(e, vars)),
         Expr::Not(e) => !eval(e, vars),
         Expr::Const(b) => *b,
         Expr::Compare {
@@ -68,15 +85,18 @@ fn eval(expr: &Expr, vars: &Vars<'_>) -> bool {
         } => {
             let left = value(lhs, vars);
             let right = value(rhs, vars);
+            let budget = vars.regex_budget.as_ref();
             match aggregate {
-                None => compare(&left, op, *options, &right),
+                None => compare(&left, op, *options, &right, budget),
                 Some(agg) => {
                     let items: Vec<&Value> = match left.as_ref() {
                         Value::Array(a) => a.iter().collect(),
                         Value::Null => Vec::new(),
                         other => vec![other],
                     };
-                    let mut hits = items.iter().map(|item| compare(item, op, *options, &right));
+                    let mut hits = items
+                        .iter()
+                        .map(|item| compare(item, op, *options, &right, budget));
                     match agg {
                         Aggregate::Any => hits.any(|h| h),
                         Aggregate::All => hits.all(|h| h),
@@ -95,23 +115,38 @@ fn value<'v>(operand: &'v Operand, vars: &'v Vars<'_>) -> Cow<'v, Value> {
             items.iter().map(|i| value(i, vars).into_owned()).collect(),
         )),
         Operand::Path { var, keys } => {
-            let mut current = match var {
-                Some(name) => vars.var(name),
-                None => {
-                    // A bare key path is looked up in the evaluated object {event, tags, context}.
-                    let mut root = Map::new();
-                    root.insert("event".into(), vars.event.clone());
-                    root.insert("tags".into(), vars.tags.as_ref().clone());
-                    root.insert("context".into(), vars.context.as_ref().clone());
-                    Cow::Owned(Value::Object(root))
-                }
+            let (mut current, rest) = match var {
+                Some(name) => (vars.var(name), keys.as_slice()),
+                None => bare_root(keys, vars),
             };
-            for key in keys {
+            for key in rest {
                 current = step(current, key);
             }
             current
         }
     }
+}
+
+/// A bare key path is looked up in the evaluated object `{event, tags, context}`: its first
+/// key is resolved without building that object (a copy of the event per comparison).
+/// Returns the value after the keys consumed and the keys left.
+fn bare_root<'v, 'k>(keys: &'k [Key], vars: &'v Vars<'_>) -> (Cow<'v, Value>, &'k [Key]) {
+    let Some((first, rest)) = keys.split_first() else {
+        let mut root = Map::new();
+        root.insert("event".into(), vars.event.clone());
+        root.insert("tags".into(), vars.tags.as_ref().clone());
+        root.insert("context".into(), vars.context.as_ref().clone());
+        return (Cow::Owned(Value::Object(root)), keys);
+    };
+    let value = match first {
+        Key::Name(n) if n == "event" => Cow::Borrowed(vars.event),
+        Key::Name(n) if n == "tags" => Cow::Borrowed(vars.tags.as_ref()),
+        Key::Name(n) if n == "context" => Cow::Borrowed(vars.context.as_ref()),
+        // What `@count` and `[SIZE]` say of a three-key object; anything else is nil.
+        Key::Count | Key::Size => Cow::Owned(Value::from(3)),
+        _ => Cow::Owned(Value::Null),
+    };
+    (value, rest)
 }
 
 fn step<'v>(current: Cow<'v, Value>, key: &Key) -> Cow<'v, Value> {
@@ -275,7 +310,7 @@ fn like(text: &str, pattern: &str) -> bool {
         .is_some_and(|rest| rest.iter().all(|c| *c == '*'))
 }
 
-fn compare(left: &Value, op: &Op, options: Options, right: &Value) -> bool {
+fn compare(left: &Value, op: &Op, options: Options, right: &Value, budget: &RegexBudget) -> bool {
     let strings = || match (left, right) {
         (Value::String(l), Value::String(r)) => Some((fold(l, options), fold(r, options))),
         _ => None,
@@ -302,7 +337,7 @@ fn compare(left: &Value, op: &Op, options: Options, right: &Value) -> bool {
             _ => strings().is_some_and(|(l, r)| l.contains(r.as_ref())),
         },
         Op::Like => strings().is_some_and(|(l, r)| like(&l, &r)),
-        Op::Matches(compiled) => {
+        Op::Matches(pattern) => {
             let Value::String(text) = left else {
                 return false;
             };
@@ -313,12 +348,7 @@ fn compare(left: &Value, op: &Op, options: Options, right: &Value) -> bool {
                     ..options
                 },
             );
-            match (compiled, right) {
-                (Some(re), _) => re.is_match(text.as_ref()).unwrap_or(false),
-                (None, Value::String(pattern)) => compile(pattern, options)
-                    .is_ok_and(|re| re.is_match(text.as_ref()).unwrap_or(false)),
-                _ => false,
-            }
+            pattern.is_match(text.as_ref(), budget)
         }
     }
 }

@@ -9,21 +9,32 @@
 //! ```
 //!
 //! Supported: `==` `=` `!=` `<>` `<` `<=` `>` `>=`, `IN {…}`, `BEGINSWITH`, `ENDSWITH`,
-//! `CONTAINS`, `LIKE` (`*`, `?`), `MATCHES` (whole-string regular expression, with
-//! look-around), the `[c]` `[d]` `[cd]` modifiers, `AND`/`OR`/`NOT` and `&&`/`||`/`!`,
+//! `CONTAINS`, `LIKE` (`*`, `?`), `MATCHES` (a quoted whole-string regular expression, with
+//! look-around; no back-references), the `[c]` `[d]` `[cd]` modifiers, `AND`/`OR`/`NOT` and `&&`/`||`/`!`,
 //! `ANY`/`SOME`/`ALL`/`NONE`, `nil`/`NULL`, `TRUE`/`FALSE`/`YES`/`NO`, numbers,
 //! single- or double-quoted strings, key paths with `@count`, `lastPathComponent`,
 //! `pathExtension`, `stringByDeletingLastPathComponent`, `lowercaseString`,
 //! `uppercaseString`, quoted keys (`."Window Settings"`) and `[FIRST]`/`[LAST]`/`[SIZE]`/`[n]`
 //! indexing, and the variables `$event`, `$tags`, `$context` and `$file`. A key path without
 //! a `$` variable is looked up in the evaluated object `{event, tags, context}`.
+//!
+//! Bounds, since the event is the attacker's and the filter may be careless: nesting is
+//! limited to [`MAX_NESTING`] levels (parsing, evaluating and dropping recurse once per
+//! level; `AND`/`OR` chains are flat), analytic files are checked before yaml-rust2 loads
+//! them ([`analytic`]), and `MATCHES` patterns that need the backtracking engine spend from a
+//! per-evaluation [`RegexBudget`] (see [`Pattern`]).
 #![deny(missing_docs)]
 
 pub mod analytic;
 mod eval;
 mod lexer;
 mod parser;
+mod pattern;
 
 pub use analytic::{Analytic, AnalyticError, parse_analytic};
 pub use eval::Vars;
-pub use parser::{Expr, Operand, ParseError, Predicate};
+pub use parser::{Expr, MAX_NESTING, Operand, ParseError, Predicate};
+pub use pattern::{
+    BACKTRACK_LIMITS, EVENT_BACKTRACK_BUDGET, FORWARD_STEPS, MAX_BACKTRACKS, MAX_DFA_CACHE_BYTES,
+    MAX_PATTERN_BYTES, Pattern, RegexBudget, RegexStats,
+};

@@ -1,10 +1,20 @@
 //! Parsing a filter into an expression tree, with errors that say where and what was expected.
 
 use std::fmt;
-
-use fancy_regex::Regex;
+use std::sync::Arc;
 
 use crate::lexer::{Tok, lex};
+use crate::pattern::Pattern;
+
+/// Deepest nesting a filter may use: parentheses, `NOT`/`!`, `{…}` lists and parenthesised
+/// operands each add a level. Expressions are parsed without recursion, but operands, and
+/// evaluating, cloning, printing and dropping the tree, recurse once per level, so this
+/// bounds their stack. Measured natively at the limit (x86-64, every production, parse then
+/// evaluate, clone, print and drop): at most 128 KiB in a debug build, 48 KiB in release
+/// (the most for AND/OR groups around a look-around pattern, whose compilation alone takes
+/// most of it); plugins run on a 512 KiB wasm stack. The bundled corpus nests at most 5
+/// deep.
+pub const MAX_NESTING: usize = 64;
 
 /// Why a filter did not parse: the 1-based line and column in the filter text, what the
 /// parser expected there and what it found.
@@ -74,8 +84,9 @@ pub enum Op {
     Contains,
     /// `LIKE` with `*` and `?`.
     Like,
-    /// `MATCHES` (compiled when the right side is a literal).
-    Matches(Option<Box<Regex>>),
+    /// `MATCHES`, against a literal pattern compiled at parse time (shared by clones: a
+    /// clone of the tree neither recompiles nor copies it).
+    Matches(Arc<Pattern>),
 }
 
 /// `ANY`/`SOME`, `ALL`, `NONE` before a comparison.
@@ -135,10 +146,10 @@ pub struct Options {
 /// The expression tree.
 #[derive(Debug, Clone)]
 pub enum Expr {
-    /// Both.
-    And(Box<Expr>, Box<Expr>),
-    /// Either.
-    Or(Box<Expr>, Box<Expr>),
+    /// All of them (`a AND b AND c` is one node, so a long chain is not a deep tree).
+    And(Vec<Expr>),
+    /// Any of them.
+    Or(Vec<Expr>),
     /// Negation.
     Not(Box<Expr>),
     /// `TRUEPREDICATE` / `FALSEPREDICATE`.
@@ -181,7 +192,7 @@ impl Predicate {
         }
         fn walk<'a>(e: &'a Expr, var: &str, path: &[&str]) -> Option<&'a serde_json::Value> {
             match e {
-                Expr::And(a, b) => walk(a, var, path).or_else(|| walk(b, var, path)),
+                Expr::And(all) => all.iter().find_map(|e| walk(e, var, path)),
                 Expr::Compare {
                     aggregate: None,
                     lhs,
@@ -206,6 +217,7 @@ impl Predicate {
             text,
             tokens,
             pos: 0,
+            depth: 0,
         };
         let expr = p.or()?;
         p.expect_end()?;
@@ -222,6 +234,7 @@ impl Predicate {
             text,
             tokens,
             pos: 0,
+            depth: 0,
         };
         let operand = p.operand()?;
         p.expect_end()?;
@@ -233,10 +246,36 @@ struct Parser<'a> {
     text: &'a str,
     tokens: Vec<(Tok, usize)>,
     pos: usize,
+    /// Levels of nesting open at `pos` (see [`MAX_NESTING`]).
+    depth: usize,
 }
 
 fn keyword(tok: &Tok, word: &str) -> bool {
     matches!(tok, Tok::Ident(i) if i.eq_ignore_ascii_case(word))
+}
+
+/// An open parenthesis of the expression: the `OR` chain and the `AND` chain being read in
+/// it, and the `NOT`s before it.
+#[derive(Default)]
+struct Group {
+    any: Vec<Expr>,
+    all: Vec<Expr>,
+    nots: usize,
+}
+
+/// `items` as one node: the item itself when alone.
+fn chain(mut items: Vec<Expr>, node: fn(Vec<Expr>) -> Expr) -> Expr {
+    match items.len() {
+        1 => items.pop().unwrap_or(Expr::Const(false)),
+        _ => node(items),
+    }
+}
+
+fn negated(mut expr: Expr, nots: usize) -> Expr {
+    for _ in 0..nots {
+        expr = Expr::Not(Box::new(expr));
+    }
+    expr
 }
 
 const OPERATORS: &str =
@@ -270,44 +309,82 @@ impl Parser<'_> {
         }
     }
 
+    /// Opens a level of nesting at the current token: an error past [`MAX_NESTING`], before
+    /// anything recurses.
+    fn enter(&mut self) -> Result<(), ParseError> {
+        if self.depth >= MAX_NESTING {
+            return Err(ParseError::at(
+                self.text,
+                self.offset(),
+                &format!("at most {MAX_NESTING} levels of nesting"),
+                &format!(
+                    "{} nested deeper than {MAX_NESTING} levels",
+                    self.peek().describe()
+                ),
+            ));
+        }
+        self.depth += 1;
+        Ok(())
+    }
+
+    /// The filter's expression: `OR`s of `AND`s of optionally negated atoms and
+    /// parenthesised groups. Parsed iteratively (an open parenthesis is a [`Group`] on a
+    /// stack, not a recursive call), so nesting costs no stack here; [`Parser::enter`] still
+    /// bounds it, for whatever walks the tree afterwards.
     fn or(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.and()?;
-        while keyword(self.peek(), "OR") || *self.peek() == Tok::Sym("||") {
-            self.bump();
-            let right = self.and()?;
-            left = Expr::Or(Box::new(left), Box::new(right));
-        }
-        Ok(left)
-    }
-
-    fn and(&mut self) -> Result<Expr, ParseError> {
-        let mut left = self.not()?;
-        while keyword(self.peek(), "AND") || *self.peek() == Tok::Sym("&&") {
-            self.bump();
-            let right = self.not()?;
-            left = Expr::And(Box::new(left), Box::new(right));
-        }
-        Ok(left)
-    }
-
-    fn not(&mut self) -> Result<Expr, ParseError> {
-        if keyword(self.peek(), "NOT") || *self.peek() == Tok::Sym("!") {
-            self.bump();
-            return Ok(Expr::Not(Box::new(self.not()?)));
-        }
-        self.primary()
-    }
-
-    fn primary(&mut self) -> Result<Expr, ParseError> {
-        if *self.peek() == Tok::LParen {
-            self.bump();
-            let inner = self.or()?;
-            if *self.peek() != Tok::RParen {
-                return Err(self.error("`)`"));
+        let mut groups = vec![Group::default()];
+        'unary: loop {
+            let mut nots = 0;
+            while keyword(self.peek(), "NOT") || *self.peek() == Tok::Sym("!") {
+                self.enter()?;
+                self.bump();
+                nots += 1;
             }
-            self.bump();
-            return Ok(inner);
+            if *self.peek() == Tok::LParen {
+                self.enter()?;
+                self.bump();
+                groups.push(Group {
+                    nots,
+                    ..Group::default()
+                });
+                continue;
+            }
+            let mut expr = negated(self.atom()?, nots);
+            self.depth -= nots;
+            loop {
+                let Some(group) = groups.last_mut() else {
+                    return Err(self.error("an expression"));
+                };
+                group.all.push(expr);
+                if keyword(self.peek(), "AND") || *self.peek() == Tok::Sym("&&") {
+                    self.bump();
+                    continue 'unary;
+                }
+                let all = std::mem::take(&mut group.all);
+                group.any.push(chain(all, Expr::And));
+                if keyword(self.peek(), "OR") || *self.peek() == Tok::Sym("||") {
+                    self.bump();
+                    continue 'unary;
+                }
+                if groups.len() == 1 {
+                    let any = groups.pop().map(|g| g.any).unwrap_or_default();
+                    return Ok(chain(any, Expr::Or));
+                }
+                if *self.peek() != Tok::RParen {
+                    return Err(self.error("`)`"));
+                }
+                self.bump();
+                let Some(group) = groups.pop() else {
+                    return Err(self.error("an expression"));
+                };
+                self.depth -= 1 + group.nots;
+                expr = negated(chain(group.any, Expr::Or), group.nots);
+            }
         }
+    }
+
+    /// `TRUEPREDICATE`, `FALSEPREDICATE` or a comparison.
+    fn atom(&mut self) -> Result<Expr, ParseError> {
         if keyword(self.peek(), "TRUEPREDICATE") {
             self.bump();
             return Ok(Expr::Const(true));
@@ -333,22 +410,34 @@ impl Parser<'_> {
             self.bump();
         }
         let lhs = self.operand()?;
-        let mut op = self.operator()?;
+        let op = self.operator()?;
         let options = self.options()?;
         let rhs_at = self.offset();
         let rhs = self.operand()?;
-        if let (Op::Matches(compiled), Operand::Literal(serde_json::Value::String(pattern))) =
-            (&mut op, &rhs)
-        {
-            *compiled = Some(Box::new(compile(pattern, options).map_err(|e| {
-                ParseError::at(
-                    self.text,
-                    rhs_at,
-                    "a valid regular expression",
-                    &format!("{pattern:?} ({e})"),
-                )
-            })?));
-        }
+        let op = match op {
+            Some(op) => op,
+            None => {
+                // A pattern from the event would be the attacker's: only literals are
+                // compiled, once, here.
+                let Operand::Literal(serde_json::Value::String(pattern)) = &rhs else {
+                    return Err(ParseError::at(
+                        self.text,
+                        rhs_at,
+                        "a quoted regular expression after MATCHES",
+                        "a key path or list (patterns are compiled once, from the filter)",
+                    ));
+                };
+                let compiled = Pattern::new(pattern, options.case_insensitive).map_err(|e| {
+                    ParseError::at(
+                        self.text,
+                        rhs_at,
+                        "a regular expression ward can match in bounded time",
+                        &format!("{pattern:?}, which {e}"),
+                    )
+                })?;
+                Op::Matches(Arc::new(compiled))
+            }
+        };
         Ok(Expr::Compare {
             aggregate,
             lhs,
@@ -358,7 +447,8 @@ impl Parser<'_> {
         })
     }
 
-    fn operator(&mut self) -> Result<Op, ParseError> {
+    /// The operator; `None` for `MATCHES`, compiled once its pattern is read.
+    fn operator(&mut self) -> Result<Option<Op>, ParseError> {
         let op = match self.peek() {
             Tok::Sym("==" | "=") => Op::Eq,
             Tok::Sym("!=" | "<>") => Op::Ne,
@@ -371,11 +461,14 @@ impl Parser<'_> {
             t if keyword(t, "ENDSWITH") => Op::EndsWith,
             t if keyword(t, "CONTAINS") => Op::Contains,
             t if keyword(t, "LIKE") => Op::Like,
-            t if keyword(t, "MATCHES") => Op::Matches(None),
+            t if keyword(t, "MATCHES") => {
+                self.bump();
+                return Ok(None);
+            }
             _ => return Err(self.error(OPERATORS)),
         };
         self.bump();
-        Ok(op)
+        Ok(Some(op))
     }
 
     fn options(&mut self) -> Result<Options, ParseError> {
@@ -405,7 +498,61 @@ impl Parser<'_> {
         Ok(options)
     }
 
+    /// An operand. `{…}` lists and parenthesised operands recurse, one level each (bounded by
+    /// [`Parser::enter`]); this dispatcher and [`Parser::list`] are all the recursion keeps
+    /// on the stack, the rest is in [`Parser::plain_operand`].
     fn operand(&mut self) -> Result<Operand, ParseError> {
+        match self.peek() {
+            Tok::LBrace => self.list(),
+            Tok::LParen => self.parenthesised(),
+            _ => self.plain_operand(),
+        }
+    }
+
+    /// `{a, b, …}`: a literal array when every item is a constant.
+    fn list(&mut self) -> Result<Operand, ParseError> {
+        self.enter()?;
+        self.bump();
+        let mut items = Vec::new();
+        if *self.peek() != Tok::RBrace {
+            loop {
+                items.push(self.operand()?);
+                match self.peek() {
+                    Tok::Comma => {
+                        self.bump();
+                    }
+                    Tok::RBrace => break,
+                    _ => return Err(self.error("`,` or `}`")),
+                }
+            }
+        }
+        self.bump();
+        self.depth -= 1;
+        Ok(list_operand(items))
+    }
+
+    /// A parenthesised key path, as context expressions write `(event.x)[LAST]`.
+    fn parenthesised(&mut self) -> Result<Operand, ParseError> {
+        self.enter()?;
+        self.bump();
+        let inner = self.operand()?;
+        if *self.peek() != Tok::RParen {
+            return Err(self.error("`)`"));
+        }
+        self.bump();
+        self.depth -= 1;
+        match inner {
+            Operand::Path { var, mut keys } => {
+                self.suffixes(&mut keys)?;
+                Ok(Operand::Path { var, keys })
+            }
+            other => Ok(other),
+        }
+    }
+
+    /// A string, number, constant or key path.
+    #[inline(never)]
+    fn plain_operand(&mut self) -> Result<Operand, ParseError> {
         let operand = match self.peek().clone() {
             Tok::Str(s) => {
                 self.bump();
@@ -417,52 +564,6 @@ impl Parser<'_> {
                     serde_json::Number::from_f64(n)
                         .map_or(serde_json::Value::Null, serde_json::Value::Number),
                 )
-            }
-            Tok::LBrace => {
-                self.bump();
-                let mut items = Vec::new();
-                if *self.peek() != Tok::RBrace {
-                    loop {
-                        items.push(self.operand()?);
-                        match self.peek() {
-                            Tok::Comma => {
-                                self.bump();
-                            }
-                            Tok::RBrace => break,
-                            _ => return Err(self.error("`,` or `}`")),
-                        }
-                    }
-                }
-                self.bump();
-                if items.iter().all(|i| matches!(i, Operand::Literal(_))) {
-                    Operand::Literal(serde_json::Value::Array(
-                        items
-                            .into_iter()
-                            .map(|i| match i {
-                                Operand::Literal(v) => v,
-                                _ => serde_json::Value::Null,
-                            })
-                            .collect(),
-                    ))
-                } else {
-                    Operand::List(items)
-                }
-            }
-            Tok::LParen => {
-                // A parenthesised key path, as context expressions write `(event.x)[LAST]`.
-                self.bump();
-                let inner = self.operand()?;
-                if *self.peek() != Tok::RParen {
-                    return Err(self.error("`)`"));
-                }
-                self.bump();
-                match inner {
-                    Operand::Path { var, mut keys } => {
-                        self.suffixes(&mut keys)?;
-                        Operand::Path { var, keys }
-                    }
-                    other => other,
-                }
             }
             Tok::Var(name) => {
                 self.bump();
@@ -542,8 +643,19 @@ impl Parser<'_> {
     }
 }
 
-/// Compiles a `MATCHES` pattern as a whole-string match.
-pub(crate) fn compile(pattern: &str, options: Options) -> Result<Regex, fancy_regex::Error> {
-    let flags = if options.case_insensitive { "(?i)" } else { "" };
-    Regex::new(&format!("{flags}^(?:{pattern})$"))
+/// `{…}` items as one operand: a literal array, built once, when all are constants.
+fn list_operand(items: Vec<Operand>) -> Operand {
+    if items.iter().all(|i| matches!(i, Operand::Literal(_))) {
+        Operand::Literal(serde_json::Value::Array(
+            items
+                .into_iter()
+                .map(|i| match i {
+                    Operand::Literal(v) => v,
+                    _ => serde_json::Value::Null,
+                })
+                .collect(),
+        ))
+    } else {
+        Operand::List(items)
+    }
 }

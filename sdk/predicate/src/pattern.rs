@@ -1,0 +1,327 @@
+//! `MATCHES` patterns: compiled once at parse time, refused when a feature has no bound on
+//! its cost, and run on the backtracking engine only within a per-evaluation budget.
+//!
+//! fancy-regex hands a pattern without look-around or other "fancy" features to the
+//! linear-time `regex` engine: those cost no budget. A pattern that needs its backtracking
+//! VM is compiled once per limit in [`BACKTRACK_LIMITS`] (the first at parse time, the others
+//! when a match first needs them); a match is tried with the smallest limit and retried with
+//! the next when it needs more backtracking. fancy-regex does not say how
+//! many steps a match took, so each attempt is charged what its limit allows:
+//! `(text bytes + 1) × (limit + FORWARD_STEPS)` against the evaluation's [`RegexBudget`]
+//! (a backtrack may rescan the text, e.g. a look-ahead, and the VM's forward work is linear
+//! in the text). An attempt the budget cannot pay for is not run: the comparison is false,
+//! the skip is counted, and the budget is spent (later backtracking matches of the same
+//! evaluation are skipped too). The caller decides what an evaluation is; jamf-analytics gives
+//! every event one budget, shared by all its analytics.
+
+use std::cell::Cell;
+use std::sync::OnceLock;
+
+use fancy_regex::{Expr as Re, Regex, RegexBuilder};
+
+/// Backtracks allowed to one match attempt of a backtracking pattern, tried in turn (each
+/// limit 8x the previous, so the work of failed attempts is at most 1/7 of the last).
+/// Measured on the bundled Jamf look-ahead (`.*…log4j-core-(?!2\.17…)…\.jar`): a match
+/// takes 95 backtracks whatever the path's length; ruling one out takes about two per byte
+/// (its leading `.*`), so past ~1,000 bytes the limit rules it out (false either way).
+pub const BACKTRACK_LIMITS: [usize; 3] = [32, 256, MAX_BACKTRACKS];
+
+/// The largest of [`BACKTRACK_LIMITS`].
+pub const MAX_BACKTRACKS: usize = 2_048;
+
+/// The VM's forward work per byte of text, in backtrack equivalents (measured: ~130 ns per
+/// byte for a loop that pushes a branch per character, ~0.5 ns per backtrack and byte for a
+/// look-ahead rescanning the text).
+pub const FORWARD_STEPS: u64 = 256;
+
+/// Steps ((bytes + 1) × (limit + [`FORWARD_STEPS`]), see the module) one evaluation may
+/// spend on backtracking patterns by default. Measured natively at ≤ 0.5 ns per step on the
+/// worst patterns tried, this is about 1 ms, so 64 hostile events stay well inside a 250 ms
+/// call deadline; an ordinary 100-byte path costs ~80,000 steps (25 matches per event).
+pub const EVENT_BACKTRACK_BUDGET: u64 = 1 << 21;
+
+/// Longest `MATCHES` pattern accepted, in bytes (compile time and memory).
+pub const MAX_PATTERN_BYTES: usize = 4096;
+
+/// Capacity of the lazy DFA cache of each pattern's linear-time engine. The cache grows
+/// with the variety of text matched, which is the stream's; regex-automata's default is
+/// 2 MiB per pattern, so a plugin with a few dozen patterns could be driven out of its
+/// 64 MiB. When full the cache is cleared (or the engine falls back to a slower one); the
+/// bundled patterns match as before.
+pub const MAX_DFA_CACHE_BYTES: usize = 256 << 10;
+
+/// A compiled `MATCHES` pattern (whole-string match).
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    engine: Engine,
+}
+
+#[derive(Debug, Clone)]
+enum Engine {
+    /// Delegated to the linear-time engine: no budget.
+    Linear(Regex),
+    /// Needs the backtracking VM: the pattern as compiled, and one compiled copy per
+    /// [`BACKTRACK_LIMITS`] entry (`None` if it would not compile).
+    Backtracking {
+        whole: String,
+        tiers: Box<[OnceLock<Option<Regex>>; BACKTRACK_LIMITS.len()]>,
+    },
+}
+
+fn build(whole: &str, limit: usize) -> Result<Regex, String> {
+    RegexBuilder::new(whole)
+        .backtrack_limit(limit)
+        .delegate_dfa_size_limit(MAX_DFA_CACHE_BYTES)
+        .build()
+        .map_err(|e| format!("does not compile: {e}"))
+}
+
+/// What the budget saw, summed over an evaluation (or whatever the caller adds up).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegexStats {
+    /// Match attempts run on the backtracking engine.
+    pub attempts: u64,
+    /// Matches that needed more backtracking than the largest limit (evaluated false).
+    pub over_limit: u64,
+    /// Matches not run (or not finished) because the budget was spent (evaluated false).
+    pub skipped: u64,
+}
+
+impl RegexStats {
+    /// True when some match was cut short (over the limit or out of budget).
+    pub fn cut_short(&self) -> bool {
+        self.over_limit > 0 || self.skipped > 0
+    }
+
+    /// Adds `other` in.
+    pub fn add(&mut self, other: RegexStats) {
+        self.attempts += other.attempts;
+        self.over_limit += other.over_limit;
+        self.skipped += other.skipped;
+    }
+}
+
+/// The backtracking work one evaluation may still do, in steps (see the module), and what
+/// it did. Shared through [`crate::Vars`] by every predicate evaluated with them.
+#[derive(Debug, Clone)]
+pub struct RegexBudget {
+    left: Cell<u64>,
+    stats: Cell<RegexStats>,
+}
+
+impl Default for RegexBudget {
+    fn default() -> Self {
+        Self::new(EVENT_BACKTRACK_BUDGET)
+    }
+}
+
+impl RegexBudget {
+    /// A budget of `steps`.
+    pub fn new(steps: u64) -> Self {
+        Self {
+            left: Cell::new(steps),
+            stats: Cell::new(RegexStats::default()),
+        }
+    }
+
+    /// Steps left.
+    pub fn left(&self) -> u64 {
+        self.left.get()
+    }
+
+    /// What was spent so far.
+    pub fn stats(&self) -> RegexStats {
+        self.stats.get()
+    }
+
+    fn note(&self, f: impl FnOnce(&mut RegexStats)) {
+        let mut stats = self.stats.get();
+        f(&mut stats);
+        self.stats.set(stats);
+    }
+
+    /// Takes `steps` if there are that many left; otherwise the budget is spent: every
+    /// later backtracking match of the evaluation is skipped too.
+    fn take(&self, steps: u64) -> bool {
+        match self.left.get().checked_sub(steps) {
+            Some(left) => {
+                self.left.set(left);
+                true
+            }
+            None => {
+                self.left.set(0);
+                false
+            }
+        }
+    }
+}
+
+/// The feature of `tree` whose cost has no bound, if any.
+fn refused_feature(tree: &Re) -> Option<&'static str> {
+    use fancy_regex::AstNode;
+    let mut stack = vec![tree];
+    while let Some(e) = stack.pop() {
+        let why = match e {
+            Re::Backref { .. }
+            | Re::BackrefWithRelativeRecursionLevel { .. }
+            | Re::BackrefExistsCondition { .. }
+            | Re::AstNode(AstNode::Backref { .. }, _)
+            | Re::AstNode(AstNode::BackrefExistsCondition { .. }, _) => {
+                Some("a back-reference: its matching cost has no bound")
+            }
+            Re::Conditional { .. } => Some("a conditional: its matching cost has no bound"),
+            Re::SubroutineCall(_)
+            | Re::AstNode(AstNode::SubroutineCall(_), _)
+            | Re::DefineGroup { .. } => Some("a subroutine call: its recursion has no bound"),
+            Re::Absent(_) => Some("an absent operator: its matching cost has no bound"),
+            _ => None,
+        };
+        if why.is_some() {
+            return why;
+        }
+        stack.extend(e.children_iter());
+    }
+    None
+}
+
+/// True if matching `tree` needs fancy-regex's backtracking VM (look-around, atomic
+/// groups, `\K`, `\G`, backtracking verbs); otherwise it is delegated to the linear engine.
+fn needs_backtracking(tree: &Re) -> bool {
+    let mut stack = vec![tree];
+    while let Some(e) = stack.pop() {
+        if matches!(
+            e,
+            Re::LookAround(..)
+                | Re::AtomicGroup(_)
+                | Re::KeepOut
+                | Re::ContinueFromPreviousMatchEnd
+                | Re::BacktrackingControlVerb(_)
+        ) {
+            return true;
+        }
+        stack.extend(e.children_iter());
+    }
+    false
+}
+
+impl Pattern {
+    /// Compiles `pattern` as a whole-string match, case-insensitive if asked. The error says
+    /// why not, as "the pattern …" would continue ("uses a back-reference: …").
+    pub(crate) fn new(pattern: &str, case_insensitive: bool) -> Result<Self, String> {
+        if pattern.len() > MAX_PATTERN_BYTES {
+            return Err(format!(
+                "is {} bytes, over the {MAX_PATTERN_BYTES}-byte limit",
+                pattern.len()
+            ));
+        }
+        let flags = if case_insensitive { "(?i)" } else { "" };
+        let whole = format!("{flags}^(?:{pattern})$");
+        // fancy-regex bounds its parser's recursion itself (64 nested groups).
+        let tree = Re::parse_tree(&whole).map_err(|e| format!("does not parse: {e}"))?;
+        if let Some(why) = refused_feature(&tree.expr) {
+            return Err(format!("uses {why}"));
+        }
+        let engine = if needs_backtracking(&tree.expr) {
+            let [first, ..] = BACKTRACK_LIMITS;
+            let first = Some(build(&whole, first)?);
+            let tiers = Box::new([OnceLock::from(first), OnceLock::new(), OnceLock::new()]);
+            Engine::Backtracking { whole, tiers }
+        } else {
+            // Should fancy-regex still use its VM, the largest limit bounds the match.
+            Engine::Linear(build(&whole, MAX_BACKTRACKS)?)
+        };
+        Ok(Self { engine })
+    }
+
+    /// True if the pattern needs the backtracking engine (and so the budget).
+    pub fn is_backtracking(&self) -> bool {
+        matches!(self.engine, Engine::Backtracking { .. })
+    }
+
+    /// True if `text` matches; false when it does not, or when the budget cannot pay for
+    /// finding out (counted in `budget`).
+    pub(crate) fn is_match(&self, text: &str, budget: &RegexBudget) -> bool {
+        let (whole, tiers) = match &self.engine {
+            Engine::Linear(re) => return re.is_match(text).unwrap_or(false),
+            Engine::Backtracking { whole, tiers } => (whole, tiers),
+        };
+        let bytes = text.len() as u64 + 1;
+        for (limit, tier) in BACKTRACK_LIMITS.iter().zip(tiers.iter()) {
+            let cost = bytes.saturating_mul(*limit as u64 + FORWARD_STEPS);
+            if !budget.take(cost) {
+                budget.note(|s| s.skipped += 1);
+                return false;
+            }
+            let Some(re) = tier.get_or_init(|| build(whole, *limit).ok()) else {
+                break;
+            };
+            budget.note(|s| s.attempts += 1);
+            if let Ok(found) = re.is_match(text) {
+                return found;
+            }
+            // Over this limit (the only runtime error): try the next.
+        }
+        budget.note(|s| s.over_limit += 1);
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn refused_and_backtracking_features_are_recognised() {
+        for (pattern, why) in [
+            (r"(a+)\1", "back-reference"),
+            (r"(?<x>a)\k<x>", "back-reference"),
+            (r"(a)?(?(1)b|c)", "conditional"),
+        ] {
+            let err = Pattern::new(pattern, false).unwrap_err();
+            assert!(err.contains(why), "{pattern}: {err}");
+        }
+        // Subroutine calls, refused whether or not fancy-regex parses them by default.
+        assert!(Pattern::new(r"(a|\g<1>)", false).is_err());
+        assert!(Pattern::new("(?=a)a", false).unwrap().is_backtracking());
+        assert!(Pattern::new("(?>a+)b", false).unwrap().is_backtracking());
+        assert!(
+            !Pattern::new("/Users/[^/]+/x", true)
+                .unwrap()
+                .is_backtracking()
+        );
+        let long = "a".repeat(MAX_PATTERN_BYTES + 1);
+        assert!(Pattern::new(&long, false).unwrap_err().contains("limit"));
+        assert!(Pattern::new(&"(".repeat(100), false).is_err());
+    }
+
+    #[test]
+    fn attempts_escalate_and_are_charged_their_limits() {
+        let p = Pattern::new(r".*x(?!y).*", false).unwrap();
+        let budget = RegexBudget::new(u64::MAX);
+        assert!(p.is_match("axb", &budget));
+        assert_eq!(budget.stats().attempts, 1);
+        assert_eq!(u64::MAX - budget.left(), 4 * (32 + FORWARD_STEPS));
+        // Catastrophic on this text: every limit is tried, then it is false.
+        let p = Pattern::new(r"(a|a)*(?=b)c", false).unwrap();
+        let budget = RegexBudget::new(u64::MAX);
+        assert!(!p.is_match(&"a".repeat(40), &budget));
+        assert_eq!(
+            budget.stats(),
+            RegexStats {
+                attempts: 3,
+                over_limit: 1,
+                skipped: 0
+            }
+        );
+        // Not enough budget: not run, and the budget is spent.
+        let budget = RegexBudget::new(10);
+        assert!(!p.is_match("c", &budget));
+        assert_eq!(budget.stats().skipped, 1);
+        assert_eq!(budget.left(), 0);
+        // Linear patterns cost nothing.
+        let p = Pattern::new(r"(a|a)*c", false).unwrap();
+        let budget = RegexBudget::new(0);
+        assert!(!p.is_match(&"a".repeat(10_000), &budget));
+        assert_eq!(budget.stats(), RegexStats::default());
+    }
+}
