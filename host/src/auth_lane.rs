@@ -354,7 +354,12 @@ fn verdict(rt: &Runtime, plugin: &mut Plugin, event: &wit::Event, due: Instant) 
     if !plugin.is_warm() {
         return Err(Miss::Missed("warming".into()));
     }
-    let result = match plugin.authorize(rt, event, due - now) {
+    // One epoch tick short of the due time, so an interrupted plugin's reply (a
+    // timeout, which counts against it) still arrives before the lane stops waiting.
+    let budget = (due - now)
+        .saturating_sub(crate::engine::EPOCH_TICK)
+        .max(crate::engine::EPOCH_TICK);
+    let result = match plugin.authorize(rt, event, budget) {
         Ok(v) => Ok(v),
         Err(CallError::Quarantined) => Err(Miss::Quarantined),
         Err(CallError::Fault(f)) => Err(Miss::Missed(f.kind.as_str().into())),

@@ -255,9 +255,10 @@ pub fn build_pipeline(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<
         config.limits(),
         config.cache_dir().as_deref(),
     )?);
-    let processes: SharedProcessTable = Arc::new(RwLock::new(ward_event::ProcessTable::new(
-        config.agent.process_table_capacity,
-    )));
+    let processes: SharedProcessTable = Arc::new(RwLock::new(
+        ward_event::ProcessTable::new(config.agent.process_table_capacity)
+            .with_byte_budget(config.agent.process_table_bytes),
+    ));
     let mut loaded = crate::registry::load_all(&rt, config, &processes);
     for path in extra {
         match PluginSource::from_file(path)

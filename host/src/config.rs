@@ -95,6 +95,9 @@ pub struct AgentConfig {
     /// Process images kept in the process table.
     #[serde(default = "default_process_capacity")]
     pub process_table_capacity: usize,
+    /// Bytes the process table may hold (images, arguments, bookkeeping).
+    #[serde(default = "default_process_bytes")]
+    pub process_table_bytes: usize,
 }
 
 fn yes() -> bool {
@@ -112,6 +115,9 @@ fn default_max_line() -> usize {
 fn default_process_capacity() -> usize {
     ward_event::process_table::DEFAULT_CAPACITY
 }
+fn default_process_bytes() -> usize {
+    ward_event::process_table::DEFAULT_BYTE_BUDGET
+}
 
 impl Default for AgentConfig {
     fn default() -> Self {
@@ -123,6 +129,7 @@ impl Default for AgentConfig {
             batch_bytes: default_batch_bytes(),
             max_line_bytes: default_max_line(),
             process_table_capacity: default_process_capacity(),
+            process_table_bytes: default_process_bytes(),
         }
     }
 }
@@ -480,6 +487,12 @@ impl WardConfig {
             wide(a.process_table_capacity),
             1,
             10_000_000,
+        )?;
+        in_range(
+            "agent.process_table_bytes",
+            wide(a.process_table_bytes),
+            wide(ward_event::process_table::MAX_IMAGE_BYTES),
+            64 << 30,
         )?;
         let l = &self.limits;
         // wasm32 memories address at most 4 GiB.

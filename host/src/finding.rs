@@ -158,8 +158,13 @@ pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSumma
     };
     let (args, args_total) = match &event.data {
         wit::EventData::Exec(exec) => quote(&exec.args),
-        _ => match table.args(&convert::model_token(&actor.token)) {
-            Some(known) => quote(&known),
+        // The table keeps a capped argv and the true count.
+        _ => match table.argv(&convert::model_token(&actor.token)) {
+            Some(argv) => {
+                let (kept, cut) = quoted_args(&argv.kept);
+                let cut = cut || argv.truncated || argv.total > argv.kept.len();
+                (Some(kept), cut.then_some(argv.total))
+            }
             None => (None, None),
         },
     };

@@ -325,12 +325,23 @@ impl Pipeline {
             .detectors
             .iter()
             .any(|d| d.route.subscribes(msg.event.kind()));
-        if msg.action_type == Some(AUTH_ACTION)
-            && let Some(lane) = &mut self.lane
-        {
+        if msg.action_type == Some(AUTH_ACTION) {
+            // Detectors tell an AUTH event from a NOTIFY one by its request, on the
+            // bulk path too.
+            let mut event = convert::event(msg);
+            event.auth = Some(wit::AuthRequest {
+                deadline_ms: u32::try_from(self.options.auth.verdict_timeout.as_millis())
+                    .unwrap_or(u32::MAX),
+            });
+            let Some(lane) = &mut self.lane else {
+                // The lane runs on its own thread ([`run_source`]) and answers there.
+                if subscribed {
+                    self.enqueue(event, event_cost(msg), out);
+                }
+                return;
+            };
             // The verdict does not wait for the batch in hand: the lane has its own
             // instances, and plugins must not need on-events state to answer.
-            let event = convert::event(msg);
             let decision = lane.decide(&event, arrival);
             let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
             let records = auth_records(&decision, &event, &table);
@@ -521,6 +532,8 @@ fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[wit::Event]) -> Delivere
         detections: Vec::new(),
         quarantined_at: None,
     };
+    // Events are counted once, however often a split retries them.
+    plugin.stats.events += events.len() as u64;
     // A stack of half-open ranges, leftmost on top so events are delivered in order.
     let mut pending = vec![(0usize, events.len())];
     while let Some((start, end)) = pending.pop() {

@@ -679,12 +679,13 @@ impl Plugin {
         rt: &Runtime,
         events: &[wit::Event],
     ) -> Result<Vec<wit::Detection>, CallError> {
+        self.stats.events += events.len() as u64;
         self.on_events_split(rt, events, false)
     }
 
     /// [`Self::on_events`]; with `splittable`, a fault the input may have caused replaces
     /// the instance without counting against the plugin (`blamed: false`): the caller
-    /// retries the events in smaller batches.
+    /// retries the events in smaller batches. The caller counts the events delivered.
     pub fn on_events_split(
         &mut self,
         rt: &Runtime,
@@ -692,7 +693,6 @@ impl Plugin {
         splittable: bool,
     ) -> Result<Vec<wit::Detection>, CallError> {
         self.expect_kind(Kind::Detector, "on-events")?;
-        self.stats.events += events.len() as u64;
         let out = self.call(
             rt,
             rt.limits.deadline_ticks(),

@@ -41,6 +41,15 @@ pub const MAX_XATTRS: usize = 64;
 pub const MAX_XATTR_VALUE_BYTES: usize = 64 << 10;
 /// Deepest nesting of arrays and dictionaries `plist` converts.
 pub const MAX_PLIST_DEPTH: usize = ward_plist_json::MAX_DEPTH;
+/// Bytes of JSON one `plist` answer may hold: what jamf-analytics accepts, and a bound on
+/// what a small binary list whose objects share references can expand to.
+pub const MAX_PLIST_JSON_BYTES: usize = 2 << 20;
+/// The conversion's budgets: depth, values and output bytes, enforced while reading.
+pub const PLIST_LIMITS: ward_plist_json::Limits = ward_plist_json::Limits {
+    max_depth: MAX_PLIST_DEPTH,
+    max_nodes: ward_plist_json::MAX_NODES,
+    max_output_bytes: MAX_PLIST_JSON_BYTES,
+};
 /// Stack of the thread that parses and drops a property list: the parser builds values
 /// iteratively, but dropping a deeply nested value recurses. Virtual size; only the pages
 /// touched are committed.
@@ -449,7 +458,7 @@ pub fn read_plist_from(
         .name("ward-plist".into())
         .stack_size(PLIST_STACK_BYTES)
         .spawn(move || {
-            let json = ward_plist_json::parse(&bytes, MAX_PLIST_DEPTH)
+            let json = ward_plist_json::parse_with(&bytes, &PLIST_LIMITS)
                 .map_err(|e| format!("{label}: {e}"))?;
             Ok(json.to_string())
         })
