@@ -228,15 +228,8 @@ fn read_into(
         let dir = resolve(dir);
         let label = format!("config_dirs.{key}");
         let mut paths = Vec::new();
-        crate::analytics::yaml_files(&dir, &mut paths)
+        crate::analytics::yaml_files_capped(&dir, MAX_CONFIG_DIR_FILES, &mut paths)
             .map_err(|e| format!("{at}: {label}: {e:#}"))?;
-        if paths.len() > MAX_CONFIG_DIR_FILES {
-            return Err(format!(
-                "{at}: {label}: {} holds {} files (cap {MAX_CONFIG_DIR_FILES})",
-                dir.display(),
-                paths.len()
-            ));
-        }
         paths.sort();
         let mut budget = MAX_CONFIG_FILE_BYTES;
         let mut texts = serde_json::Map::new();

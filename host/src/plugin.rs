@@ -641,11 +641,10 @@ impl Plugin {
             let period =
                 quarantine_period(rt.limits.quarantine_base, rt.limits.quarantine_max, h.strikes);
             let reason = format!(
-                "{} faults within {}s; last: {}: {detail}; quarantined for {}s",
+                "{} faults within {:?}; last: {}: {detail}; quarantined for {period:?}",
                 h.recent_faults.len(),
-                rt.limits.fault_window.as_secs(),
+                rt.limits.fault_window,
                 kind.as_str(),
-                period.as_secs()
             );
             tracing::error!(plugin = %self.image.info.name, digest = %self.image.short_digest(), reason = %reason, "plugin quarantined");
             h.recent_faults.clear();
