@@ -379,6 +379,85 @@ fn fatal_errors_exit_nonzero_with_one_line() {
     assert!(out.stdout.is_empty());
 }
 
+/// An agent whose every detector was refused is a fatal error, not an exit 0 with no
+/// findings; a key a plugin does not read is refused naming the key and what it reads,
+/// and the rest still run.
+#[test]
+fn refusals_are_named_and_an_agent_with_no_detector_is_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let junk = dir.path().join("junk.wasm");
+    std::fs::write(&junk, b"not wasm").unwrap();
+    let none_left = dir.path().join("none.toml");
+    std::fs::write(
+        &none_left,
+        format!(
+            "[agent]\ndefault_content = false\n\n[[plugins]]\npath = {:?}\n",
+            junk.display().to_string()
+        ),
+    )
+    .unwrap();
+    let out = ward(&[
+        "replay",
+        "examples/streams/attack-chain.jsonl",
+        "--config",
+        none_left.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("no detector to run: every one was refused"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(out.stdout.is_empty());
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(
+        &typo,
+        "[builtin.command-abuse]\nconfig = { protected_label = \"com.example.agent\" }\n",
+    )
+    .unwrap();
+    let out = ward(&[
+        "replay",
+        "examples/streams/attack-chain.jsonl",
+        "--config",
+        typo.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("`protected_label` is not a config key command-abuse reads")
+            && err.contains("protected_labels"),
+        "{err}"
+    );
+    assert!(err.contains("1 plugin(s) refused"), "{err}");
+    assert!(!ndjson(&out).is_empty(), "the other plugins ran");
+}
+
+/// 5,000 nested parentheses in an admin analytic once overflowed the stack and aborted
+/// `ward analytics check`: now the one analytic is reported, the others load.
+#[test]
+fn analytics_check_reports_a_deeply_nested_analytic_without_crashing() {
+    let dir = tempfile::tempdir().unwrap();
+    let deep = format!(
+        "name: Deep\ninputType: GPProcessEvent\nfilter: {}$event.type == 1{}\n",
+        "(".repeat(5_000),
+        ")".repeat(5_000)
+    );
+    std::fs::write(dir.path().join("deep.yaml"), deep).unwrap();
+    std::fs::write(
+        dir.path().join("fine.yaml"),
+        "name: Fine\ninputType: GPProcessEvent\nfilter: $event.type == 1\n",
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(dir.path(), dir.path().join("loop")).unwrap();
+    let out = ward(&["analytics", "check", dir.path().to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("deep.yaml:3:") && text.contains("nested deeper than"), "{text}");
+    assert!(text.contains("fine.yaml: ok: Fine"), "{text}");
+    assert!(stderr(&out).contains("2 analytics, 1 loaded, 1 failed"), "{}", stderr(&out));
+}
+
 #[test]
 fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1015,6 +1094,29 @@ fn file_contents_reach_jamf_analytics_through_the_plist_grant() {
     );
     let elsewhere = tempfile::tempdir().unwrap();
     assert!(run(elsewhere.path()).is_empty());
+
+    // The same user-writable preferences file replaced by a binary property list whose
+    // objects share references (2^40 values from a few hundred bytes): the host refuses
+    // it while reading, the analytic stays quiet, the stream goes on.
+    let mut laughs = b"bplist00".to_vec();
+    let mut offsets = Vec::new();
+    for i in 0..10u8 {
+        offsets.push(laughs.len() as u32);
+        laughs.extend_from_slice(&[0xaf, 0x10, 16]);
+        laughs.extend(std::iter::repeat_n(i + 1, 16));
+    }
+    offsets.push(laughs.len() as u32);
+    laughs.push(0x09);
+    let table = laughs.len() as u64;
+    for o in &offsets {
+        laughs.extend_from_slice(&o.to_be_bytes());
+    }
+    laughs.extend_from_slice(&[0, 0, 0, 0, 0, 0, 4, 1]);
+    laughs.extend_from_slice(&11u64.to_be_bytes());
+    laughs.extend_from_slice(&0u64.to_be_bytes());
+    laughs.extend_from_slice(&table.to_be_bytes());
+    std::fs::write(&prefs, laughs).unwrap();
+    assert!(run(dir.path()).is_empty());
 }
 
 /// `ward bench --suite content` runs end to end on a small stream: every default plugin in

@@ -496,3 +496,83 @@ fn a_huge_prefilter_is_refused_at_load() {
     assert!(err.contains("describe() failed"), "{err}");
     assert!(err.contains("a list of 100000 items"), "{err}");
 }
+
+/// Class 9. A compile-cache entry is native code: it runs only if this agent wrote it for
+/// this component. An entry rewritten with a matching checksum (the old scheme's only
+/// check), an entry of one component put in place of another's, and `int3` bytes are all
+/// refused and recompiled — never executed.
+#[test]
+fn a_forged_compile_cache_entry_is_never_executed() {
+    use ward::cache::{CacheOutcome, CompileCache};
+    let dir = tempfile::tempdir().unwrap();
+    let cache_dir = dir.path().join("cache");
+    let engine = ward::engine::build_engine().unwrap();
+    let cache = CompileCache::open(&cache_dir, &engine).unwrap();
+    let prevent = std::fs::read(wasm("prevent-list")).unwrap();
+    let untrusted = std::fs::read(wasm("untrusted-exec")).unwrap();
+    let (p_digest, u_digest) = (ward::load::sha256_hex(&prevent), ward::load::sha256_hex(&untrusted));
+    for (d, b) in [(&p_digest, &prevent), (&u_digest, &untrusted)] {
+        assert_eq!(cache.load_or_compile(&engine, d, b).unwrap().1, CacheOutcome::Miss);
+    }
+    let entry = |digest: &str| {
+        std::fs::read_dir(&cache_dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| p.file_name().unwrap().to_string_lossy().starts_with(digest))
+            .unwrap()
+    };
+    let (p_entry, u_entry) = (entry(&p_digest), entry(&u_digest));
+
+    // untrusted-exec's (validly tagged) entry in prevent-list's place.
+    std::fs::copy(&u_entry, &p_entry).unwrap();
+    let (component, outcome) = cache.load_or_compile(&engine, &p_digest, &prevent).unwrap();
+    assert_eq!(outcome, CacheOutcome::Miss, "a swapped entry was loaded");
+    let exports: Vec<String> = component
+        .component_type()
+        .exports(&engine)
+        .map(|(n, _)| n.to_owned())
+        .collect();
+    assert!(exports.iter().any(|e| e == "authorize"), "{exports:?}");
+    assert_eq!(cache.load_or_compile(&engine, &p_digest, &prevent).unwrap().1, CacheOutcome::Hit);
+
+    // `int3` bytes with a fresh sha-256 sidecar, as the old cache would have accepted, and
+    // the same bytes under this format's magic with a made-up tag.
+    let int3 = vec![0xccu8; 4096];
+    for forged in [int3.clone(), [b"wardcw01".as_slice(), &[0u8; 32], &int3].concat()] {
+        std::fs::write(&p_entry, &forged).unwrap();
+        std::fs::write(
+            p_entry.with_extension("sha256"),
+            ward::load::sha256_hex(&forged),
+        )
+        .unwrap();
+        assert_eq!(
+            cache.load_or_compile(&engine, &p_digest, &prevent).unwrap().1,
+            CacheOutcome::Miss
+        );
+    }
+
+    // A key readable by others, or a cache directory others can write, is refused; so is
+    // a cache directory owned by another user (checked where this test runs as root).
+    let key = ward::cache::key_path(&cache_dir);
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = CompileCache::open(&cache_dir, &engine).unwrap_err();
+    assert!(format!("{err:#}").contains("readable by others"), "{err:#}");
+    std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let err = CompileCache::open(&cache_dir, &engine).unwrap_err();
+    assert!(format!("{err:#}").contains("can be written by others"), "{err:#}");
+    std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    assert!(CompileCache::open(&cache_dir, &engine).is_ok());
+    if rustix::process::geteuid().is_root() {
+        std::os::unix::fs::chown(&cache_dir, Some(65534), None).unwrap();
+        let err = CompileCache::open(&cache_dir, &engine).unwrap_err();
+        assert!(format!("{err:#}").contains("owned by uid 65534"), "{err:#}");
+    } else {
+        eprintln!("skipping the other-owner case: changing a directory's owner needs root");
+    }
+    // The runtime carries on without a cache it refused: components compile uncached.
+    let rt = Runtime::new(test_limits(), Some(&cache_dir)).unwrap();
+    assert!(rt.cache.is_none());
+}

@@ -781,6 +781,69 @@ mod tests {
         assert!(err.contains("batch_size"), "{err}");
     }
 
+    /// Every limit has a range, checked before any arithmetic: `memory_mib << 20` of a
+    /// huge value once wrapped to 0 and refused every plugin with exit 0.
+    #[test]
+    fn limits_out_of_range_are_refused_not_wrapped() {
+        for (text, key) in [
+            ("[limits]\nmemory_mib = 17592186044416\n", "limits.memory_mib must be 1..=4096"),
+            ("[limits]\nmemory_mib = 0\n", "limits.memory_mib"),
+            ("[limits]\ncall_timeout_ms = 0\n", "limits.call_timeout_ms"),
+            ("[limits]\nmax_faults = 0\n", "limits.max_faults"),
+            ("[limits]\nfault_window_secs = 99999999999\n", "limits.fault_window_secs"),
+            ("[limits]\nmax_findings_per_call = 10000000\n", "limits.max_findings_per_call"),
+            ("[limits]\nquarantine_secs = 600\nquarantine_max_secs = 60\n", "limits.quarantine_max_secs must be 600"),
+            ("[agent]\nbatch_bytes = 1\n", "agent.batch_bytes"),
+            ("[agent]\nmax_line_bytes = 18446744073709551615\n", "agent.max_line_bytes"),
+            ("[agent]\nprocess_table_capacity = 0\n", "agent.process_table_capacity"),
+            ("[agent]\nprocess_table_bytes = 10\n", "agent.process_table_bytes"),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(key) && err.contains("ward.toml"), "{text}: {err}");
+        }
+        let ok = parse("[limits]\nmemory_mib = 4096\n").unwrap();
+        assert_eq!(ok.limits().memory_bytes, 4 << 30);
+    }
+
+    /// A misspelt built-in name is a typo that would silently leave the real plugin as
+    /// it was: refused, naming the ones that exist.
+    #[test]
+    fn a_misspelt_builtin_is_refused() {
+        let err = parse("[builtin.untrusted-exe]\nmode = \"shadow\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no built-in plugin `untrusted-exe`"), "{err}");
+        assert!(err.contains("untrusted-exec"), "{err}");
+    }
+
+    /// A symlink loop in a `config_dirs` directory ends the walk instead of hanging
+    /// start-up with memory growing; a tree past the entry cap fails fast.
+    #[test]
+    fn directory_walks_survive_link_loops() {
+        let dir = tempfile::tempdir().unwrap();
+        let analytics = dir.path().join("analytics");
+        std::fs::create_dir_all(analytics.join("a/b")).unwrap();
+        std::fs::write(analytics.join("a/b/one.yaml"), "name: One\n").unwrap();
+        std::os::unix::fs::symlink(&analytics, analytics.join("a/b/loop")).unwrap();
+        std::os::unix::fs::symlink("../..", analytics.join("a/b/up")).unwrap();
+        std::os::unix::fs::symlink("gone", analytics.join("dangling")).unwrap();
+        let path = dir.path().join("ward.toml");
+        std::fs::write(
+            &path,
+            "[builtin.jamf-analytics]\nconfig_dirs = { analytics = \"analytics\" }\n",
+        )
+        .unwrap();
+        let config = WardConfig::load(&path).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_str(&config.builtin_options("jamf-analytics").config["analytics"])
+                .unwrap();
+        assert_eq!(json, serde_json::json!({"a/b/one.yaml": "name: One\n"}));
+        // Past the file cap: an error naming the directory, not a hang or a huge read.
+        let mut many = Vec::new();
+        let err = crate::analytics::yaml_files_capped(&analytics, 0, &mut many).unwrap_err();
+        assert!(format!("{err:#}").contains("more than 0 analytics files"), "{err:#}");
+    }
+
     #[test]
     fn plugin_paths_resolve_against_the_config_file() {
         let config = parse("[[plugins]]\npath = \"plugins/a.wasm\"\nmode = \"shadow\"\n[plugins.config]\nlimit = 5\nname = \"x\"\n").unwrap();

@@ -194,4 +194,28 @@ mod tests {
             "an empty prefilter matches all"
         );
     }
+
+    /// Thousands of entries are matched in one pass (an automaton), not scanned per event;
+    /// past the byte cap a prefilter is refused.
+    #[test]
+    fn large_prefilters_are_compiled_and_capped() {
+        let prefixes: Vec<String> = (0..16_000).map(|i| format!("/opt/app{i}/")).collect();
+        let contains: Vec<String> = (0..16_000).map(|i| format!("/frag{i}/")).collect();
+        let p = wit::Prefilter {
+            path_prefixes: prefixes.clone(),
+            path_contains: contains,
+            signing_ids: vec![],
+        };
+        let route = Route::new(&info(&["exec"], Some(p))).unwrap();
+        assert!(route.accepts(&exec("/opt/app15999/x/frag7/bin", "x")));
+        assert!(!route.accepts(&exec("/opt/app15999/x/bin", "x")), "no fragment");
+        assert!(!route.accepts(&exec("/tmp/opt/app1/frag7/bin", "x")), "a prefix is anchored");
+        let too_big = wit::Prefilter {
+            path_prefixes: vec!["/x".repeat(1 << 10); 1025],
+            path_contains: vec![],
+            signing_ids: vec![],
+        };
+        let err = Route::new(&info(&["exec"], Some(too_big))).unwrap_err();
+        assert!(err.contains("cap 1048576"), "{err}");
+    }
 }

@@ -686,6 +686,46 @@ mod tests {
         assert!(hash(&cache, &link, 1 << 20).is_err());
     }
 
+    /// A binary property list of a few hundred bytes whose arrays each hold 16 references
+    /// to the next expands to 16^10 values; it once took 15 GB before being killed. The
+    /// conversion's budgets stop it while reading.
+    pub(crate) fn billion_laughs() -> Vec<u8> {
+        let levels = 10u8;
+        let mut out = b"bplist00".to_vec();
+        let mut offsets = Vec::new();
+        for i in 0..levels {
+            offsets.push(out.len() as u32);
+            out.push(0xa0 | 0x0f);
+            out.extend_from_slice(&[0x10, 16]);
+            out.extend(std::iter::repeat_n(i + 1, 16));
+        }
+        offsets.push(out.len() as u32);
+        out.extend_from_slice(&[0x5f, 0x10, 200]);
+        out.extend(std::iter::repeat_n(b'A', 200));
+        let table = out.len() as u64;
+        for o in &offsets {
+            out.extend_from_slice(&o.to_be_bytes());
+        }
+        out.extend_from_slice(&[0; 6]);
+        out.push(4);
+        out.push(1);
+        out.extend_from_slice(&u64::from(levels + 1).to_be_bytes());
+        out.extend_from_slice(&0u64.to_be_bytes());
+        out.extend_from_slice(&table.to_be_bytes());
+        out
+    }
+
+    #[test]
+    fn a_billion_laughs_property_list_is_refused_while_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("com.apple.Terminal.plist");
+        let bytes = billion_laughs();
+        assert!(bytes.len() < 1024, "{}", bytes.len());
+        std::fs::write(&path, &bytes).unwrap();
+        let err = read_plist(&path).unwrap_err();
+        assert!(err.contains("expands to more than"), "{err}");
+    }
+
     #[test]
     fn extended_attributes_are_listed_with_values() {
         let dir = tempfile::tempdir().unwrap();
