@@ -453,9 +453,16 @@ fn analytics_check_reports_a_deeply_nested_analytic_without_crashing() {
     let out = ward(&["analytics", "check", dir.path().to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("deep.yaml:3:") && text.contains("nested deeper than"), "{text}");
+    assert!(
+        text.contains("deep.yaml:3:") && text.contains("nested deeper than"),
+        "{text}"
+    );
     assert!(text.contains("fine.yaml: ok: Fine"), "{text}");
-    assert!(stderr(&out).contains("2 analytics, 1 loaded, 1 failed"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("2 analytics, 1 loaded, 1 failed"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -666,10 +673,14 @@ fn replay_survives_hostile_plugins_given_on_the_command_line() {
         .find(|l| l.trim_start().starts_with("fixture-loop:"))
         .unwrap_or_else(|| panic!("{err}"));
     assert!(
-        line.contains("fixture-loop: 31 events,") && line.contains("0 findings, 0 errors, 3 faults"),
+        line.contains("fixture-loop: 31 events,")
+            && line.contains("0 findings, 0 errors, 3 faults"),
         "{line}"
     );
-    assert!(line.contains("split and retried") && line.contains("QUARANTINED"), "{line}");
+    assert!(
+        line.contains("split and retried") && line.contains("QUARANTINED"),
+        "{line}"
+    );
 }
 
 #[test]

@@ -3,6 +3,13 @@
 //! test per class of attack, each building its own hostile input (generated, sized to
 //! prove the bound in seconds). Each fails on the code before the hardening issue.
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
 mod common;
 
 use std::collections::BTreeMap;
@@ -104,7 +111,11 @@ fn a_flood_of_huge_command_lines_does_not_blind_the_detectors() {
     };
     let (quiet, _) = run(0);
     let (flooded, summary) = run(120);
-    assert_eq!(attack(&flooded), attack(&quiet), "the flood changed the attack's findings");
+    assert_eq!(
+        attack(&flooded),
+        attack(&quiet),
+        "the flood changed the attack's findings"
+    );
     assert!(
         !flooded.iter().any(|f| f.rule == "plugin-quarantined"),
         "{:?}",
@@ -126,7 +137,12 @@ fn quarantine_backs_off_and_is_released() {
         ..test_limits()
     });
     let procs = processes();
-    let plugins = vec![load_wasm(&rt, "fixture-trap", &LoadOptions::default(), &procs)];
+    let plugins = vec![load_wasm(
+        &rt,
+        "fixture-trap",
+        &LoadOptions::default(),
+        &procs,
+    )];
     let mut pipeline = Pipeline::new(
         rt,
         plugins,
@@ -152,8 +168,16 @@ fn quarantine_backs_off_and_is_released() {
     push_all(&mut pipeline, &input[10..20], &mut out);
     let s = &pipeline.summary().plugins[0];
     assert_eq!((s.faults, s.quarantines, s.releases), (6, 2, 1), "{s:?}");
-    assert!(s.quarantined.as_deref().unwrap().contains("quarantined for 600ms"));
-    let notices = out.iter().filter(|f| f.rule == "plugin-quarantined").count();
+    assert!(
+        s.quarantined
+            .as_deref()
+            .unwrap()
+            .contains("quarantined for 600ms")
+    );
+    let notices = out
+        .iter()
+        .filter(|f| f.rule == "plugin-quarantined")
+        .count();
     assert_eq!(notices, 2);
 }
 
@@ -163,13 +187,21 @@ fn auth_exec_of_update(records: &[Value]) -> (String, String) {
         .iter()
         .find(|v| v["event"]["exec"]["target"]["executable"]["path"] == "/private/tmp/update")
         .unwrap();
-    let cdhash = v["event"]["exec"]["target"]["cdhash"].as_str().unwrap().to_owned();
+    let cdhash = v["event"]["exec"]["target"]["cdhash"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let mut auth = v.clone();
     auth["action_type"] = Value::from(0);
     (auth.to_string(), cdhash)
 }
 
-fn load_with(rt: &Runtime, name: &str, config: &[(&str, &str)], procs: &ward::state::SharedProcessTable) -> Plugin {
+fn load_with(
+    rt: &Runtime,
+    name: &str,
+    config: &[(&str, &str)],
+    procs: &ward::state::SharedProcessTable,
+) -> Plugin {
     let options = LoadOptions {
         config: config
             .iter()
@@ -211,7 +243,9 @@ fn prevent_list_verdicts_hold_whatever_came_before() {
             ..PipelineOptions::default()
         },
     );
-    let mut input: Vec<String> = (0..40).map(|n| huge_exec(&template, n, 1_000_000)).collect();
+    let mut input: Vec<String> = (0..40)
+        .map(|n| huge_exec(&template, n, 1_000_000))
+        .collect();
     input.extend(text_lines(&records));
     let mut out = Vec::new();
     push_all(&mut pipeline, &input, &mut out);
@@ -224,7 +258,8 @@ fn prevent_list_verdicts_hold_whatever_came_before() {
     assert!(trap.quarantined.is_some(), "{trap:?}");
 
     let decide = |pipeline: &mut Pipeline, line: &str| {
-        let event = ward::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap());
+        let event =
+            ward::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap());
         pipeline.authorize(&event)
     };
     let d = decide(&mut pipeline, &listed);
@@ -267,7 +302,8 @@ fn a_binary_too_large_to_hash_in_time_is_undecided_then_denied_from_the_cache() 
         v["action_type"] = Value::from(0);
         v["process"]["audit_token"]["pid"] = Value::from(30_000 + n);
         v["event"]["exec"]["target"]["audit_token"]["pid"] = Value::from(30_000 + n);
-        v["event"]["exec"]["target"]["executable"]["path"] = Value::from(path.display().to_string());
+        v["event"]["exec"]["target"]["executable"]["path"] =
+            Value::from(path.display().to_string());
         v.to_string()
     };
     let rt = runtime_with(test_limits());
@@ -292,7 +328,8 @@ fn a_binary_too_large_to_hash_in_time_is_undecided_then_denied_from_the_cache() 
         },
     );
     let decide = |pipeline: &mut Pipeline, line: &str| {
-        let event = ward::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap());
+        let event =
+            ward::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap());
         pipeline.authorize(&event)
     };
     let first = decide(&mut pipeline, &exec_of(&big, 0));
@@ -315,13 +352,18 @@ fn a_binary_too_large_to_hash_in_time_is_undecided_then_denied_from_the_cache() 
         }
     }
     let denied = denied.expect("the background hash never reached the cache");
-    assert!(matches!(denied.decided_by, DecidedBy::Plugin { ref name, .. } if name == "prevent-list"));
+    assert!(
+        matches!(denied.decided_by, DecidedBy::Plugin { ref name, .. } if name == "prevent-list")
+    );
     // Three more large binaries, unlisted: undecided each time, never a fault.
     for n in 0..3 {
         let other = root.join(format!("other-{n}"));
         std::fs::write(&other, vec![n as u8 + 1; 96 << 20]).unwrap();
         let d = decide(&mut pipeline, &exec_of(&other, 10 + n));
-        assert!(matches!(d.decided_by, DecidedBy::Default { .. } | DecidedBy::Plugins), "{d:?}");
+        assert!(
+            matches!(d.decided_by, DecidedBy::Default { .. } | DecidedBy::Plugins),
+            "{d:?}"
+        );
     }
     let list = &pipeline.summary().plugins[0];
     assert_eq!((list.faults, list.quarantines), (0, 0), "{list:?}");
@@ -358,16 +400,27 @@ async fn auth_answers_do_not_wait_behind_a_stalled_batch() {
     );
     let input = format!("{}\n{listed}\n", records[0]);
     let sink = SharedSink::default();
-    let summary = ward::pipeline::run_stream(pipeline, std::io::Cursor::new(input.into_bytes()), sink.clone())
-        .await
-        .unwrap();
+    let summary = ward::pipeline::run_stream(
+        pipeline,
+        std::io::Cursor::new(input.into_bytes()),
+        sink.clone(),
+    )
+    .await
+    .unwrap();
     let out = lines(&sink.bytes());
     let answer: Vec<&Value> = out.iter().filter(|f| f["rule"] == "auth-denied").collect();
     assert_eq!(answer.len(), 1, "{out:?}");
     assert_eq!(answer[0]["evidence"]["decided_by"], "prevent-list");
     assert_eq!(summary.auth.defaulted, 0, "{:?}", summary.auth);
-    let looped = summary.plugins.iter().find(|p| p.name == "fixture-loop").unwrap();
-    assert!(looped.retried + looped.faults >= 1, "the batch was stalled: {looped:?}");
+    let looped = summary
+        .plugins
+        .iter()
+        .find(|p| p.name == "fixture-loop")
+        .unwrap();
+    assert!(
+        looped.retried + looped.faults >= 1,
+        "the batch was stalled: {looped:?}"
+    );
 }
 
 #[derive(Clone, Default)]
@@ -406,13 +459,28 @@ fn findings_share_one_capped_process_summary() {
     let mut pipeline = Pipeline::new(rt, plugins, procs, PipelineOptions::default());
     let mut out = Vec::new();
     push_all(&mut pipeline, &text_lines(&records), &mut out);
-    let about_curl: Vec<&FindingRecord> =
-        out.iter().filter(|f| f.process.path == "/usr/bin/curl").collect();
+    let about_curl: Vec<&FindingRecord> = out
+        .iter()
+        .filter(|f| f.process.path == "/usr/bin/curl")
+        .collect();
     assert!(about_curl.len() >= 2, "{about_curl:?}");
     for f in &about_curl {
-        assert!(Arc::ptr_eq(&f.process, &about_curl[0].process), "copied, not shared");
-        let bytes: usize = f.process.args.as_ref().unwrap().iter().map(String::len).sum();
-        assert!(bytes <= ward::finding::MAX_SUMMARY_ARGS_BYTES + 64, "{bytes} bytes of args");
+        assert!(
+            Arc::ptr_eq(&f.process, &about_curl[0].process),
+            "copied, not shared"
+        );
+        let bytes: usize = f
+            .process
+            .args
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(String::len)
+            .sum();
+        assert!(
+            bytes <= ward::finding::MAX_SUMMARY_ARGS_BYTES + 64,
+            "{bytes} bytes of args"
+        );
         assert!(f.process.args_total.is_some());
     }
 }
@@ -436,8 +504,17 @@ fn a_huge_deny_reason_is_cut_to_the_field_cap() {
     pipeline.push_line(listed.as_bytes(), &mut out);
     let shadow: Vec<_> = out.iter().filter(|f| f.rule == "auth-denied").collect();
     assert_eq!(shadow.len(), 1, "{out:?}");
-    let reason = &shadow[0].evidence.iter().find(|(k, _)| k == "reason").unwrap().1;
-    assert!(reason.len() < 9 << 10, "{} bytes of reason kept", reason.len());
+    let reason = &shadow[0]
+        .evidence
+        .iter()
+        .find(|(k, _)| k == "reason")
+        .unwrap()
+        .1;
+    assert!(
+        reason.len() < 9 << 10,
+        "{} bytes of reason kept",
+        reason.len()
+    );
     assert!(reason.ends_with("bytes cut]"));
 }
 
@@ -446,8 +523,12 @@ fn a_huge_deny_reason_is_cut_to_the_field_cap() {
 /// that descend from the ad-hoc dropper stay high severity, the dropper named.
 #[test]
 fn lineage_survives_an_exec_loop() {
-    let text = std::fs::read_to_string(root().join("examples/streams/account-takeover.jsonl")).unwrap();
-    let records: Vec<Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let text =
+        std::fs::read_to_string(root().join("examples/streams/account-takeover.jsonl")).unwrap();
+    let records: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let template = first_exec(&records);
     let mut input: Vec<String> = text_lines(&records[..6]);
     for n in 0..3_000 {
@@ -466,7 +547,12 @@ fn lineage_survives_an_exec_loop() {
     let rt = runtime();
     let procs: ward::state::SharedProcessTable =
         Arc::new(std::sync::RwLock::new(ward_event::ProcessTable::new(256)));
-    let plugins = vec![load_wasm(&rt, "account-manipulation", &LoadOptions::default(), &procs)];
+    let plugins = vec![load_wasm(
+        &rt,
+        "account-manipulation",
+        &LoadOptions::default(),
+        &procs,
+    )];
     let mut pipeline = Pipeline::new(rt, plugins, procs, PipelineOptions::default());
     let mut out = Vec::new();
     push_all(&mut pipeline, &input, &mut out);
@@ -492,7 +578,10 @@ fn a_huge_prefilter_is_refused_at_load() {
         ..LoadOptions::default()
     };
     let source = ward::load::PluginSource::from_file(&wasm("fixture-huge-output")).unwrap();
-    let err = ward::load::load(&rt, &source, &options, &procs).err().unwrap().to_string();
+    let err = ward::load::load(&rt, &source, &options, &procs)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("describe() failed"), "{err}");
     assert!(err.contains("a list of 100000 items"), "{err}");
 }
@@ -510,9 +599,15 @@ fn a_forged_compile_cache_entry_is_never_executed() {
     let cache = CompileCache::open(&cache_dir, &engine).unwrap();
     let prevent = std::fs::read(wasm("prevent-list")).unwrap();
     let untrusted = std::fs::read(wasm("untrusted-exec")).unwrap();
-    let (p_digest, u_digest) = (ward::load::sha256_hex(&prevent), ward::load::sha256_hex(&untrusted));
+    let (p_digest, u_digest) = (
+        ward::load::sha256_hex(&prevent),
+        ward::load::sha256_hex(&untrusted),
+    );
     for (d, b) in [(&p_digest, &prevent), (&u_digest, &untrusted)] {
-        assert_eq!(cache.load_or_compile(&engine, d, b).unwrap().1, CacheOutcome::Miss);
+        assert_eq!(
+            cache.load_or_compile(&engine, d, b).unwrap().1,
+            CacheOutcome::Miss
+        );
     }
     let entry = |digest: &str| {
         std::fs::read_dir(&cache_dir)
@@ -534,12 +629,21 @@ fn a_forged_compile_cache_entry_is_never_executed() {
         .map(|(n, _)| n.to_owned())
         .collect();
     assert!(exports.iter().any(|e| e == "authorize"), "{exports:?}");
-    assert_eq!(cache.load_or_compile(&engine, &p_digest, &prevent).unwrap().1, CacheOutcome::Hit);
+    assert_eq!(
+        cache
+            .load_or_compile(&engine, &p_digest, &prevent)
+            .unwrap()
+            .1,
+        CacheOutcome::Hit
+    );
 
     // `int3` bytes with a fresh sha-256 sidecar, as the old cache would have accepted, and
     // the same bytes under this format's magic with a made-up tag.
     let int3 = vec![0xccu8; 4096];
-    for forged in [int3.clone(), [b"wardcw01".as_slice(), &[0u8; 32], &int3].concat()] {
+    for forged in [
+        int3.clone(),
+        [b"wardcw01".as_slice(), &[0u8; 32], &int3].concat(),
+    ] {
         std::fs::write(&p_entry, &forged).unwrap();
         std::fs::write(
             p_entry.with_extension("sha256"),
@@ -547,7 +651,10 @@ fn a_forged_compile_cache_entry_is_never_executed() {
         )
         .unwrap();
         assert_eq!(
-            cache.load_or_compile(&engine, &p_digest, &prevent).unwrap().1,
+            cache
+                .load_or_compile(&engine, &p_digest, &prevent)
+                .unwrap()
+                .1,
             CacheOutcome::Miss
         );
     }
@@ -562,7 +669,10 @@ fn a_forged_compile_cache_entry_is_never_executed() {
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
     std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o777)).unwrap();
     let err = CompileCache::open(&cache_dir, &engine).unwrap_err();
-    assert!(format!("{err:#}").contains("can be written by others"), "{err:#}");
+    assert!(
+        format!("{err:#}").contains("can be written by others"),
+        "{err:#}"
+    );
     std::fs::set_permissions(&cache_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
     assert!(CompileCache::open(&cache_dir, &engine).is_ok());
     if rustix::process::geteuid().is_root() {

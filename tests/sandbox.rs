@@ -79,7 +79,10 @@ fn assert_contained(
         .find(|p| p.name == plugin_name)
         .unwrap();
     assert_eq!(hostile.faults, 3, "{fixture}: {hostile:?}");
-    assert!(hostile.retried > 0, "{fixture}: the batch was split first: {hostile:?}");
+    assert!(
+        hostile.retried > 0,
+        "{fixture}: the batch was split first: {hostile:?}"
+    );
     assert_eq!(
         hostile.calls,
         hostile.faults + hostile.retried,
@@ -783,7 +786,11 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         assert_eq!(r.rule, "auth-default-answer");
         assert_eq!(evidence(r, "answer"), answer);
         assert_eq!(evidence(r, "decided_by"), "default");
-        assert!(slow_missed(evidence(r, "missed")), "{}", evidence(r, "missed"));
+        assert!(
+            slow_missed(evidence(r, "missed")),
+            "{}",
+            evidence(r, "missed")
+        );
         assert_eq!(evidence(r, "deadline_ms"), "40");
         let summary = pipeline.summary();
         assert_eq!(summary.auth.defaulted, 1);
@@ -806,20 +813,27 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         .find(|l| l.windows(15).any(|w| w == b"\"action_type\":0"))
         .unwrap()
         .to_vec();
-    let mut event = ward::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
+    let event = ward::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
     for _ in 0..3 {
-        let d = pipeline.authorize(&mut event);
+        let d = pipeline.authorize(&event);
         assert_eq!(d.answer, ward::auth::Answer::Deny, "{d:?}");
     }
-    let d = pipeline.authorize(&mut event);
+    let d = pipeline.authorize(&event);
     assert_eq!(d.answer, ward::auth::Answer::Allow, "{d:?}");
-    assert!(matches!(d.decided_by, ward::auth::DecidedBy::Plugins), "{d:?}");
+    assert!(
+        matches!(d.decided_by, ward::auth::DecidedBy::Plugins),
+        "{d:?}"
+    );
     assert_eq!(
         d.skipped,
         [("fixture-slow-verdict".to_owned(), "quarantined".to_owned())]
     );
     let summary = pipeline.summary();
-    let slow = summary.plugins.iter().find(|p| p.name == "fixture-slow-verdict").unwrap();
+    let slow = summary
+        .plugins
+        .iter()
+        .find(|p| p.name == "fixture-slow-verdict")
+        .unwrap();
     assert_eq!((slow.faults, slow.quarantines), (3, 1), "{slow:?}");
 
     // After a timeout the spare instance takes over at once: the next verdict is asked of
@@ -834,11 +848,14 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         hour,
     );
     for _ in 0..2 {
-        let decision = pipeline.authorize(&mut event);
+        let decision = pipeline.authorize(&event);
         match &decision.decided_by {
             ward::auth::DecidedBy::Default { missed } => {
                 assert_eq!(missed.len(), 1);
-                assert!(slow_missed(&format!("{} ({})", missed[0].0, missed[0].1)), "{missed:?}");
+                assert!(
+                    slow_missed(&format!("{} ({})", missed[0].0, missed[0].1)),
+                    "{missed:?}"
+                );
             }
             other => panic!("{other:?}"),
         }

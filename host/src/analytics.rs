@@ -16,18 +16,25 @@ pub const MAX_WALK_ENTRIES: usize = 100_000;
 /// (one more is an error). Symlinks are followed, but each directory is entered once (by
 /// device and inode), so a link loop ends; depth and the entries looked at are counted as
 /// the walk goes, so a huge tree fails fast instead of filling memory.
-pub fn yaml_files_capped(dir: &Path, max_files: usize, out: &mut Vec<PathBuf>) -> anyhow::Result<()> {
+pub fn yaml_files_capped(
+    dir: &Path,
+    max_files: usize,
+    out: &mut Vec<PathBuf>,
+) -> anyhow::Result<()> {
     use std::os::unix::fs::MetadataExt;
     let mut seen = std::collections::HashSet::new();
     let mut looked = 0usize;
     let mut stack = vec![(dir.to_path_buf(), 0usize)];
     while let Some((here, depth)) = stack.pop() {
-        let meta = std::fs::metadata(&here).with_context(|| format!("cannot read {}", here.display()))?;
+        let meta =
+            std::fs::metadata(&here).with_context(|| format!("cannot read {}", here.display()))?;
         if !seen.insert((meta.dev(), meta.ino())) {
             tracing::warn!(dir = %here.display(), "directory already walked (a symlink loop or a second link); skipped");
             continue;
         }
-        for entry in std::fs::read_dir(&here).with_context(|| format!("cannot read {}", here.display()))? {
+        for entry in
+            std::fs::read_dir(&here).with_context(|| format!("cannot read {}", here.display()))?
+        {
             looked += 1;
             if looked > MAX_WALK_ENTRIES {
                 anyhow::bail!(
@@ -48,7 +55,9 @@ pub fn yaml_files_capped(dir: &Path, max_files: usize, out: &mut Vec<PathBuf>) -
                     );
                 }
                 stack.push((path, depth + 1));
-            } else if target.is_file() && path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+            } else if target.is_file()
+                && path.extension().is_some_and(|e| e == "yaml" || e == "yml")
+            {
                 out.push(path);
                 if out.len() > max_files {
                     anyhow::bail!("{}: more than {max_files} analytics files", dir.display());
@@ -74,10 +83,14 @@ fn read_analytic(path: &Path) -> anyhow::Result<String> {
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow::anyhow!("no such file"))?;
     if meta.len() > MAX_ANALYTIC_FILE_BYTES {
-        anyhow::bail!("{} bytes is over the {MAX_ANALYTIC_FILE_BYTES}-byte cap", meta.len());
+        anyhow::bail!(
+            "{} bytes is over the {MAX_ANALYTIC_FILE_BYTES}-byte cap",
+            meta.len()
+        );
     }
     let mut text = String::new();
-    file.take(MAX_ANALYTIC_FILE_BYTES).read_to_string(&mut text)?;
+    file.take(MAX_ANALYTIC_FILE_BYTES)
+        .read_to_string(&mut text)?;
     Ok(text)
 }
 

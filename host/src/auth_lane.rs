@@ -49,6 +49,9 @@ enum Msg {
     Stop,
 }
 
+/// A worker asked: (its index, the ask's id, where its reply comes).
+type Asked = (usize, u64, Receiver<Reply>);
+
 struct Reply {
     id: u64,
     result: Result<wit::Verdict, Miss>,
@@ -158,7 +161,11 @@ impl AuthLane {
         self.workers
             .iter()
             .map(|w| {
-                let s = w.stats.lock().unwrap_or_else(PoisonError::into_inner).clone();
+                let s = w
+                    .stats
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .clone();
                 (w.name.clone(), s)
             })
             .collect()
@@ -176,11 +183,13 @@ impl AuthLane {
         chosen: &[usize],
         event: &Arc<wit::Event>,
         due: Instant,
-    ) -> (Vec<(usize, u64, Receiver<Reply>)>, Vec<(String, Miss)>) {
+    ) -> (Vec<Asked>, Vec<(String, Miss)>) {
         let mut asked = Vec::new();
         let mut unasked = Vec::new();
         for &i in chosen {
-            let Some(w) = self.workers.get(i) else { continue };
+            let Some(w) = self.workers.get(i) else {
+                continue;
+            };
             self.next_id += 1;
             let id = self.next_id;
             let (reply_tx, reply_rx) = mpsc::sync_channel(1);
@@ -206,7 +215,7 @@ impl AuthLane {
     /// Waits for the replies of `asked` until `due`.
     fn collect(
         &self,
-        asked: Vec<(usize, u64, Receiver<Reply>)>,
+        asked: Vec<Asked>,
         due: Instant,
     ) -> Vec<(String, Result<wit::Verdict, Miss>)> {
         asked
@@ -268,7 +277,9 @@ impl AuthLane {
                     }
                 }
                 Ok(wit::Verdict::Allow | wit::Verdict::NoOpinion) => {}
-                Ok(wit::Verdict::Undecided(why)) => missed.push((name, format!("undecided: {why}"))),
+                Ok(wit::Verdict::Undecided(why)) => {
+                    missed.push((name, format!("undecided: {why}")))
+                }
                 Err(Miss::Quarantined) => skipped.push((name, "quarantined".to_owned())),
                 Err(Miss::Missed(why)) => missed.push((name, why)),
             }
@@ -343,7 +354,12 @@ fn build_spare(rt: &Arc<Runtime>, plugin: &Plugin, tx: &SyncSender<Msg>) -> bool
 }
 
 /// One worker's verdict for `event`, due at `due`.
-fn verdict(rt: &Runtime, plugin: &mut Plugin, event: &wit::Event, due: Instant) -> Result<wit::Verdict, Miss> {
+fn verdict(
+    rt: &Runtime,
+    plugin: &mut Plugin,
+    event: &wit::Event,
+    due: Instant,
+) -> Result<wit::Verdict, Miss> {
     let now = Instant::now();
     if plugin.held_at(now) {
         return Err(Miss::Quarantined);

@@ -71,7 +71,11 @@ fn euid() -> u32 {
 }
 
 /// `path` must be owned by us (or root) and writable by no one else, unless sticky.
-fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata, must_be_ours: bool) -> anyhow::Result<()> {
+fn check_owner_and_mode(
+    path: &Path,
+    meta: &std::fs::Metadata,
+    must_be_ours: bool,
+) -> anyhow::Result<()> {
     let me = euid();
     let owner = meta.uid();
     let ours = owner == me;
@@ -102,10 +106,13 @@ fn check_owner_and_mode(path: &Path, meta: &std::fs::Metadata, must_be_ours: boo
 /// Checks that nobody but this agent (and root) can change what `dir` holds: `dir` itself
 /// and every directory above it.
 fn check_directory(dir: &Path) -> anyhow::Result<()> {
-    let meta = std::fs::symlink_metadata(dir)
-        .with_context(|| format!("cannot stat {}", dir.display()))?;
+    let meta =
+        std::fs::symlink_metadata(dir).with_context(|| format!("cannot stat {}", dir.display()))?;
     if !meta.is_dir() {
-        bail!("{} is not a directory (a symlink is not accepted)", dir.display());
+        bail!(
+            "{} is not a directory (a symlink is not accepted)",
+            dir.display()
+        );
     }
     check_owner_and_mode(dir, &meta, true)?;
     let real = dir
@@ -171,7 +178,10 @@ fn load_key(path: &Path) -> anyhow::Result<[u8; KEY_BYTES]> {
 
 /// Where the key for the cache in `dir` lives: beside it, never inside it.
 pub fn key_path(dir: &Path) -> PathBuf {
-    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    let mut name = dir
+        .file_name()
+        .map(|n| n.to_os_string())
+        .unwrap_or_default();
     name.push(".key");
     dir.with_file_name(name)
 }
@@ -269,7 +279,11 @@ impl CompileCache {
             return reject("not a regular file of a sane size");
         }
         let mut stored = Vec::new();
-        if (&mut file).take(MAX_ENTRY_BYTES).read_to_end(&mut stored).is_err() {
+        if (&mut file)
+            .take(MAX_ENTRY_BYTES)
+            .read_to_end(&mut stored)
+            .is_err()
+        {
             return reject("unreadable");
         }
         let header = MAGIC.len() + TAG_BYTES;

@@ -473,8 +473,18 @@ impl WardConfig {
         // clamped into something else (`memory_mib << 20` of a huge value was once 0).
         let a = &self.agent;
         in_range("agent.batch_size", wide(a.batch_size), 1, 4096)?;
-        in_range("agent.batch_bytes", wide(a.batch_bytes), 64 << 10, 256 << 20)?;
-        in_range("agent.max_line_bytes", wide(a.max_line_bytes), 1024, 64 << 20)?;
+        in_range(
+            "agent.batch_bytes",
+            wide(a.batch_bytes),
+            64 << 10,
+            256 << 20,
+        )?;
+        in_range(
+            "agent.max_line_bytes",
+            wide(a.max_line_bytes),
+            1024,
+            64 << 20,
+        )?;
         in_range(
             "agent.process_table_capacity",
             wide(a.process_table_capacity),
@@ -493,7 +503,12 @@ impl WardConfig {
         in_range("limits.call_timeout_ms", l.call_timeout_ms, 1, 600_000)?;
         in_range("limits.init_timeout_ms", l.init_timeout_ms, 1, 600_000)?;
         in_range("limits.max_faults", u64::from(l.max_faults), 1, 1_000_000)?;
-        in_range("limits.fault_window_secs", l.fault_window_secs, 1, 7 * 86_400)?;
+        in_range(
+            "limits.fault_window_secs",
+            l.fault_window_secs,
+            1,
+            7 * 86_400,
+        )?;
         in_range(
             "limits.max_findings_per_call",
             wide(l.max_findings_per_call),
@@ -786,20 +801,44 @@ mod tests {
     #[test]
     fn limits_out_of_range_are_refused_not_wrapped() {
         for (text, key) in [
-            ("[limits]\nmemory_mib = 17592186044416\n", "limits.memory_mib must be 1..=4096"),
+            (
+                "[limits]\nmemory_mib = 17592186044416\n",
+                "limits.memory_mib must be 1..=4096",
+            ),
             ("[limits]\nmemory_mib = 0\n", "limits.memory_mib"),
             ("[limits]\ncall_timeout_ms = 0\n", "limits.call_timeout_ms"),
             ("[limits]\nmax_faults = 0\n", "limits.max_faults"),
-            ("[limits]\nfault_window_secs = 99999999999\n", "limits.fault_window_secs"),
-            ("[limits]\nmax_findings_per_call = 10000000\n", "limits.max_findings_per_call"),
-            ("[limits]\nquarantine_secs = 600\nquarantine_max_secs = 60\n", "limits.quarantine_max_secs must be 600"),
+            (
+                "[limits]\nfault_window_secs = 99999999999\n",
+                "limits.fault_window_secs",
+            ),
+            (
+                "[limits]\nmax_findings_per_call = 10000000\n",
+                "limits.max_findings_per_call",
+            ),
+            (
+                "[limits]\nquarantine_secs = 600\nquarantine_max_secs = 60\n",
+                "limits.quarantine_max_secs must be 600",
+            ),
             ("[agent]\nbatch_bytes = 1\n", "agent.batch_bytes"),
-            ("[agent]\nmax_line_bytes = 18446744073709551615\n", "agent.max_line_bytes"),
-            ("[agent]\nprocess_table_capacity = 0\n", "agent.process_table_capacity"),
-            ("[agent]\nprocess_table_bytes = 10\n", "agent.process_table_bytes"),
+            (
+                "[agent]\nmax_line_bytes = 18446744073709551615\n",
+                "agent.max_line_bytes",
+            ),
+            (
+                "[agent]\nprocess_table_capacity = 0\n",
+                "agent.process_table_capacity",
+            ),
+            (
+                "[agent]\nprocess_table_bytes = 10\n",
+                "agent.process_table_bytes",
+            ),
         ] {
             let err = parse(text).unwrap_err().to_string();
-            assert!(err.contains(key) && err.contains("ward.toml"), "{text}: {err}");
+            assert!(
+                err.contains(key) && err.contains("ward.toml"),
+                "{text}: {err}"
+            );
         }
         let ok = parse("[limits]\nmemory_mib = 4096\n").unwrap();
         assert_eq!(ok.limits().memory_bytes, 4 << 30);
@@ -841,7 +880,10 @@ mod tests {
         // Past the file cap: an error naming the directory, not a hang or a huge read.
         let mut many = Vec::new();
         let err = crate::analytics::yaml_files_capped(&analytics, 0, &mut many).unwrap_err();
-        assert!(format!("{err:#}").contains("more than 0 analytics files"), "{err:#}");
+        assert!(
+            format!("{err:#}").contains("more than 0 analytics files"),
+            "{err:#}"
+        );
     }
 
     #[test]

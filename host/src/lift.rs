@@ -171,7 +171,12 @@ impl Text {
         end
     }
 
-    fn lift(cx: &mut LiftContext<'_>, ty: InterfaceType, ptr: u32, len: u32) -> wasmtime::Result<Self> {
+    fn lift(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        ptr: u32,
+        len: u32,
+    ) -> wasmtime::Result<Self> {
         if !matches!(
             cx.options().string_encoding,
             wasmtime_environ::component::StringEncoding::Utf8
@@ -179,7 +184,10 @@ impl Text {
             wasmtime::bail!("only UTF-8 guests are supported");
         }
         let (start, full) = (ptr as usize, len as usize);
-        if start.checked_add(full).is_none_or(|end| end > cx.memory().len()) {
+        if start
+            .checked_add(full)
+            .is_none_or(|end| end > cx.memory().len())
+        {
             wasmtime::bail!("string pointer/length out of bounds of memory");
         }
         let cap = current().limits.field_bytes;
@@ -237,7 +245,12 @@ unsafe impl Lift for Text {
 pub struct List<T>(pub Vec<T>);
 
 impl<T: Lift> List<T> {
-    fn lift(cx: &mut LiftContext<'_>, ty: InterfaceType, ptr: u32, len: u32) -> wasmtime::Result<Self> {
+    fn lift(
+        cx: &mut LiftContext<'_>,
+        ty: InterfaceType,
+        ptr: u32,
+        len: u32,
+    ) -> wasmtime::Result<Self> {
         let items = len as usize;
         let max = current().limits.list_items;
         if items > max {
@@ -384,7 +397,9 @@ pub struct PluginError {
 
 impl From<PluginError> for wit::PluginError {
     fn from(e: PluginError) -> Self {
-        wit::PluginError { message: e.message.0 }
+        wit::PluginError {
+            message: e.message.0,
+        }
     }
 }
 

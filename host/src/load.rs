@@ -325,10 +325,12 @@ pub fn load(
         enrich: EnrichScope::from_grants(&options.grants, &options.file_scope, &rt.hash_cache)
             .map(Arc::new),
     };
-    let (mut instance, info) = Instance::start(rt, &instance_pre, kind, ctx.clone())
-        .map_err(|(_, reason)| LoadError::Describe {
-            origin: origin.clone(),
-            reason,
+    let (mut instance, info) =
+        Instance::start(rt, &instance_pre, kind, ctx.clone()).map_err(|(_, reason)| {
+            LoadError::Describe {
+                origin: origin.clone(),
+                reason,
+            }
         })?;
     if Kind::from_wit(info.kind) != kind {
         return Err(LoadError::Describe {

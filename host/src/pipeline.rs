@@ -314,7 +314,12 @@ impl Pipeline {
 
     /// Feeds one typed message that arrived at `arrival` (an AUTH event's deadline runs
     /// from then).
-    pub fn push_message_at(&mut self, msg: &Message, arrival: Instant, out: &mut Vec<FindingRecord>) {
+    pub fn push_message_at(
+        &mut self,
+        msg: &Message,
+        arrival: Instant,
+        out: &mut Vec<FindingRecord>,
+    ) {
         self.stats.lines += 1;
         self.stats.events += 1;
         self.processes
@@ -343,7 +348,10 @@ impl Pipeline {
             // The verdict does not wait for the batch in hand: the lane has its own
             // instances, and plugins must not need on-events state to answer.
             let decision = lane.decide(&event, arrival);
-            let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let records = auth_records(&decision, &event, &table);
             drop(table);
             self.findings += records.len() as u64;
@@ -362,12 +370,15 @@ impl Pipeline {
     /// Adds an event to the batch, flushing first if it would take the batch past its
     /// byte budget and after if the batch is full.
     fn enqueue(&mut self, event: wit::Event, cost: usize, out: &mut Vec<FindingRecord>) {
-        if !self.batch.is_empty() && self.batch_bytes.saturating_add(cost) > self.options.batch_bytes {
+        if !self.batch.is_empty()
+            && self.batch_bytes.saturating_add(cost) > self.options.batch_bytes
+        {
             self.flush(out);
         }
         self.batch.push(event);
         self.batch_bytes = self.batch_bytes.saturating_add(cost);
-        if self.batch.len() >= self.options.batch_size || self.batch_bytes >= self.options.batch_bytes
+        if self.batch.len() >= self.options.batch_size
+            || self.batch_bytes >= self.options.batch_bytes
         {
             self.flush(out);
         }
@@ -452,7 +463,10 @@ impl Pipeline {
                     self.selection.get(index).copied().unwrap_or(index)
                 }
             };
-            let table = self.processes.read().unwrap_or_else(PoisonError::into_inner);
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
             let shadow = routed.plugin.mode == Mode::Shadow;
             for (index, d) in delivered.detections {
                 let Some(event) = events.get(index) else {
@@ -468,7 +482,13 @@ impl Pipeline {
                 };
                 produced.push((
                     at,
-                    FindingRecord::with_process(routed.plugin.name(), shadow, d.finding, event, process),
+                    FindingRecord::with_process(
+                        routed.plugin.name(),
+                        shadow,
+                        d.finding,
+                        event,
+                        process,
+                    ),
                 ));
             }
             if let Some(index) = delivered.quarantined_at
@@ -495,7 +515,11 @@ impl Pipeline {
 
     /// Counts so far. A plugin's figures include its AUTH-lane instances.
     pub fn summary(&self) -> Summary {
-        let lane_stats = self.lane.as_ref().map(AuthLane::plugin_stats).unwrap_or_default();
+        let lane_stats = self
+            .lane
+            .as_ref()
+            .map(AuthLane::plugin_stats)
+            .unwrap_or_default();
         Summary {
             parse: self.stats.clone(),
             findings: self.findings + self.auth_elsewhere.1,
@@ -510,7 +534,10 @@ impl Pipeline {
                     PluginSummary::from_stats(d.plugin.name(), &stats, d.plugin.quarantined())
                 })
                 .collect(),
-            auth: self.lane.as_ref().map_or(self.auth_elsewhere.0, AuthLane::stats),
+            auth: self
+                .lane
+                .as_ref()
+                .map_or(self.auth_elsewhere.0, AuthLane::stats),
         }
     }
 }
@@ -611,10 +638,9 @@ where
                     Ok(msg) => Parsed::Message(Box::new(msg), arrival),
                     Err(e) => Parsed::Malformed(e),
                 },
-                Item::Line(Line::TooLong(len)) => Parsed::Malformed(ParseError::TooLong {
-                    len,
-                    max: max_line,
-                }),
+                Item::Line(Line::TooLong(len)) => {
+                    Parsed::Malformed(ParseError::TooLong { len, max: max_line })
+                }
                 Item::Message(msg) => Parsed::Message(msg, arrival),
             };
             if let Parsed::Message(msg, arrival) = &parsed

@@ -294,13 +294,10 @@ enum Exports {
     Remediator { plan: Func },
 }
 
-type OnEvents<'a> = TypedFunc<
-    (&'a [wit::Event],),
-    (Result<lift::List<lift::Detection>, lift::PluginError>,),
->;
+type OnEvents<'a> =
+    TypedFunc<(&'a [wit::Event],), (Result<lift::List<lift::Detection>, lift::PluginError>,)>;
 type Authorize<'a> = TypedFunc<(&'a wit::Event,), (lift::Verdict,)>;
-type Respond<'a, T> =
-    TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
+type Respond<'a, T> = TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
 type Describe = TypedFunc<(), (lift::PluginInfo,)>;
 
 /// One live instance of a plugin: its store and exports.
@@ -417,7 +414,9 @@ struct Health {
 /// How long the `strikes`-th quarantine in a row lasts: `base`, doubling, at most `max`.
 pub fn quarantine_period(base: Duration, max: Duration, strikes: u32) -> Duration {
     let doublings = strikes.saturating_sub(1).min(20);
-    base.saturating_mul(1u32 << doublings).min(max).max(base.min(max))
+    base.saturating_mul(1u32 << doublings)
+        .min(max)
+        .max(base.min(max))
 }
 
 /// One lane's handle on a loaded plugin: a warm instance and fault accounting.
@@ -500,7 +499,10 @@ impl Plugin {
 
     /// True when the plugin is quarantined and its quarantine has not run out by `now`.
     pub fn held_at(&self, now: Instant) -> bool {
-        self.health.quarantine.as_ref().is_some_and(|q| now < q.until)
+        self.health
+            .quarantine
+            .as_ref()
+            .is_some_and(|q| now < q.until)
     }
 
     /// Ends a quarantine whose time is up: the plugin is called again (on probation: a
@@ -580,7 +582,8 @@ impl Plugin {
         };
         let started = Instant::now();
         live.store.set_epoch_deadline(ticks);
-        let budget = crate::engine::EPOCH_TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
+        let budget =
+            crate::engine::EPOCH_TICK.saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
         live.store.data_mut().deadline = started.checked_add(budget);
         self.stats.calls += 1;
         let (result, usage) = lift::with_limits(limits, || f(&live.exports, &mut live.store));
@@ -602,7 +605,13 @@ impl Plugin {
         }
     }
 
-    fn record_fault(&mut self, rt: &Runtime, kind: FaultKind, detail: String, blame: bool) -> CallError {
+    fn record_fault(
+        &mut self,
+        rt: &Runtime,
+        kind: FaultKind,
+        detail: String,
+        blame: bool,
+    ) -> CallError {
         // Whatever the fault, the next call gets a fresh instance.
         self.live = None;
         if !blame {
@@ -630,16 +639,18 @@ impl Plugin {
         tracing::warn!(plugin = %self.image.info.name, digest = %self.image.short_digest(), fault = kind.as_str(), detail = %detail, "plugin fault; instance replaced");
         if quarantined_now {
             // A plugin that ran clean for the longest quarantine starts over at the base.
-            if h
-                .last_quarantine
+            if h.last_quarantine
                 .is_some_and(|t| now.duration_since(t) > rt.limits.quarantine_max.saturating_mul(2))
             {
                 h.strikes = 0;
             }
             h.strikes = h.strikes.saturating_add(1);
             h.last_quarantine = Some(now);
-            let period =
-                quarantine_period(rt.limits.quarantine_base, rt.limits.quarantine_max, h.strikes);
+            let period = quarantine_period(
+                rt.limits.quarantine_base,
+                rt.limits.quarantine_max,
+                h.strikes,
+            );
             let reason = format!(
                 "{} faults within {:?}; last: {}: {detail}; quarantined for {period:?}",
                 h.recent_faults.len(),
@@ -759,13 +770,19 @@ impl Plugin {
             total_bytes: rt.limits.max_artifact_bytes_per_call,
             list_items: rt.limits.max_results_per_call,
         };
-        let out = self.call(rt, rt.limits.deadline_ticks(), limits, false, |exports, store| {
-            let Exports::Collector { collect } = exports else {
-                return Err(wasmtime::Error::msg("world checked by expect_kind"));
-            };
-            let f: Respond<'_, lift::Artifact> = collect.typed(&*store)?;
-            Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
-        });
+        let out = self.call(
+            rt,
+            rt.limits.deadline_ticks(),
+            limits,
+            false,
+            |exports, store| {
+                let Exports::Collector { collect } = exports else {
+                    return Err(wasmtime::Error::msg("world checked by expect_kind"));
+                };
+                let f: Respond<'_, lift::Artifact> = collect.typed(&*store)?;
+                Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
+            },
+        );
         let artifacts: Vec<wit::Artifact> = self.unwrap_plugin_result(out)?;
         self.stats.results += artifacts.len() as u64;
         Ok(artifacts)
@@ -874,6 +891,9 @@ mod tests {
         assert_eq!(periods, [60, 120, 240, 480, 960, 1920, 3600, 3600, 3600]);
         assert_eq!(quarantine_period(base, max, u32::MAX).as_secs(), 3600);
         // A cap below the base wins.
-        assert_eq!(quarantine_period(base, Duration::from_secs(5), 1).as_secs(), 5);
+        assert_eq!(
+            quarantine_period(base, Duration::from_secs(5), 1).as_secs(),
+            5
+        );
     }
 }

@@ -107,9 +107,9 @@ impl Route {
             .as_ref()
             .is_none_or(|a| a.is_match(Input::new(path).anchored(Anchored::Yes)))
             && p.contains.as_ref().is_none_or(|a| a.is_match(path))
-            && p.signing_ids.as_ref().is_none_or(|ids| {
-                ids.contains(actor(event).signing_id.as_deref().unwrap_or(""))
-            })
+            && p.signing_ids
+                .as_ref()
+                .is_none_or(|ids| ids.contains(actor(event).signing_id.as_deref().unwrap_or("")))
     }
 }
 
@@ -208,8 +208,14 @@ mod tests {
         };
         let route = Route::new(&info(&["exec"], Some(p))).unwrap();
         assert!(route.accepts(&exec("/opt/app15999/x/frag7/bin", "x")));
-        assert!(!route.accepts(&exec("/opt/app15999/x/bin", "x")), "no fragment");
-        assert!(!route.accepts(&exec("/tmp/opt/app1/frag7/bin", "x")), "a prefix is anchored");
+        assert!(
+            !route.accepts(&exec("/opt/app15999/x/bin", "x")),
+            "no fragment"
+        );
+        assert!(
+            !route.accepts(&exec("/tmp/opt/app1/frag7/bin", "x")),
+            "a prefix is anchored"
+        );
         let too_big = wit::Prefilter {
             path_prefixes: vec!["/x".repeat(1 << 10); 1025],
             path_contains: vec![],

@@ -88,9 +88,9 @@ impl Resolved {
     /// Opens the entry as a regular file and returns it with its metadata.
     pub fn open_regular(&self) -> Result<(std::fs::File, std::fs::Metadata), ScopeError> {
         let file = self.open()?;
-        let meta = file.metadata().map_err(|e| {
-            ScopeError::Io(format!("{}: {e}", self.real.display()))
-        })?;
+        let meta = file
+            .metadata()
+            .map_err(|e| ScopeError::Io(format!("{}: {e}", self.real.display())))?;
         if !meta.is_file() {
             return Err(ScopeError::Io(format!(
                 "{}: not a regular file",
@@ -314,8 +314,17 @@ mod tests {
         std::io::Read::read_to_string(&mut f, &mut text).unwrap();
         assert_eq!(text, "x");
         // A symlink that stays inside is followed; its own entry is what metadata sees.
-        assert_eq!(s.resolve(&at("inner"), true).unwrap().unwrap().real, root.join("sub/a.plist"));
-        assert!(s.resolve(&at("inner"), false).unwrap().unwrap().file_type.is_symlink());
+        assert_eq!(
+            s.resolve(&at("inner"), true).unwrap().unwrap().real,
+            root.join("sub/a.plist")
+        );
+        assert!(
+            s.resolve(&at("inner"), false)
+                .unwrap()
+                .unwrap()
+                .file_type
+                .is_symlink()
+        );
         // Missing inside: none.
         assert!(s.resolve(&at("sub/missing"), true).unwrap().is_none());
         assert!(s.resolve(&at("gone/deeper/x"), true).unwrap().is_none());
@@ -326,10 +335,19 @@ mod tests {
             at("up"),
             at("sub/../sub/a.plist"),
         ] {
-            assert!(matches!(s.resolve(&p, true), Err(ScopeError::Denied(_))), "{p}");
+            assert!(
+                matches!(s.resolve(&p, true), Err(ScopeError::Denied(_))),
+                "{p}"
+            );
         }
-        assert!(matches!(s.resolve("relative/path", true), Err(ScopeError::Denied(_))));
-        assert!(matches!(s.resolve("/etc/passwd", true), Err(ScopeError::Denied(_))));
+        assert!(matches!(
+            s.resolve("relative/path", true),
+            Err(ScopeError::Denied(_))
+        ));
+        assert!(matches!(
+            s.resolve("/etc/passwd", true),
+            Err(ScopeError::Denied(_))
+        ));
     }
 
     #[test]
@@ -339,10 +357,22 @@ mod tests {
         std::os::unix::fs::symlink("b", root.join("a")).unwrap();
         std::os::unix::fs::symlink("a", root.join("b")).unwrap();
         let s = scope(&root);
-        let err = s.resolve(&format!("{}/a", root.display()), true).err().unwrap();
-        assert!(matches!(err, ScopeError::Io(ref m) if m.contains("too many symbolic links")), "{err:?}");
+        let err = s
+            .resolve(&format!("{}/a", root.display()), true)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ScopeError::Io(ref m) if m.contains("too many symbolic links")),
+            "{err:?}"
+        );
         let fifo = root.join("fifo");
-        assert!(std::process::Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+        assert!(
+            std::process::Command::new("mkfifo")
+                .arg(&fifo)
+                .status()
+                .unwrap()
+                .success()
+        );
         let r = s.resolve(fifo.to_str().unwrap(), true).unwrap().unwrap();
         assert!(matches!(r.open(), Err(ScopeError::Io(ref m)) if m.contains("not a regular file")));
     }
@@ -367,7 +397,11 @@ mod tests {
         let swapper = {
             let (inside, outside, stop) = (inside.clone(), outside.clone(), stop.clone());
             std::thread::spawn(move || {
-                let (d, parked, link) = (inside.join("d"), inside.join("d.real"), inside.join("d.link"));
+                let (d, parked, link) = (
+                    inside.join("d"),
+                    inside.join("d.real"),
+                    inside.join("d.link"),
+                );
                 let _ = std::os::unix::fs::symlink(&outside, &link);
                 while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                     // d → symlink to outside, then back to the real directory.
@@ -396,6 +430,9 @@ mod tests {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         swapper.join().unwrap();
         assert!(read_inside > 0, "the race never let a read through at all");
-        assert!(refused > 0, "the swap never raced the walk: the test proves nothing");
+        assert!(
+            refused > 0,
+            "the swap never raced the walk: the test proves nothing"
+        );
     }
 }

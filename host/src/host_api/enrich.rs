@@ -121,7 +121,12 @@ pub struct HashCache {
 
 impl std::fmt::Debug for Unfinished {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Unfinished({}, {} bytes done)", self.path.display(), self.done)
+        write!(
+            f,
+            "Unfinished({}, {} bytes done)",
+            self.path.display(),
+            self.done
+        )
     }
 }
 
@@ -254,7 +259,10 @@ impl HashCache {
     fn defer(self: &Arc<Self>, job: Unfinished) -> bool {
         let key = (job.path.clone(), job.version);
         {
-            let mut in_flight = self.in_flight.lock().unwrap_or_else(PoisonError::into_inner);
+            let mut in_flight = self
+                .in_flight
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
             if in_flight.contains(&key) {
                 return true;
             }
@@ -263,7 +271,9 @@ impl HashCache {
             }
             in_flight.insert(key.clone());
         }
-        let slot = self.background.get_or_init(|| Mutex::new(self.start_background()));
+        let slot = self
+            .background
+            .get_or_init(|| Mutex::new(self.start_background()));
         let sender = slot.lock().unwrap_or_else(PoisonError::into_inner).clone();
         let sent = match sender {
             Some(tx) => match tx.try_send(job) {
@@ -291,8 +301,13 @@ impl HashCache {
             .name("ward-hash".into())
             .spawn(move || {
                 while let Ok(mut job) = rx.recv() {
-                    let result =
-                        hash_until(&mut job.file, job.hasher.clone(), job.done, job.max_bytes, None);
+                    let result = hash_until(
+                        &mut job.file,
+                        job.hasher.clone(),
+                        job.done,
+                        job.max_bytes,
+                        None,
+                    );
                     let Some(cache) = cache.upgrade() else { break };
                     if let Ok(Hashed::Digest(digest)) = result
                         && unchanged(&job.file, job.version)
@@ -501,18 +516,28 @@ pub fn read_xattrs_from(file: &std::fs::File, shown: &Path) -> Result<Vec<Xattr>
 impl Host for PluginState {
     fn sha256(&mut self, path: String) -> Result<Option<String>, EnrichError> {
         let (scope, resolved) = resolve(self, CAP_HASH, |s| s.hash, &path)?;
-        let Some(resolved) = resolved else { return Ok(None) };
+        let Some(resolved) = resolved else {
+            return Ok(None);
+        };
         let (file, meta) = resolved.open_regular().map_err(from_scope_error)?;
         scope
             .cache
-            .sha256(file, &meta, &resolved.real, scope.files.max_hash_bytes, self.deadline)
+            .sha256(
+                file,
+                &meta,
+                &resolved.real,
+                scope.files.max_hash_bytes,
+                self.deadline,
+            )
             .map(Some)
             .map_err(EnrichError::Io)
     }
 
     fn xattrs(&mut self, path: String) -> Result<Option<Vec<Xattr>>, EnrichError> {
         let (_, resolved) = resolve(self, CAP_XATTR, |s| s.xattr, &path)?;
-        let Some(resolved) = resolved else { return Ok(None) };
+        let Some(resolved) = resolved else {
+            return Ok(None);
+        };
         let file = resolved.open().map_err(from_scope_error)?;
         read_xattrs_from(&file, &resolved.real)
             .map(Some)
@@ -521,7 +546,9 @@ impl Host for PluginState {
 
     fn plist(&mut self, path: String) -> Result<Option<String>, EnrichError> {
         let (_, resolved) = resolve(self, CAP_PLIST, |s| s.plist, &path)?;
-        let Some(resolved) = resolved else { return Ok(None) };
+        let Some(resolved) = resolved else {
+            return Ok(None);
+        };
         let (file, meta) = resolved.open_regular().map_err(from_scope_error)?;
         read_plist_from(file, &meta, &resolved.real)
             .map(Some)

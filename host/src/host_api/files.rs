@@ -41,9 +41,12 @@ impl Host for PluginState {
         };
         let stat = entry.lstat().map_err(from_scope)?;
         let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        // `st_mode` is a u16 on macOS, a u32 on Linux.
+        #[allow(clippy::useless_conversion)]
+        let mode = u32::from(stat.st_mode);
         Ok(Some(FileMetadata {
             size: u64::try_from(stat.st_size).unwrap_or(0),
-            mode: u32::from(stat.st_mode),
+            mode,
             uid: stat.st_uid,
             mtime: stat.st_mtime,
             is_dir: kind.is_dir(),
