@@ -71,7 +71,7 @@ fn push_all(pipeline: &mut Pipeline, lines: &[String], out: &mut Vec<FindingReco
     for l in lines {
         pipeline.push_line(l.as_bytes(), out);
     }
-    pipeline.flush(out);
+    pipeline.finish(out);
 }
 
 fn text_lines(records: &[Value]) -> Vec<String> {
@@ -502,6 +502,7 @@ fn a_huge_deny_reason_is_cut_to_the_field_cap() {
     let mut pipeline = Pipeline::new(rt, plugins, procs, PipelineOptions::default());
     let mut out = Vec::new();
     pipeline.push_line(listed.as_bytes(), &mut out);
+    pipeline.finish(&mut out);
     let shadow: Vec<_> = out.iter().filter(|f| f.rule == "auth-denied").collect();
     assert_eq!(shadow.len(), 1, "{out:?}");
     let reason = &shadow[0]
@@ -685,4 +686,137 @@ fn a_forged_compile_cache_entry_is_never_executed() {
     // The runtime carries on without a cache it refused: components compile uncached.
     let rt = Runtime::new(test_limits(), Some(&cache_dir)).unwrap();
     assert!(rt.cache.is_none());
+}
+
+/// Runs `plugins` over `input` with the threaded pipeline (reader, AUTH lane, detection
+/// stage, writer), as `ward replay` does.
+async fn replay(
+    rt: Arc<Runtime>,
+    plugins: Vec<Plugin>,
+    procs: ward::state::SharedProcessTable,
+    options: PipelineOptions,
+    input: String,
+) -> (Vec<Value>, ward::pipeline::Summary) {
+    let pipeline = Pipeline::new(rt, plugins, procs, options);
+    let sink = SharedSink::default();
+    let summary = ward::pipeline::run_stream(
+        pipeline,
+        std::io::Cursor::new(input.into_bytes()),
+        sink.clone(),
+    )
+    .await
+    .unwrap();
+    (lines(&sink.bytes()), summary)
+}
+
+/// Class 2. A burst of AUTH events read at once is decided side by side: each listed exec
+/// is denied by the prevent list within its own window, although a slow plugin takes each
+/// window whole; and the slow plugin is blamed only for the time it was given in full
+/// (once), never for the windows the burst cut short, so the burst cannot get it
+/// quarantined. A slow shadow plugin delays none of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_auth_events_is_decided_side_by_side() {
+    let records = chain();
+    let (listed, cdhash) = auth_exec_of_update(&records);
+    let burst: String = (0..6).map(|_| format!("{listed}\n")).collect();
+    let policy = AuthPolicy {
+        verdict_timeout: Duration::from_millis(200),
+        kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
+        ..AuthPolicy::default()
+    };
+    for slow_mode in [Mode::Enforce, Mode::Shadow] {
+        let rt = runtime_with(Limits {
+            call_timeout: Duration::from_secs(3600),
+            ..test_limits()
+        });
+        let procs = processes();
+        let slow = load_wasm(
+            &rt,
+            "fixture-slow-verdict",
+            &LoadOptions {
+                mode: slow_mode,
+                ..LoadOptions::default()
+            },
+            &procs,
+        );
+        let list = load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs);
+        let options = PipelineOptions {
+            auth: policy.clone(),
+            ..PipelineOptions::default()
+        };
+        let (out, summary) = replay(rt, vec![slow, list], procs, options, burst.clone()).await;
+        let denied = out
+            .iter()
+            .filter(|f| f["rule"] == "auth-denied" && f["shadow"].is_null())
+            .filter(|f| f["evidence"]["decided_by"] == "prevent-list")
+            .count();
+        assert_eq!(denied, 6, "{slow_mode:?}: {out:?}");
+        assert_eq!(
+            summary.auth.defaulted, 0,
+            "{slow_mode:?}: {:?}",
+            summary.auth
+        );
+        let slow = summary
+            .plugins
+            .iter()
+            .find(|p| p.name == "fixture-slow-verdict")
+            .unwrap();
+        assert!(
+            slow.faults <= 1,
+            "{slow_mode:?}: blamed for windows cut short: {slow:?}"
+        );
+        assert_eq!(slow.quarantines, 0, "{slow_mode:?}: {slow:?}");
+    }
+}
+
+/// Class 2. The AUTH lane decides with a process table that is up to date with the event:
+/// the reader records every event before handing AUTH ones on, so a stalled detection
+/// stage does not leave the verdict's record without the parent forked just before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_lane_sees_the_process_table_up_to_date() {
+    let records = chain();
+    let (listed, cdhash) = auth_exec_of_update(&records);
+    let v: Value = serde_json::from_str(&listed).unwrap();
+    let parent = v["process"]["parent_audit_token"].clone();
+    // The fork that made the exec's process, from its parent, just before it.
+    let fork = records
+        .iter()
+        .find(|r| {
+            r["event"]["fork"]["child"]["audit_token"]["pid"] == v["process"]["audit_token"]["pid"]
+        })
+        .unwrap()
+        .clone();
+    let rt = runtime_with(Limits {
+        call_timeout: Duration::from_secs(1),
+        ..test_limits()
+    });
+    let procs = processes();
+    let plugins = vec![
+        load_with(&rt, "fixture-loop", &[], &procs),
+        load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
+    ];
+    // The detection stage takes events one at a time and stalls a second on each (the
+    // loop); two large fillers close the reader's first chunk, so the fork and the AUTH
+    // exec reach the stage only after its stall, and the lane long before.
+    let template = first_exec(&records);
+    let input = format!(
+        "{}\n{}\n{}\n{fork}\n{listed}\n",
+        records[0],
+        huge_exec(&template, 1, 600_000),
+        huge_exec(&template, 2, 600_000)
+    );
+    let options = PipelineOptions {
+        batch_size: 1,
+        auth: AuthPolicy {
+            verdict_timeout: Duration::from_millis(500),
+            ..AuthPolicy::default()
+        },
+        ..PipelineOptions::default()
+    };
+    let (out, _) = replay(rt, plugins, procs, options, input).await;
+    let denied = out.iter().find(|f| f["rule"] == "auth-denied").unwrap();
+    assert_eq!(
+        denied["process"]["parent"]["pid"], parent["pid"],
+        "{denied}"
+    );
 }

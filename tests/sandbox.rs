@@ -456,6 +456,40 @@ fn collectors_read_only_inside_their_scope() {
     }
 }
 
+/// An artifact's bytes are bounded by the byte budget, not the item cap of other lists:
+/// a 64 KiB head is one artifact, not an output-limit fault.
+#[test]
+fn a_collector_returns_artifacts_larger_than_the_item_cap() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.bin");
+    let content: Vec<u8> = (0..64 << 10).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&big, &content).unwrap();
+    let rt = runtime();
+    let procs = processes();
+    let options = LoadOptions {
+        grants: vec!["file-read".into()],
+        file_scope: vec![dir.path().to_path_buf()],
+        config: BTreeMap::from([("head_bytes".to_owned(), (64 << 10).to_string())]),
+        ..LoadOptions::default()
+    };
+    let mut collector = load_wasm(&rt, "fixture-collector", &options, &procs);
+    let line = attack_chain()
+        .split(|&b| b == b'\n')
+        .find(|l| l.windows(8).any(|w| w == b"\"create\""))
+        .unwrap()
+        .to_vec();
+    let mut event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
+    if let ward::bindings::wit::EventData::Create(c) = &mut event.data {
+        c.path = big.display().to_string();
+    }
+    let artifacts = collector
+        .collect(&rt, &ward::plugin_test::synthetic_trigger(event))
+        .unwrap();
+    let head = artifacts.iter().find(|a| a.name == "head").unwrap();
+    assert_eq!(head.content, content);
+    assert_eq!(collector.stats.faults, 0);
+}
+
 #[test]
 fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
     use ward::cache::{CacheOutcome, CompileCache};
@@ -569,7 +603,7 @@ fn authorize_answers_with_the_plugins_verdict() {
     event.auth = Some(wit::AuthRequest { deadline_ms: 50 });
     // untrusted-exec reports but does not prevent: the SDK default answers no opinion.
     assert!(matches!(
-        detector.authorize(&rt, &event, std::time::Duration::from_millis(50)),
+        detector.authorize(&rt, &event, std::time::Duration::from_millis(50), false),
         Ok(wit::Verdict::NoOpinion)
     ));
     assert_eq!(detector.stats.faults, 0);
@@ -651,7 +685,7 @@ fn feed(
     for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         pipeline.push_line(line, &mut out);
     }
-    pipeline.flush(&mut out);
+    pipeline.finish(&mut out);
     out
 }
 

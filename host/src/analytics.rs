@@ -79,7 +79,7 @@ const MAX_ANALYTIC_FILE_BYTES: u64 = 1 << 20;
 
 fn read_analytic(path: &Path) -> anyhow::Result<String> {
     use std::io::Read as _;
-    let (file, meta) = crate::host_api::enrich::open_regular(path)
+    let (file, meta) = crate::host_api::enrich::open_regular_following(path)
         .map_err(anyhow::Error::msg)?
         .ok_or_else(|| anyhow::anyhow!("no such file"))?;
     if meta.len() > MAX_ANALYTIC_FILE_BYTES {

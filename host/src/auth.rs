@@ -149,6 +149,8 @@ pub struct AuthDecision {
     /// Plugins not asked because the AUTH lane holds them in quarantine: (plugin, why).
     /// They do not make the default answer (see [`crate::auth_lane`]).
     pub skipped: Vec<(String, String)>,
+    /// Plugins this event's faults quarantined in the AUTH lane: (plugin, sha-256, reason).
+    pub quarantined: Vec<(String, String, String)>,
     /// The deadline the plugins were given.
     pub deadline: Duration,
     /// How long deciding took.

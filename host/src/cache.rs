@@ -126,27 +126,29 @@ fn check_directory(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Reads the key at `path`, creating it (32 random bytes, 0600) if it does not exist.
+/// Reads the key at `path`, creating it (32 random bytes, 0600) if it does not exist. A
+/// new key is written whole to a temporary file and then linked into place, so a crash
+/// never leaves a short key behind, and two agents starting at once agree on one key.
 fn load_key(path: &Path) -> anyhow::Result<[u8; KEY_BYTES]> {
-    let created = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(path);
-    match created {
-        Ok(mut file) => {
-            let mut key = [0u8; KEY_BYTES];
-            File::open("/dev/urandom")
-                .and_then(|mut r| r.read_exact(&mut key))
-                .context("reading /dev/urandom for the compile-cache key")?;
-            file.write_all(&key)
-                .and_then(|()| file.sync_all())
-                .with_context(|| format!("writing {}", path.display()))?;
-            return Ok(key);
+    if std::fs::symlink_metadata(path).is_err() {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let mut key = [0u8; KEY_BYTES];
+        File::open("/dev/urandom")
+            .and_then(|mut r| r.read_exact(&mut key))
+            .context("reading /dev/urandom for the compile-cache key")?;
+        let mut tmp = tempfile::Builder::new()
+            .permissions(std::fs::Permissions::from_mode(0o600))
+            .tempfile_in(dir)
+            .with_context(|| format!("creating a key in {}", dir.display()))?;
+        tmp.write_all(&key)
+            .and_then(|()| tmp.as_file().sync_all())
+            .with_context(|| format!("writing a key in {}", dir.display()))?;
+        match std::fs::hard_link(tmp.path(), path) {
+            Ok(()) => return Ok(key),
+            // Another agent made one first: use that one.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
         }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(e).with_context(|| format!("creating {}", path.display())),
     }
     let mut file = OpenOptions::new()
         .read(true)

@@ -168,9 +168,10 @@ pub const MAX_CONFIG_DIR_FILES: usize = 10_000;
 fn read_text(path: &Path, at: &str, key: &str, budget: &mut u64) -> Result<String, String> {
     use std::io::Read as _;
     let shown = path.display();
-    // A regular file, opened without blocking (a FIFO must not hang start-up), read
-    // through the budget (a file growing after the size check cannot get past it).
-    let (file, _) = crate::host_api::enrich::open_regular(path)
+    // A regular file (the admin's own: links followed), opened without blocking (a FIFO
+    // must not hang start-up), read through the budget (a file growing after the size
+    // check cannot get past it).
+    let (file, _) = crate::host_api::enrich::open_regular_following(path)
         .map_err(|e| format!("{at}: {key}: {e}"))?
         .ok_or_else(|| format!("{at}: {key}: {shown}: No such file or directory"))?;
     let mut text = String::new();

@@ -240,7 +240,8 @@ unsafe impl Lift for Text {
 }
 
 /// A `list<T>` from the guest, refused past [`OutputLimits::list_items`] elements before
-/// any is read; each element's host size is charged to the budget first.
+/// any is read (a `list<u8>` only by the byte budget); each element's host size is
+/// charged to the budget first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct List<T>(pub Vec<T>);
 
@@ -252,7 +253,12 @@ impl<T: Lift> List<T> {
         len: u32,
     ) -> wasmtime::Result<Self> {
         let items = len as usize;
-        let max = current().limits.list_items;
+        // A list of bytes (an artifact's content) is bounded by the byte budget alone.
+        let max = if std::mem::size_of::<T>() == 1 {
+            usize::MAX
+        } else {
+            current().limits.list_items
+        };
         if items > max {
             return Err(wasmtime::Error::new(OutputLimitExceeded(format!(
                 "a list of {items} items (cap {max})"

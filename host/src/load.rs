@@ -114,6 +114,14 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// A `file_scope` root the admin named cannot be trusted.
+    #[error("plugin {origin}: {reason}")]
+    Scope {
+        /// File.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
     /// The admin set a config key the plugin does not declare in `describe()`.
     #[error("plugin {origin}: `{key}` is not a config key {plugin} reads (it reads: {known})")]
     UnknownConfigKey {
@@ -312,6 +320,10 @@ pub fn load(
     };
     checked.map_err(wrong_shape)?;
 
+    FileScope::check_roots(&options.file_scope).map_err(|reason| LoadError::Scope {
+        origin: origin.clone(),
+        reason,
+    })?;
     let file_scope = options
         .grants
         .iter()

@@ -9,7 +9,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 
 use crate::auth::{self, AuthDecision, AuthPolicy, AuthStats};
-use crate::auth_lane::AuthLane;
+use crate::auth_lane::{AuthLane, Inbox, Output as LaneOutput, ShadowOutcome};
 use crate::bindings::wit;
 use crate::convert;
 use crate::finding::FindingRecord;
@@ -185,6 +185,9 @@ pub struct Pipeline {
     lane: Option<AuthLane>,
     /// AUTH counts and findings of a lane that ran elsewhere.
     auth_elsewhere: (AuthStats, u64),
+    /// The reader of [`run_source`] records each event in the process table before the
+    /// AUTH lane and this stage see it.
+    observed_upstream: bool,
 }
 
 /// One item as the reader hands it over: parsed (with its arrival time) or not.
@@ -195,8 +198,8 @@ pub enum Parsed {
     Malformed(ParseError),
 }
 
-/// The findings recording `decision` on `event`: a deny or a default answer, and what
-/// shadow plugins would have denied.
+/// The findings recording `decision` on `event`: a deny or a default answer, and any
+/// plugin the event's faults quarantined in the AUTH lane.
 pub fn auth_records(
     decision: &AuthDecision,
     event: &wit::Event,
@@ -206,11 +209,26 @@ pub fn auth_records(
     if let Some(finding) = auth::record(decision) {
         out.push(FindingRecord::new("ward", false, finding, event, table));
     }
-    for finding in auth::shadow_records(decision) {
-        out.push(FindingRecord::new("ward", true, finding, event, table));
+    for (name, digest, reason) in &decision.quarantined {
+        let mut notice = FindingRecord::plugin_quarantined(name, digest, reason, event);
+        notice.evidence.push(("lane".into(), "auth".into()));
+        out.push(notice);
     }
     tracing::debug!(kind = %event.kind, answer = decision.answer.as_str(), elapsed_us = decision.elapsed.as_micros() as u64, "AUTH answered");
     out
+}
+
+/// The findings (shadow) recording what shadow-mode plugins would have denied.
+pub fn shadow_records(outcomes: Vec<ShadowOutcome>, table: &ProcessTable) -> Vec<FindingRecord> {
+    outcomes
+        .into_iter()
+        .flat_map(|o| {
+            auth::shadow_records(&o.decision)
+                .into_iter()
+                .map(|f| FindingRecord::new("ward", true, f, &o.event, table))
+                .collect::<Vec<_>>()
+        })
+        .collect()
 }
 
 impl Pipeline {
@@ -245,6 +263,7 @@ impl Pipeline {
             selection: Vec::new(),
             lane: Some(lane),
             auth_elsewhere: (AuthStats::default(), 0),
+            observed_upstream: false,
         }
     }
 
@@ -322,10 +341,12 @@ impl Pipeline {
     ) {
         self.stats.lines += 1;
         self.stats.events += 1;
-        self.processes
-            .write()
-            .unwrap_or_else(PoisonError::into_inner)
-            .observe(msg);
+        if !self.observed_upstream {
+            self.processes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(msg);
+        }
         let subscribed = self
             .detectors
             .iter()
@@ -348,11 +369,13 @@ impl Pipeline {
             // The verdict does not wait for the batch in hand: the lane has its own
             // instances, and plugins must not need on-events state to answer.
             let decision = lane.decide(&event, arrival);
+            let shadows = lane.take_shadow(false);
             let table = self
                 .processes
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
-            let records = auth_records(&decision, &event, &table);
+            let mut records = auth_records(&decision, &event, &table);
+            records.extend(shadow_records(shadows, &table));
             drop(table);
             self.findings += records.len() as u64;
             out.extend(records);
@@ -396,9 +419,27 @@ impl Pipeline {
                 },
                 shadow_denies: Vec::new(),
                 skipped: Vec::new(),
+                quarantined: Vec::new(),
                 deadline: self.options.auth.verdict_timeout,
                 elapsed: std::time::Duration::ZERO,
             },
+        }
+    }
+
+    /// Delivers the pending batch and waits for what shadow verdict plugins still owe:
+    /// the end of a stream.
+    pub fn finish(&mut self, out: &mut Vec<FindingRecord>) {
+        self.flush(out);
+        if let Some(lane) = &mut self.lane {
+            let shadows = lane.take_shadow(true);
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let records = shadow_records(shadows, &table);
+            drop(table);
+            self.findings += records.len() as u64;
+            out.extend(records);
         }
     }
 
@@ -528,10 +569,17 @@ impl Pipeline {
                 .iter()
                 .map(|d| {
                     let mut stats = d.plugin.stats.clone();
-                    if let Some((_, s)) = lane_stats.iter().find(|(n, _)| n == d.plugin.name()) {
-                        stats.add(s);
+                    let mut quarantined = d.plugin.quarantined().map(str::to_owned);
+                    if let Some((_, lane)) = lane_stats.iter().find(|(n, _)| n == d.plugin.name()) {
+                        stats.add(&lane.stats);
+                        if quarantined.is_none() {
+                            quarantined =
+                                lane.quarantined.as_ref().map(|r| format!("AUTH lane: {r}"));
+                        }
                     }
-                    PluginSummary::from_stats(d.plugin.name(), &stats, d.plugin.quarantined())
+                    let mut summary = PluginSummary::from_stats(d.plugin.name(), &stats, None);
+                    summary.quarantined = quarantined;
+                    summary
                 })
                 .collect(),
             auth: self
@@ -552,28 +600,47 @@ struct Delivered {
 
 /// Delivers `events` to `plugin`. A fault that the input may have caused (time, memory,
 /// output room) splits the batch in halves, each retried on a fresh instance, down to
-/// single events; only a fault on one event is blamed on the plugin. Stops at a
-/// quarantine. At most `2n - 1` calls for `n` events.
+/// single events; only a fault on one event is blamed on the plugin. The unblamed faults
+/// of one delivery are capped at the depth of one bisection (`log2 n + 1`): past that a
+/// fault on a larger part is blamed too, so a plugin that fails only on batches cannot
+/// stall the stage batch after batch without being quarantined. Stops at a quarantine.
+/// At most `2n - 1` calls for `n` events.
 fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[wit::Event]) -> Delivered {
+    // Events are counted once, however often a split retries them.
+    plugin.stats.events += events.len() as u64;
+    bisect(events.len(), |start, end, splittable| {
+        let Some(part) = events.get(start..end) else {
+            return Err(CallError::Host("range outside the batch".into()));
+        };
+        plugin.on_events_split(rt, part, splittable)
+    })
+}
+
+/// The splitting of [`deliver`], over any call: `call(start, end, splittable)` delivers
+/// events `start..end`.
+fn bisect(
+    len: usize,
+    mut call: impl FnMut(usize, usize, bool) -> Result<Vec<wit::Detection>, CallError>,
+) -> Delivered {
     let mut out = Delivered {
         detections: Vec::new(),
         quarantined_at: None,
     };
-    // Events are counted once, however often a split retries them.
-    plugin.stats.events += events.len() as u64;
+    let mut unblamed_left = (usize::BITS - len.leading_zeros()) as usize + 1;
     // A stack of half-open ranges, leftmost on top so events are delivered in order.
-    let mut pending = vec![(0usize, events.len())];
+    let mut pending = vec![(0usize, len)];
     while let Some((start, end)) = pending.pop() {
-        let Some(part) = events.get(start..end) else {
+        if start >= end {
             continue;
-        };
-        match plugin.on_events_split(rt, part, part.len() > 1) {
+        }
+        match call(start, end, end - start > 1 && unblamed_left > 0) {
             Ok(detections) => out.detections.extend(
                 detections
                     .into_iter()
                     .map(|d| (start + d.event_index as usize, d)),
             ),
             Err(CallError::Fault(f)) if !f.blamed => {
+                unblamed_left = unblamed_left.saturating_sub(1);
                 let mid = start + (end - start) / 2;
                 pending.push((mid, end));
                 pending.push((start, mid));
@@ -591,11 +658,69 @@ fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[wit::Event]) -> Delivere
 
 /// Items handed from the reader to the pipeline per message.
 const CHUNK_LINES: usize = 256;
+/// Bytes of events (their lines) per message: a chunk closes at this or at
+/// [`CHUNK_LINES`], so what waits between the reader and the detection stage is bounded in
+/// bytes, however large the lines.
+const CHUNK_BYTES: usize = 1 << 20;
 /// Chunks buffered between tasks.
 const CHANNEL_DEPTH: usize = 8;
-/// AUTH events queued for the AUTH lane; a full queue holds the reader back (each
-/// event's deadline keeps running from its arrival, so waiting here is never hidden).
-const AUTH_QUEUE: usize = 256;
+/// Bytes of AUTH events waiting for the AUTH lane; past it the reader waits (each event's
+/// deadline keeps running from its arrival, so waiting here is never hidden). One event is
+/// always let through, whatever its size.
+const AUTH_QUEUE_BYTES: usize = 8 << 20;
+
+/// Tells the AUTH lane, when dropped, that its source has ended.
+struct EndOnDrop(Option<std::sync::mpsc::Sender<Inbox>>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(lane) = &self.0 {
+            let _ = lane.send(Inbox::End);
+        }
+    }
+}
+
+/// A budget of bytes in flight between two threads: `acquire` waits for room.
+struct ByteGate {
+    /// Bytes in flight, and whether the consumer is gone.
+    used: std::sync::Mutex<(usize, bool)>,
+    freed: std::sync::Condvar,
+    cap: usize,
+}
+
+impl ByteGate {
+    fn new(cap: usize) -> Self {
+        Self {
+            used: std::sync::Mutex::new((0, false)),
+            freed: std::sync::Condvar::new(),
+            cap,
+        }
+    }
+
+    fn acquire(&self, n: usize) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.1 && state.0 > 0 && state.0.saturating_add(n) > self.cap {
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.0 = state.0.saturating_add(n);
+    }
+
+    fn release(&self, n: usize) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 = state.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The consumer is gone: nothing waits for room again.
+    fn close(&self) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 = true;
+        self.freed.notify_all();
+    }
+}
 
 /// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
 /// Returns the summary; fails only if the input cannot be read or the sink written.
@@ -610,10 +735,11 @@ where
 
 /// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`.
 ///
-/// Four threads joined by bounded channels: the reader reads and parses (stamping each
-/// event with its arrival) and hands AUTH events straight to the AUTH lane's thread as
-/// well as everything, in order, to the detection stage; both send findings to the
-/// writer. So an AUTH event never waits behind the batches in front of it.
+/// Four threads joined by bounded channels: the reader reads, parses and records each
+/// event in the process table (stamping it with its arrival), hands AUTH events straight to
+/// the AUTH lane's thread, and everything, in order, to the detection stage; both send
+/// findings to the writer. So an AUTH event never waits behind the batches in front of it,
+/// and its verdict sees a process table that is up to date with it.
 pub async fn run_source<W>(
     mut pipeline: Pipeline,
     mut source: Box<dyn EventSource>,
@@ -626,36 +752,62 @@ where
     let (finding_tx, mut finding_rx) =
         tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
     let lane = pipeline.take_auth_lane();
-    let (auth_tx, auth_rx) = std::sync::mpsc::sync_channel::<(Box<Message>, Instant)>(AUTH_QUEUE);
+    let auth_tx = lane.as_ref().map(AuthLane::sender);
+    let gate = Arc::new(ByteGate::new(AUTH_QUEUE_BYTES));
     let max_line = pipeline.options.max_line_bytes;
+    // The reader keeps the process table from here on.
+    pipeline.observed_upstream = true;
+    let table = Arc::clone(&pipeline.processes);
 
+    let reader_gate = Arc::clone(&gate);
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // However the reader ends (the source's end, an error, the stage gone), the lane
+        // is told no more events will come.
+        let auth_tx = EndOnDrop(auth_tx);
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut chunk_bytes = 0usize;
         while let Some(item) = source.next_item().context("reading the event stream")? {
             let arrival = Instant::now();
             let parsed = match item {
-                Item::Line(Line::Data(bytes)) => match parse_line(&bytes, max_line) {
-                    Ok(msg) => Parsed::Message(Box::new(msg), arrival),
-                    Err(e) => Parsed::Malformed(e),
-                },
+                Item::Line(Line::Data(bytes)) => {
+                    chunk_bytes += bytes.len();
+                    match parse_line(&bytes, max_line) {
+                        Ok(msg) => Parsed::Message(Box::new(msg), arrival),
+                        Err(e) => Parsed::Malformed(e),
+                    }
+                }
                 Item::Line(Line::TooLong(len)) => {
                     Parsed::Malformed(ParseError::TooLong { len, max: max_line })
                 }
-                Item::Message(msg) => Parsed::Message(msg, arrival),
+                Item::Message(msg) => {
+                    chunk_bytes += event_cost(&msg);
+                    Parsed::Message(msg, arrival)
+                }
             };
-            if let Parsed::Message(msg, arrival) = &parsed
-                && msg.action_type == Some(AUTH_ACTION)
-            {
-                // The lane gone (no verdict plugins running) is not an error.
-                let _ = auth_tx.send((msg.clone(), *arrival));
+            if let Parsed::Message(msg, arrival) = &parsed {
+                table
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .observe(msg);
+                if msg.action_type == Some(AUTH_ACTION)
+                    && let Some(lane) = &auth_tx.0
+                {
+                    let cost = event_cost(msg);
+                    reader_gate.acquire(cost);
+                    let sent = lane.send(Inbox::Event(msg.clone(), *arrival, cost));
+                    if sent.is_err() {
+                        reader_gate.release(cost);
+                    }
+                }
             }
             chunk.push(parsed);
             // Hand over a full chunk, or whatever is in hand before a read that may block:
             // a live source must not sit on events waiting for more.
-            if chunk.len() >= CHUNK_LINES || !source.has_buffered() {
+            if chunk.len() >= CHUNK_LINES || chunk_bytes >= CHUNK_BYTES || !source.has_buffered() {
                 if item_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
                     return Ok(());
                 }
+                chunk_bytes = 0;
                 chunk.reserve(CHUNK_LINES);
             }
         }
@@ -670,17 +822,20 @@ where
     let auth = tokio::task::spawn_blocking(move || -> Option<(AuthLane, u64)> {
         let mut lane = lane?;
         let mut recorded = 0u64;
-        while let Ok((msg, arrival)) = auth_rx.recv() {
-            let event = convert::event(&msg);
-            let decision = lane.decide(&event, arrival);
+        lane.run(|output| {
             let table = processes.read().unwrap_or_else(PoisonError::into_inner);
-            let records = auth_records(&decision, &event, &table);
+            let records = match output {
+                LaneOutput::Decided(d) => {
+                    gate.release(d.cost);
+                    auth_records(&d.decision, &d.event, &table)
+                }
+                LaneOutput::Shadow(s) => shadow_records(vec![s], &table),
+            };
             drop(table);
             recorded += records.len() as u64;
-            if !records.is_empty() && auth_findings.blocking_send(records).is_err() {
-                break;
-            }
-        }
+            records.is_empty() || auth_findings.blocking_send(records).is_ok()
+        });
+        gate.close();
         Some((lane, recorded))
     });
 
@@ -723,6 +878,7 @@ where
     if let Some((lane, recorded)) = auth.await.context("AUTH lane task")? {
         pipeline.restore_auth_lane(lane, recorded);
     }
+    pipeline.observed_upstream = false;
     writer.await.context("sink task")??;
     read_result?;
     Ok(pipeline.summary())
@@ -732,6 +888,31 @@ where
 mod tests {
     use super::*;
     use crate::source::MessageSource;
+
+    /// The AUTH queue's byte gate lets one oversized event through alone and holds the
+    /// next until room is made.
+    #[test]
+    fn the_byte_gate_bounds_bytes_in_flight() {
+        let gate = std::sync::Arc::new(ByteGate::new(100));
+        gate.acquire(250);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let gate = std::sync::Arc::clone(&gate);
+            std::thread::spawn(move || {
+                gate.acquire(10);
+                tx.send(()).unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "admitted past the budget");
+        gate.release(250);
+        rx.recv().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(gate.used.lock().unwrap().0, 10);
+        // Once the consumer is gone nothing waits.
+        gate.close();
+        gate.acquire(1 << 40);
+    }
 
     /// A source that yields typed messages (as a native ES client would) skips the parser
     /// and reaches the same detectors with the same results.
@@ -771,6 +952,86 @@ mod tests {
             .filter(|&&b| b == b'\n')
             .count();
         assert_eq!(lines, 15);
+    }
+
+    fn fault(blamed: bool, quarantined_now: bool) -> CallError {
+        CallError::Fault(crate::plugin::Fault {
+            kind: crate::plugin::FaultKind::Timeout,
+            detail: String::new(),
+            quarantined_now,
+            blamed,
+        })
+    }
+
+    fn detection(event_index: u32) -> wit::Detection {
+        wit::Detection {
+            event_index,
+            finding: wit::Finding {
+                rule: "r".into(),
+                severity: wit::Severity::Low,
+                attack: vec![],
+                message: String::new(),
+                evidence: vec![],
+            },
+        }
+    }
+
+    /// One poisoned event in 64 is found by halving (7 calls down its path), the other 63
+    /// delivered, every finding at its batch position; only the single-event fault is
+    /// blamed.
+    #[test]
+    fn a_fault_is_isolated_by_halving_down_to_one_event() {
+        let mut calls = Vec::new();
+        let out = bisect(64, |start, end, splittable| {
+            calls.push((start, end, splittable));
+            if (start..end).contains(&37) {
+                return Err(fault(end - start == 1 || !splittable, false));
+            }
+            Ok((0..(end - start) as u32).map(detection).collect())
+        });
+        let positions: Vec<usize> = out.detections.iter().map(|(p, _)| *p).collect();
+        assert_eq!(positions, (0..64).filter(|&p| p != 37).collect::<Vec<_>>());
+        assert!(calls.len() <= 2 * 64 - 1);
+        let blamed = calls
+            .iter()
+            .filter(|(s, e, _)| e - s == 1 && *s == 37)
+            .count();
+        assert_eq!(blamed, 1, "{calls:?}");
+    }
+
+    /// A plugin that fails on every batch of more than one event (but not alone) cannot
+    /// stall the stage for ever unblamed: after one bisection's depth of unblamed faults,
+    /// the next fault on a larger part is blamed (and so counts towards quarantine).
+    #[test]
+    fn unblamed_retries_are_capped_at_one_bisection_depth() {
+        let mut unblamed = 0;
+        let mut blamed = 0;
+        let mut calls = 0;
+        bisect(64, |start, end, splittable| {
+            calls += 1;
+            if end - start > 1 {
+                if splittable {
+                    unblamed += 1;
+                    return Err(fault(false, false));
+                }
+                blamed += 1;
+                return Err(fault(true, false));
+            }
+            Ok(Vec::new())
+        });
+        assert_eq!(unblamed, 8, "log2(64) + 1 unblamed faults at most");
+        assert!(blamed > 0);
+        assert!(
+            calls < 64,
+            "{calls} calls: the budget stopped the splitting early"
+        );
+        // A quarantine stops the delivery at once.
+        let mut after = 0;
+        let out = bisect(8, |_, _, _| {
+            after += 1;
+            Err(fault(true, true))
+        });
+        assert_eq!((after, out.quarantined_at), (1, Some(0)));
     }
 
     #[derive(Clone, Default)]

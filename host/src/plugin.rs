@@ -536,6 +536,20 @@ impl Plugin {
         }
     }
 
+    /// Counts a fault that happened outside a call of this handle (a spare instance built
+    /// on another thread failed to start). Returns the fault.
+    pub fn note_fault(&mut self, rt: &Runtime, kind: FaultKind, detail: String) -> Fault {
+        match self.record_fault(rt, kind, detail, true) {
+            CallError::Fault(f) => f,
+            _ => Fault {
+                kind,
+                detail: String::new(),
+                quarantined_now: false,
+                blamed: true,
+            },
+        }
+    }
+
     /// Takes `instance` (built elsewhere, e.g. on a spare-building thread) as the live
     /// one if none is live; otherwise hands it back.
     pub fn adopt(&mut self, instance: Instance) -> Option<Instance> {
@@ -561,14 +575,14 @@ impl Plugin {
     }
 
     /// Runs `f` on a warm instance within `ticks` epoch ticks and `limits`, replacing the
-    /// instance on a fault — counted against the plugin unless `splittable` and the fault
-    /// is one the input may have caused ([`FaultKind::may_be_the_input`]).
+    /// instance on a fault — counted against the plugin unless `excused` says the fault
+    /// was not its doing (a batch the caller will split, a budget the host cut short).
     fn call<T>(
         &mut self,
         rt: &Runtime,
         ticks: u64,
         limits: OutputLimits,
-        splittable: bool,
+        excused: impl Fn(FaultKind) -> bool,
         f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
         let now = Instant::now();
@@ -599,7 +613,7 @@ impl Plugin {
             // The instance may be in any state after a trap: drop it.
             Err(e) => {
                 let (kind, detail) = classify(&e);
-                let blame = !(splittable && kind.may_be_the_input());
+                let blame = !excused(kind);
                 Err(self.record_fault(rt, kind, detail, blame))
             }
         }
@@ -707,7 +721,7 @@ impl Plugin {
             rt,
             rt.limits.deadline_ticks(),
             Self::event_limits(rt),
-            splittable,
+            |kind| splittable && kind.may_be_the_input(),
             |exports, store| {
                 let Exports::Detector { on_events, .. } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
@@ -734,12 +748,15 @@ impl Plugin {
 
     /// Asks a detector for a verdict on an AUTH event, within `budget` (and never longer
     /// than the per-call cap): past it the guest is interrupted and the call is a
-    /// `timeout` fault. Host imports see the same deadline.
+    /// `timeout` fault. Host imports see the same deadline. With `short`, the budget was
+    /// cut below the plugin's due (the event waited for a turn), so running out of it is
+    /// not counted against the plugin.
     pub fn authorize(
         &mut self,
         rt: &Runtime,
         event: &wit::Event,
         budget: Duration,
+        short: bool,
     ) -> Result<wit::Verdict, CallError> {
         self.expect_kind(Kind::Detector, "authorize")?;
         self.stats.events += 1;
@@ -749,7 +766,8 @@ impl Plugin {
             total_bytes: rt.limits.max_field_bytes,
             list_items: 0,
         };
-        self.call(rt, ticks, limits, false, |exports, store| {
+        let excused = move |kind: FaultKind| short && kind == FaultKind::Timeout;
+        self.call(rt, ticks, limits, excused, |exports, store| {
             let Exports::Detector { authorize, .. } = exports else {
                 return Err(wasmtime::Error::msg("world checked by expect_kind"));
             };
@@ -774,7 +792,7 @@ impl Plugin {
             rt,
             rt.limits.deadline_ticks(),
             limits,
-            false,
+            |_| false,
             |exports, store| {
                 let Exports::Collector { collect } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
@@ -799,7 +817,7 @@ impl Plugin {
             rt,
             rt.limits.deadline_ticks(),
             Self::event_limits(rt),
-            false,
+            |_| false,
             |exports, store| {
                 let Exports::Remediator { plan } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));

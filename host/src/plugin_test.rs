@@ -134,7 +134,7 @@ fn run_detector(
             }
         }
     }
-    pipeline.flush(&mut out);
+    pipeline.finish(&mut out);
     let summary = pipeline.summary();
     eprintln!("ward plugin test: {summary}");
     let faults = summary.plugins.iter().map(|p| p.faults).sum();

@@ -29,6 +29,8 @@ pub const MAX_SYMLINK_HOPS: usize = 32;
 /// Components one resolution walks, symlink targets included: a bound on the work a
 /// hostile tree of links can ask for.
 pub const MAX_COMPONENTS: usize = 4096;
+/// Longest real path a resolution builds (Linux's `PATH_MAX`; macOS's is 1024).
+pub const MAX_REAL_PATH_BYTES: usize = 4096;
 
 /// Default cap on one `read`.
 pub const DEFAULT_MAX_READ_BYTES: u32 = 1 << 20;
@@ -47,7 +49,10 @@ pub enum ScopeError {
 /// The directories a plugin may read, and its size caps.
 #[derive(Debug, Clone)]
 pub struct FileScope {
+    /// The roots, canonical: what the resolved real path must lie under.
     roots: Vec<PathBuf>,
+    /// The roots as configured and canonical: what a walk may pass on its way.
+    reach: Vec<PathBuf>,
     /// Cap on one read.
     pub max_read_bytes: u32,
     /// Cap on hashed file size.
@@ -100,6 +105,27 @@ impl Resolved {
         Ok((file, meta))
     }
 
+    /// [`Self::open_regular`] for reading contents: also refuses a hard link whose owner
+    /// is not the owner of the directory it sits in — a user may hard-link a file it
+    /// cannot read (root's) into a directory of its own, inside a scope, for the agent to
+    /// read for it.
+    pub fn open_for_contents(&self) -> Result<(std::fs::File, std::fs::Metadata), ScopeError> {
+        use std::os::unix::fs::MetadataExt;
+        let (file, meta) = self.open_regular()?;
+        if meta.nlink() > 1 {
+            let dir = rustix::fs::fstat(&self.dir).map_err(|e| io_err(&self.real, e))?;
+            if dir.st_uid != meta.uid() {
+                return Err(ScopeError::Denied(format!(
+                    "{}: a hard link to a file of uid {} in a directory of uid {}",
+                    self.real.display(),
+                    meta.uid(),
+                    dir.st_uid
+                )));
+            }
+        }
+        Ok((file, meta))
+    }
+
     /// `lstat` of the entry, relative to its directory's handle.
     pub fn lstat(&self) -> Result<rustix::fs::Stat, ScopeError> {
         rustix::fs::statat(&self.dir, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
@@ -123,17 +149,64 @@ fn dir_flags() -> OFlags {
 
 impl FileScope {
     /// A scope over `roots` (canonicalised where they exist: the admin's configuration,
-    /// read once at load).
+    /// read once at load; see [`Self::check_roots`]).
     pub fn new(roots: &[PathBuf]) -> Self {
-        let roots = roots
+        let mut all: Vec<PathBuf> = Vec::new();
+        for r in roots {
+            if let Ok(real) = r.canonicalize() {
+                all.push(real);
+            }
+            all.push(r.clone());
+        }
+        all.sort();
+        all.dedup();
+        let canonical = roots
             .iter()
             .map(|r| r.canonicalize().unwrap_or_else(|_| r.clone()))
             .collect();
         Self {
-            roots,
+            roots: canonical,
+            reach: all,
             max_read_bytes: DEFAULT_MAX_READ_BYTES,
             max_hash_bytes: DEFAULT_MAX_HASH_BYTES,
         }
+    }
+
+    /// Refuses a root that reaches its directory through a symlink someone other than
+    /// root could change: canonicalising it at load would otherwise follow that user's
+    /// link (`~/Library/LaunchAgents` swapped for a link to `/` makes the scope the whole
+    /// disk). System links (`/tmp`, `/var`, `/etc` on macOS) live in root-owned
+    /// directories and pass.
+    pub fn check_roots(roots: &[PathBuf]) -> Result<(), String> {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        for root in roots {
+            let mut prefix = PathBuf::new();
+            for c in root.components() {
+                prefix.push(c);
+                let Ok(meta) = std::fs::symlink_metadata(&prefix) else {
+                    break;
+                };
+                if !meta.file_type().is_symlink() {
+                    continue;
+                }
+                let parent = prefix.parent().unwrap_or(Path::new("/"));
+                let dir = std::fs::metadata(parent).map_err(|e| {
+                    format!("file_scope {}: {}: {e}", root.display(), parent.display())
+                })?;
+                if dir.uid() != 0 || dir.permissions().mode() & 0o022 != 0 {
+                    return Err(format!(
+                        "file_scope {}: {} is a symlink in {}, which uid {} (mode {:o}) can change; \
+                         name the directory it points to instead",
+                        root.display(),
+                        prefix.display(),
+                        parent.display(),
+                        dir.uid(),
+                        dir.permissions().mode() & 0o7777
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// True if `path` (a real path) lies under a root.
@@ -141,10 +214,35 @@ impl FileScope {
         self.roots.iter().any(|root| path.starts_with(root))
     }
 
+    /// True if a walk that has got as far as `path` can still end inside the scope: it is
+    /// inside a root, or on the way to one (as written or as resolved). One component below
+    /// `/` is always allowed, for the system's own links (`/var` → `/private/var`).
+    fn may_reach(&self, path: &Path) -> bool {
+        path.components().count() <= 2
+            || self
+                .reach
+                .iter()
+                .any(|r| path.starts_with(r) || r.starts_with(path))
+    }
+
+    /// Opens the directory whose real path is `real` by walking it from `/`, each step
+    /// `O_NOFOLLOW` (a real path holds no symlink; one swapped in since fails the open).
+    fn open_real(real: &[OsString]) -> Result<OwnedFd, ScopeError> {
+        let mut fd = rustix::fs::openat(rustix::fs::CWD, "/", dir_flags(), Mode::empty())
+            .map_err(|e| io_err(Path::new("/"), e))?;
+        for (i, name) in real.iter().enumerate() {
+            fd = rustix::fs::openat(&fd, name.as_os_str(), dir_flags(), Mode::empty())
+                .map_err(|e| io_err(&real_path(real.get(..=i).unwrap_or_default(), None), e))?;
+        }
+        Ok(fd)
+    }
+
     /// Resolves `path` by handle: `Ok(Some(_))` for an entry inside the scope, `Ok(None)`
     /// when it does not exist (and would lie inside), `Denied` otherwise. With
     /// `follow_final`, a final symlink is resolved too (for reading what it points at);
-    /// without, the link itself is the entry (for metadata).
+    /// without, the link itself is the entry (for metadata). The walk holds one directory
+    /// handle at a time and stops as soon as it can no longer end inside the scope, so a
+    /// path through `/net/<host>` or a deep tree costs no mount and no pile of handles.
     pub fn resolve(&self, path: &str, follow_final: bool) -> Result<Option<Resolved>, ScopeError> {
         let p = Path::new(path);
         if !p.is_absolute() || p.components().any(|c| matches!(c, Component::ParentDir)) {
@@ -153,11 +251,10 @@ impl FileScope {
             )));
         }
         let denied = || ScopeError::Denied(format!("{path}: outside the granted scope"));
-        let root = rustix::fs::openat(rustix::fs::CWD, "/", dir_flags(), Mode::empty())
-            .map_err(|e| io_err(Path::new("/"), e))?;
-        // `dirs[i]` is the handle of the directory whose real path is `real[..i]`.
-        let mut dirs: Vec<OwnedFd> = vec![root];
+        // `dir` is the handle of the directory whose real path is `real`.
+        let mut dir = Self::open_real(&[])?;
         let mut real: Vec<OsString> = Vec::new();
+        let mut real_bytes = 0usize;
         let mut todo: Vec<OsString> = names(p);
         todo.reverse();
         let (mut hops, mut walked) = (0usize, 0usize);
@@ -171,21 +268,27 @@ impl FileScope {
             }
             if name == ".." {
                 // Only symlink targets get here (the request itself has no `..`).
-                if real.pop().is_some() {
-                    dirs.pop();
+                if let Some(up) = real.pop() {
+                    real_bytes = real_bytes.saturating_sub(up.len() + 1);
+                    dir = Self::open_real(&real)?;
                 }
                 continue;
             }
-            let Some(dir) = dirs.last() else {
+            let here = real_path(&real, Some(&name));
+            if real_bytes + name.len() + 1 > MAX_REAL_PATH_BYTES {
+                return Err(ScopeError::Io(format!(
+                    "{path}: resolves to a path over {MAX_REAL_PATH_BYTES} bytes"
+                )));
+            }
+            if !self.may_reach(&here) {
                 return Err(denied());
-            };
+            }
             let last = todo.is_empty();
-            let here = || real_path(&real, Some(&name));
-            let stat = match rustix::fs::statat(dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
+            let stat = match rustix::fs::statat(&dir, name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW) {
                 Ok(stat) => stat,
                 Err(Errno::NOENT) | Err(Errno::NOTDIR) => {
                     // Missing: answer `none` only for a path that would lie inside.
-                    let mut rest = real_path(&real, Some(&name));
+                    let mut rest = here;
                     for n in todo.iter().rev() {
                         rest.push(n);
                     }
@@ -195,7 +298,7 @@ impl FileScope {
                         Err(denied())
                     };
                 }
-                Err(e) => return Err(io_err(&here(), e)),
+                Err(e) => return Err(io_err(&here, e)),
             };
             let file_type = FileType::from_raw_mode(stat.st_mode);
             if file_type.is_symlink() && (follow_final || !last) {
@@ -203,12 +306,13 @@ impl FileScope {
                 if hops > MAX_SYMLINK_HOPS {
                     return Err(ScopeError::Io(format!("{path}: too many symbolic links")));
                 }
-                let target = rustix::fs::readlinkat(dir, name.as_os_str(), Vec::new())
-                    .map_err(|e| io_err(&here(), e))?;
+                let target = rustix::fs::readlinkat(&dir, name.as_os_str(), Vec::new())
+                    .map_err(|e| io_err(&here, e))?;
                 let target = PathBuf::from(OsStr::from_bytes(target.as_bytes()));
                 if target.is_absolute() {
                     real.clear();
-                    dirs.truncate(1);
+                    real_bytes = 0;
+                    dir = Self::open_real(&real)?;
                 }
                 let mut more = names(&target);
                 more.reverse();
@@ -216,43 +320,40 @@ impl FileScope {
                 continue;
             }
             if last {
-                let resolved = real_path(&real, Some(&name));
-                if !self.contains(&resolved) {
+                if !self.contains(&here) {
                     return Err(denied());
                 }
-                let dir = dirs.pop().ok_or_else(denied)?;
                 return Ok(Some(Resolved {
                     dir,
                     name,
-                    real: resolved,
+                    real: here,
                     file_type,
                 }));
             }
             if !file_type.is_dir() {
                 return Err(ScopeError::Io(format!(
                     "{}: not a directory",
-                    here().display()
+                    here.display()
                 )));
             }
             // Swapped for a symlink since the `lstat`? `O_NOFOLLOW` refuses it.
-            let next = rustix::fs::openat(dir, name.as_os_str(), dir_flags(), Mode::empty())
-                .map_err(|e| match e {
+            dir = rustix::fs::openat(&dir, name.as_os_str(), dir_flags(), Mode::empty()).map_err(
+                |e| match e {
                     Errno::LOOP | Errno::NOTDIR => ScopeError::Io(format!(
                         "{}: changed while it was being resolved",
-                        here().display()
+                        here.display()
                     )),
-                    e => io_err(&here(), e),
-                })?;
+                    e => io_err(&here, e),
+                },
+            )?;
+            real_bytes += name.len() + 1;
             real.push(name);
-            dirs.push(next);
         }
         // The path was `/` itself (or resolved to it).
         let root = PathBuf::from("/");
         if self.contains(&root) {
-            let dir = rustix::fs::openat(rustix::fs::CWD, "/", dir_flags(), Mode::empty())
-                .map_err(|e| io_err(&root, e))?;
             Ok(Some(Resolved {
-                dir,
+                dir: Self::open_real(&[])?,
                 name: OsString::from("."),
                 real: root,
                 file_type: FileType::Directory,
@@ -375,6 +476,93 @@ mod tests {
         );
         let r = s.resolve(fifo.to_str().unwrap(), true).unwrap().unwrap();
         assert!(matches!(r.open(), Err(ScopeError::Io(ref m)) if m.contains("not a regular file")));
+    }
+
+    /// A root reached through a symlink in a directory its owner (not root) can change is
+    /// refused at load: the owner could point it at `/` before the agent starts.
+    #[test]
+    fn a_root_through_a_user_writable_symlink_is_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().canonicalize().unwrap();
+        std::fs::create_dir(base.join("real")).unwrap();
+        std::os::unix::fs::symlink(base.join("real"), base.join("link")).unwrap();
+        // As root, hand the directory holding the link to another user; otherwise it is
+        // this (non-root) user's already.
+        if rustix::process::geteuid().is_root() {
+            std::os::unix::fs::chown(&base, Some(65534), None).unwrap();
+        }
+        std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let err = FileScope::check_roots(&[base.join("link")]).unwrap_err();
+        assert!(err.contains("is a symlink in"), "{err}");
+        assert!(FileScope::check_roots(&[base.join("real")]).is_ok());
+    }
+
+    /// A path that resolves to more than a real path's worth of bytes is an error, and a
+    /// walk holds one directory handle at a time however deep it goes.
+    #[test]
+    fn deep_paths_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let name = "d".repeat(200);
+        let mut deep = root.clone();
+        // Past PATH_MAX a tree can only be made (and walked) one directory at a time.
+        let mut fd =
+            rustix::fs::openat(rustix::fs::CWD, &root, dir_flags(), Mode::empty()).unwrap();
+        for _ in 0..22 {
+            deep.push(&name);
+            rustix::fs::mkdirat(&fd, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            fd = rustix::fs::openat(&fd, name.as_str(), dir_flags(), Mode::empty()).unwrap();
+        }
+        let s = scope(&root);
+        let err = s
+            .resolve(&format!("{}/x", deep.display()), true)
+            .err()
+            .unwrap();
+        assert!(
+            matches!(err, ScopeError::Io(ref m) if m.contains("bytes")),
+            "{err:?}"
+        );
+        let fds = || {
+            std::fs::read_dir("/proc/self/fd")
+                .map(|d| d.count())
+                .unwrap_or(0)
+        };
+        let before = fds();
+        let shallow = root.join(&name).join(&name);
+        std::fs::write(shallow.join("f"), b"x").unwrap();
+        let r = s
+            .resolve(&format!("{}/f", shallow.display()), true)
+            .unwrap()
+            .unwrap();
+        assert!(fds() <= before + 2, "handles held: {} -> {}", before, fds());
+        drop(r);
+    }
+
+    /// A hard link a user made to someone else's file, in a directory of its own, is not
+    /// read for contents (the agent, as root, would read it for them).
+    #[test]
+    fn a_hard_link_to_another_users_file_is_not_read() {
+        if !rustix::process::geteuid().is_root() {
+            eprintln!("skipping: making a file of another user needs root");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().canonicalize().unwrap();
+        let secret = root.join("secret");
+        std::fs::write(&secret, b"root only").unwrap();
+        std::os::unix::fs::chown(&secret, Some(65534), None).unwrap();
+        std::fs::hard_link(&secret, root.join("linked")).unwrap();
+        let s = scope(&root);
+        let r = s
+            .resolve(&format!("{}/linked", root.display()), true)
+            .unwrap()
+            .unwrap();
+        assert!(
+            matches!(r.open_for_contents(), Err(ScopeError::Denied(ref m)) if m.contains("hard link"))
+        );
+        // Hashing (which reveals nothing) still may.
+        assert!(r.open_regular().is_ok());
     }
 
     /// The race the walk exists for: while one thread reads a file inside the scope

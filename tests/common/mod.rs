@@ -96,7 +96,7 @@ pub fn run(
     for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         pipeline.push_line(line, &mut out);
     }
-    pipeline.flush(&mut out);
+    pipeline.finish(&mut out);
     let summary = pipeline.summary();
     (out, summary)
 }

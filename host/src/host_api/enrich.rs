@@ -13,6 +13,7 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::io::Read;
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -226,9 +227,11 @@ impl HashCache {
             .map_err(|e| format!("{}: {e}", path.display()))?;
         match hashed {
             Hashed::Digest(digest) => {
-                if unchanged(&file, version) {
-                    self.put(path.to_path_buf(), version, digest.clone());
+                // A digest of a file that changed while it was read is of no version.
+                if !unchanged(&file, version) {
+                    return Err(format!("{}: changed while it was hashed", path.display()));
                 }
+                self.put(path.to_path_buf(), version, digest.clone());
                 Ok(digest)
             }
             Hashed::Stopped(hasher, done) => {
@@ -352,9 +355,13 @@ pub fn hash_file(
     max_bytes: u64,
     deadline: Option<Instant>,
 ) -> Result<String, String> {
+    let version = file.metadata().map(|m| FileVersion::of(&m)).ok();
     match hash_until(&mut file, Sha256::new(), 0, max_bytes, deadline)
         .map_err(|e| format!("{}: {e}", path.display()))?
     {
+        Hashed::Digest(_) if version.is_none_or(|v| !unchanged(&file, v)) => {
+            Err(format!("{}: changed while it was hashed", path.display()))
+        }
         Hashed::Digest(d) => Ok(d),
         Hashed::Stopped(_, done) => Err(format!(
             "{}: not hashed before the call's deadline ({done} bytes done)",
@@ -365,13 +372,28 @@ pub fn hash_file(
 
 /// Opens `path` for reading only if it is a regular file: `O_NONBLOCK` so a FIFO planted
 /// at a configured path cannot hang the agent in `open`, `O_NOFOLLOW` so a final symlink
-/// is refused. For the admin's own files (config); plugin paths go through
-/// [`FileScope::resolve`]. `Ok(None)` if it does not exist.
+/// is refused. Plugin paths go through [`FileScope::resolve`] instead. `Ok(None)` if it
+/// does not exist.
 pub fn open_regular(path: &Path) -> Result<Option<(std::fs::File, std::fs::Metadata)>, String> {
+    open_regular_with(path, libc::O_NONBLOCK | libc::O_NOFOLLOW)
+}
+
+/// [`open_regular`] following symlinks: for the admin's own files (config files,
+/// analytics), which an admin may well link into place.
+pub fn open_regular_following(
+    path: &Path,
+) -> Result<Option<(std::fs::File, std::fs::Metadata)>, String> {
+    open_regular_with(path, libc::O_NONBLOCK)
+}
+
+fn open_regular_with(
+    path: &Path,
+    flags: i32,
+) -> Result<Option<(std::fs::File, std::fs::Metadata)>, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_NOFOLLOW)
+        .custom_flags(flags)
         .open(path)
     {
         Ok(f) => f,
@@ -491,20 +513,63 @@ pub fn read_plist(path: &Path) -> Result<Option<String>, String> {
     read_plist_from(file, &meta, path).map(Some)
 }
 
-/// Reads up to [`MAX_XATTRS`] extended attributes of an open file, values capped.
+/// Bytes of attribute names read (the list itself can be long on some file systems).
+const MAX_XATTR_NAMES_BYTES: usize = 64 << 10;
+
+/// Reads up to [`MAX_XATTRS`] extended attributes of an open file. Each value's size is
+/// asked first and only a value within [`MAX_XATTR_VALUE_BYTES`] is read; a larger one
+/// (a resource fork of gigabytes, say) is answered empty, never read into memory.
 pub fn read_xattrs_from(file: &std::fs::File, shown: &Path) -> Result<Vec<Xattr>, String> {
-    use xattr::FileExt as _;
-    let names = file
-        .list_xattr()
-        .map_err(|e| format!("{}: {e}", shown.display()))?;
+    read_xattrs_capped(file, shown, MAX_XATTR_VALUE_BYTES)
+}
+
+fn read_xattrs_capped(
+    file: &std::fs::File,
+    shown: &Path,
+    max_value: usize,
+) -> Result<Vec<Xattr>, String> {
+    let fail = |e: rustix::io::Errno| format!("{}: {}", shown.display(), std::io::Error::from(e));
+    let listed = rustix::fs::flistxattr_query(file).map_err(fail)?;
+    let mut names = vec![0u8; listed.min(MAX_XATTR_NAMES_BYTES)];
+    let got = match rustix::fs::flistxattr(file, &mut names[..]) {
+        Ok(n) => n,
+        // Grew past the buffer since the query (or is over the cap): read none rather
+        // than a cut list.
+        Err(rustix::io::Errno::RANGE) => 0,
+        Err(e) => return Err(fail(e)),
+    };
     let mut out = Vec::new();
-    for name in names.take(MAX_XATTRS) {
-        let Some(text) = name.to_str() else { continue };
-        let mut value = file
-            .get_xattr(&name)
-            .map_err(|e| format!("{}: {text}: {e}", shown.display()))?
-            .unwrap_or_default();
-        value.truncate(MAX_XATTR_VALUE_BYTES);
+    for raw in names.get(..got).unwrap_or_default().split(|&b| b == 0) {
+        if raw.is_empty() {
+            continue;
+        }
+        if out.len() >= MAX_XATTRS {
+            break;
+        }
+        let Ok(text) = std::str::from_utf8(raw) else {
+            continue;
+        };
+        let name = std::ffi::OsStr::from_bytes(raw);
+        let size = match rustix::fs::fgetxattr_query(file, name) {
+            Ok(n) => n,
+            Err(rustix::io::Errno::NODATA) => continue,
+            Err(e) => return Err(fail(e)),
+        };
+        let value = if size > max_value {
+            Vec::new()
+        } else {
+            let mut buf = vec![0u8; size];
+            match rustix::fs::fgetxattr(file, name, &mut buf[..]) {
+                Ok(n) => {
+                    buf.truncate(n);
+                    buf
+                }
+                // Changed since the query: grew (answered as oversize) or went away.
+                Err(rustix::io::Errno::RANGE) => Vec::new(),
+                Err(rustix::io::Errno::NODATA) => continue,
+                Err(e) => return Err(fail(e)),
+            }
+        };
         out.push(Xattr {
             name: text.to_owned(),
             value,
@@ -549,7 +614,7 @@ impl Host for PluginState {
         let Some(resolved) = resolved else {
             return Ok(None);
         };
-        let (file, meta) = resolved.open_regular().map_err(from_scope_error)?;
+        let (file, meta) = resolved.open_for_contents().map_err(from_scope_error)?;
         read_plist_from(file, &meta, &resolved.real)
             .map(Some)
             .map_err(EnrichError::Io)
@@ -773,5 +838,11 @@ mod tests {
         assert_eq!(attrs[0].name, name);
         assert_eq!(attrs[0].value, b"0081;6720f1c2;Safari;");
         assert!(read_xattrs(&dir.path().join("gone")).unwrap().is_none());
+        // A value over the cap is not read at all (a resource fork can be gigabytes): its
+        // size is asked first and it is answered empty.
+        let file = std::fs::File::open(&path).unwrap();
+        let capped = read_xattrs_capped(&file, &path, 8).unwrap();
+        assert_eq!(capped.len(), 1);
+        assert!(capped[0].value.is_empty());
     }
 }

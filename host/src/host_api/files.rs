@@ -81,7 +81,7 @@ impl Host for PluginState {
         let Some(entry) = resolve(self, &path, true)? else {
             return Ok(None);
         };
-        let (mut file, _) = entry.open_regular().map_err(from_scope)?;
+        let (mut file, _) = entry.open_for_contents().map_err(from_scope)?;
         file.seek(SeekFrom::Start(offset))
             .map_err(|e| io_err(&entry.real, e))?;
         let mut buf = Vec::new();
