@@ -115,6 +115,9 @@ struct Worker {
     thread: Option<JoinHandle<()>>,
 }
 
+/// A worker's verdict on an event, by the worker's index.
+type WorkerReply = (usize, Result<wit::Verdict, Miss>);
+
 /// An event being decided.
 struct Pending {
     ticket: u64,
@@ -124,7 +127,7 @@ struct Pending {
     cost: usize,
     /// Asks without a reply yet: (worker, ask id).
     waiting: Vec<(usize, u64)>,
-    replies: Vec<(usize, Result<wit::Verdict, Miss>)>,
+    replies: Vec<WorkerReply>,
     quarantined: Vec<(String, String, String)>,
 }
 
@@ -298,7 +301,7 @@ impl AuthLane {
         chosen: &[usize],
         event: &Arc<wit::Event>,
         due: Instant,
-    ) -> (Vec<(usize, u64)>, Vec<(usize, Result<wit::Verdict, Miss>)>) {
+    ) -> (Vec<(usize, u64)>, Vec<WorkerReply>) {
         let full = self.full_budget();
         let mut asked = Vec::new();
         let mut unasked = Vec::new();
