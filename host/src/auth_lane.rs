@@ -1,7 +1,8 @@
 //! The AUTH lane: verdicts on AUTH events, apart from the bulk stream.
 //!
 //! Every detector that may be asked (it subscribes to some AUTH-able kind) gets a worker
-//! thread here with instances of its own: one live, one spare built in the background.
+//! thread here with instances of its own: one live, one spare built in the background —
+//! started with the first AUTH event, so streams without any cost nothing.
 //! Nothing the bulk stage does — a batch of huge events, a plugin that spins until its
 //! per-call cap, a fault and the re-instantiation after it — touches these instances or
 //! their fault accounting, and an AUTH event never waits behind a batch.
@@ -160,6 +161,11 @@ pub struct ShadowOutcome {
 
 /// Verdict workers and the policy they answer under.
 pub struct AuthLane {
+    rt: Arc<Runtime>,
+    /// Lane handles of the plugins, until the workers start.
+    planned: Vec<Plugin>,
+    /// When the workers were ready; `None` before they start.
+    ready_at: Option<Instant>,
     policy: AuthPolicy,
     workers: Vec<Worker>,
     stats: AuthStats,
@@ -182,56 +188,25 @@ fn takes_auth(route: &Route) -> bool {
 }
 
 impl AuthLane {
-    /// A lane with a worker for each detector in `plugins` that takes AUTH events. Returns
-    /// once every worker has its live instance (built in parallel); spares follow in the
-    /// background.
+    /// A lane for each detector in `plugins` that takes AUTH events. Nothing starts yet:
+    /// the workers and their instances are built on the first AUTH event (or by
+    /// [`Self::start`]), so a stream without AUTH events — every eslogger stream — pays
+    /// nothing for the lane.
     pub fn new(rt: &Arc<Runtime>, plugins: &[&Plugin], policy: AuthPolicy) -> Self {
-        let mut workers = Vec::new();
-        let mut ready = Vec::new();
-        for p in plugins {
-            if p.kind() != Kind::Detector || p.mode == Mode::Disabled || !takes_auth(p.route()) {
-                continue;
-            }
-            let (tx, rx) = mpsc::sync_channel::<Msg>(WORKER_QUEUE);
-            let (ready_tx, ready_rx) = mpsc::sync_channel::<()>(1);
-            let stats = Arc::new(Mutex::new(LaneStats::default()));
-            let stopping = Arc::new(AtomicBool::new(false));
-            let worker = WorkerLoop {
-                rt: Arc::clone(rt),
-                plugin: p.another_lane(),
-                tx: tx.clone(),
-                stats: Arc::clone(&stats),
-                stopping: Arc::clone(&stopping),
-            };
-            let thread = std::thread::Builder::new()
-                .name(format!("ward-auth-{}", p.name()))
-                .spawn(move || worker.run(rx, ready_tx));
-            match thread {
-                Ok(handle) => {
-                    ready.push(ready_rx);
-                    workers.push(Worker {
-                        name: p.name().to_owned(),
-                        digest: p.digest().to_owned(),
-                        mode: p.mode,
-                        route: p.route().clone(),
-                        tx,
-                        stats,
-                        stopping,
-                        thread: Some(handle),
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(plugin = %p.name(), error = %e, "cannot start the AUTH worker; the plugin will not be asked for verdicts");
-                }
-            }
-        }
-        for r in ready {
-            let _ = r.recv();
-        }
+        let planned = plugins
+            .iter()
+            .filter(|p| {
+                p.kind() == Kind::Detector && p.mode != Mode::Disabled && takes_auth(p.route())
+            })
+            .map(|p| p.another_lane())
+            .collect();
         let (inbox_tx, inbox) = mpsc::channel();
         Self {
+            rt: Arc::clone(rt),
+            planned,
+            ready_at: None,
             policy,
-            workers,
+            workers: Vec::new(),
             stats: AuthStats::default(),
             next_id: 0,
             inbox_tx,
@@ -242,6 +217,62 @@ impl AuthLane {
             shadowed: Vec::new(),
             ended: false,
         }
+    }
+
+    /// Starts the workers, each building its live instance (in parallel), and returns
+    /// once all are ready; spares follow in the background. Done once; a source that
+    /// will deliver AUTH events (a native Endpoint Security client) calls it before
+    /// subscribing to them. Events that arrived before the lane was ready are clocked
+    /// from when it was.
+    pub fn start(&mut self) {
+        if self.ready_at.is_some() {
+            return;
+        }
+        let mut ready = Vec::new();
+        for plugin in std::mem::take(&mut self.planned) {
+            let (tx, rx) = mpsc::sync_channel::<Msg>(WORKER_QUEUE);
+            let (ready_tx, ready_rx) = mpsc::sync_channel::<()>(1);
+            let stats = Arc::new(Mutex::new(LaneStats::default()));
+            let stopping = Arc::new(AtomicBool::new(false));
+            let (name, digest, mode, route) = (
+                plugin.name().to_owned(),
+                plugin.digest().to_owned(),
+                plugin.mode,
+                plugin.route().clone(),
+            );
+            let worker = WorkerLoop {
+                rt: Arc::clone(&self.rt),
+                plugin,
+                tx: tx.clone(),
+                stats: Arc::clone(&stats),
+                stopping: Arc::clone(&stopping),
+            };
+            let thread = std::thread::Builder::new()
+                .name(format!("ward-auth-{name}"))
+                .spawn(move || worker.run(rx, ready_tx));
+            match thread {
+                Ok(handle) => {
+                    ready.push(ready_rx);
+                    self.workers.push(Worker {
+                        name,
+                        digest,
+                        mode,
+                        route,
+                        tx,
+                        stats,
+                        stopping,
+                        thread: Some(handle),
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(plugin = %name, error = %e, "cannot start the AUTH worker; the plugin will not be asked for verdicts");
+                }
+            }
+        }
+        for r in ready {
+            let _ = r.recv();
+        }
+        self.ready_at = Some(Instant::now());
     }
 
     /// The policy.
@@ -340,6 +371,8 @@ impl AuthLane {
 
     /// Hands `event` to the enforcing workers at once; returns its ticket.
     fn submit(&mut self, event: &wit::Event, arrival: Instant, cost: usize) -> u64 {
+        self.start();
+        let arrival = self.ready_at.map_or(arrival, |ready| arrival.max(ready));
         let due = self.answer_due(arrival);
         let mut event = event.clone();
         event.auth = Some(wit::AuthRequest {

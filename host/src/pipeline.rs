@@ -249,6 +249,7 @@ impl Pipeline {
                 plugin,
             })
             .collect();
+        // The lane's instances are built on the first AUTH event, not here.
         let verdict_plugins: Vec<&Plugin> = detectors.iter().map(|d| &d.plugin).collect();
         let lane = AuthLane::new(&rt, &verdict_plugins, options.auth.clone());
         Self {
@@ -440,6 +441,14 @@ impl Pipeline {
             drop(table);
             self.findings += records.len() as u64;
             out.extend(records);
+        }
+    }
+
+    /// Starts the AUTH lane's verdict instances now rather than on the first AUTH event
+    /// (for a source that will deliver AUTH events, before it subscribes to them).
+    pub fn prepare_auth(&mut self) {
+        if let Some(lane) = &mut self.lane {
+            lane.start();
         }
     }
 

@@ -58,6 +58,10 @@ const PLIST_STACK_BYTES: usize = 512 << 20;
 
 /// Digests the cache keeps; the oldest entry goes first beyond this.
 pub const HASH_CACHE_ENTRIES: usize = 16_384;
+/// Longest path whose digest is cached (longer ones are hashed every time): with
+/// [`HASH_CACHE_ENTRIES`], keeps the cache's keys under 32 MiB however long the paths an
+/// attacker makes.
+pub const MAX_CACHED_PATH_BYTES: usize = 1024;
 /// Bytes hashed between two looks at the clock: well under a millisecond of SHA-256.
 const HASH_CHUNK_BYTES: usize = 64 << 10;
 /// Time left to the guest after a hash stops for its deadline, to answer in.
@@ -336,6 +340,9 @@ fn unchanged(file: &std::fs::File, version: FileVersion) -> bool {
 }
 
 fn put_into(entries: &Mutex<Digests>, path: PathBuf, version: FileVersion, digest: String) {
+    if path.as_os_str().len() > MAX_CACHED_PATH_BYTES {
+        return;
+    }
     let mut guard = entries.lock().unwrap_or_else(PoisonError::into_inner);
     let (map, order) = &mut *guard;
     if map.insert(path.clone(), (version, digest)).is_none() {
@@ -689,9 +696,15 @@ mod tests {
                 String::new(),
             );
         }
+        let long = PathBuf::from(format!("/{}", "p".repeat(MAX_CACHED_PATH_BYTES)));
+        cache.put(long.clone(), FileVersion::of(&meta), String::new());
         let guard = cache.entries.lock().unwrap();
         assert_eq!(guard.0.len(), HASH_CACHE_ENTRIES);
         assert!(!guard.0.contains_key(Path::new("/x/0")));
+        assert!(
+            !guard.0.contains_key(&long),
+            "a key over the path cap was kept"
+        );
     }
 
     #[test]
