@@ -159,6 +159,9 @@ impl Default for AuthConfig {
     }
 }
 
+/// Shortest verdict deadline: four 5 ms epoch ticks.
+pub const MIN_VERDICT_TIMEOUT_MS: u64 = 20;
+
 /// Largest file `config_files` reads into a config value, and largest total of one
 /// `config_dirs` directory.
 pub const MAX_CONFIG_FILE_BYTES: u64 = 16 << 20;
@@ -444,11 +447,12 @@ impl WardConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
-        if self.auth.verdict_timeout_ms == 0
+        // At least four epoch ticks: below that a plugin's budget is all rounding.
+        if self.auth.verdict_timeout_ms < MIN_VERDICT_TIMEOUT_MS
             || self.auth.verdict_timeout_ms > self.limits.call_timeout_ms
         {
             return Err(format!(
-                "auth.verdict_timeout_ms must be 1..={} (limits.call_timeout_ms)",
+                "auth.verdict_timeout_ms must be {MIN_VERDICT_TIMEOUT_MS}..={} (limits.call_timeout_ms)",
                 self.limits.call_timeout_ms
             ));
         }
@@ -692,7 +696,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("auth.verdict_timeout_ms must be 1..=250"),
+            err.contains("auth.verdict_timeout_ms must be 20..=250"),
             "{err}"
         );
         let err = parse("[auth]\nverdict_timeout_ms = 500\n")

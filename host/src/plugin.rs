@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wasmtime::Store;
-use wasmtime::component::{Func, InstancePre, TypedFunc};
+use wasmtime::component::{ComponentNamedList, Func, InstancePre, Lift, Lower, TypedFunc};
 
 use crate::bindings::wit;
 use crate::lift::{self, OutputLimitExceeded, OutputLimits};
@@ -299,6 +299,21 @@ type OnEvents<'a> =
 type Authorize<'a> = TypedFunc<(&'a wit::Event,), (lift::Verdict,)>;
 type Respond<'a, T> = TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
 type Describe = TypedFunc<(), (lift::PluginInfo,)>;
+
+/// Types an export whose signature [`Instance::start`] checked, without checking it again
+/// on every call (the check walks the whole event type).
+#[allow(unsafe_code)]
+fn checked<P, R>(func: Func) -> TypedFunc<P, R>
+where
+    P: ComponentNamedList + Lower,
+    R: ComponentNamedList + Lift,
+{
+    // SAFETY: every `Func` in `Exports` was type-checked with `Func::typed` against exactly
+    // the signature it is used at here (`OnEvents`, `Authorize`, `Respond<_, Artifact>`,
+    // `Respond<_, PlannedAction>`) when its instance was created, and it is only ever
+    // called on that instance's store.
+    unsafe { TypedFunc::new_unchecked(func) }
+}
 
 /// One live instance of a plugin: its store and exports.
 pub struct Instance {
@@ -726,7 +741,7 @@ impl Plugin {
                 let Exports::Detector { on_events, .. } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
                 };
-                let f: OnEvents<'_> = on_events.typed(&*store)?;
+                let f: OnEvents<'_> = checked(*on_events);
                 Ok(lift::plugin_result(f.call(&mut *store, (events,))?.0))
             },
         );
@@ -771,7 +786,7 @@ impl Plugin {
             let Exports::Detector { authorize, .. } = exports else {
                 return Err(wasmtime::Error::msg("world checked by expect_kind"));
             };
-            let f: Authorize<'_> = authorize.typed(&*store)?;
+            let f: Authorize<'_> = checked(*authorize);
             Ok(f.call(&mut *store, (event,))?.0.into())
         })
     }
@@ -797,7 +812,7 @@ impl Plugin {
                 let Exports::Collector { collect } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
                 };
-                let f: Respond<'_, lift::Artifact> = collect.typed(&*store)?;
+                let f: Respond<'_, lift::Artifact> = checked(*collect);
                 Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
             },
         );
@@ -822,7 +837,7 @@ impl Plugin {
                 let Exports::Remediator { plan } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
                 };
-                let f: Respond<'_, lift::PlannedAction> = plan.typed(&*store)?;
+                let f: Respond<'_, lift::PlannedAction> = checked(*plan);
                 Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
             },
         );
