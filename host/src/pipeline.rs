@@ -320,10 +320,10 @@ impl Pipeline {
     }
 
     /// Feeds one item the reader parsed.
-    pub fn push_parsed(&mut self, item: Parsed, out: &mut Vec<FindingRecord>) {
+    pub fn push_parsed(&mut self, item: &Parsed, out: &mut Vec<FindingRecord>) {
         match item {
-            Parsed::Message(msg, arrival) => self.push_message_at(&msg, arrival, out),
-            Parsed::Malformed(err) => self.record_skip(&err),
+            Parsed::Message(msg, arrival) => self.push_message_at(msg, *arrival, out),
+            Parsed::Malformed(err) => self.record_skip(err),
         }
     }
 
@@ -768,6 +768,7 @@ where
     pipeline.observed_upstream = true;
     let table = Arc::clone(&pipeline.processes);
 
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(CHANNEL_DEPTH);
     let reader_gate = Arc::clone(&gate);
     let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         // However the reader ends (the source's end, an error, the stage gone), the lane
@@ -816,6 +817,9 @@ where
                 if item_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
                     return Ok(());
                 }
+                while let Ok(done) = recycle_rx.try_recv() {
+                    drop(done);
+                }
                 chunk_bytes = 0;
                 chunk.reserve(CHUNK_LINES);
             }
@@ -851,9 +855,13 @@ where
     let processor = tokio::task::spawn_blocking(move || -> Pipeline {
         while let Some(chunk) = item_rx.blocking_recv() {
             let mut out = Vec::new();
-            for item in chunk {
+            for item in &chunk {
                 pipeline.push_parsed(item, &mut out);
             }
+            // Back to the reader to be freed where it was allocated (a free from another
+            // thread costs the system allocator several times more); dropped here if the
+            // reader is not keeping up.
+            let _ = recycle_tx.try_send(chunk);
             // Nothing more waiting: deliver the partial batch now rather than sit on it.
             if item_rx.is_empty() {
                 pipeline.flush(&mut out);
