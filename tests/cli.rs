@@ -469,7 +469,7 @@ fn analytics_check_reports_a_deeply_nested_analytic_without_crashing() {
 fn replay_with_a_config_loads_pinned_plugins_and_honours_modes() {
     let dir = tempfile::tempdir().unwrap();
     let example = wasm("osascript-prompt");
-    let sha = ward::load::sha256_hex(&std::fs::read(&example).unwrap());
+    let sha = ward::registry::load::sha256_hex(&std::fs::read(&example).unwrap());
     let config = dir.path().join("ward.toml");
     std::fs::write(
         &config,
@@ -946,7 +946,7 @@ fn a_sha256_prevent_list_from_a_file_denies_the_listed_binary() {
     std::fs::create_dir(&bin).unwrap();
     let payload = bin.join("payload");
     std::fs::write(&payload, b"not really malware, but listed as such").unwrap();
-    let digest = ward::load::sha256_hex(&std::fs::read(&payload).unwrap());
+    let digest = ward::registry::load::sha256_hex(&std::fs::read(&payload).unwrap());
     let mut list: String = (0..99_999u32)
         .map(|i| format!("{:064x}\n", u64::from(i) * 7_919))
         .collect();

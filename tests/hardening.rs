@@ -18,13 +18,13 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
-use ward::auth::{Answer, AuthPolicy, DecidedBy};
-use ward::engine::Limits;
-use ward::finding::FindingRecord;
-use ward::load::LoadOptions;
-use ward::pipeline::{Pipeline, PipelineOptions};
-use ward::plugin::{Mode, Plugin};
-use ward::runtime::Runtime;
+use ward::detect::auth::{Answer, AuthPolicy, DecidedBy};
+use ward::detect::pipeline::{Pipeline, PipelineOptions};
+use ward::forward::finding::FindingRecord;
+use ward::registry::load::LoadOptions;
+use ward::sandbox::engine::Limits;
+use ward::sandbox::plugin::{Mode, Plugin};
+use ward::sandbox::runtime::Runtime;
 
 fn runtime_with(limits: Limits) -> Arc<Runtime> {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
@@ -200,7 +200,7 @@ fn load_with(
     rt: &Runtime,
     name: &str,
     config: &[(&str, &str)],
-    procs: &ward::state::SharedProcessTable,
+    procs: &ward::sandbox::state::SharedProcessTable,
 ) -> Plugin {
     let options = LoadOptions {
         config: config
@@ -258,8 +258,9 @@ fn prevent_list_verdicts_hold_whatever_came_before() {
     assert!(trap.quarantined.is_some(), "{trap:?}");
 
     let decide = |pipeline: &mut Pipeline, line: &str| {
-        let event =
-            ward::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap());
+        let event = ward::ingest::convert::event(
+            &ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap(),
+        );
         pipeline.authorize(&event)
     };
     let d = decide(&mut pipeline, &listed);
@@ -293,7 +294,7 @@ fn a_binary_too_large_to_hash_in_time_is_undecided_then_denied_from_the_cache() 
         chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
     }
     std::fs::write(&big, &data).unwrap();
-    let digest = ward::load::sha256_hex(&data);
+    let digest = ward::registry::load::sha256_hex(&data);
     drop(data);
     let records = chain();
     let template = first_exec(&records);
@@ -328,8 +329,9 @@ fn a_binary_too_large_to_hash_in_time_is_undecided_then_denied_from_the_cache() 
         },
     );
     let decide = |pipeline: &mut Pipeline, line: &str| {
-        let event =
-            ward::convert::event(&ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap());
+        let event = ward::ingest::convert::event(
+            &ward_event::parse_line(line.as_bytes(), 1 << 20).unwrap(),
+        );
         pipeline.authorize(&event)
     };
     let first = decide(&mut pipeline, &exec_of(&big, 0));
@@ -400,7 +402,7 @@ async fn auth_answers_do_not_wait_behind_a_stalled_batch() {
     );
     let input = format!("{}\n{listed}\n", records[0]);
     let sink = SharedSink::default();
-    let summary = ward::pipeline::run_stream(
+    let summary = ward::detect::pipeline::run_stream(
         pipeline,
         std::io::Cursor::new(input.into_bytes()),
         sink.clone(),
@@ -478,7 +480,7 @@ fn findings_share_one_capped_process_summary() {
             .map(String::len)
             .sum();
         assert!(
-            bytes <= ward::finding::MAX_SUMMARY_ARGS_BYTES + 64,
+            bytes <= ward::forward::finding::MAX_SUMMARY_ARGS_BYTES + 64,
             "{bytes} bytes of args"
         );
         assert!(f.process.args_total.is_some());
@@ -546,7 +548,7 @@ fn lineage_survives_an_exec_loop() {
     }
     input.extend(text_lines(&records[6..]));
     let rt = runtime();
-    let procs: ward::state::SharedProcessTable =
+    let procs: ward::sandbox::state::SharedProcessTable =
         Arc::new(std::sync::RwLock::new(ward_event::ProcessTable::new(256)));
     let plugins = vec![load_wasm(
         &rt,
@@ -578,8 +580,9 @@ fn a_huge_prefilter_is_refused_at_load() {
         config: BTreeMap::from([("shape".to_owned(), "prefilter".to_owned())]),
         ..LoadOptions::default()
     };
-    let source = ward::load::PluginSource::from_file(&wasm("fixture-huge-output")).unwrap();
-    let err = ward::load::load(&rt, &source, &options, &procs)
+    let source =
+        ward::registry::load::PluginSource::from_file(&wasm("fixture-huge-output")).unwrap();
+    let err = ward::registry::load::load(&rt, &source, &options, &procs)
         .err()
         .unwrap()
         .to_string();
@@ -593,16 +596,16 @@ fn a_huge_prefilter_is_refused_at_load() {
 /// refused and recompiled — never executed.
 #[test]
 fn a_forged_compile_cache_entry_is_never_executed() {
-    use ward::cache::{CacheOutcome, CompileCache};
+    use ward::registry::cache::{CacheOutcome, CompileCache};
     let dir = tempfile::tempdir().unwrap();
     let cache_dir = dir.path().join("cache");
-    let engine = ward::engine::build_engine().unwrap();
+    let engine = ward::sandbox::engine::build_engine().unwrap();
     let cache = CompileCache::open(&cache_dir, &engine).unwrap();
     let prevent = std::fs::read(wasm("prevent-list")).unwrap();
     let untrusted = std::fs::read(wasm("untrusted-exec")).unwrap();
     let (p_digest, u_digest) = (
-        ward::load::sha256_hex(&prevent),
-        ward::load::sha256_hex(&untrusted),
+        ward::registry::load::sha256_hex(&prevent),
+        ward::registry::load::sha256_hex(&untrusted),
     );
     for (d, b) in [(&p_digest, &prevent), (&u_digest, &untrusted)] {
         assert_eq!(
@@ -648,7 +651,7 @@ fn a_forged_compile_cache_entry_is_never_executed() {
         std::fs::write(&p_entry, &forged).unwrap();
         std::fs::write(
             p_entry.with_extension("sha256"),
-            ward::load::sha256_hex(&forged),
+            ward::registry::load::sha256_hex(&forged),
         )
         .unwrap();
         assert_eq!(
@@ -662,7 +665,7 @@ fn a_forged_compile_cache_entry_is_never_executed() {
 
     // A key readable by others, or a cache directory others can write, is refused; so is
     // a cache directory owned by another user (checked where this test runs as root).
-    let key = ward::cache::key_path(&cache_dir);
+    let key = ward::registry::cache::key_path(&cache_dir);
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = CompileCache::open(&cache_dir, &engine).unwrap_err();
@@ -693,13 +696,13 @@ fn a_forged_compile_cache_entry_is_never_executed() {
 async fn replay(
     rt: Arc<Runtime>,
     plugins: Vec<Plugin>,
-    procs: ward::state::SharedProcessTable,
+    procs: ward::sandbox::state::SharedProcessTable,
     options: PipelineOptions,
     input: String,
-) -> (Vec<Value>, ward::pipeline::Summary) {
+) -> (Vec<Value>, ward::detect::pipeline::Summary) {
     let pipeline = Pipeline::new(rt, plugins, procs, options);
     let sink = SharedSink::default();
-    let summary = ward::pipeline::run_stream(
+    let summary = ward::detect::pipeline::run_stream(
         pipeline,
         std::io::Cursor::new(input.into_bytes()),
         sink.clone(),

@@ -16,8 +16,8 @@ use std::sync::Arc;
 
 use common::*;
 use ward::config::{PluginConfig, WardConfig};
-use ward::load::{LoadError, LoadOptions, PluginSource, load};
-use ward::plugin::{Kind, Mode};
+use ward::registry::load::{LoadError, LoadOptions, PluginSource, load};
+use ward::sandbox::plugin::{Kind, Mode};
 
 /// Findings of the first-party plugins alone on the attack chain.
 fn baseline() -> Vec<(String, Option<u64>)> {
@@ -162,7 +162,7 @@ fn a_giant_finding_is_cut_while_lifted_not_copied() {
     };
     let mut plugin = load_wasm(&rt, "fixture-huge-output", &options, &procs);
     let line = String::from_utf8(attack_chain()).unwrap();
-    let event = ward::convert::event(
+    let event = ward::ingest::convert::event(
         &ward_event::parse_line(line.lines().next().unwrap().as_bytes(), 1 << 20).unwrap(),
     );
     let detections = plugin.on_events(&rt, std::slice::from_ref(&event)).unwrap();
@@ -276,7 +276,7 @@ fn imports_the_world_does_not_offer_are_refused() {
 #[test]
 fn a_pin_mismatch_is_refused_and_a_matching_pin_loads() {
     let path = wasm("untrusted-exec");
-    let actual = ward::load::sha256_hex(&std::fs::read(&path).unwrap());
+    let actual = ward::registry::load::sha256_hex(&std::fs::read(&path).unwrap());
     let wrong = "0".repeat(64);
     let err = load_err(
         Ok("untrusted-exec"),
@@ -399,7 +399,7 @@ fn refused_plugins_leave_the_rest_running() {
 
 #[test]
 fn collectors_read_only_inside_their_scope() {
-    use ward::bindings::wit;
+    use ward::sandbox::bindings::wit;
     let dir = tempfile::tempdir().unwrap();
     let inside = dir.path().join("com.evil.plist");
     std::fs::write(&inside, b"<?xml version=\"1.0\"?><plist/>").unwrap();
@@ -422,18 +422,18 @@ fn collectors_read_only_inside_their_scope() {
         .to_vec();
     let msg = ward_event::parse_line(&line, 1 << 20).unwrap();
     let trigger_for = |path: &str| {
-        let mut event = ward::convert::event(&msg);
+        let mut event = ward::ingest::convert::event(&msg);
         if let wit::EventData::Create(c) = &mut event.data {
             c.path = path.to_owned();
         }
-        ward::plugin_test::synthetic_trigger(event)
+        ward::cli::plugin_test::synthetic_trigger(event)
     };
 
     let artifacts = collector
         .collect(&rt, &trigger_for(inside.to_str().unwrap()))
         .unwrap();
     let sha = artifacts.iter().find(|a| a.name == "sha256").unwrap();
-    let expected = ward::load::sha256_hex(&std::fs::read(&inside).unwrap());
+    let expected = ward::registry::load::sha256_hex(&std::fs::read(&inside).unwrap());
     assert_eq!(String::from_utf8(sha.content.clone()).unwrap(), expected);
     assert_eq!(
         artifacts.iter().find(|a| a.name == "head").unwrap().content,
@@ -449,7 +449,7 @@ fn collectors_read_only_inside_their_scope() {
     assert_eq!(missing[0].name, "absent");
 
     match collector.collect(&rt, &trigger_for(outside.path().to_str().unwrap())) {
-        Err(ward::plugin::CallError::Plugin(message)) => {
+        Err(ward::sandbox::plugin::CallError::Plugin(message)) => {
             assert!(message.contains("Denied"), "{message}")
         }
         other => panic!("read outside the scope was not denied: {other:?}"),
@@ -478,12 +478,12 @@ fn a_collector_returns_artifacts_larger_than_the_item_cap() {
         .find(|l| l.windows(8).any(|w| w == b"\"create\""))
         .unwrap()
         .to_vec();
-    let mut event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
-    if let ward::bindings::wit::EventData::Create(c) = &mut event.data {
+    let mut event = ward::ingest::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
+    if let ward::sandbox::bindings::wit::EventData::Create(c) = &mut event.data {
         c.path = big.display().to_string();
     }
     let artifacts = collector
-        .collect(&rt, &ward::plugin_test::synthetic_trigger(event))
+        .collect(&rt, &ward::cli::plugin_test::synthetic_trigger(event))
         .unwrap();
     let head = artifacts.iter().find(|a| a.name == "head").unwrap();
     assert_eq!(head.content, content);
@@ -492,12 +492,12 @@ fn a_collector_returns_artifacts_larger_than_the_item_cap() {
 
 #[test]
 fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
-    use ward::cache::{CacheOutcome, CompileCache};
+    use ward::registry::cache::{CacheOutcome, CompileCache};
     let dir = tempfile::tempdir().unwrap();
-    let engine = ward::engine::build_engine().unwrap();
+    let engine = ward::sandbox::engine::build_engine().unwrap();
     let cache = CompileCache::open(dir.path(), &engine).unwrap();
     let bytes = std::fs::read(wasm("untrusted-exec")).unwrap();
-    let digest = ward::load::sha256_hex(&bytes);
+    let digest = ward::registry::load::sha256_hex(&bytes);
     assert_eq!(
         cache.load_or_compile(&engine, &digest, &bytes).unwrap().1,
         CacheOutcome::Miss
@@ -578,11 +578,11 @@ fn calling_the_wrong_export_is_a_host_error_not_a_guest_fault() {
         .next()
         .unwrap()
         .to_vec();
-    let event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
-    let trigger = ward::plugin_test::synthetic_trigger(event);
+    let event = ward::ingest::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
+    let trigger = ward::cli::plugin_test::synthetic_trigger(event);
     assert!(matches!(
         detector.collect(&rt, &trigger),
-        Err(ward::plugin::CallError::Host(_))
+        Err(ward::sandbox::plugin::CallError::Host(_))
     ));
     assert_eq!(detector.stats.faults, 0);
     assert!(detector.quarantined().is_none());
@@ -590,7 +590,7 @@ fn calling_the_wrong_export_is_a_host_error_not_a_guest_fault() {
 
 #[test]
 fn authorize_answers_with_the_plugins_verdict() {
-    use ward::bindings::wit;
+    use ward::sandbox::bindings::wit;
     let rt = runtime();
     let procs = processes();
     let mut detector = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
@@ -599,7 +599,7 @@ fn authorize_answers_with_the_plugins_verdict() {
         .find(|l| l.windows(6).any(|w| w == b"update"))
         .unwrap()
         .to_vec();
-    let mut event = ward::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
+    let mut event = ward::ingest::convert::event(&ward_event::parse_line(&line, 1 << 20).unwrap());
     event.auth = Some(wit::AuthRequest { deadline_ms: 50 });
     // untrusted-exec reports but does not prevent: the SDK default answers no opinion.
     assert!(matches!(
@@ -634,12 +634,15 @@ fn auth_chain() -> (Vec<u8>, String) {
 fn auth_pipeline(
     order: &[(&str, Mode)],
     cdhash: &str,
-    policy: ward::auth::AuthPolicy,
+    policy: ward::detect::auth::AuthPolicy,
     call_timeout: std::time::Duration,
-) -> (ward::pipeline::Pipeline, Arc<ward::runtime::Runtime>) {
+) -> (
+    ward::detect::pipeline::Pipeline,
+    Arc<ward::sandbox::runtime::Runtime>,
+) {
     let rt = Arc::new(
-        ward::runtime::Runtime::new(
-            ward::engine::Limits {
+        ward::sandbox::runtime::Runtime::new(
+            ward::sandbox::engine::Limits {
                 call_timeout,
                 ..test_limits()
             },
@@ -665,11 +668,11 @@ fn auth_pipeline(
             load_wasm(&rt, name, &options, &procs)
         })
         .collect();
-    let pipeline = ward::pipeline::Pipeline::new(
+    let pipeline = ward::detect::pipeline::Pipeline::new(
         Arc::clone(&rt),
         plugins,
         procs,
-        ward::pipeline::PipelineOptions {
+        ward::detect::pipeline::PipelineOptions {
             auth: policy,
             ..Default::default()
         },
@@ -678,9 +681,9 @@ fn auth_pipeline(
 }
 
 fn feed(
-    pipeline: &mut ward::pipeline::Pipeline,
+    pipeline: &mut ward::detect::pipeline::Pipeline,
     input: &[u8],
-) -> Vec<ward::finding::FindingRecord> {
+) -> Vec<ward::forward::finding::FindingRecord> {
     let mut out = Vec::new();
     for line in input.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
         pipeline.push_line(line, &mut out);
@@ -689,7 +692,7 @@ fn feed(
     out
 }
 
-fn evidence<'a>(f: &'a ward::finding::FindingRecord, key: &str) -> &'a str {
+fn evidence<'a>(f: &'a ward::forward::finding::FindingRecord, key: &str) -> &'a str {
     f.evidence
         .iter()
         .find(|(k, _)| k == key)
@@ -701,7 +704,7 @@ fn evidence<'a>(f: &'a ward::finding::FindingRecord, key: &str) -> &'a str {
 #[test]
 fn a_prevent_list_denies_an_auth_exec_and_records_it() {
     let (input, cdhash) = auth_chain();
-    let policy = ward::auth::AuthPolicy::default();
+    let policy = ward::detect::auth::AuthPolicy::default();
     let (mut pipeline, _rt) = auth_pipeline(
         &[
             ("prevent-list", Mode::Enforce),
@@ -742,7 +745,7 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
     let (mut pipeline, _rt) = auth_pipeline(
         &[("prevent-list", Mode::Shadow)],
         &cdhash,
-        ward::auth::AuthPolicy::default(),
+        ward::detect::auth::AuthPolicy::default(),
         std::time::Duration::from_millis(250),
     );
     let out = feed(&mut pipeline, &input);
@@ -764,10 +767,10 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
 fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     let (input, cdhash) = auth_chain();
     let hour = std::time::Duration::from_secs(3600);
-    let fail_closed = || ward::auth::AuthPolicy {
+    let fail_closed = || ward::detect::auth::AuthPolicy {
         verdict_timeout: std::time::Duration::from_millis(40),
-        default: ward::auth::Answer::Allow,
-        kinds: BTreeMap::from([("exec".to_owned(), ward::auth::Answer::Deny)]),
+        default: ward::detect::auth::Answer::Allow,
+        kinds: BTreeMap::from([("exec".to_owned(), ward::detect::auth::Answer::Deny)]),
     };
     let slow_missed = |missed: &str| {
         missed == "fixture-slow-verdict (timeout)" || missed == "fixture-slow-verdict (late)"
@@ -795,12 +798,12 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     // fail-open by default — and the record names the slow plugin alone.
     for (kinds, answer) in [
         (
-            BTreeMap::from([("exec".to_owned(), ward::auth::Answer::Deny)]),
+            BTreeMap::from([("exec".to_owned(), ward::detect::auth::Answer::Deny)]),
             "deny",
         ),
         (BTreeMap::new(), "allow"),
     ] {
-        let policy = ward::auth::AuthPolicy {
+        let policy = ward::detect::auth::AuthPolicy {
             kinds,
             ..fail_closed()
         };
@@ -847,15 +850,15 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
         .find(|l| l.windows(15).any(|w| w == b"\"action_type\":0"))
         .unwrap()
         .to_vec();
-    let event = ward::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
+    let event = ward::ingest::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
     for _ in 0..3 {
         let d = pipeline.authorize(&event);
-        assert_eq!(d.answer, ward::auth::Answer::Deny, "{d:?}");
+        assert_eq!(d.answer, ward::detect::auth::Answer::Deny, "{d:?}");
     }
     let d = pipeline.authorize(&event);
-    assert_eq!(d.answer, ward::auth::Answer::Allow, "{d:?}");
+    assert_eq!(d.answer, ward::detect::auth::Answer::Allow, "{d:?}");
     assert!(
-        matches!(d.decided_by, ward::auth::DecidedBy::Plugins),
+        matches!(d.decided_by, ward::detect::auth::DecidedBy::Plugins),
         "{d:?}"
     );
     assert_eq!(
@@ -875,7 +878,7 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     let (mut pipeline, _rt) = auth_pipeline(
         &[("fixture-slow-verdict", Mode::Enforce)],
         &"0".repeat(40),
-        ward::auth::AuthPolicy {
+        ward::detect::auth::AuthPolicy {
             verdict_timeout: std::time::Duration::from_millis(40),
             ..Default::default()
         },
@@ -884,7 +887,7 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     for _ in 0..2 {
         let decision = pipeline.authorize(&event);
         match &decision.decided_by {
-            ward::auth::DecidedBy::Default { missed } => {
+            ward::detect::auth::DecidedBy::Default { missed } => {
                 assert_eq!(missed.len(), 1);
                 assert!(
                     slow_missed(&format!("{} ({})", missed[0].0, missed[0].1)),
@@ -898,9 +901,9 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     // In shadow mode the slow plugin neither changes the answer nor takes the enforcing
     // plugins' time: it is asked only after the answer, and its miss is not a reason
     // for the default.
-    let policy = ward::auth::AuthPolicy {
+    let policy = ward::detect::auth::AuthPolicy {
         verdict_timeout: std::time::Duration::from_millis(40),
-        default: ward::auth::Answer::Deny,
+        default: ward::detect::auth::Answer::Deny,
         kinds: BTreeMap::new(),
     };
     let (mut pipeline, _rt) = auth_pipeline(

@@ -1,33 +1,25 @@
 //! ward: a macOS incident-response agent built as a WebAssembly plugin host.
 //!
-//! Data flows one way: a source yields eslogger lines → [`ward_event`] parses them and the
-//! process table enriches them → the [`router`] picks subscribed detectors → plugins run
-//! in the wasmtime sandbox ([`plugin`]) → findings go to the sink as NDJSON.
+//! The folders are the stages of the data flow, and data moves one way through them:
+//!
+//! - [`ingest`]: sources of eslogger lines (file, stdin, follow, `eslogger`) and the
+//!   conversion of each event to the WIT record, once;
+//! - [`sandbox`]: the wasmtime engine, limits, bindings, plugin state and instances, the
+//!   capability policy ([`sandbox::grants`]) and the host side of each WIT import;
+//! - [`registry`]: the verified load path, the compile cache and the built-in content;
+//! - [`detect`]: the detection stage (batches, routing, the AUTH lane);
+//! - [`forward`]: the finding records that leave the agent;
+//! - [`cli`]: the command line and the developer tools (bench, gen, scaffold, plugin
+//!   test, analytics check);
+//!
+//! with [`config`] (`ward.toml`) and [`agent`], the composition root that builds a running
+//! pipeline from a config.
 
-pub mod analytics;
-pub mod auth;
-pub mod auth_lane;
-pub mod bench;
-pub mod bindings;
-pub mod cache;
+pub mod agent;
 pub mod cli;
 pub mod config;
-pub mod convert;
-pub mod default_content;
-pub mod engine;
-pub mod finding;
-pub mod host_api;
-pub mod lift;
-pub mod load;
-pub mod output;
-pub mod pipeline;
-pub mod plugin;
-pub mod plugin_test;
+pub mod detect;
+pub mod forward;
+pub mod ingest;
 pub mod registry;
-pub mod router;
-pub mod runtime;
-pub mod scaffold;
-pub mod scope;
-pub mod source;
-pub mod state;
-pub mod synth;
+pub mod sandbox;

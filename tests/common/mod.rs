@@ -5,13 +5,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use ward::engine::Limits;
-use ward::finding::FindingRecord;
-use ward::load::{LoadOptions, PluginSource, load};
-use ward::pipeline::{Pipeline, PipelineOptions, Summary};
-use ward::plugin::Plugin;
-use ward::runtime::Runtime;
-use ward::state::SharedProcessTable;
+use ward::detect::pipeline::{Pipeline, PipelineOptions, Summary};
+use ward::forward::finding::FindingRecord;
+use ward::registry::load::{LoadOptions, PluginSource, load};
+use ward::sandbox::engine::Limits;
+use ward::sandbox::plugin::Plugin;
+use ward::sandbox::runtime::Runtime;
+use ward::sandbox::state::SharedProcessTable;
 
 /// The workspace root.
 pub fn root() -> PathBuf {
@@ -70,7 +70,7 @@ pub fn load_wasm(
 
 /// The three first-party detectors, loaded from the embedded default content.
 pub fn first_party(rt: &Runtime, processes: &SharedProcessTable) -> Vec<Plugin> {
-    ward::default_content::builtin_sources()
+    ward::registry::builtin::builtin_sources()
         .iter()
         .map(|s| load(rt, s, &LoadOptions::default(), processes).unwrap())
         .collect()

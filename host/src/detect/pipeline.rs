@@ -1,0 +1,1072 @@
+//! The detection pipeline: parse → process table → convert once → route → batch → call
+//! detectors → findings. The core is synchronous ([`Pipeline`]); [`run_stream`] drives it
+//! with a reader task, the pipeline task and a sink task joined by bounded channels.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::detect::auth::{self, AuthDecision, AuthPolicy, AuthStats};
+use crate::detect::auth_lane::{AuthLane, Inbox, Output as LaneOutput, ShadowOutcome};
+use crate::detect::router::Route;
+use crate::forward::finding::FindingRecord;
+use crate::ingest::convert;
+use crate::ingest::{EventSource, Item, Line, LineReader};
+use crate::sandbox::bindings::wit;
+use crate::sandbox::plugin::{CallError, Kind, Mode, Plugin, PluginStats};
+use crate::sandbox::runtime::Runtime;
+use crate::sandbox::state::SharedProcessTable;
+use ward_event::{Message, ParseError, ParseStats, ProcessTable, parse_line};
+
+/// Bytes of events (their eslogger lines, plus [`EVENT_OVERHEAD_BYTES`] each) one
+/// detector call carries by default: a batch closes at this size or at `batch_size`
+/// events, whichever comes first, so a run of huge command lines becomes many small
+/// calls instead of one that overflows a plugin's memory. With 64 MiB per instance,
+/// 4 MiB leaves room for the lowered copy, the guest's own copy and its work.
+pub const DEFAULT_BATCH_BYTES: usize = 4 << 20;
+
+/// What a lowered event costs beyond its strings (two process records, stat blocks).
+pub const EVENT_OVERHEAD_BYTES: usize = 2 << 10;
+
+/// The size an event is counted as in a batch.
+fn event_cost(msg: &Message) -> usize {
+    let text = if msg.raw.is_empty() {
+        // A native source's event has no line: count its arguments and paths.
+        let args = match &msg.event {
+            ward_event::model::EventPayload::Exec(e) => {
+                e.args.iter().map(String::len).sum::<usize>() + e.target.executable.path.len()
+            }
+            _ => 0,
+        };
+        args + msg.process.executable.path.len()
+    } else {
+        msg.raw.len()
+    };
+    text.saturating_add(EVENT_OVERHEAD_BYTES)
+}
+
+/// Pipeline tuning.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Most events per detector call.
+    pub batch_size: usize,
+    /// Most bytes of events per detector call (see [`DEFAULT_BATCH_BYTES`]).
+    pub batch_bytes: usize,
+    /// Longest accepted line.
+    pub max_line_bytes: usize,
+    /// How AUTH events are answered.
+    pub auth: AuthPolicy,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            batch_size: 64,
+            batch_bytes: DEFAULT_BATCH_BYTES,
+            max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES,
+            auth: AuthPolicy::default(),
+        }
+    }
+}
+
+struct Routed {
+    plugin: Plugin,
+    route: Route,
+}
+
+/// Per-plugin results for the summary.
+#[derive(Debug, Clone)]
+pub struct PluginSummary {
+    /// Name.
+    pub name: String,
+    /// Events delivered.
+    pub events: u64,
+    /// Calls made.
+    pub calls: u64,
+    /// Findings accepted.
+    pub findings: u64,
+    /// Guest faults blamed on the plugin.
+    pub faults: u64,
+    /// Faults on batches that were split and retried (not blamed).
+    pub retried: u64,
+    /// Times quarantined.
+    pub quarantines: u64,
+    /// Times released from quarantine.
+    pub releases: u64,
+    /// Plugin errors.
+    pub errors: u64,
+    /// Quarantine reason.
+    pub quarantined: Option<String>,
+    /// Wall time inside the plugin's calls.
+    pub busy: std::time::Duration,
+    /// Instances built: the one from load, plus one per replacement after a fault (and,
+    /// for the AUTH lane, its own live and spare instances).
+    pub instantiations: u64,
+}
+
+impl PluginSummary {
+    fn from_stats(name: &str, s: &PluginStats, quarantined: Option<&str>) -> Self {
+        Self {
+            name: name.to_owned(),
+            events: s.events,
+            calls: s.calls,
+            findings: s.results,
+            faults: s.faults,
+            retried: s.retried,
+            quarantines: s.quarantines,
+            releases: s.releases,
+            errors: s.plugin_errors,
+            quarantined: quarantined.map(str::to_owned),
+            busy: s.busy,
+            instantiations: s.instantiations,
+        }
+    }
+}
+
+/// What a run did.
+#[derive(Debug, Clone, Default)]
+pub struct Summary {
+    /// Lines and parse failures.
+    pub parse: ParseStats,
+    /// Findings emitted (including the agent's own).
+    pub findings: u64,
+    /// Per plugin.
+    pub plugins: Vec<PluginSummary>,
+    /// AUTH events and their answers.
+    pub auth: AuthStats,
+}
+
+impl std::fmt::Display for Summary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; {} findings", self.parse, self.findings)?;
+        if self.auth.requests > 0 {
+            write!(f, "; {}", self.auth)?;
+        }
+        for p in &self.plugins {
+            write!(
+                f,
+                "\n  {}: {} events, {} calls, {} findings, {} errors, {} faults",
+                p.name, p.events, p.calls, p.findings, p.errors, p.faults
+            )?;
+            if p.retried > 0 {
+                write!(f, ", {} split and retried", p.retried)?;
+            }
+            if p.releases > 0 {
+                write!(f, ", released {} times", p.releases)?;
+            }
+            if let Some(reason) = &p.quarantined {
+                write!(f, ", QUARANTINED ({reason})")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `action_type` of an AUTH message.
+const AUTH_ACTION: u32 = 0;
+
+/// Samples of each skip reason logged before going quiet.
+const SAMPLES_PER_REASON: u64 = 3;
+
+/// The synchronous pipeline core.
+pub struct Pipeline {
+    rt: Arc<Runtime>,
+    detectors: Vec<Routed>,
+    processes: SharedProcessTable,
+    batch: Vec<wit::Event>,
+    batch_bytes: usize,
+    options: PipelineOptions,
+    stats: ParseStats,
+    findings: u64,
+    selection: Vec<usize>,
+    /// `None` while [`run_source`] runs the lane on a thread of its own.
+    lane: Option<AuthLane>,
+    /// AUTH counts and findings of a lane that ran elsewhere.
+    auth_elsewhere: (AuthStats, u64),
+    /// The reader of [`run_source`] records each event in the process table before the
+    /// AUTH lane and this stage see it.
+    observed_upstream: bool,
+}
+
+/// One item as the reader hands it over: parsed (with its arrival time) or not.
+pub enum Parsed {
+    /// A typed message and when it was read.
+    Message(Box<Message>, Instant),
+    /// A line that did not parse.
+    Malformed(ParseError),
+}
+
+/// The findings recording `decision` on `event`: a deny or a default answer, and any
+/// plugin the event's faults quarantined in the AUTH lane.
+pub fn auth_records(
+    decision: &AuthDecision,
+    event: &wit::Event,
+    table: &ProcessTable,
+) -> Vec<FindingRecord> {
+    let mut out = Vec::new();
+    if let Some(finding) = auth::record(decision) {
+        out.push(FindingRecord::new("ward", false, finding, event, table));
+    }
+    for (name, digest, reason) in &decision.quarantined {
+        let mut notice = FindingRecord::plugin_quarantined(name, digest, reason, event);
+        notice.evidence.push(("lane".into(), "auth".into()));
+        out.push(notice);
+    }
+    tracing::debug!(kind = %event.kind, answer = decision.answer.as_str(), elapsed_us = decision.elapsed.as_micros() as u64, "AUTH answered");
+    out
+}
+
+/// The findings (shadow) recording what shadow-mode plugins would have denied.
+pub fn shadow_records(outcomes: Vec<ShadowOutcome>, table: &ProcessTable) -> Vec<FindingRecord> {
+    outcomes
+        .into_iter()
+        .flat_map(|o| {
+            auth::shadow_records(&o.decision)
+                .into_iter()
+                .map(|f| FindingRecord::new("ward", true, f, &o.event, table))
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+impl Pipeline {
+    /// A pipeline over the given plugins; non-detectors and disabled plugins are ignored.
+    /// Detectors that take AUTH events also get verdict instances of their own in the AUTH
+    /// lane (built here, in parallel).
+    pub fn new(
+        rt: Arc<Runtime>,
+        plugins: Vec<Plugin>,
+        processes: SharedProcessTable,
+        options: PipelineOptions,
+    ) -> Self {
+        let detectors: Vec<Routed> = plugins
+            .into_iter()
+            .filter(|p| p.kind() == Kind::Detector && p.mode != Mode::Disabled)
+            .map(|plugin| Routed {
+                route: plugin.route().clone(),
+                plugin,
+            })
+            .collect();
+        // The lane's instances are built on the first AUTH event, not here.
+        let verdict_plugins: Vec<&Plugin> = detectors.iter().map(|d| &d.plugin).collect();
+        let lane = AuthLane::new(&rt, &verdict_plugins, options.auth.clone());
+        Self {
+            rt,
+            detectors,
+            processes,
+            batch: Vec::with_capacity(options.batch_size),
+            batch_bytes: 0,
+            options,
+            stats: ParseStats::default(),
+            findings: 0,
+            selection: Vec::new(),
+            lane: Some(lane),
+            auth_elsewhere: (AuthStats::default(), 0),
+            observed_upstream: false,
+        }
+    }
+
+    /// The options it runs with.
+    pub fn options(&self) -> &PipelineOptions {
+        &self.options
+    }
+
+    /// The event kinds any detector subscribes to; `None` if some detector takes all.
+    pub fn subscribed_kinds(&self) -> Option<Vec<String>> {
+        let mut all = Vec::new();
+        for d in &self.detectors {
+            match d.route.kinds() {
+                None => return None,
+                Some(kinds) => all.extend(kinds.iter().cloned()),
+            }
+        }
+        all.sort();
+        all.dedup();
+        Some(all)
+    }
+
+    /// Counts a line that was too long to even read.
+    pub fn skip_too_long(&mut self, len: usize) {
+        self.record_skip(&ParseError::TooLong {
+            len,
+            max: self.options.max_line_bytes,
+        });
+    }
+
+    fn record_skip(&mut self, err: &ParseError) {
+        self.stats.lines += 1;
+        let reason = err.reason();
+        self.stats.skip(reason);
+        let seen = self
+            .stats
+            .skipped
+            .iter()
+            .find(|(r, _)| *r == reason)
+            .map_or(0, |(_, n)| *n);
+        if seen <= SAMPLES_PER_REASON {
+            tracing::warn!(line = self.stats.lines, reason, error = %err, "skipping malformed line");
+        }
+    }
+
+    /// Feeds one line; findings from any batch this completes are appended to `out`.
+    pub fn push_line(&mut self, line: &[u8], out: &mut Vec<FindingRecord>) {
+        let arrival = Instant::now();
+        match parse_line(line, self.options.max_line_bytes) {
+            Ok(msg) => self.push_message_at(&msg, arrival, out),
+            Err(err) => self.record_skip(&err),
+        }
+    }
+
+    /// Feeds one item the reader parsed.
+    pub fn push_parsed(&mut self, item: &Parsed, out: &mut Vec<FindingRecord>) {
+        match item {
+            Parsed::Message(msg, arrival) => self.push_message_at(msg, *arrival, out),
+            Parsed::Malformed(err) => self.record_skip(err),
+        }
+    }
+
+    /// Feeds one typed message (from the parser or a native source), arrived now.
+    pub fn push_message(&mut self, msg: &Message, out: &mut Vec<FindingRecord>) {
+        self.push_message_at(msg, Instant::now(), out);
+    }
+
+    /// Feeds one typed message that arrived at `arrival` (an AUTH event's deadline runs
+    /// from then).
+    pub fn push_message_at(
+        &mut self,
+        msg: &Message,
+        arrival: Instant,
+        out: &mut Vec<FindingRecord>,
+    ) {
+        self.stats.lines += 1;
+        self.stats.events += 1;
+        if !self.observed_upstream {
+            self.processes
+                .write()
+                .unwrap_or_else(PoisonError::into_inner)
+                .observe(msg);
+        }
+        let subscribed = self
+            .detectors
+            .iter()
+            .any(|d| d.route.subscribes(msg.event.kind()));
+        if msg.action_type == Some(AUTH_ACTION) {
+            // Detectors tell an AUTH event from a NOTIFY one by its request, on the
+            // bulk path too.
+            let mut event = convert::event(msg);
+            event.auth = Some(wit::AuthRequest {
+                deadline_ms: u32::try_from(self.options.auth.verdict_timeout.as_millis())
+                    .unwrap_or(u32::MAX),
+            });
+            let Some(lane) = &mut self.lane else {
+                // The lane runs on its own thread ([`run_source`]) and answers there.
+                if subscribed {
+                    self.enqueue(event, event_cost(msg), out);
+                }
+                return;
+            };
+            // The verdict does not wait for the batch in hand: the lane has its own
+            // instances, and plugins must not need on-events state to answer.
+            let decision = lane.decide(&event, arrival);
+            let shadows = lane.take_shadow(false);
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut records = auth_records(&decision, &event, &table);
+            records.extend(shadow_records(shadows, &table));
+            drop(table);
+            self.findings += records.len() as u64;
+            out.extend(records);
+            // Then the event goes on to `on-events` like any other, for findings.
+            if subscribed {
+                self.enqueue(event, event_cost(msg), out);
+            }
+            return;
+        }
+        if subscribed {
+            self.enqueue(convert::event(msg), event_cost(msg), out);
+        }
+    }
+
+    /// Adds an event to the batch, flushing first if it would take the batch past its
+    /// byte budget and after if the batch is full.
+    fn enqueue(&mut self, event: wit::Event, cost: usize, out: &mut Vec<FindingRecord>) {
+        if !self.batch.is_empty()
+            && self.batch_bytes.saturating_add(cost) > self.options.batch_bytes
+        {
+            self.flush(out);
+        }
+        self.batch.push(event);
+        self.batch_bytes = self.batch_bytes.saturating_add(cost);
+        if self.batch.len() >= self.options.batch_size
+            || self.batch_bytes >= self.options.batch_bytes
+        {
+            self.flush(out);
+        }
+    }
+
+    /// Answers one AUTH event now, through the AUTH lane (a test hook; the pipeline does
+    /// this itself for AUTH messages).
+    pub fn authorize(&mut self, event: &wit::Event) -> AuthDecision {
+        match &mut self.lane {
+            Some(lane) => lane.decide(event, Instant::now()),
+            None => AuthDecision {
+                answer: self.options.auth.default_for(&event.kind),
+                decided_by: auth::DecidedBy::Default {
+                    missed: vec![("ward".into(), "the AUTH lane runs elsewhere".into())],
+                },
+                shadow_denies: Vec::new(),
+                skipped: Vec::new(),
+                quarantined: Vec::new(),
+                deadline: self.options.auth.verdict_timeout,
+                elapsed: std::time::Duration::ZERO,
+            },
+        }
+    }
+
+    /// Delivers the pending batch and waits for what shadow verdict plugins still owe:
+    /// the end of a stream.
+    pub fn finish(&mut self, out: &mut Vec<FindingRecord>) {
+        self.flush(out);
+        if let Some(lane) = &mut self.lane {
+            let shadows = lane.take_shadow(true);
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let records = shadow_records(shadows, &table);
+            drop(table);
+            self.findings += records.len() as u64;
+            out.extend(records);
+        }
+    }
+
+    /// Starts the AUTH lane's verdict instances now rather than on the first AUTH event
+    /// (for a source that will deliver AUTH events, before it subscribes to them).
+    pub fn prepare_auth(&mut self) {
+        if let Some(lane) = &mut self.lane {
+            lane.start();
+        }
+    }
+
+    /// Takes the AUTH lane out to run on a thread of its own ([`run_source`]).
+    pub fn take_auth_lane(&mut self) -> Option<AuthLane> {
+        self.lane.take()
+    }
+
+    /// Gives the lane back, with the findings it recorded meanwhile.
+    pub fn restore_auth_lane(&mut self, lane: AuthLane, findings: u64) {
+        self.auth_elsewhere.0 = lane.stats();
+        self.auth_elsewhere.1 += findings;
+        self.lane = Some(lane);
+    }
+
+    /// Runs the pending batch through the detectors.
+    pub fn flush(&mut self, out: &mut Vec<FindingRecord>) {
+        if self.batch.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.batch);
+        self.batch_bytes = 0;
+        let now = Instant::now();
+        // (position in the batch, finding): sorted before output so findings follow the
+        // stream's order whatever the plugin order.
+        let mut produced: Vec<(usize, FindingRecord)> = Vec::new();
+        let mut summaries: Vec<Option<Arc<crate::forward::finding::ProcessSummary>>> =
+            vec![None; batch.len()];
+        for routed in &mut self.detectors {
+            if routed.plugin.held_at(now) {
+                continue;
+            }
+            self.selection.clear();
+            self.selection.extend(
+                batch
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, e)| routed.route.accepts(e))
+                    .map(|(i, _)| i),
+            );
+            if self.selection.is_empty() {
+                continue;
+            }
+            // Deliver the batch itself when every event passes; copy the subset otherwise.
+            let subset: Vec<wit::Event>;
+            let whole = self.selection.len() == batch.len();
+            let events: &[wit::Event] = if whole {
+                &batch
+            } else {
+                subset = self
+                    .selection
+                    .iter()
+                    .filter_map(|&i| batch.get(i).cloned())
+                    .collect();
+                &subset
+            };
+            let delivered = deliver(&self.rt, &mut routed.plugin, events);
+            let position = |index: usize| {
+                if whole {
+                    index
+                } else {
+                    self.selection.get(index).copied().unwrap_or(index)
+                }
+            };
+            let table = self
+                .processes
+                .read()
+                .unwrap_or_else(PoisonError::into_inner);
+            let shadow = routed.plugin.mode == Mode::Shadow;
+            for (index, d) in delivered.detections {
+                let Some(event) = events.get(index) else {
+                    continue;
+                };
+                // One summary per event, shared by every finding about it.
+                let at = position(index);
+                let process = match summaries.get_mut(at) {
+                    Some(slot) => Arc::clone(slot.get_or_insert_with(|| {
+                        Arc::new(crate::forward::finding::process_summary(event, &table))
+                    })),
+                    None => Arc::new(crate::forward::finding::process_summary(event, &table)),
+                };
+                produced.push((
+                    at,
+                    FindingRecord::with_process(
+                        routed.plugin.name(),
+                        shadow,
+                        d.finding,
+                        event,
+                        process,
+                    ),
+                ));
+            }
+            if let Some(index) = delivered.quarantined_at
+                && let Some(event) = events.get(index)
+            {
+                let reason = routed.plugin.quarantined().unwrap_or("repeated faults");
+                produced.push((
+                    position(index),
+                    FindingRecord::plugin_quarantined(
+                        routed.plugin.name(),
+                        routed.plugin.digest(),
+                        reason,
+                        event,
+                    ),
+                ));
+            }
+        }
+        produced.sort_by_key(|(position, _)| *position);
+        self.findings += produced.len() as u64;
+        out.extend(produced.into_iter().map(|(_, f)| f));
+        self.batch = batch;
+        self.batch.clear();
+    }
+
+    /// Counts so far. A plugin's figures include its AUTH-lane instances.
+    pub fn summary(&self) -> Summary {
+        let lane_stats = self
+            .lane
+            .as_ref()
+            .map(AuthLane::plugin_stats)
+            .unwrap_or_default();
+        Summary {
+            parse: self.stats.clone(),
+            findings: self.findings + self.auth_elsewhere.1,
+            plugins: self
+                .detectors
+                .iter()
+                .map(|d| {
+                    let mut stats = d.plugin.stats.clone();
+                    let mut quarantined = d.plugin.quarantined().map(str::to_owned);
+                    if let Some((_, lane)) = lane_stats.iter().find(|(n, _)| n == d.plugin.name()) {
+                        stats.add(&lane.stats);
+                        if quarantined.is_none() {
+                            quarantined =
+                                lane.quarantined.as_ref().map(|r| format!("AUTH lane: {r}"));
+                        }
+                    }
+                    let mut summary = PluginSummary::from_stats(d.plugin.name(), &stats, None);
+                    summary.quarantined = quarantined;
+                    summary
+                })
+                .collect(),
+            auth: self
+                .lane
+                .as_ref()
+                .map_or(self.auth_elsewhere.0, AuthLane::stats),
+        }
+    }
+}
+
+/// What [`deliver`] got out of one batch for one plugin.
+struct Delivered {
+    /// (index in the delivered events, detection).
+    detections: Vec<(usize, wit::Detection)>,
+    /// Where in the events the plugin was quarantined, if it was.
+    quarantined_at: Option<usize>,
+}
+
+/// Delivers `events` to `plugin`. A fault that the input may have caused (time, memory,
+/// output room) splits the batch in halves, each retried on a fresh instance, down to
+/// single events; only a fault on one event is blamed on the plugin. The unblamed faults
+/// of one delivery are capped at the depth of one bisection (`log2 n + 1`): past that a
+/// fault on a larger part is blamed too, so a plugin that fails only on batches cannot
+/// stall the stage batch after batch without being quarantined. Stops at a quarantine.
+/// At most `2n - 1` calls for `n` events.
+fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[wit::Event]) -> Delivered {
+    // Events are counted once, however often a split retries them.
+    plugin.stats.events += events.len() as u64;
+    bisect(events.len(), |start, end, splittable| {
+        let Some(part) = events.get(start..end) else {
+            return Err(CallError::Host("range outside the batch".into()));
+        };
+        plugin.on_events_split(rt, part, splittable)
+    })
+}
+
+/// The splitting of [`deliver`], over any call: `call(start, end, splittable)` delivers
+/// events `start..end`.
+fn bisect(
+    len: usize,
+    mut call: impl FnMut(usize, usize, bool) -> Result<Vec<wit::Detection>, CallError>,
+) -> Delivered {
+    let mut out = Delivered {
+        detections: Vec::new(),
+        quarantined_at: None,
+    };
+    let mut unblamed_left = (usize::BITS - len.leading_zeros()) as usize + 1;
+    // A stack of half-open ranges, leftmost on top so events are delivered in order.
+    let mut pending = vec![(0usize, len)];
+    while let Some((start, end)) = pending.pop() {
+        if start >= end {
+            continue;
+        }
+        match call(start, end, end - start > 1 && unblamed_left > 0) {
+            Ok(detections) => out.detections.extend(
+                detections
+                    .into_iter()
+                    .map(|d| (start + d.event_index as usize, d)),
+            ),
+            Err(CallError::Fault(f)) if !f.blamed => {
+                unblamed_left = unblamed_left.saturating_sub(1);
+                let mid = start + (end - start) / 2;
+                pending.push((mid, end));
+                pending.push((start, mid));
+            }
+            Err(CallError::Fault(f)) if f.quarantined_now => {
+                out.quarantined_at = Some(start);
+                break;
+            }
+            Err(CallError::Quarantined) => break,
+            Err(_) => {}
+        }
+    }
+    out
+}
+
+/// Items handed from the reader to the pipeline per message.
+const CHUNK_LINES: usize = 256;
+/// Bytes of events (their lines) per message: a chunk closes at this or at
+/// [`CHUNK_LINES`], so what waits between the reader and the detection stage is bounded in
+/// bytes, however large the lines.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks buffered between tasks.
+const CHANNEL_DEPTH: usize = 8;
+/// Bytes of AUTH events waiting for the AUTH lane; past it the reader waits (each event's
+/// deadline keeps running from its arrival, so waiting here is never hidden). One event is
+/// always let through, whatever its size.
+const AUTH_QUEUE_BYTES: usize = 8 << 20;
+
+/// Tells the AUTH lane, when dropped, that its source has ended.
+struct EndOnDrop(Option<std::sync::mpsc::Sender<Inbox>>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(lane) = &self.0 {
+            let _ = lane.send(Inbox::End);
+        }
+    }
+}
+
+/// A budget of bytes in flight between two threads: `acquire` waits for room.
+struct ByteGate {
+    /// Bytes in flight, and whether the consumer is gone.
+    used: std::sync::Mutex<(usize, bool)>,
+    freed: std::sync::Condvar,
+    cap: usize,
+}
+
+impl ByteGate {
+    fn new(cap: usize) -> Self {
+        Self {
+            used: std::sync::Mutex::new((0, false)),
+            freed: std::sync::Condvar::new(),
+            cap,
+        }
+    }
+
+    fn acquire(&self, n: usize) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.1 && state.0 > 0 && state.0.saturating_add(n) > self.cap {
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.0 = state.0.saturating_add(n);
+    }
+
+    fn release(&self, n: usize) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 = state.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The consumer is gone: nothing waits for room again.
+    fn close(&self) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
+/// Returns the summary; fails only if the input cannot be read or the sink written.
+pub async fn run_stream<R, W>(pipeline: Pipeline, input: R, sink: W) -> anyhow::Result<Summary>
+where
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
+{
+    let lines = LineReader::new(input, pipeline.options.max_line_bytes);
+    run_source(pipeline, Box::new(lines), sink).await
+}
+
+/// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`.
+///
+/// Four threads joined by bounded channels: the reader reads, parses and records each
+/// event in the process table (stamping it with its arrival), hands AUTH events straight to
+/// the AUTH lane's thread, and everything, in order, to the detection stage; both send
+/// findings to the writer. So an AUTH event never waits behind the batches in front of it,
+/// and its verdict sees a process table that is up to date with it.
+pub async fn run_source<W>(
+    mut pipeline: Pipeline,
+    mut source: Box<dyn EventSource>,
+    mut sink: W,
+) -> anyhow::Result<Summary>
+where
+    W: Write + Send + 'static,
+{
+    let (item_tx, mut item_rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(CHANNEL_DEPTH);
+    let (finding_tx, mut finding_rx) =
+        tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
+    let lane = pipeline.take_auth_lane();
+    let auth_tx = lane.as_ref().map(AuthLane::sender);
+    let gate = Arc::new(ByteGate::new(AUTH_QUEUE_BYTES));
+    let max_line = pipeline.options.max_line_bytes;
+    // The reader keeps the process table from here on.
+    pipeline.observed_upstream = true;
+    let table = Arc::clone(&pipeline.processes);
+
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(CHANNEL_DEPTH);
+    let reader_gate = Arc::clone(&gate);
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // However the reader ends (the source's end, an error, the stage gone), the lane
+        // is told no more events will come.
+        let auth_tx = EndOnDrop(auth_tx);
+        let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut chunk_bytes = 0usize;
+        while let Some(item) = source.next_item().context("reading the event stream")? {
+            let arrival = Instant::now();
+            let parsed = match item {
+                Item::Line(Line::Data(bytes)) => {
+                    chunk_bytes += bytes.len();
+                    match parse_line(&bytes, max_line) {
+                        Ok(msg) => Parsed::Message(Box::new(msg), arrival),
+                        Err(e) => Parsed::Malformed(e),
+                    }
+                }
+                Item::Line(Line::TooLong(len)) => {
+                    Parsed::Malformed(ParseError::TooLong { len, max: max_line })
+                }
+                Item::Message(msg) => {
+                    chunk_bytes += event_cost(&msg);
+                    Parsed::Message(msg, arrival)
+                }
+            };
+            if let Parsed::Message(msg, arrival) = &parsed {
+                table
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .observe(msg);
+                if msg.action_type == Some(AUTH_ACTION)
+                    && let Some(lane) = &auth_tx.0
+                {
+                    let cost = event_cost(msg);
+                    reader_gate.acquire(cost);
+                    let sent = lane.send(Inbox::Event(msg.clone(), *arrival, cost));
+                    if sent.is_err() {
+                        reader_gate.release(cost);
+                    }
+                }
+            }
+            chunk.push(parsed);
+            // Hand over a full chunk, or whatever is in hand before a read that may block:
+            // a live source must not sit on events waiting for more.
+            if chunk.len() >= CHUNK_LINES || chunk_bytes >= CHUNK_BYTES || !source.has_buffered() {
+                if item_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                    return Ok(());
+                }
+                while let Ok(done) = recycle_rx.try_recv() {
+                    drop(done);
+                }
+                chunk_bytes = 0;
+                chunk.reserve(CHUNK_LINES);
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = item_tx.blocking_send(chunk);
+        }
+        Ok(())
+    });
+
+    let auth_findings = finding_tx.clone();
+    let processes = Arc::clone(&pipeline.processes);
+    let auth = tokio::task::spawn_blocking(move || -> Option<(AuthLane, u64)> {
+        let mut lane = lane?;
+        let mut recorded = 0u64;
+        lane.run(|output| {
+            let table = processes.read().unwrap_or_else(PoisonError::into_inner);
+            let records = match output {
+                LaneOutput::Decided(d) => {
+                    gate.release(d.cost);
+                    auth_records(&d.decision, &d.event, &table)
+                }
+                LaneOutput::Shadow(s) => shadow_records(vec![s], &table),
+            };
+            drop(table);
+            recorded += records.len() as u64;
+            records.is_empty() || auth_findings.blocking_send(records).is_ok()
+        });
+        gate.close();
+        Some((lane, recorded))
+    });
+
+    let processor = tokio::task::spawn_blocking(move || -> Pipeline {
+        while let Some(chunk) = item_rx.blocking_recv() {
+            let mut out = Vec::new();
+            for item in &chunk {
+                pipeline.push_parsed(item, &mut out);
+            }
+            // Back to the reader to be freed where it was allocated (a free from another
+            // thread costs the system allocator several times more); dropped here if the
+            // reader is not keeping up.
+            let _ = recycle_tx.try_send(chunk);
+            // Nothing more waiting: deliver the partial batch now rather than sit on it.
+            if item_rx.is_empty() {
+                pipeline.flush(&mut out);
+            }
+            if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        pipeline.flush(&mut out);
+        if !out.is_empty() {
+            let _ = finding_tx.blocking_send(out);
+        }
+        pipeline
+    });
+
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        while let Some(findings) = finding_rx.blocking_recv() {
+            for f in findings {
+                sink.write_all(f.to_json_line().as_bytes())
+                    .context("writing findings")?;
+                sink.write_all(b"\n").context("writing findings")?;
+            }
+            sink.flush().context("writing findings")?;
+        }
+        Ok(())
+    });
+
+    let read_result = reader.await.context("reader task")?;
+    let mut pipeline = processor.await.context("pipeline task")?;
+    if let Some((lane, recorded)) = auth.await.context("AUTH lane task")? {
+        pipeline.restore_auth_lane(lane, recorded);
+    }
+    pipeline.observed_upstream = false;
+    writer.await.context("sink task")??;
+    read_result?;
+    Ok(pipeline.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ingest::MessageSource;
+
+    /// The AUTH queue's byte gate lets one oversized event through alone and holds the
+    /// next until room is made.
+    #[test]
+    fn the_byte_gate_bounds_bytes_in_flight() {
+        let gate = std::sync::Arc::new(ByteGate::new(100));
+        gate.acquire(250);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let gate = std::sync::Arc::clone(&gate);
+            std::thread::spawn(move || {
+                gate.acquire(10);
+                tx.send(()).unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "admitted past the budget");
+        gate.release(250);
+        rx.recv().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(gate.used.lock().unwrap().0, 10);
+        // Once the consumer is gone nothing waits.
+        gate.close();
+        gate.acquire(1 << 40);
+    }
+
+    /// A source that yields typed messages (as a native ES client would) skips the parser
+    /// and reaches the same detectors with the same results.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_messages_from_a_native_style_source_reach_the_detectors() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/streams/attack-chain.jsonl"
+        ))
+        .unwrap();
+        let messages = text
+            .lines()
+            .map(|l| ward_event::parse_line(l.as_bytes(), 1 << 20).unwrap())
+            .collect();
+        let rt = std::sync::Arc::new(
+            crate::sandbox::runtime::Runtime::new(crate::sandbox::engine::Limits::default(), None)
+                .unwrap(),
+        );
+        let processes: crate::sandbox::state::SharedProcessTable = Default::default();
+        let plugins = crate::registry::builtin::builtin_sources()
+            .iter()
+            .map(|s| {
+                crate::registry::load::load(
+                    &rt,
+                    s,
+                    &crate::registry::load::LoadOptions::default(),
+                    &processes,
+                )
+                .unwrap()
+            })
+            .collect();
+        let pipeline = Pipeline::new(rt, plugins, processes, PipelineOptions::default());
+        let sink = SharedSink::default();
+        let summary = run_source(pipeline, Box::new(MessageSource(messages)), sink.clone())
+            .await
+            .unwrap();
+        assert_eq!(summary.parse.events, 31);
+        assert_eq!(summary.findings, 15);
+        let lines = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        assert_eq!(lines, 15);
+    }
+
+    fn fault(blamed: bool, quarantined_now: bool) -> CallError {
+        CallError::Fault(crate::sandbox::plugin::Fault {
+            kind: crate::sandbox::plugin::FaultKind::Timeout,
+            detail: String::new(),
+            quarantined_now,
+            blamed,
+        })
+    }
+
+    fn detection(event_index: u32) -> wit::Detection {
+        wit::Detection {
+            event_index,
+            finding: wit::Finding {
+                rule: "r".into(),
+                severity: wit::Severity::Low,
+                attack: vec![],
+                message: String::new(),
+                evidence: vec![],
+            },
+        }
+    }
+
+    /// One poisoned event in 64 is found by halving (7 calls down its path), the other 63
+    /// delivered, every finding at its batch position; only the single-event fault is
+    /// blamed.
+    #[test]
+    fn a_fault_is_isolated_by_halving_down_to_one_event() {
+        let mut calls = Vec::new();
+        let out = bisect(64, |start, end, splittable| {
+            calls.push((start, end, splittable));
+            if (start..end).contains(&37) {
+                return Err(fault(end - start == 1 || !splittable, false));
+            }
+            Ok((0..(end - start) as u32).map(detection).collect())
+        });
+        let positions: Vec<usize> = out.detections.iter().map(|(p, _)| *p).collect();
+        assert_eq!(positions, (0..64).filter(|&p| p != 37).collect::<Vec<_>>());
+        assert!(calls.len() < 2 * 64, "at most 2n - 1 calls");
+        let blamed = calls
+            .iter()
+            .filter(|(s, e, _)| e - s == 1 && *s == 37)
+            .count();
+        assert_eq!(blamed, 1, "{calls:?}");
+    }
+
+    /// A plugin that fails on every batch of more than one event (but not alone) cannot
+    /// stall the stage for ever unblamed: after one bisection's depth of unblamed faults,
+    /// the next fault on a larger part is blamed (and so counts towards quarantine).
+    #[test]
+    fn unblamed_retries_are_capped_at_one_bisection_depth() {
+        let mut unblamed = 0;
+        let mut blamed = 0;
+        let mut calls = 0;
+        bisect(64, |start, end, splittable| {
+            calls += 1;
+            if end - start > 1 {
+                if splittable {
+                    unblamed += 1;
+                    return Err(fault(false, false));
+                }
+                blamed += 1;
+                return Err(fault(true, false));
+            }
+            Ok(Vec::new())
+        });
+        assert_eq!(unblamed, 8, "log2(64) + 1 unblamed faults at most");
+        assert!(blamed > 0);
+        assert!(
+            calls < 64,
+            "{calls} calls: the budget stopped the splitting early"
+        );
+        // A quarantine stops the delivery at once.
+        let mut after = 0;
+        let out = bisect(8, |_, _, _| {
+            after += 1;
+            Err(fault(true, true))
+        });
+        assert_eq!((after, out.quarantined_at), (1, Some(0)));
+    }
+
+    #[derive(Clone, Default)]
+    struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for SharedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}

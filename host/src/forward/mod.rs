@@ -1,0 +1,3 @@
+//! What leaves the agent: the finding records, one NDJSON line each ([`finding`]).
+
+pub mod finding;

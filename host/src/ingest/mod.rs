@@ -1,0 +1,177 @@
+//! Sources of eslogger lines. Reading is bounded: a line over the cap is consumed and
+//! reported as too long without ever being held whole in memory.
+
+pub mod convert;
+pub mod eslogger;
+pub mod follow;
+
+use std::io::{self, Read};
+
+/// What a source yields: raw eslogger lines (every source today), or messages already typed
+/// by a native Endpoint Security client, which skip the parser.
+#[derive(Debug)]
+pub enum Item {
+    /// A line to parse (or one that was too long to keep).
+    Line(Line),
+    /// An event the source typed itself.
+    Message(Box<ward_event::Message>),
+}
+
+/// A source of events. Implemented for every line reader; a native Endpoint Security
+/// source (with AUTH events and their deadlines) implements it directly.
+pub trait EventSource: Send {
+    /// The next item, or `None` at the end of the source.
+    fn next_item(&mut self) -> io::Result<Option<Item>>;
+
+    /// True when the next item is already in hand; a live source returns false before a
+    /// call that may block, so the pipeline hands over what it has first.
+    fn has_buffered(&self) -> bool;
+}
+
+impl<R: Read + Send> EventSource for LineReader<R> {
+    fn next_item(&mut self) -> io::Result<Option<Item>> {
+        Ok(self.next_line()?.map(Item::Line))
+    }
+
+    fn has_buffered(&self) -> bool {
+        LineReader::has_buffered(self)
+    }
+}
+
+/// A source of messages already in memory (tests, and the shape of a native source).
+pub struct MessageSource(pub std::collections::VecDeque<ward_event::Message>);
+
+impl EventSource for MessageSource {
+    fn next_item(&mut self) -> io::Result<Option<Item>> {
+        Ok(self.0.pop_front().map(|m| Item::Message(Box::new(m))))
+    }
+
+    fn has_buffered(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+/// One line from a source.
+#[derive(Debug)]
+pub enum Line {
+    /// A complete line (without its newline), at most the cap.
+    Data(Vec<u8>),
+    /// A line over the cap; only its length is known.
+    TooLong(usize),
+}
+
+/// Reads lines from `reader`, holding at most `max` bytes of any one line.
+///
+/// It does its own buffering so the caller can ask whether more input is already in hand
+/// ([`LineReader::has_buffered`]): a live source must hand over what it has before a read
+/// that may block.
+pub struct LineReader<R> {
+    reader: R,
+    max: usize,
+    buf: Box<[u8]>,
+    start: usize,
+    end: usize,
+}
+
+/// Read buffer size.
+const BUFFER: usize = 1 << 16;
+
+impl<R: Read> LineReader<R> {
+    /// Wraps `reader`.
+    pub fn new(reader: R, max: usize) -> Self {
+        Self {
+            reader,
+            max,
+            buf: vec![0; BUFFER].into_boxed_slice(),
+            start: 0,
+            end: 0,
+        }
+    }
+
+    /// True when bytes are buffered, so the next [`LineReader::next_line`] starts without
+    /// reading (it may still read to complete the line).
+    pub fn has_buffered(&self) -> bool {
+        self.start < self.end
+    }
+
+    fn fill(&mut self) -> io::Result<usize> {
+        loop {
+            match self.reader.read(&mut self.buf) {
+                Ok(n) => {
+                    self.start = 0;
+                    self.end = n;
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// The next line, or `None` at end of input. Blank lines are skipped.
+    pub fn next_line(&mut self) -> io::Result<Option<Line>> {
+        loop {
+            let mut line = Vec::new();
+            let mut len = 0usize;
+            let mut saw_any = false;
+            loop {
+                if self.start >= self.end && self.fill()? == 0 {
+                    break;
+                }
+                saw_any = true;
+                let chunk = self.buf.get(self.start..self.end).unwrap_or_default();
+                let (piece, done) = match chunk.iter().position(|&b| b == b'\n') {
+                    Some(i) => (chunk.get(..i).unwrap_or_default(), Some(i + 1)),
+                    None => (chunk, None),
+                };
+                len += piece.len();
+                if len <= self.max {
+                    line.extend_from_slice(piece);
+                }
+                self.start += done.unwrap_or(chunk.len());
+                if done.is_some() {
+                    break;
+                }
+            }
+            if !saw_any {
+                return Ok(None);
+            }
+            if len > self.max {
+                return Ok(Some(Line::TooLong(len)));
+            }
+            if line.last() == Some(&b'\r') {
+                line.pop();
+            }
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Ok(Some(Line::Data(line)));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Hands out at most 4 bytes per read, like a slow pipe.
+    struct ChunkedReader<'a>(&'a [u8]);
+    impl Read for ChunkedReader<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let n = buf.len().min(4).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn splits_lines_and_caps_long_ones() {
+        let input = b"{\"a\":1}\n\n  \n0123456789abcdef\r\nlast".to_vec();
+        let mut r = LineReader::new(ChunkedReader(&input[..]), 10);
+        assert!(matches!(r.next_line().unwrap(), Some(Line::Data(d)) if d == b"{\"a\":1}"));
+        assert!(matches!(r.next_line().unwrap(), Some(Line::TooLong(17))));
+        assert!(matches!(r.next_line().unwrap(), Some(Line::Data(d)) if d == b"last"));
+        assert!(r.next_line().unwrap().is_none());
+    }
+}

@@ -1,0 +1,12 @@
+//! Host implementations of the WIT import interfaces, one file per interface.
+
+pub mod enrich;
+pub mod files;
+pub mod host;
+pub mod process_table;
+
+use crate::sandbox::bindings::detector::ward::plugin::types;
+use crate::sandbox::state::PluginState;
+
+/// `ward:plugin/types` has no functions; the generated trait is empty.
+impl types::Host for PluginState {}

@@ -1,0 +1,98 @@
+//! The runtime: one engine, one linker per world, limits, the compile cache and the epoch
+//! ticker. Built once at startup; loading and calling plugins goes through it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use wasmtime::component::{HasSelf, Linker};
+use wasmtime::{Engine, Store};
+
+use crate::registry::cache::CompileCache;
+use crate::sandbox::bindings::{collector, detector, remediator};
+use crate::sandbox::engine::{EpochTicker, Limits, build_engine};
+use crate::sandbox::grants::HashCache;
+use crate::sandbox::state::{PluginContext, PluginState};
+
+/// Shared machinery for loading and running plugins.
+pub struct Runtime {
+    /// The engine every plugin is compiled with.
+    pub engine: Engine,
+    /// Imports of the detector world plus WASI.
+    pub detector_linker: Linker<PluginState>,
+    /// Imports of the collector world plus WASI.
+    pub collector_linker: Linker<PluginState>,
+    /// Imports of the remediator world plus WASI.
+    pub remediator_linker: Linker<PluginState>,
+    /// Caps applied to every plugin.
+    pub limits: Limits,
+    /// Compiled-component cache, if enabled.
+    pub cache: Option<CompileCache>,
+    /// SHA-256 digests of files, shared by every plugin granted `file-hash`.
+    pub hash_cache: Arc<HashCache>,
+    _ticker: EpochTicker,
+}
+
+fn wasi_linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+    Ok(linker)
+}
+
+impl Runtime {
+    /// Builds the engine and linkers. `cache_dir` enables the on-disk compile cache.
+    pub fn new(limits: Limits, cache_dir: Option<&Path>) -> anyhow::Result<Self> {
+        Self::with_engine(build_engine()?, limits, cache_dir)
+    }
+
+    /// Like [`Runtime::new`] with a caller-built engine (epoch interruption must be on).
+    pub fn with_engine(
+        engine: Engine,
+        limits: Limits,
+        cache_dir: Option<&Path>,
+    ) -> anyhow::Result<Self> {
+        let mut detector_linker = wasi_linker(&engine)?;
+        detector::Detector::add_to_linker::<_, HasSelf<_>>(&mut detector_linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the detector world")?;
+        let mut collector_linker = wasi_linker(&engine)?;
+        collector::Collector::add_to_linker::<_, HasSelf<_>>(&mut collector_linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the collector world")?;
+        let mut remediator_linker = wasi_linker(&engine)?;
+        remediator::Remediator::add_to_linker::<_, HasSelf<_>>(&mut remediator_linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the remediator world")?;
+        let cache = match cache_dir {
+            Some(dir) => match CompileCache::open(dir, &engine) {
+                Ok(cache) => Some(cache),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "compile cache disabled");
+                    None
+                }
+            },
+            None => None,
+        };
+        let ticker = EpochTicker::start(&engine)?;
+        Ok(Self {
+            engine,
+            detector_linker,
+            collector_linker,
+            remediator_linker,
+            limits,
+            cache,
+            hash_cache: Arc::default(),
+            _ticker: ticker,
+        })
+    }
+
+    /// A fresh store for one instance of a plugin, with its limiter and the start-up
+    /// deadline (instantiation and `describe()`); calls then get the per-call deadline.
+    pub fn new_store(&self, ctx: PluginContext) -> Store<PluginState> {
+        let mut store = Store::new(&self.engine, PluginState::new(ctx, &self.limits));
+        store.limiter(|s| s.limiter());
+        store.epoch_deadline_trap();
+        store.set_epoch_deadline(self.limits.init_deadline_ticks());
+        store
+    }
+}

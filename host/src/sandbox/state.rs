@@ -1,0 +1,120 @@
+//! Per-plugin store state: WASI context (no preopens, no env, no sockets), resource table,
+//! memory limits, identity, config, the shared process table and captured guest output.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+
+use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
+use wasmtime_wasi::{ResourceTable, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+
+use crate::sandbox::engine::Limits;
+use crate::sandbox::grants::EnrichScope;
+use crate::sandbox::grants::FileScope;
+use crate::sandbox::output::GuestOutput;
+use ward_event::ProcessTable;
+
+/// The process table shared between the pipeline (writer) and plugin calls (readers).
+pub type SharedProcessTable = Arc<RwLock<ProcessTable>>;
+
+/// What a plugin's host calls may see, shared by all instances of one plugin.
+#[derive(Clone)]
+pub struct PluginContext {
+    /// Plugin name used in logs (file name until `describe()` has answered).
+    pub name: Arc<str>,
+    /// Admin-set config values.
+    pub config: Arc<BTreeMap<String, String>>,
+    /// The process table.
+    pub processes: SharedProcessTable,
+    /// File scope for collectors granted `file-read`; `None` denies all file access.
+    pub files: Option<Arc<FileScope>>,
+    /// Enrichment grants (`file-hash`, `file-xattr`, `plist-read`) for detectors; `None`
+    /// denies all enrichment.
+    pub enrich: Option<Arc<EnrichScope>>,
+}
+
+/// Store data of one plugin instance.
+pub struct PluginState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    limits: StoreLimits,
+    /// Who this is and what it may see.
+    pub ctx: PluginContext,
+    /// Guest stdout, drained into the log after each call.
+    pub stdout: GuestOutput,
+    /// Guest stderr, drained into the log after each call.
+    pub stderr: GuestOutput,
+    /// Log messages left before the host starts dropping them for this call.
+    pub log_budget: u32,
+    /// Log messages dropped over budget during this call.
+    pub logs_dropped: u32,
+    /// When the current call's time is up; host imports that may take long (hashing a
+    /// file) stop by then rather than outlive the guest's deadline.
+    pub deadline: Option<std::time::Instant>,
+}
+
+/// Log messages a plugin may write per call before the host drops the rest.
+pub const LOG_MESSAGES_PER_CALL: u32 = 64;
+/// Longest log message kept; longer ones are truncated.
+pub const MAX_LOG_MESSAGE_BYTES: usize = 4096;
+
+impl PluginState {
+    /// Fresh state: WASI builder defaults (no preopens, env, args or network) with guest
+    /// stdio captured.
+    pub fn new(ctx: PluginContext, limits: &Limits) -> Self {
+        let stdout = GuestOutput::new(limits.max_output_bytes);
+        let stderr = GuestOutput::new(limits.max_output_bytes);
+        let wasi = WasiCtxBuilder::new()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .allow_ip_name_lookup(false)
+            .allow_tcp(false)
+            .allow_udp(false)
+            .build();
+        let store_limits = StoreLimitsBuilder::new()
+            .memory_size(limits.memory_bytes)
+            .table_elements(limits.table_elements)
+            .instances(limits.instances)
+            .tables(limits.instances)
+            .memories(limits.instances)
+            .trap_on_grow_failure(true)
+            .build();
+        Self {
+            wasi,
+            table: ResourceTable::new(),
+            limits: store_limits,
+            ctx,
+            stdout,
+            stderr,
+            log_budget: LOG_MESSAGES_PER_CALL,
+            logs_dropped: 0,
+            deadline: None,
+        }
+    }
+
+    /// The limiter wasmtime consults on every memory/table growth.
+    pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
+        &mut self.limits
+    }
+
+    /// Sends captured guest output to the log, one event per line, and resets the per-call
+    /// log budget.
+    pub fn flush_output(&mut self) {
+        let name = &self.ctx.name;
+        self.stdout.drain_to_log(name, "stdout");
+        self.stderr.drain_to_log(name, "stderr");
+        if self.logs_dropped > 0 {
+            tracing::warn!(plugin = %name, dropped = self.logs_dropped, "plugin log messages over budget dropped");
+        }
+        self.log_budget = LOG_MESSAGES_PER_CALL;
+        self.logs_dropped = 0;
+    }
+}
+
+impl WasiView for PluginState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
