@@ -17,7 +17,8 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::WardConfig;
-use crate::detect::pipeline::{Summary, run_stream};
+use crate::detect::pipeline::Summary;
+use crate::detect::run::run_stream;
 use crate::registry::load::LoadOptions;
 
 /// ward: macOS incident response with sandboxed WebAssembly plugins.

@@ -6,3 +6,4 @@ pub mod auth;
 pub mod auth_lane;
 pub mod pipeline;
 pub mod router;
+pub mod run;

@@ -1,0 +1,345 @@
+//! The detection stage run live: four threads joined by bounded channels — the reader
+//! (read, parse, record in the process table, hand AUTH events to the AUTH lane), the
+//! detection stage (the synchronous [`Pipeline`], driven by messages: items, plugin swaps,
+//! mode changes, shutdown), the AUTH lane, and the writer of findings.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, PoisonError};
+use std::time::Instant;
+
+use anyhow::Context as _;
+
+use crate::detect::auth_lane::{AuthLane, Inbox, Output as LaneOutput};
+use crate::detect::pipeline::{
+    AUTH_ACTION, Parsed, Pipeline, Summary, auth_records, event_cost, shadow_records,
+};
+use crate::forward::finding::FindingRecord;
+use crate::ingest::{EventSource, Item, Line, LineReader};
+use ward_event::{ParseError, parse_line};
+
+/// Items handed from the reader to the pipeline per message.
+const CHUNK_LINES: usize = 256;
+/// Bytes of events (their lines) per message: a chunk closes at this or at
+/// [`CHUNK_LINES`], so what waits between the reader and the detection stage is bounded in
+/// bytes, however large the lines.
+const CHUNK_BYTES: usize = 1 << 20;
+/// Chunks buffered between tasks.
+const CHANNEL_DEPTH: usize = 8;
+/// Bytes of AUTH events waiting for the AUTH lane; past it the reader waits (each event's
+/// deadline keeps running from its arrival, so waiting here is never hidden). One event is
+/// always let through, whatever its size.
+const AUTH_QUEUE_BYTES: usize = 8 << 20;
+
+/// Tells the AUTH lane, when dropped, that its source has ended.
+struct EndOnDrop(Option<std::sync::mpsc::Sender<Inbox>>);
+
+impl Drop for EndOnDrop {
+    fn drop(&mut self) {
+        if let Some(lane) = &self.0 {
+            let _ = lane.send(Inbox::End);
+        }
+    }
+}
+
+/// A budget of bytes in flight between two threads: `acquire` waits for room.
+struct ByteGate {
+    /// Bytes in flight, and whether the consumer is gone.
+    used: std::sync::Mutex<(usize, bool)>,
+    freed: std::sync::Condvar,
+    cap: usize,
+}
+
+impl ByteGate {
+    fn new(cap: usize) -> Self {
+        Self {
+            used: std::sync::Mutex::new((0, false)),
+            freed: std::sync::Condvar::new(),
+            cap,
+        }
+    }
+
+    fn acquire(&self, n: usize) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        while !state.1 && state.0 > 0 && state.0.saturating_add(n) > self.cap {
+            state = self
+                .freed
+                .wait(state)
+                .unwrap_or_else(PoisonError::into_inner);
+        }
+        state.0 = state.0.saturating_add(n);
+    }
+
+    fn release(&self, n: usize) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        state.0 = state.0.saturating_sub(n);
+        self.freed.notify_all();
+    }
+
+    /// The consumer is gone: nothing waits for room again.
+    fn close(&self) {
+        let mut state = self.used.lock().unwrap_or_else(PoisonError::into_inner);
+        state.1 = true;
+        self.freed.notify_all();
+    }
+}
+
+/// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
+/// Returns the summary; fails only if the input cannot be read or the sink written.
+pub async fn run_stream<R, W>(pipeline: Pipeline, input: R, sink: W) -> anyhow::Result<Summary>
+where
+    R: Read + Send + 'static,
+    W: Write + Send + 'static,
+{
+    let lines = LineReader::new(input, pipeline.options().max_line_bytes);
+    run_source(pipeline, Box::new(lines), sink).await
+}
+
+/// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`.
+///
+/// Four threads joined by bounded channels: the reader reads, parses and records each
+/// event in the process table (stamping it with its arrival), hands AUTH events straight to
+/// the AUTH lane's thread, and everything, in order, to the detection stage; both send
+/// findings to the writer. So an AUTH event never waits behind the batches in front of it,
+/// and its verdict sees a process table that is up to date with it.
+pub async fn run_source<W>(
+    mut pipeline: Pipeline,
+    mut source: Box<dyn EventSource>,
+    mut sink: W,
+) -> anyhow::Result<Summary>
+where
+    W: Write + Send + 'static,
+{
+    let (item_tx, mut item_rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(CHANNEL_DEPTH);
+    let (finding_tx, mut finding_rx) =
+        tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
+    let lane = pipeline.take_auth_lane();
+    let auth_tx = lane.as_ref().map(AuthLane::sender);
+    let gate = Arc::new(ByteGate::new(AUTH_QUEUE_BYTES));
+    let max_line = pipeline.options().max_line_bytes;
+    // The reader keeps the process table from here on.
+    pipeline.observed_upstream = true;
+    let table = Arc::clone(pipeline.processes());
+
+    let (recycle_tx, recycle_rx) = std::sync::mpsc::sync_channel::<Vec<Parsed>>(CHANNEL_DEPTH);
+    let reader_gate = Arc::clone(&gate);
+    let reader = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        // However the reader ends (the source's end, an error, the stage gone), the lane
+        // is told no more events will come.
+        let auth_tx = EndOnDrop(auth_tx);
+        let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut chunk_bytes = 0usize;
+        while let Some(item) = source.next_item().context("reading the event stream")? {
+            let arrival = Instant::now();
+            let parsed = match item {
+                Item::Line(Line::Data(bytes)) => {
+                    chunk_bytes += bytes.len();
+                    match parse_line(&bytes, max_line) {
+                        Ok(msg) => Parsed::Message(Box::new(msg), arrival),
+                        Err(e) => Parsed::Malformed(e),
+                    }
+                }
+                Item::Line(Line::TooLong(len)) => {
+                    Parsed::Malformed(ParseError::TooLong { len, max: max_line })
+                }
+                Item::Message(msg) => {
+                    chunk_bytes += event_cost(&msg);
+                    Parsed::Message(msg, arrival)
+                }
+            };
+            if let Parsed::Message(msg, arrival) = &parsed {
+                table
+                    .write()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .observe(msg);
+                if msg.action_type == Some(AUTH_ACTION)
+                    && let Some(lane) = &auth_tx.0
+                {
+                    let cost = event_cost(msg);
+                    reader_gate.acquire(cost);
+                    let sent = lane.send(Inbox::Event(msg.clone(), *arrival, cost));
+                    if sent.is_err() {
+                        reader_gate.release(cost);
+                    }
+                }
+            }
+            chunk.push(parsed);
+            // Hand over a full chunk, or whatever is in hand before a read that may block:
+            // a live source must not sit on events waiting for more.
+            if chunk.len() >= CHUNK_LINES || chunk_bytes >= CHUNK_BYTES || !source.has_buffered() {
+                if item_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                    return Ok(());
+                }
+                while let Ok(done) = recycle_rx.try_recv() {
+                    drop(done);
+                }
+                chunk_bytes = 0;
+                chunk.reserve(CHUNK_LINES);
+            }
+        }
+        if !chunk.is_empty() {
+            let _ = item_tx.blocking_send(chunk);
+        }
+        Ok(())
+    });
+
+    let auth_findings = finding_tx.clone();
+    let processes = Arc::clone(pipeline.processes());
+    let auth = tokio::task::spawn_blocking(move || -> Option<(AuthLane, u64)> {
+        let mut lane = lane?;
+        let mut recorded = 0u64;
+        lane.run(|output| {
+            let table = processes.read().unwrap_or_else(PoisonError::into_inner);
+            let records = match output {
+                LaneOutput::Decided(d) => {
+                    gate.release(d.cost);
+                    auth_records(&d.decision, &d.event, &table)
+                }
+                LaneOutput::Shadow(s) => shadow_records(vec![s], &table),
+            };
+            drop(table);
+            recorded += records.len() as u64;
+            records.is_empty() || auth_findings.blocking_send(records).is_ok()
+        });
+        gate.close();
+        Some((lane, recorded))
+    });
+
+    let processor = tokio::task::spawn_blocking(move || -> Pipeline {
+        while let Some(chunk) = item_rx.blocking_recv() {
+            let mut out = Vec::new();
+            for item in &chunk {
+                pipeline.push_parsed(item, &mut out);
+            }
+            // Back to the reader to be freed where it was allocated (a free from another
+            // thread costs the system allocator several times more); dropped here if the
+            // reader is not keeping up.
+            let _ = recycle_tx.try_send(chunk);
+            // Nothing more waiting: deliver the partial batch now rather than sit on it.
+            if item_rx.is_empty() {
+                pipeline.flush(&mut out);
+            }
+            if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+                break;
+            }
+        }
+        let mut out = Vec::new();
+        pipeline.flush(&mut out);
+        if !out.is_empty() {
+            let _ = finding_tx.blocking_send(out);
+        }
+        pipeline
+    });
+
+    let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        while let Some(findings) = finding_rx.blocking_recv() {
+            for f in findings {
+                sink.write_all(f.to_json_line().as_bytes())
+                    .context("writing findings")?;
+                sink.write_all(b"\n").context("writing findings")?;
+            }
+            sink.flush().context("writing findings")?;
+        }
+        Ok(())
+    });
+
+    let read_result = reader.await.context("reader task")?;
+    let mut pipeline = processor.await.context("pipeline task")?;
+    if let Some((lane, recorded)) = auth.await.context("AUTH lane task")? {
+        pipeline.restore_auth_lane(lane, recorded);
+    }
+    pipeline.observed_upstream = false;
+    writer.await.context("sink task")??;
+    read_result?;
+    Ok(pipeline.summary())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::detect::pipeline::PipelineOptions;
+    use crate::ingest::MessageSource;
+
+    /// The AUTH queue's byte gate lets one oversized event through alone and holds the
+    /// next until room is made.
+    #[test]
+    fn the_byte_gate_bounds_bytes_in_flight() {
+        let gate = std::sync::Arc::new(ByteGate::new(100));
+        gate.acquire(250);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let gate = std::sync::Arc::clone(&gate);
+            std::thread::spawn(move || {
+                gate.acquire(10);
+                tx.send(()).unwrap();
+            })
+        };
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(rx.try_recv().is_err(), "admitted past the budget");
+        gate.release(250);
+        rx.recv().unwrap();
+        waiter.join().unwrap();
+        assert_eq!(gate.used.lock().unwrap().0, 10);
+        // Once the consumer is gone nothing waits.
+        gate.close();
+        gate.acquire(1 << 40);
+    }
+
+    /// A source that yields typed messages (as a native ES client would) skips the parser
+    /// and reaches the same detectors with the same results.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn typed_messages_from_a_native_style_source_reach_the_detectors() {
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/streams/attack-chain.jsonl"
+        ))
+        .unwrap();
+        let messages = text
+            .lines()
+            .map(|l| ward_event::parse_line(l.as_bytes(), 1 << 20).unwrap())
+            .collect();
+        let rt = std::sync::Arc::new(
+            crate::sandbox::runtime::Runtime::new(crate::sandbox::engine::Limits::default(), None)
+                .unwrap(),
+        );
+        let processes: crate::sandbox::state::SharedProcessTable = Default::default();
+        let plugins = crate::registry::builtin::builtin_sources()
+            .iter()
+            .map(|s| {
+                crate::registry::load::load(
+                    &rt,
+                    s,
+                    &crate::registry::load::LoadOptions::default(),
+                    &processes,
+                )
+                .unwrap()
+            })
+            .collect();
+        let pipeline = Pipeline::new(rt, plugins, processes, PipelineOptions::default());
+        let sink = SharedSink::default();
+        let summary = run_source(pipeline, Box::new(MessageSource(messages)), sink.clone())
+            .await
+            .unwrap();
+        assert_eq!(summary.parse.events, 31);
+        assert_eq!(summary.findings, 15);
+        let lines = sink
+            .0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count();
+        assert_eq!(lines, 15);
+    }
+
+    #[derive(Clone, Default)]
+    struct SharedSink(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl Write for SharedSink {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+}
