@@ -77,6 +77,22 @@ pub enum Inbox {
     Reply(Reply),
     /// No more events will come.
     End,
+    /// A plugin to put in (a new version or a new one).
+    Upsert(Plugin),
+    /// A plugin to take out, by name.
+    Remove(String),
+    /// A plugin's new mode.
+    Mode(String, Mode),
+    /// A new version's worker has its live instance (internal).
+    Ready(String),
+}
+
+/// How a starting worker says its live instance is ready.
+enum Ready {
+    /// At start-up: the lane waits on this.
+    Signal(SyncSender<()>),
+    /// A swap: the lane's inbox hears it, between events.
+    Inbox(Sender<Inbox>, String),
 }
 
 /// A worker's answer to one ask.
@@ -114,6 +130,8 @@ struct Worker {
     stats: Arc<Mutex<LaneStats>>,
     stopping: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    /// Verdicts it did not give in time, counted by the lane.
+    missed: u64,
 }
 
 /// A worker's verdict on an event, by the worker's index.
@@ -168,6 +186,8 @@ pub struct AuthLane {
     ready_at: Option<Instant>,
     policy: AuthPolicy,
     workers: Vec<Worker>,
+    /// New versions whose live instance is still being built; the old ones answer.
+    incoming: Vec<Worker>,
     stats: AuthStats,
     next_id: u64,
     inbox_tx: Sender<Inbox>,
@@ -207,6 +227,7 @@ impl AuthLane {
             ready_at: None,
             policy,
             workers: Vec::new(),
+            incoming: Vec::new(),
             stats: AuthStats::default(),
             next_id: 0,
             inbox_tx,
@@ -230,49 +251,134 @@ impl AuthLane {
         }
         let mut ready = Vec::new();
         for plugin in std::mem::take(&mut self.planned) {
-            let (tx, rx) = mpsc::sync_channel::<Msg>(WORKER_QUEUE);
-            let (ready_tx, ready_rx) = mpsc::sync_channel::<()>(1);
-            let stats = Arc::new(Mutex::new(LaneStats::default()));
-            let stopping = Arc::new(AtomicBool::new(false));
-            let (name, digest, mode, route) = (
-                plugin.name().to_owned(),
-                plugin.digest().to_owned(),
-                plugin.mode,
-                plugin.route().clone(),
-            );
-            let worker = WorkerLoop {
-                rt: Arc::clone(&self.rt),
-                plugin,
-                tx: tx.clone(),
-                stats: Arc::clone(&stats),
-                stopping: Arc::clone(&stopping),
-            };
-            let thread = std::thread::Builder::new()
-                .name(format!("ward-auth-{name}"))
-                .spawn(move || worker.run(rx, ready_tx));
-            match thread {
-                Ok(handle) => {
-                    ready.push(ready_rx);
-                    self.workers.push(Worker {
-                        name,
-                        digest,
-                        mode,
-                        route,
-                        tx,
-                        stats,
-                        stopping,
-                        thread: Some(handle),
-                    });
-                }
-                Err(e) => {
-                    tracing::error!(plugin = %name, error = %e, "cannot start the AUTH worker; the plugin will not be asked for verdicts");
-                }
+            let (tx, rx) = mpsc::sync_channel::<()>(1);
+            if let Some(worker) = self.spawn(plugin, Ready::Signal(tx)) {
+                ready.push(rx);
+                self.workers.push(worker);
             }
         }
         for r in ready {
             let _ = r.recv();
         }
         self.ready_at = Some(Instant::now());
+    }
+
+    /// Starts a worker thread for `plugin`, which says when its live instance is ready
+    /// through `ready`.
+    fn spawn(&self, plugin: Plugin, ready: Ready) -> Option<Worker> {
+        let (tx, rx) = mpsc::sync_channel::<Msg>(WORKER_QUEUE);
+        let stats = Arc::new(Mutex::new(LaneStats::default()));
+        let stopping = Arc::new(AtomicBool::new(false));
+        let (name, digest, mode, route) = (
+            plugin.name().to_owned(),
+            plugin.digest().to_owned(),
+            plugin.mode,
+            plugin.route().clone(),
+        );
+        let worker = WorkerLoop {
+            rt: Arc::clone(&self.rt),
+            plugin,
+            tx: tx.clone(),
+            stats: Arc::clone(&stats),
+            stopping: Arc::clone(&stopping),
+        };
+        let thread = std::thread::Builder::new()
+            .name(format!("ward-auth-{name}"))
+            .spawn(move || worker.run(rx, ready));
+        match thread {
+            Ok(handle) => Some(Worker {
+                name,
+                digest,
+                mode,
+                route,
+                tx,
+                stats,
+                stopping,
+                thread: Some(handle),
+                missed: 0,
+            }),
+            Err(e) => {
+                tracing::error!(plugin = %name, error = %e, "cannot start the AUTH worker; the plugin will not be asked for verdicts");
+                None
+            }
+        }
+    }
+
+    /// Applies a swap, a removal or a mode change now (the synchronous path; a running
+    /// lane takes them through its inbox, between events).
+    pub fn apply(&mut self, msg: Inbox) {
+        self.handle(msg);
+    }
+
+    /// Puts `plugin` in (a new version of one already here, or a new one). Before the
+    /// lane starts this only replaces the plan; after, the new version gets a worker of
+    /// its own and the old one keeps answering until the new one's instance is ready —
+    /// a swap never leaves a verdict to the default.
+    fn upsert(&mut self, plugin: Plugin) {
+        if self.ready_at.is_none() {
+            self.planned.retain(|p| p.name() != plugin.name());
+            if takes_auth(plugin.route()) {
+                self.planned.push(plugin);
+            }
+            return;
+        }
+        if !takes_auth(plugin.route()) {
+            self.remove(plugin.name());
+            return;
+        }
+        let name = plugin.name().to_owned();
+        let ready = Ready::Inbox(self.inbox_tx.clone(), name.clone());
+        if let Some(worker) = self.spawn(plugin, ready) {
+            // One incoming version at a time: a newer one replaces a still-warming one.
+            if let Some(old) = self.incoming.iter().position(|w| w.name == name) {
+                let mut stale = self.incoming.swap_remove(old);
+                stale.stop(false);
+            }
+            self.incoming.push(worker);
+        }
+    }
+
+    /// The incoming worker for `name` is ready: it takes the old one's place.
+    fn promote(&mut self, name: &str) {
+        let Some(at) = self.incoming.iter().position(|w| w.name == name) else {
+            return;
+        };
+        let worker = self.incoming.swap_remove(at);
+        match self.workers.iter().position(|w| w.name == name) {
+            Some(i) => {
+                if let Some(slot) = self.workers.get_mut(i) {
+                    let mut old = std::mem::replace(slot, worker);
+                    old.stop(false);
+                }
+            }
+            None => self.workers.push(worker),
+        }
+        tracing::info!(plugin = %name, "AUTH lane: the new version answers from now on");
+    }
+
+    /// Takes `name` out of the lane.
+    fn remove(&mut self, name: &str) {
+        self.planned.retain(|p| p.name() != name);
+        for list in [&mut self.workers, &mut self.incoming] {
+            if let Some(at) = list.iter().position(|w| w.name == name) {
+                let mut w = list.remove(at);
+                w.stop(false);
+            }
+        }
+    }
+
+    /// Sets `name`'s mode.
+    fn set_mode(&mut self, name: &str, mode: Mode) {
+        for p in &mut self.planned {
+            if p.name() == name {
+                p.mode = mode;
+            }
+        }
+        for w in self.workers.iter_mut().chain(self.incoming.iter_mut()) {
+            if w.name == name {
+                w.mode = mode;
+            }
+        }
     }
 
     /// The policy.
@@ -295,11 +401,12 @@ impl AuthLane {
         self.workers
             .iter()
             .map(|w| {
-                let s = w
+                let mut s = w
                     .stats
                     .lock()
                     .unwrap_or_else(PoisonError::into_inner)
                     .clone();
+                s.stats.deadlines_missed += w.missed;
                 (w.name.clone(), s)
             })
             .collect()
@@ -405,6 +512,10 @@ impl AuthLane {
                 self.submit(&event, arrival, cost);
             }
             Inbox::End => self.ended = true,
+            Inbox::Upsert(plugin) => self.upsert(plugin),
+            Inbox::Remove(name) => self.remove(&name),
+            Inbox::Mode(name, mode) => self.set_mode(&name, mode),
+            Inbox::Ready(name) => self.promote(&name),
             Inbox::Reply(reply) => {
                 if let Some(p) = self
                     .pending
@@ -511,7 +622,12 @@ impl AuthLane {
                     missed.push((name, format!("undecided: {why}")))
                 }
                 Err(Miss::Quarantined) => skipped.push((name, "quarantined".to_owned())),
-                Err(Miss::Missed(why)) => missed.push((name, why)),
+                Err(Miss::Missed(why)) => {
+                    if let Some(w) = self.workers.get_mut(i) {
+                        w.missed += 1;
+                    }
+                    missed.push((name, why));
+                }
             }
         }
         let deadline = self.policy.verdict_timeout;
@@ -648,19 +764,27 @@ pub enum Output {
     Shadow(ShadowOutcome),
 }
 
+impl Worker {
+    /// Stops the worker. It keeps a sender of its own (for spare builders), so it is told
+    /// to stop; one that cannot take the message (stuck in a host call with a full queue)
+    /// sees the flag after its current ask and is not waited for.
+    /// Its queued asks are answered first. With `join`, waits for it.
+    fn stop(&mut self, join: bool) {
+        self.stopping.store(true, Ordering::Relaxed);
+        let told = self.tx.try_send(Msg::Stop).is_ok();
+        if let Some(t) = self.thread.take()
+            && told
+            && join
+        {
+            let _ = t.join();
+        }
+    }
+}
+
 impl Drop for AuthLane {
     fn drop(&mut self) {
-        // Workers keep a sender of their own (for spare builders), so they are told to
-        // stop. A worker that cannot take the message (stuck in a host call with a full
-        // queue) sees the flag after its current ask and is not waited for.
-        for w in &mut self.workers {
-            w.stopping.store(true, Ordering::Relaxed);
-            let told = w.tx.try_send(Msg::Stop).is_ok();
-            if let Some(t) = w.thread.take()
-                && told
-            {
-                let _ = t.join();
-            }
+        for w in self.workers.iter_mut().chain(self.incoming.iter_mut()) {
+            w.stop(true);
         }
     }
 }
@@ -734,10 +858,17 @@ impl WorkerLoop {
         }
     }
 
-    fn run(mut self, rx: Receiver<Msg>, ready: SyncSender<()>) {
+    fn run(mut self, rx: Receiver<Msg>, ready: Ready) {
         // The live instance first (the lane waits for it), then a spare in the background.
         self.plugin.warm(&self.rt);
-        let _ = ready.send(());
+        match ready {
+            Ready::Signal(tx) => {
+                let _ = tx.send(());
+            }
+            Ready::Inbox(tx, name) => {
+                let _ = tx.send(Inbox::Ready(name));
+            }
+        }
         let mut spare: Option<Instance> = None;
         let mut building = self.build_spare();
         let mut retry_wait = SPARE_RETRY_FIRST;

@@ -12,3 +12,4 @@ pub mod output;
 pub mod plugin;
 pub mod runtime;
 pub mod state;
+pub mod stats;

@@ -156,49 +156,7 @@ impl fmt::Display for CallError {
     }
 }
 
-/// Counters per plugin.
-#[derive(Debug, Default, Clone)]
-pub struct PluginStats {
-    /// Export calls made (retries of split batches included).
-    pub calls: u64,
-    /// Events delivered.
-    pub events: u64,
-    /// Results (findings, artifacts, actions) accepted.
-    pub results: u64,
-    /// `err(plugin-error)` returns.
-    pub plugin_errors: u64,
-    /// Guest faults blamed on the plugin.
-    pub faults: u64,
-    /// Faults on a batch that was then split and retried (not blamed).
-    pub retried: u64,
-    /// Fresh instances created.
-    pub instantiations: u64,
-    /// Times the plugin was quarantined.
-    pub quarantines: u64,
-    /// Times a quarantine ended and the plugin was called again.
-    pub releases: u64,
-    /// Strings of its results cut to the field cap.
-    pub fields_cut: u64,
-    /// Wall time spent inside the plugin's calls (instantiation included).
-    pub busy: Duration,
-}
-
-impl PluginStats {
-    /// Adds `other` (another lane's counters for the same plugin).
-    pub fn add(&mut self, other: &PluginStats) {
-        self.calls += other.calls;
-        self.events += other.events;
-        self.results += other.results;
-        self.plugin_errors += other.plugin_errors;
-        self.faults += other.faults;
-        self.retried += other.retried;
-        self.instantiations += other.instantiations;
-        self.quarantines += other.quarantines;
-        self.releases += other.releases;
-        self.fields_cut += other.fields_cut;
-        self.busy += other.busy;
-    }
-}
+pub use crate::sandbox::stats::{Histogram, PluginStats};
 
 /// Output limits of `describe()`: a name, a few hundred subscriptions, prefilter lists.
 pub const DESCRIBE_LIMITS: OutputLimits = OutputLimits {
@@ -379,7 +337,8 @@ impl Instance {
             Ok(found) => found,
             Err(e) => {
                 store.data_mut().flush_output();
-                return Err(classify(&e));
+                let refused = store.data_mut().take_growth_refused();
+                return Err(classify_with(&e, refused));
             }
         };
         let describe: Describe = match describe.typed(&store) {
@@ -389,6 +348,7 @@ impl Instance {
         let (described, usage) =
             lift::with_limits(DESCRIBE_LIMITS, || describe.call(&mut store, ()));
         store.data_mut().flush_output();
+        let refused = store.data_mut().take_growth_refused();
         match described {
             // A cut name, prefix or key would silently mean something else: refuse it.
             Ok(_) if usage.fields_cut > 0 => Err((
@@ -399,7 +359,7 @@ impl Instance {
                 ),
             )),
             Ok((info,)) => Ok((Instance { store, exports }, info.into())),
-            Err(e) => Err(classify(&e)),
+            Err(e) => Err(classify_with(&e, refused)),
         }
     }
 
@@ -597,6 +557,7 @@ impl Plugin {
         rt: &Runtime,
         ticks: u64,
         limits: OutputLimits,
+        events: u64,
         excused: impl Fn(FaultKind) -> bool,
         f: impl FnOnce(&Exports, &mut Store<PluginState>) -> wasmtime::Result<T>,
     ) -> Result<T, CallError> {
@@ -610,15 +571,26 @@ impl Plugin {
             None => self.instantiate(rt)?,
         };
         let started = Instant::now();
+        live.store.data_mut().take_growth_refused();
         live.store.set_epoch_deadline(ticks);
         let budget = crate::sandbox::engine::EPOCH_TICK
             .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
         live.store.data_mut().deadline = started.checked_add(budget);
         self.stats.calls += 1;
         let (result, usage) = lift::with_limits(limits, || f(&live.exports, &mut live.store));
+        let refused = live.store.data_mut().take_growth_refused();
         live.store.data_mut().deadline = None;
         live.store.data_mut().flush_output();
-        self.stats.busy += started.elapsed();
+        let took = started.elapsed();
+        self.stats.busy += took;
+        self.stats.ns_per_event.record_n(
+            u64::try_from(took.as_nanos() / u128::from(events.max(1))).unwrap_or(u64::MAX),
+            1,
+        );
+        self.stats.memory_high_water = self
+            .stats
+            .memory_high_water
+            .max(live.store.data().memory_high_water());
         self.stats.fields_cut += usage.fields_cut as u64;
         match result {
             Ok(value) => {
@@ -627,7 +599,7 @@ impl Plugin {
             }
             // The instance may be in any state after a trap: drop it.
             Err(e) => {
-                let (kind, detail) = classify(&e);
+                let (kind, detail) = classify_with(&e, refused);
                 let blame = !excused(kind);
                 Err(self.record_fault(rt, kind, detail, blame))
             }
@@ -655,6 +627,12 @@ impl Plugin {
         }
         let now = Instant::now();
         self.stats.faults += 1;
+        match kind {
+            FaultKind::Timeout => self.stats.timeouts += 1,
+            FaultKind::MemoryLimit => self.stats.memory_limits += 1,
+            FaultKind::Trap | FaultKind::StackOverflow => self.stats.traps += 1,
+            FaultKind::OutputLimit | FaultKind::BadOutput => {}
+        }
         let h = &mut self.health;
         h.recent_faults.push_back(now);
         while let Some(first) = h.recent_faults.front() {
@@ -736,6 +714,7 @@ impl Plugin {
             rt,
             rt.limits.deadline_ticks(),
             Self::event_limits(rt),
+            events.len() as u64,
             |kind| splittable && kind.may_be_the_input(),
             |exports, store| {
                 let Exports::Detector { on_events, .. } = exports else {
@@ -782,7 +761,7 @@ impl Plugin {
             list_items: 0,
         };
         let excused = move |kind: FaultKind| short && kind == FaultKind::Timeout;
-        self.call(rt, ticks, limits, excused, |exports, store| {
+        self.call(rt, ticks, limits, 1, excused, |exports, store| {
             let Exports::Detector { authorize, .. } = exports else {
                 return Err(wasmtime::Error::msg("world checked by expect_kind"));
             };
@@ -807,6 +786,7 @@ impl Plugin {
             rt,
             rt.limits.deadline_ticks(),
             limits,
+            1,
             |_| false,
             |exports, store| {
                 let Exports::Collector { collect } = exports else {
@@ -832,6 +812,7 @@ impl Plugin {
             rt,
             rt.limits.deadline_ticks(),
             Self::event_limits(rt),
+            1,
             |_| false,
             |exports, store| {
                 let Exports::Remediator { plan } = exports else {
@@ -876,7 +857,16 @@ impl Plugin {
 
 /// Sorts a wasmtime error into a fault kind with a one-line detail.
 pub fn classify(error: &wasmtime::Error) -> (FaultKind, String) {
+    classify_with(error, false)
+}
+
+/// [`classify`], knowing whether the store's limiter refused a growth during the call
+/// (then it is a `memory-limit` fault, whatever the guest did next).
+pub fn classify_with(error: &wasmtime::Error, growth_refused: bool) -> (FaultKind, String) {
     let chain = format!("{error:#}");
+    if growth_refused && error.downcast_ref::<OutputLimitExceeded>().is_none() {
+        return (FaultKind::MemoryLimit, one_line(&chain));
+    }
     if let Some(limit) = error.downcast_ref::<OutputLimitExceeded>() {
         return (FaultKind::OutputLimit, one_line(&limit.0));
     }
@@ -891,12 +881,6 @@ pub fn classify(error: &wasmtime::Error) -> (FaultKind, String) {
             _ => one_line(&chain),
         };
         return (kind, detail);
-    }
-    if chain.contains("growing memory")
-        || chain.contains("growing table")
-        || chain.contains("memory allocation")
-    {
-        return (FaultKind::MemoryLimit, one_line(&chain));
     }
     (FaultKind::Trap, one_line(&chain))
 }

@@ -32,11 +32,60 @@ pub struct PluginContext {
     pub enrich: Option<Arc<EnrichScope>>,
 }
 
+/// The store's limits, and what they saw: the memory high-water mark and whether a growth
+/// was refused.
+struct Limiter {
+    limits: StoreLimits,
+    high_water: usize,
+    refused: bool,
+}
+
+impl ResourceLimiter for Limiter {
+    fn memory_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.memory_growing(current, desired, maximum);
+        match &allowed {
+            Ok(true) => self.high_water = self.high_water.max(desired),
+            Ok(false) | Err(_) => self.refused = true,
+        }
+        allowed
+    }
+
+    fn table_growing(
+        &mut self,
+        current: usize,
+        desired: usize,
+        maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        let allowed = self.limits.table_growing(current, desired, maximum);
+        if !matches!(allowed, Ok(true)) {
+            self.refused = true;
+        }
+        allowed
+    }
+
+    fn instances(&self) -> usize {
+        self.limits.instances()
+    }
+
+    fn tables(&self) -> usize {
+        self.limits.tables()
+    }
+
+    fn memories(&self) -> usize {
+        self.limits.memories()
+    }
+}
+
 /// Store data of one plugin instance.
 pub struct PluginState {
     wasi: WasiCtx,
     table: ResourceTable,
-    limits: StoreLimits,
+    limits: Limiter,
     /// Who this is and what it may see.
     pub ctx: PluginContext,
     /// Guest stdout, drained into the log after each call.
@@ -81,7 +130,11 @@ impl PluginState {
         Self {
             wasi,
             table: ResourceTable::new(),
-            limits: store_limits,
+            limits: Limiter {
+                limits: store_limits,
+                high_water: 0,
+                refused: false,
+            },
             ctx,
             stdout,
             stderr,
@@ -94,6 +147,17 @@ impl PluginState {
     /// The limiter wasmtime consults on every memory/table growth.
     pub fn limiter(&mut self) -> &mut dyn ResourceLimiter {
         &mut self.limits
+    }
+
+    /// The largest linear memory the instance has asked for, bytes.
+    pub fn memory_high_water(&self) -> usize {
+        self.limits.high_water
+    }
+
+    /// True if a growth of memory or a table was refused since the last call of this: the
+    /// typed sign of a `memory-limit` fault (not a message to search).
+    pub fn take_growth_refused(&mut self) -> bool {
+        std::mem::take(&mut self.limits.refused)
     }
 
     /// Sends captured guest output to the log, one event per line, and resets the per-call
