@@ -402,7 +402,7 @@ async fn auth_answers_do_not_wait_behind_a_stalled_batch() {
     );
     let input = format!("{}\n{listed}\n", records[0]);
     let sink = SharedSink::default();
-    let summary = ward::detect::pipeline::run_stream(
+    let summary = ward::detect::run::run_stream(
         pipeline,
         std::io::Cursor::new(input.into_bytes()),
         sink.clone(),
@@ -702,7 +702,7 @@ async fn replay(
 ) -> (Vec<Value>, ward::detect::pipeline::Summary) {
     let pipeline = Pipeline::new(rt, plugins, procs, options);
     let sink = SharedSink::default();
-    let summary = ward::detect::pipeline::run_stream(
+    let summary = ward::detect::run::run_stream(
         pipeline,
         std::io::Cursor::new(input.into_bytes()),
         sink.clone(),

@@ -337,7 +337,9 @@ fn refused_plugins_leave_the_rest_running() {
     let whole = std::fs::read(wasm("untrusted-exec")).unwrap();
     std::fs::write(&truncated, &whole[..whole.len() / 3]).unwrap();
     let entry = |path: std::path::PathBuf, sha256: Option<String>| PluginConfig {
-        path,
+        path: Some(path),
+        name: None,
+        selftest: None,
         sha256,
         kind: None,
         mode: Mode::Enforce,

@@ -9,6 +9,7 @@
 //! - [`registry`]: the verified load path, the compile cache and the built-in content;
 //! - [`detect`]: the detection stage (batches, routing, the AUTH lane);
 //! - [`forward`]: the finding records that leave the agent;
+//! - [`operate`]: the control socket and the metrics endpoint of a running agent;
 //! - [`cli`]: the command line and the developer tools (bench, gen, scaffold, plugin
 //!   test, analytics check);
 //!
@@ -21,5 +22,6 @@ pub mod config;
 pub mod detect;
 pub mod forward;
 pub mod ingest;
+pub mod operate;
 pub mod registry;
 pub mod sandbox;

@@ -82,7 +82,7 @@ fn classify(e: serde_json::Error) -> ParseError {
 }
 
 /// Counts of lines read and skipped, by reason.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, serde::Serialize)]
 pub struct ParseStats {
     /// Lines read (including skipped ones, excluding blank lines).
     pub lines: u64,

@@ -114,6 +114,52 @@ pub fn run(
     }
 }
 
+/// The self-test of a new version before it is swapped in: `plugin` over `events` must
+/// fault nowhere and give what `expect` names, line for line. `Err` says what differed.
+pub fn self_test(rt: &Runtime, plugin: Plugin, events: &Path, expect: &Path) -> Result<(), String> {
+    let rt = Arc::new(
+        Runtime::with_engine(rt.engine.clone(), rt.limits.clone(), None)
+            .map_err(|e| format!("{e:#}"))?,
+    );
+    let file = std::fs::File::open(events).map_err(|e| format!("{}: {e}", events.display()))?;
+    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
+    let (lines, faults) = match plugin.kind() {
+        Kind::Detector => run_detector(rt, plugin, processes, file),
+        other => return Err(format!("self-tests run detectors; this is a {other}")),
+    };
+    if faults > 0 {
+        return Err(format!(
+            "the plugin faulted {faults} time(s) on {}",
+            events.display()
+        ));
+    }
+    let text = std::fs::read_to_string(expect).map_err(|e| format!("{}: {e}", expect.display()))?;
+    let mut expected = Vec::new();
+    for (i, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        expected.push(
+            serde_json::from_str::<Value>(line)
+                .map_err(|e| format!("{}:{}: not JSON: {e}", expect.display(), i + 1))?,
+        );
+    }
+    let actual: Vec<Value> = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    let differences = compare(&expected, &actual);
+    match differences.first() {
+        None => Ok(()),
+        Some(first) => Err(format!(
+            "{} difference(s) from {}; first: {first}",
+            differences.len(),
+            expect.display()
+        )),
+    }
+}
+
 fn run_detector(
     rt: Arc<Runtime>,
     plugin: Plugin,

@@ -101,6 +101,29 @@ pub struct AgentConfig {
     /// Bytes the process table may hold (images, arguments, bookkeeping).
     #[serde(default = "default_process_bytes")]
     pub process_table_bytes: usize,
+    /// How long a hot-swapped plugin version is on probation, seconds.
+    #[serde(default = "default_probation_secs")]
+    pub probation_secs: u64,
+    /// The p99 microseconds per event a version on probation may take.
+    #[serde(default = "default_probation_us")]
+    pub probation_max_us_per_event: u64,
+    /// `ward run` watches this directory: every `*.wasm` in it is an admin plugin, loaded,
+    /// swapped and unloaded as files come, change and go.
+    #[serde(default)]
+    pub plugin_dir: Option<PathBuf>,
+    /// The agent's own state (the control socket by default).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// The control socket `ward ctl` talks to (default `<state_dir>/ward.sock`).
+    #[serde(default)]
+    pub control_socket: Option<PathBuf>,
+    /// A localhost address (`127.0.0.1:9464`) to serve Prometheus metrics on; off unless set.
+    #[serde(default)]
+    pub metrics_addr: Option<String>,
+    /// Ed25519 public keys (hex) of trusted publishers: a component in `plugin_dir`
+    /// carrying a valid `<file>.sig` by one of them loads without a pin.
+    #[serde(default)]
+    pub trusted_keys: Vec<String>,
 }
 
 fn yes() -> bool {
@@ -114,6 +137,12 @@ fn default_batch_bytes() -> usize {
 }
 fn default_max_line() -> usize {
     ward_event::DEFAULT_MAX_LINE_BYTES
+}
+fn default_probation_secs() -> u64 {
+    60
+}
+fn default_probation_us() -> u64 {
+    2_000
 }
 fn default_process_capacity() -> usize {
     ward_event::process_table::DEFAULT_CAPACITY
@@ -133,6 +162,13 @@ impl Default for AgentConfig {
             max_line_bytes: default_max_line(),
             process_table_capacity: default_process_capacity(),
             process_table_bytes: default_process_bytes(),
+            probation_secs: default_probation_secs(),
+            probation_max_us_per_event: default_probation_us(),
+            plugin_dir: None,
+            state_dir: None,
+            control_socket: None,
+            metrics_addr: None,
+            trusted_keys: Vec::new(),
         }
     }
 }
@@ -343,8 +379,17 @@ pub enum SourceConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PluginConfig {
-    /// Component file.
-    pub path: PathBuf,
+    /// Component file; or, with `name` instead, the settings of `<name>.wasm` (or
+    /// `<name_with_underscores>.wasm`) in `[agent] plugin_dir`.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+    /// Which `plugin_dir` component these settings are for.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// A stream and its expected findings a new version must reproduce before it is
+    /// swapped in (hot reload).
+    #[serde(default)]
+    pub selftest: Option<SelftestConfig>,
     /// Expected sha-256.
     #[serde(default)]
     pub sha256: Option<String>,
@@ -370,6 +415,27 @@ pub struct PluginConfig {
     /// key: a JSON object of relative path → file text.
     #[serde(default)]
     pub config_dirs: BTreeMap<String, PathBuf>,
+}
+
+/// `selftest = { events = "…", expect = "…" }` of a `[[plugins]]` entry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelftestConfig {
+    /// eslogger JSON lines to feed the new version.
+    pub events: PathBuf,
+    /// Its expected output (`ward plugin test --expect` format).
+    pub expect: PathBuf,
+}
+
+impl PluginConfig {
+    /// How the entry is named in messages: its path, or its `plugin_dir` name.
+    pub fn label(&self) -> String {
+        match (&self.path, &self.name) {
+            (Some(p), _) => p.display().to_string(),
+            (None, Some(n)) => format!("plugin_dir:{n}"),
+            (None, None) => "?".into(),
+        }
+    }
 }
 
 /// `[builtin.<package>]`.
@@ -439,7 +505,7 @@ impl WardConfig {
     fn read_config_files(&mut self) -> Result<(), String> {
         let base = self.base_dir.clone();
         for (i, p) in self.plugins.iter_mut().enumerate() {
-            let at = format!("plugins[{i}] ({})", p.path.display());
+            let at = format!("plugins[{i}] ({})", p.label());
             read_into(&base, &at, &p.config_files, &p.config_dirs, &mut p.config)?;
         }
         for (name, b) in &mut self.builtin {
@@ -505,6 +571,27 @@ impl WardConfig {
             wide(ward_event::process_table::MAX_IMAGE_BYTES),
             64 << 30,
         )?;
+        in_range("agent.probation_secs", a.probation_secs, 1, 86_400)?;
+        in_range(
+            "agent.probation_max_us_per_event",
+            a.probation_max_us_per_event,
+            1,
+            10_000_000,
+        )?;
+        if let Some(addr) = &a.metrics_addr {
+            let parsed: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|e| format!("agent.metrics_addr `{addr}`: {e}"))?;
+            if !parsed.ip().is_loopback() {
+                return Err(format!(
+                    "agent.metrics_addr `{addr}`: only a loopback address is served (the metrics are not authenticated)"
+                ));
+            }
+        }
+        for key in &a.trusted_keys {
+            crate::registry::signature::parse_key(key)
+                .map_err(|e| format!("agent.trusted_keys: {e}"))?;
+        }
         let l = &self.limits;
         // wasm32 memories address at most 4 GiB.
         in_range("limits.memory_mib", wide(l.memory_mib), 1, 4096)?;
@@ -538,7 +625,15 @@ impl WardConfig {
             ));
         }
         for (i, p) in self.plugins.iter().enumerate() {
-            let at = format!("plugins[{i}] ({})", p.path.display());
+            let at = format!("plugins[{i}] ({})", p.label());
+            if p.path.is_none() && p.name.is_none() {
+                return Err(format!(
+                    "{at}: give `path` (a component) or `name` (one in plugin_dir)"
+                ));
+            }
+            if p.path.is_none() && self.agent.plugin_dir.is_none() {
+                return Err(format!("{at}: `name` needs `[agent] plugin_dir`"));
+            }
             if let Some(pin) = &p.sha256
                 && (pin.len() != 64 || !pin.chars().all(|c| c.is_ascii_hexdigit()))
             {
@@ -587,6 +682,8 @@ impl WardConfig {
                 default: self.auth.default,
                 kinds: self.auth.kinds.clone(),
             },
+            probation: Duration::from_secs(self.agent.probation_secs),
+            probation_max_ns_per_event: self.agent.probation_max_us_per_event.saturating_mul(1_000),
         }
     }
 
@@ -901,7 +998,7 @@ mod tests {
     fn plugin_paths_resolve_against_the_config_file() {
         let config = parse("[[plugins]]\npath = \"plugins/a.wasm\"\nmode = \"shadow\"\n[plugins.config]\nlimit = 5\nname = \"x\"\n").unwrap();
         let entry = &config.plugins[0];
-        assert!(config.resolve(&entry.path).is_absolute());
+        assert!(config.resolve(entry.path.as_deref().unwrap()).is_absolute());
         let options = config.plugin_options(entry);
         assert_eq!(options.mode, Mode::Shadow);
         assert_eq!(options.config.get("limit").map(String::as_str), Some("5"));

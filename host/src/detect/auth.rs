@@ -158,7 +158,7 @@ pub struct AuthDecision {
 }
 
 /// AUTH counts for the run summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct AuthStats {
     /// AUTH events answered.
     pub requests: u64,

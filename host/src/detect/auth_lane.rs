@@ -112,6 +112,18 @@ enum Miss {
     Missed(String),
 }
 
+/// What a running lane shows of itself: its AUTH counts, its findings, each worker's
+/// counters.
+#[derive(Debug, Clone, Default)]
+pub struct LaneView {
+    /// AUTH counts.
+    pub stats: AuthStats,
+    /// Findings it recorded.
+    pub findings: u64,
+    /// (plugin name, counters and quarantine).
+    pub plugins: Vec<(String, LaneStats)>,
+}
+
 /// What the lane shows of a worker's plugin: its counters and quarantine.
 #[derive(Debug, Clone, Default)]
 pub struct LaneStats {
@@ -184,6 +196,8 @@ pub struct AuthLane {
     planned: Vec<Plugin>,
     /// When the workers were ready; `None` before they start.
     ready_at: Option<Instant>,
+    /// Published by [`Self::run`] as it goes.
+    view: Arc<Mutex<LaneView>>,
     policy: AuthPolicy,
     workers: Vec<Worker>,
     /// New versions whose live instance is still being built; the old ones answer.
@@ -225,6 +239,7 @@ impl AuthLane {
             rt: Arc::clone(rt),
             planned,
             ready_at: None,
+            view: Arc::default(),
             policy,
             workers: Vec::new(),
             incoming: Vec::new(),
@@ -724,11 +739,28 @@ impl AuthLane {
         }
     }
 
+    /// What the lane shows of itself while [`Self::run`] runs it.
+    pub fn view(&self) -> Arc<Mutex<LaneView>> {
+        Arc::clone(&self.view)
+    }
+
     /// Runs the lane on events sent to [`Self::sender`] until [`Inbox::End`] and all in
-    /// flight is settled, handing each decision and shadow outcome to `emit` as it comes.
+    /// flight is settled, handing each decision and shadow outcome to `emit` as it comes
+    /// (`emit` answers how many findings it recorded, or `None` to stop).
     pub fn run(&mut self, mut emit: impl FnMut(Output) -> bool) {
         loop {
             self.pump_until(None);
+            let shown = LaneView {
+                stats: self.stats,
+                findings: 0,
+                plugins: self.plugin_stats(),
+            };
+            {
+                let mut v = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+                let findings = v.findings;
+                *v = shown;
+                v.findings = findings;
+            }
             for d in std::mem::take(&mut self.decided) {
                 if !emit(Output::Decided(d)) {
                     return;

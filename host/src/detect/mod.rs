@@ -7,3 +7,4 @@ pub mod auth_lane;
 pub mod pipeline;
 pub mod router;
 pub mod run;
+pub mod swap;

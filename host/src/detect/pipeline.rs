@@ -54,6 +54,11 @@ pub struct PipelineOptions {
     pub max_line_bytes: usize,
     /// How AUTH events are answered.
     pub auth: AuthPolicy,
+    /// How long a swapped-in version is on probation.
+    pub probation: std::time::Duration,
+    /// The p99 nanoseconds per event a version on probation may take before it is rolled
+    /// back.
+    pub probation_max_ns_per_event: u64,
 }
 
 impl Default for PipelineOptions {
@@ -63,20 +68,36 @@ impl Default for PipelineOptions {
             batch_bytes: DEFAULT_BATCH_BYTES,
             max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES,
             auth: AuthPolicy::default(),
+            probation: std::time::Duration::from_secs(60),
+            probation_max_ns_per_event: 2_000_000,
         }
     }
 }
 
-struct Routed {
-    plugin: Plugin,
-    route: Route,
+pub(super) struct Routed {
+    pub(super) plugin: Plugin,
+    pub(super) route: Route,
+    /// Set while a new version is on probation (see [`crate::detect::swap`]).
+    pub(super) probation: Option<super::swap::Probation>,
 }
 
 /// Per-plugin results for the summary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub struct PluginSummary {
     /// Name.
     pub name: String,
+    /// Version (from `describe()`).
+    pub version: String,
+    /// sha-256 of the component.
+    pub sha256: String,
+    /// Where it was loaded from.
+    pub origin: String,
+    /// Mode.
+    pub mode: Mode,
+    /// On probation after a swap.
+    pub on_probation: bool,
+    /// New versions rolled back after failing probation.
+    pub rollbacks: u64,
     /// Events delivered.
     pub events: u64,
     /// Calls made.
@@ -96,16 +117,26 @@ pub struct PluginSummary {
     /// Quarantine reason.
     pub quarantined: Option<String>,
     /// Wall time inside the plugin's calls.
+    #[serde(skip)]
     pub busy: std::time::Duration,
     /// Instances built: the one from load, plus one per replacement after a fault (and,
     /// for the AUTH lane, its own live and spare instances).
     pub instantiations: u64,
+    /// Everything counted (both lanes).
+    pub stats: PluginStats,
 }
 
 impl PluginSummary {
-    fn from_stats(name: &str, s: &PluginStats, quarantined: Option<&str>) -> Self {
+    fn of(d: &Routed, s: &PluginStats, quarantined: Option<String>, rollbacks: u64) -> Self {
         Self {
-            name: name.to_owned(),
+            name: d.plugin.name().to_owned(),
+            version: d.plugin.info().version.clone(),
+            sha256: d.plugin.digest().to_owned(),
+            origin: d.plugin.origin().to_owned(),
+            mode: d.plugin.mode,
+            on_probation: d.probation.is_some(),
+            rollbacks,
+            stats: s.clone(),
             events: s.events,
             calls: s.calls,
             findings: s.results,
@@ -114,7 +145,7 @@ impl PluginSummary {
             quarantines: s.quarantines,
             releases: s.releases,
             errors: s.plugin_errors,
-            quarantined: quarantined.map(str::to_owned),
+            quarantined,
             busy: s.busy,
             instantiations: s.instantiations,
         }
@@ -122,7 +153,7 @@ impl PluginSummary {
 }
 
 /// What a run did.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct Summary {
     /// Lines and parse failures.
     pub parse: ParseStats,
@@ -169,16 +200,22 @@ const SAMPLES_PER_REASON: u64 = 3;
 /// The synchronous pipeline core.
 pub struct Pipeline {
     rt: Arc<Runtime>,
-    detectors: Vec<Routed>,
+    pub(super) detectors: Vec<Routed>,
     processes: SharedProcessTable,
     batch: Vec<wit::Event>,
     batch_bytes: usize,
-    options: PipelineOptions,
+    pub(super) options: PipelineOptions,
     stats: ParseStats,
-    findings: u64,
+    pub(super) findings: u64,
     selection: Vec<usize>,
     /// `None` while [`run_source`] runs the lane on a thread of its own.
-    lane: Option<AuthLane>,
+    pub(super) lane: Option<AuthLane>,
+    /// What the lane shows of itself while it runs on its own thread.
+    pub(super) lane_view: Option<Arc<std::sync::Mutex<crate::detect::auth_lane::LaneView>>>,
+    /// Where lane updates go while the lane runs on its own thread.
+    pub(super) lane_inbox: Option<std::sync::mpsc::Sender<crate::detect::auth_lane::Inbox>>,
+    /// Versions rolled back after failing probation, by plugin name.
+    pub(super) rollbacks: std::collections::BTreeMap<String, u64>,
     /// AUTH counts and findings of a lane that ran elsewhere.
     auth_elsewhere: (AuthStats, u64),
     /// The reader of [`run_source`] records each event in the process table before the
@@ -243,6 +280,7 @@ impl Pipeline {
             .map(|plugin| Routed {
                 route: plugin.route().clone(),
                 plugin,
+                probation: None,
             })
             .collect();
         // The lane's instances are built on the first AUTH event, not here.
@@ -259,6 +297,9 @@ impl Pipeline {
             findings: 0,
             selection: Vec::new(),
             lane: Some(lane),
+            lane_inbox: None,
+            lane_view: None,
+            rollbacks: std::collections::BTreeMap::new(),
             auth_elsewhere: (AuthStats::default(), 0),
             observed_upstream: false,
         }
@@ -462,6 +503,10 @@ impl Pipeline {
     pub fn restore_auth_lane(&mut self, lane: AuthLane, findings: u64) {
         self.auth_elsewhere.0 = lane.stats();
         self.auth_elsewhere.1 += findings;
+        lane.view()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .findings = 0;
         self.lane = Some(lane);
     }
 
@@ -479,7 +524,7 @@ impl Pipeline {
         let mut summaries: Vec<Option<Arc<crate::forward::finding::ProcessSummary>>> =
             vec![None; batch.len()];
         for routed in &mut self.detectors {
-            if routed.plugin.held_at(now) {
+            if routed.plugin.held_at(now) || routed.plugin.mode == Mode::Disabled {
                 continue;
             }
             self.selection.clear();
@@ -562,18 +607,27 @@ impl Pipeline {
         out.extend(produced.into_iter().map(|(_, f)| f));
         self.batch = batch;
         self.batch.clear();
+        self.judge_probations(out);
     }
 
     /// Counts so far. A plugin's figures include its AUTH-lane instances.
     pub fn summary(&self) -> Summary {
-        let lane_stats = self
-            .lane
-            .as_ref()
-            .map(AuthLane::plugin_stats)
-            .unwrap_or_default();
+        // The lane here, or its view while it runs on its own thread.
+        let (lane_stats, auth, lane_findings) = match (&self.lane, &self.lane_view) {
+            (Some(lane), _) => (lane.plugin_stats(), lane.stats(), self.auth_elsewhere.1),
+            (None, Some(view)) => {
+                let v = view.lock().unwrap_or_else(PoisonError::into_inner);
+                (
+                    v.plugins.clone(),
+                    v.stats,
+                    self.auth_elsewhere.1 + v.findings,
+                )
+            }
+            (None, None) => (Vec::new(), self.auth_elsewhere.0, self.auth_elsewhere.1),
+        };
         Summary {
             parse: self.stats.clone(),
-            findings: self.findings + self.auth_elsewhere.1,
+            findings: self.findings + lane_findings,
             plugins: self
                 .detectors
                 .iter()
@@ -587,15 +641,11 @@ impl Pipeline {
                                 lane.quarantined.as_ref().map(|r| format!("AUTH lane: {r}"));
                         }
                     }
-                    let mut summary = PluginSummary::from_stats(d.plugin.name(), &stats, None);
-                    summary.quarantined = quarantined;
-                    summary
+                    let rollbacks = self.rollbacks.get(d.plugin.name()).copied().unwrap_or(0);
+                    PluginSummary::of(d, &stats, quarantined, rollbacks)
                 })
                 .collect(),
-            auth: self
-                .lane
-                .as_ref()
-                .map_or(self.auth_elsewhere.0, AuthLane::stats),
+            auth,
         }
     }
 }

@@ -4,7 +4,7 @@
 //! mode changes, shutdown), the AUTH lane, and the writer of findings.
 
 use std::io::{Read, Write};
-use std::sync::{Arc, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -13,6 +13,7 @@ use crate::detect::auth_lane::{AuthLane, Inbox, Output as LaneOutput};
 use crate::detect::pipeline::{
     AUTH_ACTION, Parsed, Pipeline, Summary, auth_records, event_cost, shadow_records,
 };
+use crate::detect::swap::Change;
 use crate::forward::finding::FindingRecord;
 use crate::ingest::{EventSource, Item, Line, LineReader};
 use ward_event::{ParseError, parse_line};
@@ -83,6 +84,46 @@ impl ByteGate {
     }
 }
 
+/// What the detection stage is told, in order with the events: the reader's chunks, a
+/// change of plugins (applied between chunks; the answer goes back on `ack`), and the end.
+pub enum StageMsg {
+    /// Events, in stream order.
+    Items(Vec<Parsed>),
+    /// A plugin swapped in or out, or a mode changed.
+    Change(
+        Change,
+        Option<std::sync::mpsc::SyncSender<Result<String, String>>>,
+    ),
+    /// Finish what came before, then stop (a signal: the source may still be open).
+    Shutdown,
+}
+
+/// A sender to the detection stage.
+pub type StageSender = tokio::sync::mpsc::Sender<StageMsg>;
+
+/// The stage's channel: one is made per run; the control side keeps a sender.
+pub fn stage_channel() -> (StageSender, tokio::sync::mpsc::Receiver<StageMsg>) {
+    tokio::sync::mpsc::channel(CHANNEL_DEPTH)
+}
+
+/// What a running agent shows of itself: the latest summary (published by the stage after
+/// every chunk and change), and where to tell the AUTH lane things.
+#[derive(Clone, Default)]
+pub struct LiveView {
+    /// The latest summary.
+    pub summary: Arc<Mutex<Summary>>,
+}
+
+impl LiveView {
+    /// The latest summary.
+    pub fn summary(&self) -> Summary {
+        self.summary
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 /// Runs `pipeline` over every line of `input`, writing findings as NDJSON to `sink`.
 /// Returns the summary; fails only if the input cannot be read or the sink written.
 pub async fn run_stream<R, W>(pipeline: Pipeline, input: R, sink: W) -> anyhow::Result<Summary>
@@ -95,25 +136,46 @@ where
 }
 
 /// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`.
+pub async fn run_source<W>(
+    pipeline: Pipeline,
+    source: Box<dyn EventSource>,
+    sink: W,
+) -> anyhow::Result<Summary>
+where
+    W: Write + Send + 'static,
+{
+    run_live(pipeline, source, sink, stage_channel(), LiveView::default()).await
+}
+
+/// Runs `pipeline` over every item of `source`, writing findings as NDJSON to `sink`, with
+/// the stage listening on `channel` (whose sender the caller may keep, to change plugins
+/// or shut down) and publishing itself in `view`.
 ///
 /// Four threads joined by bounded channels: the reader reads, parses and records each
 /// event in the process table (stamping it with its arrival), hands AUTH events straight to
 /// the AUTH lane's thread, and everything, in order, to the detection stage; both send
 /// findings to the writer. So an AUTH event never waits behind the batches in front of it,
-/// and its verdict sees a process table that is up to date with it.
-pub async fn run_source<W>(
+/// and its verdict sees a process table that is up to date with it. A
+/// [`StageMsg::Shutdown`] ends the run once everything before it is delivered and
+/// written, whether or not the source has ended.
+pub async fn run_live<W>(
     mut pipeline: Pipeline,
     mut source: Box<dyn EventSource>,
     mut sink: W,
+    channel: (StageSender, tokio::sync::mpsc::Receiver<StageMsg>),
+    view: LiveView,
 ) -> anyhow::Result<Summary>
 where
     W: Write + Send + 'static,
 {
-    let (item_tx, mut item_rx) = tokio::sync::mpsc::channel::<Vec<Parsed>>(CHANNEL_DEPTH);
+    let (item_tx, mut item_rx) = channel;
     let (finding_tx, mut finding_rx) =
         tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
     let lane = pipeline.take_auth_lane();
     let auth_tx = lane.as_ref().map(AuthLane::sender);
+    let lane_end = auth_tx.clone();
+    pipeline.lane_inbox = auth_tx.clone();
+    pipeline.lane_view = lane.as_ref().map(AuthLane::view);
     let gate = Arc::new(ByteGate::new(AUTH_QUEUE_BYTES));
     let max_line = pipeline.options().max_line_bytes;
     // The reader keeps the process table from here on.
@@ -166,18 +228,19 @@ where
             // Hand over a full chunk, or whatever is in hand before a read that may block:
             // a live source must not sit on events waiting for more.
             if chunk.len() >= CHUNK_LINES || chunk_bytes >= CHUNK_BYTES || !source.has_buffered() {
-                if item_tx.blocking_send(std::mem::take(&mut chunk)).is_err() {
+                let items = StageMsg::Items(std::mem::take(&mut chunk));
+                if item_tx.blocking_send(items).is_err() {
                     return Ok(());
-                }
-                while let Ok(done) = recycle_rx.try_recv() {
-                    drop(done);
                 }
                 chunk_bytes = 0;
                 chunk.reserve(CHUNK_LINES);
+                while let Ok(done) = recycle_rx.try_recv() {
+                    drop(done);
+                }
             }
         }
         if !chunk.is_empty() {
-            let _ = item_tx.blocking_send(chunk);
+            let _ = item_tx.blocking_send(StageMsg::Items(chunk));
         }
         Ok(())
     });
@@ -187,6 +250,7 @@ where
     let auth = tokio::task::spawn_blocking(move || -> Option<(AuthLane, u64)> {
         let mut lane = lane?;
         let mut recorded = 0u64;
+        let shown = lane.view();
         lane.run(|output| {
             let table = processes.read().unwrap_or_else(PoisonError::into_inner);
             let records = match output {
@@ -198,27 +262,57 @@ where
             };
             drop(table);
             recorded += records.len() as u64;
+            shown
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .findings = recorded;
             records.is_empty() || auth_findings.blocking_send(records).is_ok()
         });
         gate.close();
         Some((lane, recorded))
     });
 
-    let processor = tokio::task::spawn_blocking(move || -> Pipeline {
-        while let Some(chunk) = item_rx.blocking_recv() {
+    let published = Arc::clone(&view.summary);
+    let processor = tokio::task::spawn_blocking(move || -> (Pipeline, bool) {
+        let publish = |pipeline: &Pipeline| {
+            *published.lock().unwrap_or_else(PoisonError::into_inner) = pipeline.summary();
+        };
+        let mut shut_down = false;
+        while let Some(msg) = item_rx.blocking_recv() {
             let mut out = Vec::new();
-            for item in &chunk {
-                pipeline.push_parsed(item, &mut out);
+            match msg {
+                StageMsg::Items(chunk) => {
+                    for item in &chunk {
+                        pipeline.push_parsed(item, &mut out);
+                    }
+                    // Back to the reader to be freed where it was allocated (a free from
+                    // another thread costs the system allocator several times more);
+                    // dropped here if the reader is not keeping up.
+                    let _ = recycle_tx.try_send(chunk);
+                    // Nothing more waiting: deliver the partial batch now.
+                    if item_rx.is_empty() {
+                        pipeline.flush(&mut out);
+                    }
+                }
+                StageMsg::Change(change, ack) => {
+                    let said = pipeline.apply(change, &mut out);
+                    match &said {
+                        Ok(what) => tracing::info!(change = %what, "plugins changed"),
+                        Err(why) => tracing::warn!(error = %why, "plugin change refused"),
+                    }
+                    if let Some(ack) = ack {
+                        let _ = ack.send(said);
+                    }
+                }
+                StageMsg::Shutdown => {
+                    shut_down = true;
+                }
             }
-            // Back to the reader to be freed where it was allocated (a free from another
-            // thread costs the system allocator several times more); dropped here if the
-            // reader is not keeping up.
-            let _ = recycle_tx.try_send(chunk);
-            // Nothing more waiting: deliver the partial batch now rather than sit on it.
-            if item_rx.is_empty() {
-                pipeline.flush(&mut out);
-            }
+            publish(&pipeline);
             if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+                break;
+            }
+            if shut_down {
                 break;
             }
         }
@@ -227,7 +321,8 @@ where
         if !out.is_empty() {
             let _ = finding_tx.blocking_send(out);
         }
-        pipeline
+        publish(&pipeline);
+        (pipeline, shut_down)
     });
 
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
@@ -242,15 +337,28 @@ where
         Ok(())
     });
 
-    let read_result = reader.await.context("reader task")?;
-    let mut pipeline = processor.await.context("pipeline task")?;
+    let (mut pipeline, shut_down) = processor.await.context("pipeline task")?;
+    // Told to stop: the source may still be open (a blocking read), so the reader is not
+    // waited for; the lane finishes what it has.
+    let read_result = if shut_down {
+        if let Some(lane) = &lane_end {
+            let _ = lane.send(Inbox::End);
+        }
+        Ok(())
+    } else {
+        reader.await.context("reader task")?
+    };
     if let Some((lane, recorded)) = auth.await.context("AUTH lane task")? {
         pipeline.restore_auth_lane(lane, recorded);
     }
     pipeline.observed_upstream = false;
+    pipeline.lane_inbox = None;
+    pipeline.lane_view = None;
     writer.await.context("sink task")??;
     read_result?;
-    Ok(pipeline.summary())
+    let summary = pipeline.summary();
+    *view.summary.lock().unwrap_or_else(PoisonError::into_inner) = summary.clone();
+    Ok(summary)
 }
 
 #[cfg(test)]

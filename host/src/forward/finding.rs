@@ -88,6 +88,51 @@ pub struct ProcessRef {
     pub team_id: Option<String>,
 }
 
+/// The agent itself, as the process of its own findings.
+fn agent_process() -> ProcessSummary {
+    let exe = std::env::current_exe()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "ward".into());
+    ProcessSummary {
+        pid: i32::try_from(std::process::id()).unwrap_or(0),
+        pidversion: 0,
+        path: exe,
+        signing_id: None,
+        team_id: None,
+        signer: "unsigned",
+        args: None,
+        args_total: None,
+        parent: None,
+        responsible: None,
+    }
+}
+
+/// Now, as RFC 3339 in UTC with nanoseconds (the form eslogger writes).
+pub fn now_rfc3339() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let secs = now.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3_600,
+        rem % 3_600 / 60,
+        rem % 60,
+        now.subsec_nanos()
+    )
+}
+
 /// The lowercase severity name.
 pub fn severity_name(s: wit::Severity) -> &'static str {
     match s {
@@ -227,6 +272,29 @@ impl FindingRecord {
         }
     }
 
+    /// A finding of the agent itself about its own state (a plugin rolled back, refused),
+    /// not about an event: no triggering event, the agent as the process.
+    pub fn agent_notice(
+        rule: &str,
+        severity: &'static str,
+        message: String,
+        evidence: Vec<(String, String)>,
+    ) -> Self {
+        Self {
+            rule: rule.to_owned(),
+            plugin: "ward".into(),
+            severity,
+            attack: Vec::new(),
+            global_seq_num: None,
+            event_type: "agent".into(),
+            time: now_rfc3339(),
+            process: Arc::new(agent_process()),
+            message,
+            evidence,
+            shadow: false,
+        }
+    }
+
     /// The agent's own finding that a plugin was quarantined after repeated faults, raised
     /// while processing `event`.
     pub fn plugin_quarantined(
@@ -235,9 +303,6 @@ impl FindingRecord {
         reason: &str,
         event: &wit::Event,
     ) -> Self {
-        let exe = std::env::current_exe()
-            .map(|p| p.display().to_string())
-            .unwrap_or_else(|_| "ward".into());
         Self {
             rule: "plugin-quarantined".into(),
             plugin: "ward".into(),
@@ -246,18 +311,7 @@ impl FindingRecord {
             global_seq_num: event.global_seq_num,
             event_type: event.kind.clone(),
             time: event.time.clone(),
-            process: Arc::new(ProcessSummary {
-                pid: i32::try_from(std::process::id()).unwrap_or(0),
-                pidversion: 0,
-                path: exe,
-                signing_id: None,
-                team_id: None,
-                signer: "unsigned",
-                args: None,
-                args_total: None,
-                parent: None,
-                responsible: None,
-            }),
+            process: Arc::new(agent_process()),
             message: format!(
                 "plugin {plugin} was quarantined after repeated faults; it receives no events until the quarantine ends"
             ),

@@ -112,6 +112,22 @@ pub enum LoadError {
         /// Why.
         reason: String,
     },
+    /// A `plugin_dir` component without a pin has no valid signature by a trusted key.
+    #[error("plugin {origin}: {reason}")]
+    Signature {
+        /// File.
+        origin: String,
+        /// Why.
+        reason: String,
+    },
+    /// A new version failed the self-test the admin configured for it.
+    #[error("plugin {origin}: self-test failed: {reason}")]
+    SelfTest {
+        /// File.
+        origin: String,
+        /// What differed.
+        reason: String,
+    },
     /// A `file_scope` root the admin named cannot be trusted.
     #[error("plugin {origin}: {reason}")]
     Scope {

@@ -70,7 +70,7 @@ impl fmt::Display for Kind {
 }
 
 /// How the admin runs a plugin.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// Findings are reported and acted on.

@@ -1,0 +1,5 @@
+//! Operating a running agent: the control socket `ward ctl` talks to, and the metrics
+//! endpoint a Prometheus scraper reads.
+
+pub mod control;
+pub mod metrics;
