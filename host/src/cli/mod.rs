@@ -3,22 +3,19 @@
 
 pub mod analytics;
 pub mod bench;
+pub mod ctl;
 pub mod plugin_test;
 pub mod scaffold;
 pub mod synth;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 
 use crate::config::WardConfig;
 use crate::detect::pipeline::Summary;
-use crate::detect::run::run_stream;
 use crate::registry::load::LoadOptions;
 
 /// ward: macOS incident response with sandboxed WebAssembly plugins.
@@ -56,6 +53,22 @@ pub enum Command {
         #[arg(long)]
         config: PathBuf,
     },
+    /// Talk to a running agent (`ward run`) over its control socket.
+    Ctl {
+        /// The control socket (default: the config's `control_socket`, or
+        /// `<state_dir>/ward.sock`).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// The agent's policy file, to find its socket.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print the answer as one JSON document.
+        #[arg(long)]
+        json: bool,
+        /// What to ask.
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
     /// Plugin development tools.
     Plugin {
         /// What to do.
@@ -92,6 +105,37 @@ pub enum Command {
         /// Which measurements.
         #[arg(long, value_enum, default_value_t = crate::cli::bench::Suite::All)]
         suite: crate::cli::bench::Suite,
+    },
+}
+
+/// `ward ctl …`.
+#[derive(Debug, Subcommand)]
+pub enum CtlCommand {
+    /// Uptime, counts, reloads.
+    Status,
+    /// The plugins running: version, mode, probation, full sha-256, origin.
+    Plugins,
+    /// Per-plugin accounting: calls, events, ns per event p50/p99, faults, memory.
+    Stats,
+    /// Load (or swap in) a component; its `[[plugins]]` entry by name gives its settings.
+    Load {
+        /// The component.
+        path: PathBuf,
+    },
+    /// Take a plugin out, by name.
+    Unload {
+        /// Its name.
+        name: String,
+    },
+    /// Re-read the config file and apply it (as SIGHUP does).
+    Reload,
+    /// Set a plugin's mode.
+    Mode {
+        /// Its name.
+        name: String,
+        /// The mode.
+        #[arg(value_parser = ["enforce", "shadow", "disabled"])]
+        mode: String,
     },
 }
 
@@ -182,6 +226,38 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             no_default_content,
         } => replay(&input, config.as_deref(), &plugins, no_default_content),
         Command::Run { config } => run_agent(&config),
+        Command::Ctl {
+            socket,
+            config,
+            json,
+            command,
+        } => {
+            let socket = match (socket, config) {
+                (Some(s), _) => s,
+                (None, Some(c)) => WardConfig::load(&c)?.control_socket(),
+                (None, None) => WardConfig::default().control_socket(),
+            };
+            use crate::operate::control::Request;
+            let request = match command {
+                CtlCommand::Status => Request::Status,
+                CtlCommand::Plugins => Request::Plugins,
+                CtlCommand::Stats => Request::Stats,
+                CtlCommand::Load { path } => Request::Load {
+                    path: std::path::absolute(&path).unwrap_or(path),
+                },
+                CtlCommand::Unload { name } => Request::Unload { name },
+                CtlCommand::Reload => Request::Reload,
+                CtlCommand::Mode { name, mode } => Request::Mode {
+                    name,
+                    mode: match mode.as_str() {
+                        "enforce" => crate::sandbox::plugin::Mode::Enforce,
+                        "shadow" => crate::sandbox::plugin::Mode::Shadow,
+                        _ => crate::sandbox::plugin::Mode::Disabled,
+                    },
+                },
+            };
+            crate::cli::ctl::run(&socket, request, json)
+        }
         Command::Plugin {
             command:
                 PluginCommand::Test {
@@ -248,7 +324,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+pub(crate) fn tokio_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -270,6 +346,37 @@ fn print_summary(command: &str, summary: &Summary, refused: usize) {
     }
 }
 
+/// A progress bar on stderr when it is a terminal (never when piped or redirected).
+fn progress_bar(total: Option<u64>, unit: &str) -> Option<indicatif::ProgressBar> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    let bar = match total {
+        Some(n) => indicatif::ProgressBar::new(n).with_style(
+            indicatif::ProgressStyle::with_template(&format!(
+                "{{bar:40}} {{{unit}}}/{{total_{unit}}} {{{unit}_per_sec}} eta {{eta}}"
+            ))
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        ),
+        None => indicatif::ProgressBar::new_spinner(),
+    };
+    Some(bar)
+}
+
+/// Counts what is read into a progress bar.
+struct Counted<R> {
+    inner: R,
+    bar: indicatif::ProgressBar,
+}
+
+impl<R: std::io::Read> std::io::Read for Counted<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.bar.inc(n as u64);
+        Ok(n)
+    }
+}
+
 fn replay(
     input: &Path,
     config: Option<&Path>,
@@ -280,63 +387,48 @@ fn replay(
     if no_default_content {
         config.agent.default_content = false;
     }
-    let reader = crate::agent::open_input(input)?;
-    let (pipeline, refused) = crate::agent::build_pipeline(&config, extra)?;
-    let summary = tokio_runtime()?.block_on(run_stream(pipeline, reader, std::io::stdout()))?;
-    print_summary("replay", &summary, refused);
+    let mut reader = crate::agent::open_input(input)?;
+    let startup = crate::agent::start(&config, extra)?;
+    for (e, _) in &startup.refused {
+        eprintln!("ward: {e}");
+    }
+    let size = (input.as_os_str() != "-")
+        .then(|| std::fs::metadata(input).ok().map(|m| m.len()))
+        .flatten();
+    let bar = progress_bar(size, "bytes");
+    if let Some(bar) = &bar {
+        reader = Box::new(Counted {
+            inner: reader,
+            bar: bar.clone(),
+        });
+    }
+    let (tx, rx) = crate::detect::run::stage_channel();
+    let records = startup.refused_records();
+    if !records.is_empty() {
+        let _ = tx.try_send(crate::detect::run::StageMsg::Records(records));
+    }
+    let lines = crate::ingest::LineReader::new(reader, startup.pipeline.options().max_line_bytes);
+    let summary = tokio_runtime()?.block_on(crate::detect::run::run_live(
+        startup.pipeline,
+        Box::new(lines),
+        std::io::stdout(),
+        (tx, rx),
+        crate::detect::run::LiveView::default(),
+    ))?;
+    if let Some(bar) = bar {
+        bar.finish_and_clear();
+    }
+    let named = startup.refused.iter().filter(|(_, n)| *n).count();
+    print_summary("replay", &summary, startup.refused.len());
+    if named > 0 {
+        eprintln!(
+            "ward replay: {named} plugin(s) named on the command line or in the config were refused"
+        );
+        return Ok(ExitCode::from(1));
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn run_agent(config_path: &Path) -> anyhow::Result<ExitCode> {
-    let config = WardConfig::load(config_path)?;
-    let (pipeline, refused) = crate::agent::build_pipeline(&config, &[])?;
-    if let Some(kinds) = pipeline.subscribed_kinds() {
-        tracing::info!(kinds = %kinds.join(" "), "event kinds the loaded detectors subscribe to");
-    }
-    let stop = Arc::new(AtomicBool::new(false));
-    let reader = crate::agent::open_source(&config, &pipeline, Arc::clone(&stop))?;
-    let rt = tokio_runtime()?;
-    let summary = rt.block_on(async {
-        let mut work = Box::pin(run_stream(pipeline, reader, std::io::stdout()));
-        tokio::select! {
-            result = &mut work => result,
-            _ = shutdown_signal() => {
-                eprintln!("ward run: signal received, draining");
-                stop.store(true, Ordering::Relaxed);
-                match tokio::time::timeout(Duration::from_secs(5), work).await {
-                    Ok(result) => result,
-                    Err(_) => {
-                        eprintln!("ward run: the source did not stop within 5 s; exiting");
-                        Ok(Summary::default())
-                    }
-                }
-            }
-        }
-    })?;
-    print_summary("run", &summary, refused);
-    // Blocking reader threads may still wait on input; do not hold the exit for them.
-    rt.shutdown_background();
-    Ok(ExitCode::SUCCESS)
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
+    crate::agent::run(config_path)
 }

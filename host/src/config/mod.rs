@@ -696,6 +696,24 @@ impl WardConfig {
         }
     }
 
+    /// The agent's state directory: configured, or `WARD_STATE_DIR`, or the system's
+    /// (`/var/db/ward` on macOS, `/var/lib/ward` elsewhere) for root, or the user's
+    /// (`$XDG_STATE_HOME/ward`, `~/.local/state/ward`).
+    pub fn state_dir(&self) -> PathBuf {
+        match &self.agent.state_dir {
+            Some(dir) => self.resolve(dir),
+            None => default_state_dir(),
+        }
+    }
+
+    /// The control socket: configured, or `<state_dir>/ward.sock`.
+    pub fn control_socket(&self) -> PathBuf {
+        match &self.agent.control_socket {
+            Some(p) => self.resolve(p),
+            None => self.state_dir().join("ward.sock"),
+        }
+    }
+
     /// `path` relative to the config file's directory.
     pub fn resolve(&self, path: &Path) -> PathBuf {
         if path.is_absolute() {
@@ -739,6 +757,26 @@ pub fn parse_kind(s: &str) -> Option<Kind> {
         "remediator" => Some(Kind::Remediator),
         _ => None,
     }
+}
+
+/// The state directory when none is configured (see [`WardConfig::state_dir`]).
+pub fn default_state_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("WARD_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(dir);
+    }
+    if rustix::process::geteuid().is_root() {
+        return PathBuf::from(if cfg!(target_os = "macos") {
+            "/var/db/ward"
+        } else {
+            "/var/lib/ward"
+        });
+    }
+    if let Some(xdg) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(xdg).join("ward");
+    }
+    std::env::var_os("HOME")
+        .map(|h| PathBuf::from(h).join(".local/state/ward"))
+        .unwrap_or_else(|| PathBuf::from("ward-state"))
 }
 
 fn default_cache_dir() -> Option<PathBuf> {

@@ -78,7 +78,7 @@ pub enum Inbox {
     /// No more events will come.
     End,
     /// A plugin to put in (a new version or a new one).
-    Upsert(Plugin),
+    Upsert(Box<Plugin>),
     /// A plugin to take out, by name.
     Remove(String),
     /// A plugin's new mode.
@@ -527,7 +527,7 @@ impl AuthLane {
                 self.submit(&event, arrival, cost);
             }
             Inbox::End => self.ended = true,
-            Inbox::Upsert(plugin) => self.upsert(plugin),
+            Inbox::Upsert(plugin) => self.upsert(*plugin),
             Inbox::Remove(name) => self.remove(&name),
             Inbox::Mode(name, mode) => self.set_mode(&name, mode),
             Inbox::Ready(name) => self.promote(&name),

@@ -171,11 +171,34 @@ impl std::fmt::Display for Summary {
         if self.auth.requests > 0 {
             write!(f, "; {}", self.auth)?;
         }
+        if self.plugins.is_empty() {
+            return Ok(());
+        }
+        let width = self
+            .plugins
+            .iter()
+            .map(|p| p.name.len())
+            .max()
+            .unwrap_or(0)
+            .max(6);
+        write!(
+            f,
+            "\n  {:<width$} {:>9} {:>8} {:>8} {:>9} {:>9} {:>6} {:>6}",
+            "plugin", "events", "calls", "findings", "µs/ev p50", "µs/ev p99", "errors", "faults"
+        )?;
         for p in &self.plugins {
+            let us = |q: f64| p.stats.ns_per_event.quantile(q) as f64 / 1000.0;
             write!(
                 f,
-                "\n  {}: {} events, {} calls, {} findings, {} errors, {} faults",
-                p.name, p.events, p.calls, p.findings, p.errors, p.faults
+                "\n  {:<width$} {:>9} {:>8} {:>8} {:>9.1} {:>9.1} {:>6} {:>6}",
+                p.name,
+                p.events,
+                p.calls,
+                p.findings,
+                us(0.5),
+                us(0.99),
+                p.errors,
+                p.faults
             )?;
             if p.retried > 0 {
                 write!(f, ", {} split and retried", p.retried)?;
@@ -608,6 +631,11 @@ impl Pipeline {
         self.batch = batch;
         self.batch.clear();
         self.judge_probations(out);
+    }
+
+    /// Counts `n` records of the agent's own (emitted beside the findings).
+    pub fn count_own(&mut self, n: usize) {
+        self.findings += n as u64;
     }
 
     /// Counts so far. A plugin's figures include its AUTH-lane instances.

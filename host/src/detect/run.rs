@@ -94,8 +94,22 @@ pub enum StageMsg {
         Change,
         Option<std::sync::mpsc::SyncSender<Result<String, String>>>,
     ),
+    /// The agent's own records (a plugin refused, …), in order with the findings.
+    Records(Vec<FindingRecord>),
     /// Finish what came before, then stop (a signal: the source may still be open).
     Shutdown,
+    /// The source has ended (sent by the reader, however it ended).
+    End,
+}
+
+/// Tells the detection stage, when dropped, that the reader is done: the control side may
+/// hold senders of its own, so the channel closing cannot be the signal.
+struct EndStage(StageSender);
+
+impl Drop for EndStage {
+    fn drop(&mut self) {
+        let _ = self.0.blocking_send(StageMsg::End);
+    }
 }
 
 /// A sender to the detection stage.
@@ -188,6 +202,7 @@ where
         // However the reader ends (the source's end, an error, the stage gone), the lane
         // is told no more events will come.
         let auth_tx = EndOnDrop(auth_tx);
+        let item_tx = EndStage(item_tx);
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
         let mut chunk_bytes = 0usize;
         while let Some(item) = source.next_item().context("reading the event stream")? {
@@ -229,7 +244,7 @@ where
             // a live source must not sit on events waiting for more.
             if chunk.len() >= CHUNK_LINES || chunk_bytes >= CHUNK_BYTES || !source.has_buffered() {
                 let items = StageMsg::Items(std::mem::take(&mut chunk));
-                if item_tx.blocking_send(items).is_err() {
+                if item_tx.0.blocking_send(items).is_err() {
                     return Ok(());
                 }
                 chunk_bytes = 0;
@@ -240,7 +255,7 @@ where
             }
         }
         if !chunk.is_empty() {
-            let _ = item_tx.blocking_send(StageMsg::Items(chunk));
+            let _ = item_tx.0.blocking_send(StageMsg::Items(chunk));
         }
         Ok(())
     });
@@ -277,7 +292,10 @@ where
         let publish = |pipeline: &Pipeline| {
             *published.lock().unwrap_or_else(PoisonError::into_inner) = pipeline.summary();
         };
+        // What runs is visible before the first event arrives.
+        publish(&pipeline);
         let mut shut_down = false;
+        let mut ended = false;
         while let Some(msg) = item_rx.blocking_recv() {
             let mut out = Vec::new();
             match msg {
@@ -304,15 +322,20 @@ where
                         let _ = ack.send(said);
                     }
                 }
+                StageMsg::Records(records) => {
+                    pipeline.count_own(records.len());
+                    out.extend(records);
+                }
                 StageMsg::Shutdown => {
                     shut_down = true;
                 }
+                StageMsg::End => ended = true,
             }
             publish(&pipeline);
             if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
                 break;
             }
-            if shut_down {
+            if shut_down || ended {
                 break;
             }
         }

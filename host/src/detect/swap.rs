@@ -25,7 +25,7 @@ pub struct Probation {
 /// A change to the stage's plugins.
 pub enum Change {
     /// Put this plugin in: a new version of one running (on probation), or a new one.
-    Upsert(Plugin),
+    Upsert(Box<Plugin>),
     /// Take this plugin out, by name.
     Remove(String),
     /// Set a plugin's mode.
@@ -53,7 +53,7 @@ impl Pipeline {
     ) -> Result<String, String> {
         self.flush(out);
         match change {
-            Change::Upsert(plugin) => self.upsert(plugin),
+            Change::Upsert(plugin) => self.upsert(*plugin),
             Change::Remove(name) => {
                 let at = self
                     .detectors
@@ -91,7 +91,7 @@ impl Pipeline {
             ));
         }
         let name = plugin.name().to_owned();
-        self.tell_lane(Inbox::Upsert(plugin.another_lane()));
+        self.tell_lane(Inbox::Upsert(Box::new(plugin.another_lane())));
         let until = Instant::now() + self.options.probation;
         let said = format!("{} {} ({})", name, plugin.info().version, plugin.digest());
         let routed = |plugin: Plugin, previous: Option<Plugin>| Routed {
@@ -163,7 +163,7 @@ impl Pipeline {
             let back = match previous {
                 Some(prev) => {
                     let to = format!("{} ({})", prev.info().version, prev.digest());
-                    self.tell_lane(Inbox::Upsert(prev.another_lane()));
+                    self.tell_lane(Inbox::Upsert(Box::new(prev.another_lane())));
                     if let Some(d) = self.detectors.get_mut(i) {
                         d.route = prev.route().clone();
                         d.plugin = prev;

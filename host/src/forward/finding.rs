@@ -295,6 +295,20 @@ impl FindingRecord {
         }
     }
 
+    /// The agent's own record that a plugin was refused (at startup or on a reload), so
+    /// that a SIEM learns it is not running.
+    pub fn plugin_refused(origin: &str, reason: &str) -> Self {
+        Self::agent_notice(
+            "plugin-refused",
+            "high",
+            format!("plugin refused, not running: {reason}"),
+            vec![
+                ("origin".into(), origin.to_owned()),
+                ("reason".into(), reason.to_owned()),
+            ],
+        )
+    }
+
     /// The agent's own finding that a plugin was quarantined after repeated faults, raised
     /// while processing `event`.
     pub fn plugin_quarantined(

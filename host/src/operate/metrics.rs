@@ -9,6 +9,14 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use crate::detect::pipeline::Summary;
 use crate::detect::run::LiveView;
 
+/// A per-plugin metric: name, type, help, and its value in a plugin's summary.
+type Metric = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&crate::detect::pipeline::PluginSummary) -> f64,
+);
+
 /// Longest request head read.
 const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
 
@@ -67,12 +75,7 @@ pub fn render(summary: &Summary) -> String {
             label(reason)
         );
     }
-    let per_plugin: [(
-        &str,
-        &str,
-        &str,
-        fn(&crate::detect::pipeline::PluginSummary) -> f64,
-    ); 12] = [
+    let per_plugin: [Metric; 12] = [
         (
             "ward_plugin_events_total",
             "counter",

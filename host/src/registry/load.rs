@@ -158,6 +158,29 @@ pub enum LoadError {
     },
 }
 
+impl LoadError {
+    /// The file (or `builtin:<name>`) refused.
+    pub fn origin(&self) -> &str {
+        match self {
+            Self::Read { origin, .. }
+            | Self::TooLarge { origin, .. }
+            | Self::PinMismatch { origin, .. }
+            | Self::MissingPin { origin, .. }
+            | Self::NotWasm { origin }
+            | Self::CoreModule { origin }
+            | Self::Invalid { origin, .. }
+            | Self::WrongWorld { origin, .. }
+            | Self::Imports { origin, .. }
+            | Self::Describe { origin, .. }
+            | Self::Signature { origin, .. }
+            | Self::SelfTest { origin, .. }
+            | Self::Scope { origin, .. }
+            | Self::UnknownConfigKey { origin, .. }
+            | Self::CapabilityNotGranted { origin, .. } => origin,
+        }
+    }
+}
+
 /// The component bytes and where they came from.
 pub struct PluginSource {
     /// `path` or `builtin:<name>`.

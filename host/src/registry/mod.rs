@@ -10,7 +10,7 @@ pub mod signature;
 use std::path::{Path, PathBuf};
 
 use crate::config::{PluginConfig, WardConfig};
-use crate::registry::load::{LoadError, PluginSource, load};
+use crate::registry::load::{LoadError, LoadOptions, PluginSource, load};
 use crate::sandbox::plugin::{Mode, Plugin};
 use crate::sandbox::runtime::Runtime;
 use crate::sandbox::state::SharedProcessTable;
@@ -24,6 +24,8 @@ pub struct Loaded {
     /// Of the refusals, those of plugins the admin named explicitly (a `[[plugins]]`
     /// entry): their absence is a fatal error for `ward run` / `ward replay`.
     pub named_refused: usize,
+    /// `(origin, fingerprint)` of each plugin, in the order of `plugins`.
+    pub fingerprints: Vec<(String, String)>,
 }
 
 /// The `*.wasm` files in `dir` (regular files, not followed into subdirectories), sorted.
@@ -54,44 +56,145 @@ pub fn dir_entry<'a>(config: &'a WardConfig, path: &Path) -> Option<&'a PluginCo
     })
 }
 
-/// Loads the `plugin_dir` component at `path` under `config`: its `[[plugins]]` entry (by
-/// name) gives pin, grants, config and mode; with `trusted_keys`, an unpinned component
-/// must carry a signature by one of them; a configured self-test must pass.
-pub fn load_dir_component(
-    rt: &Runtime,
-    config: &WardConfig,
-    path: &Path,
-    processes: &SharedProcessTable,
-) -> Result<Plugin, LoadError> {
+/// A plugin the policy asks for, read and checked for nothing yet: its bytes, the admin's
+/// options, and what else its load must pass. Startup and every reload go through
+/// [`plan`] and [`load_planned`].
+pub struct Planned {
+    /// The bytes and where they came from.
+    pub source: PluginSource,
+    /// Pin, grants, config, mode.
+    pub options: LoadOptions,
+    /// The admin named it (a `[[plugins]]` entry): its refusal is fatal at startup.
+    pub named: bool,
+    /// A `plugin_dir` component (or one loaded by `ward ctl load`): with `trusted_keys`, an
+    /// unpinned one must carry a publisher's signature.
+    pub dir: bool,
+    /// Self-test to pass first.
+    pub selftest: Option<(PathBuf, PathBuf)>,
+}
+
+impl Planned {
+    /// What the running plugin must match to be kept as it is on a reload: the bytes and
+    /// every option.
+    pub fn fingerprint(&self) -> String {
+        format!(
+            "{} {:?} {:?}",
+            load::sha256_hex(&self.source.bytes),
+            self.options,
+            self.selftest
+        )
+    }
+}
+
+/// The plan for the `plugin_dir` (or `ward ctl load`) component at `path` under `config`:
+/// its `[[plugins]]` entry (by name) gives pin, grants, config, mode and self-test.
+pub fn plan_component(config: &WardConfig, path: &Path) -> Result<Planned, LoadError> {
     let entry = dir_entry(config, path);
-    let mut options = match entry {
+    let options = match entry {
         Some(e) => config.plugin_options(e),
-        None => crate::registry::load::LoadOptions {
+        None => LoadOptions {
             require_pin: config.agent.require_pins,
             ..Default::default()
         },
     };
-    let source = PluginSource::from_file(path)?;
-    if options.pin.is_none() && !config.agent.trusted_keys.is_empty() {
+    Ok(Planned {
+        source: PluginSource::from_file(path)?,
+        options,
+        named: entry.is_some(),
+        dir: true,
+        selftest: entry
+            .and_then(|e| e.selftest.as_ref())
+            .map(|t| (config.resolve(&t.events), config.resolve(&t.expect))),
+    })
+}
+
+/// Everything `config` asks for, in order: the built-in content (unless disabled), every
+/// `[[plugins]]` entry with a path, and every component in `plugin_dir`. Disabled plugins
+/// are left out; a file that cannot be read is a refusal.
+pub fn plan(config: &WardConfig) -> (Vec<Planned>, Vec<(LoadError, bool)>) {
+    let mut planned = Vec::new();
+    let mut refused = Vec::new();
+    if config.agent.default_content {
+        for source in builtin::builtin_sources() {
+            let package = source.origin.trim_start_matches("builtin:").to_owned();
+            let options = config.builtin_options(&package);
+            if options.mode == Mode::Disabled {
+                continue;
+            }
+            planned.push(Planned {
+                source,
+                options,
+                named: false,
+                dir: false,
+                selftest: None,
+            });
+        }
+    }
+    for entry in &config.plugins {
+        let Some(path) = &entry.path else { continue };
+        if entry.mode == Mode::Disabled {
+            continue;
+        }
+        match PluginSource::from_file(&config.resolve(path)) {
+            Ok(source) => planned.push(Planned {
+                source,
+                options: config.plugin_options(entry),
+                named: true,
+                dir: false,
+                selftest: entry
+                    .selftest
+                    .as_ref()
+                    .map(|t| (config.resolve(&t.events), config.resolve(&t.expect))),
+            }),
+            Err(e) => refused.push((e, true)),
+        }
+    }
+    if let Some(dir) = &config.agent.plugin_dir {
+        for path in dir_components(&config.resolve(dir)) {
+            let entry = dir_entry(config, &path);
+            if entry.is_some_and(|e| e.mode == Mode::Disabled) {
+                continue;
+            }
+            match plan_component(config, &path) {
+                Ok(p) => planned.push(p),
+                Err(e) => refused.push((e, entry.is_some())),
+            }
+        }
+    }
+    (planned, refused)
+}
+
+/// Loads one planned plugin: signature (for a `plugin_dir` component without a pin, when
+/// publishers are trusted), pin, compile (cached), describe, self-test.
+pub fn load_planned(
+    rt: &Runtime,
+    config: &WardConfig,
+    planned: &Planned,
+    processes: &SharedProcessTable,
+) -> Result<Plugin, LoadError> {
+    let source = &planned.source;
+    let mut options = planned.options.clone();
+    if planned.dir && options.pin.is_none() && !config.agent.trusted_keys.is_empty() {
         let keys: Vec<_> = config
             .agent
             .trusted_keys
             .iter()
             .filter_map(|k| signature::parse_key(k).ok())
             .collect();
-        signature::verify(path, &source.bytes, &keys).map_err(|e| LoadError::Signature {
-            origin: source.origin.clone(),
-            reason: e.to_string(),
+        signature::verify(Path::new(&source.origin), &source.bytes, &keys).map_err(|e| {
+            LoadError::Signature {
+                origin: source.origin.clone(),
+                reason: e.to_string(),
+            }
         })?;
         // Signed by a trusted publisher: that stands in for a pin.
         options.require_pin = false;
     }
-    let plugin = load(rt, &source, &options, processes)?;
-    if let Some(test) = entry.and_then(|e| e.selftest.as_ref()) {
-        let events = config.resolve(&test.events);
-        let expect = config.resolve(&test.expect);
-        let trial = load(rt, &source, &options, processes)?;
-        crate::cli::plugin_test::self_test(rt, trial, &events, &expect).map_err(|reason| {
+    let plugin = load(rt, source, &options, processes)?;
+    if let Some((events, expect)) = &planned.selftest {
+        // A fresh instance of its own: the test's events must not become the plugin's state.
+        let trial = load(rt, source, &options, processes)?;
+        crate::cli::plugin_test::self_test(rt, trial, events, expect).map_err(|reason| {
             LoadError::SelfTest {
                 origin: source.origin.clone(),
                 reason,
@@ -101,54 +204,23 @@ pub fn load_dir_component(
     Ok(plugin)
 }
 
-/// Loads the built-in content (unless disabled), every admin plugin and every component
-/// in `plugin_dir`.
+/// Loads what `config` asks for ([`plan`], then [`load_planned`] each). Returns, beside
+/// the plugins, the fingerprint of each (by origin) for the next reload.
 pub fn load_all(rt: &Runtime, config: &WardConfig, processes: &SharedProcessTable) -> Loaded {
-    let mut plugins = Vec::new();
+    let (planned, refused) = plan(config);
+    let mut ready = Vec::new();
     let mut errors = Vec::new();
     let mut named_refused = 0;
-    if config.agent.default_content {
-        for source in builtin::builtin_sources() {
-            let package = source.origin.trim_start_matches("builtin:").to_owned();
-            let options = config.builtin_options(&package);
-            if options.mode == Mode::Disabled {
-                continue;
-            }
-            match load(rt, &source, &options, processes) {
-                Ok(p) => plugins.push(p),
-                Err(e) => errors.push(e),
-            }
-        }
+    for (e, named) in refused {
+        named_refused += usize::from(named);
+        errors.push(e);
     }
-    for entry in &config.plugins {
-        let Some(path) = &entry.path else { continue };
-        if entry.mode == Mode::Disabled {
-            continue;
-        }
-        let options = config.plugin_options(entry);
-        let result = PluginSource::from_file(&config.resolve(path))
-            .and_then(|s| load(rt, &s, &options, processes));
-        match result {
-            Ok(p) => plugins.push(p),
+    for p in &planned {
+        match load_planned(rt, config, p, processes) {
+            Ok(plugin) => ready.push((plugin, (p.source.origin.clone(), p.fingerprint()))),
             Err(e) => {
-                named_refused += 1;
+                named_refused += usize::from(p.named);
                 errors.push(e);
-            }
-        }
-    }
-    if let Some(dir) = &config.agent.plugin_dir {
-        for path in dir_components(&config.resolve(dir)) {
-            if dir_entry(config, &path).is_some_and(|e| e.mode == Mode::Disabled) {
-                continue;
-            }
-            match load_dir_component(rt, config, &path, processes) {
-                Ok(p) => plugins.push(p),
-                Err(e) => {
-                    if dir_entry(config, &path).is_some() {
-                        named_refused += 1;
-                    }
-                    errors.push(e);
-                }
             }
         }
     }
@@ -157,15 +229,19 @@ pub fn load_all(rt: &Runtime, config: &WardConfig, processes: &SharedProcessTabl
     }
     // Two plugins with one name would make findings ambiguous: keep the first.
     let mut seen = std::collections::HashSet::new();
-    plugins.retain(|p| {
-        let fresh = seen.insert(p.name().to_owned());
-        if !fresh {
-            tracing::error!(plugin = %p.name(), origin = %p.origin(), "duplicate plugin name; ignoring this copy");
+    let mut plugins = Vec::new();
+    let mut fingerprints = Vec::new();
+    for (plugin, fingerprint) in ready {
+        if seen.insert(plugin.name().to_owned()) {
+            plugins.push(plugin);
+            fingerprints.push(fingerprint);
+        } else {
+            tracing::error!(plugin = %plugin.name(), origin = %plugin.origin(), "duplicate plugin name; ignoring this copy");
         }
-        fresh
-    });
+    }
     Loaded {
         plugins,
+        fingerprints,
         errors,
         named_refused,
     }
