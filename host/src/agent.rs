@@ -559,6 +559,7 @@ impl LiveAgent {
                 "requests": summary.auth.requests,
                 "denied": summary.auth.denied,
                 "defaulted": summary.auth.defaulted,
+                "latency_ns": summary.auth.latency_ns,
             },
             "reloads": self.reloads.load(Ordering::Relaxed),
             "reloads_refused": self.reloads_refused.load(Ordering::Relaxed),

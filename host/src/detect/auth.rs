@@ -158,7 +158,7 @@ pub struct AuthDecision {
 }
 
 /// AUTH counts for the run summary.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Default, serde::Serialize)]
 pub struct AuthStats {
     /// AUTH events answered.
     pub requests: u64,
@@ -170,12 +170,18 @@ pub struct AuthStats {
     pub defaulted: u64,
     /// Answered without a quarantined plugin that would have been asked.
     pub skipped: u64,
+    /// From arrival to answer, nanoseconds.
+    pub latency_ns: crate::sandbox::stats::Histogram,
 }
 
 impl AuthStats {
     /// Counts `decision`.
     pub fn record(&mut self, decision: &AuthDecision) {
         self.requests += 1;
+        self.latency_ns.record_n(
+            u64::try_from(decision.elapsed.as_nanos()).unwrap_or(u64::MAX),
+            1,
+        );
         match decision.answer {
             Answer::Allow => self.allowed += 1,
             Answer::Deny => self.denied += 1,

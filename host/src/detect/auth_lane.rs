@@ -71,8 +71,8 @@ enum Msg {
 
 /// What reaches the lane: events to decide, workers' replies, the end of the stream.
 pub enum Inbox {
-    /// An AUTH event, when it arrived, and what it counts for in a byte budget.
-    Event(Box<ward_event::Message>, Instant, usize),
+    /// An AUTH event to decide.
+    Event(Box<Submitted>),
     /// A worker's verdict.
     Reply(Reply),
     /// No more events will come.
@@ -85,6 +85,18 @@ pub enum Inbox {
     Mode(String, Mode),
     /// A new version's worker has its live instance (internal).
     Ready(String),
+}
+
+/// An AUTH event handed to the lane.
+pub struct Submitted {
+    /// The message.
+    pub message: Box<ward_event::Message>,
+    /// When it arrived: its deadline runs from here.
+    pub arrival: Instant,
+    /// What it counts for in the reader's byte budget.
+    pub cost: usize,
+    /// A native source's deadline and answer handle (`None` for recorded streams).
+    pub responder: Option<crate::ingest::Responder>,
 }
 
 /// How a starting worker says its live instance is ready.
@@ -160,6 +172,8 @@ struct Pending {
     waiting: Vec<(usize, u64)>,
     replies: Vec<WorkerReply>,
     quarantined: Vec<(String, String, String)>,
+    /// Where a native source hears the answer.
+    respond: Option<Box<dyn FnOnce(bool) + Send>>,
 }
 
 /// Shadow asks of an event already answered.
@@ -403,7 +417,7 @@ impl AuthLane {
 
     /// AUTH counts so far.
     pub fn stats(&self) -> AuthStats {
-        self.stats
+        self.stats.clone()
     }
 
     /// Where a source sends AUTH events ([`Inbox::Event`]) and, at its end, [`Inbox::End`].
@@ -492,10 +506,24 @@ impl AuthLane {
     }
 
     /// Hands `event` to the enforcing workers at once; returns its ticket.
-    fn submit(&mut self, event: &wit::Event, arrival: Instant, cost: usize) -> u64 {
+    fn submit(
+        &mut self,
+        event: &wit::Event,
+        arrival: Instant,
+        cost: usize,
+        responder: Option<crate::ingest::Responder>,
+    ) -> u64 {
         self.start();
+        let (deadline, respond) = match responder {
+            Some(r) => (r.deadline, Some(r.respond)),
+            None => (None, None),
+        };
         let arrival = self.ready_at.map_or(arrival, |ready| arrival.max(ready));
-        let due = self.answer_due(arrival);
+        // The policy's deadline, or the message's own if that is sooner.
+        let due = match deadline {
+            Some(d) => self.answer_due(arrival).min(d),
+            None => self.answer_due(arrival),
+        };
         let mut event = event.clone();
         event.auth = Some(wit::AuthRequest {
             deadline_ms: u32::try_from(due.saturating_duration_since(Instant::now()).as_millis())
@@ -515,6 +543,7 @@ impl AuthLane {
             waiting,
             replies,
             quarantined: Vec::new(),
+            respond,
         });
         ticket
     }
@@ -522,9 +551,15 @@ impl AuthLane {
     /// Takes in one message.
     fn handle(&mut self, msg: Inbox) {
         match msg {
-            Inbox::Event(msg, arrival, cost) => {
-                let event = crate::ingest::convert::event(&msg);
-                self.submit(&event, arrival, cost);
+            Inbox::Event(submitted) => {
+                let Submitted {
+                    message,
+                    arrival,
+                    cost,
+                    responder,
+                } = *submitted;
+                let event = crate::ingest::convert::event(&message);
+                self.submit(&event, arrival, cost, responder);
             }
             Inbox::End => self.ended = true,
             Inbox::Upsert(plugin) => self.upsert(*plugin),
@@ -664,8 +699,11 @@ impl AuthLane {
             elapsed,
         };
         self.stats.record(&decision);
-        // The answer is decided (a native source sends it now). Shadow plugins are asked
-        // only now, with the rest of the deadline, and collected later.
+        // The answer is decided: a native source sends it now, before anything else.
+        if let Some(respond) = p.respond.take() {
+            respond(decision.answer == auth::Answer::Allow);
+        }
+        // Shadow plugins are asked only now, with the rest of the deadline, and collected later.
         let shadow = self.takers(&p.event, Mode::Shadow);
         if !shadow.is_empty() {
             let shadow_due = p.arrival + deadline;
@@ -729,7 +767,7 @@ impl AuthLane {
     /// Shadow workers are asked once the answer is decided; [`Self::take_shadow`]
     /// collects them.
     pub fn decide(&mut self, event: &wit::Event, arrival: Instant) -> AuthDecision {
-        let ticket = self.submit(event, arrival, 0);
+        let ticket = self.submit(event, arrival, 0, None);
         loop {
             self.pump();
             if let Some(at) = self.decided.iter().position(|d| d.ticket == ticket) {
@@ -751,7 +789,7 @@ impl AuthLane {
         loop {
             self.pump_until(None);
             let shown = LaneView {
-                stats: self.stats,
+                stats: self.stats.clone(),
                 findings: 0,
                 plugins: self.plugin_stats(),
             };

@@ -200,14 +200,18 @@ impl std::fmt::Display for Summary {
                 p.errors,
                 p.faults
             )?;
+            let mut notes = Vec::new();
             if p.retried > 0 {
-                write!(f, ", {} split and retried", p.retried)?;
+                notes.push(format!("{} split and retried", p.retried));
             }
             if p.releases > 0 {
-                write!(f, ", released {} times", p.releases)?;
+                notes.push(format!("released {} times", p.releases));
             }
             if let Some(reason) = &p.quarantined {
-                write!(f, ", QUARANTINED ({reason})")?;
+                notes.push(format!("QUARANTINED ({reason})"));
+            }
+            if !notes.is_empty() {
+                write!(f, "  {}", notes.join(", "))?;
             }
         }
         Ok(())
@@ -647,11 +651,15 @@ impl Pipeline {
                 let v = view.lock().unwrap_or_else(PoisonError::into_inner);
                 (
                     v.plugins.clone(),
-                    v.stats,
+                    v.stats.clone(),
                     self.auth_elsewhere.1 + v.findings,
                 )
             }
-            (None, None) => (Vec::new(), self.auth_elsewhere.0, self.auth_elsewhere.1),
+            (None, None) => (
+                Vec::new(),
+                self.auth_elsewhere.0.clone(),
+                self.auth_elsewhere.1,
+            ),
         };
         Summary {
             parse: self.stats.clone(),

@@ -9,7 +9,8 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 
-use crate::detect::auth_lane::{AuthLane, Inbox, Output as LaneOutput};
+use crate::detect::auth::Answer;
+use crate::detect::auth_lane::{AuthLane, Inbox, Output as LaneOutput, Submitted};
 use crate::detect::pipeline::{
     AUTH_ACTION, Parsed, Pipeline, Summary, auth_records, event_cost, shadow_records,
 };
@@ -192,6 +193,7 @@ where
     pipeline.lane_view = lane.as_ref().map(AuthLane::view);
     let gate = Arc::new(ByteGate::new(AUTH_QUEUE_BYTES));
     let max_line = pipeline.options().max_line_bytes;
+    let policy = pipeline.options().auth.clone();
     // The reader keeps the process table from here on.
     pipeline.observed_upstream = true;
     let table = Arc::clone(pipeline.processes());
@@ -205,6 +207,7 @@ where
         let item_tx = EndStage(item_tx);
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
         let mut chunk_bytes = 0usize;
+        let mut responder = None;
         while let Some(item) = source.next_item().context("reading the event stream")? {
             let arrival = Instant::now();
             let parsed = match item {
@@ -222,20 +225,48 @@ where
                     chunk_bytes += event_cost(&msg);
                     Parsed::Message(msg, arrival)
                 }
+                Item::Auth(mut msg, r) => {
+                    chunk_bytes += event_cost(&msg);
+                    msg.action_type = Some(AUTH_ACTION);
+                    responder = Some(r);
+                    Parsed::Message(msg, arrival)
+                }
             };
             if let Parsed::Message(msg, arrival) = &parsed {
                 table
                     .write()
                     .unwrap_or_else(PoisonError::into_inner)
                     .observe(msg);
-                if msg.action_type == Some(AUTH_ACTION)
-                    && let Some(lane) = &auth_tx.0
-                {
-                    let cost = event_cost(msg);
-                    reader_gate.acquire(cost);
-                    let sent = lane.send(Inbox::Event(msg.clone(), *arrival, cost));
-                    if sent.is_err() {
-                        reader_gate.release(cost);
+                let responder = responder.take();
+                if msg.action_type == Some(AUTH_ACTION) {
+                    match &auth_tx.0 {
+                        Some(lane) => {
+                            let cost = event_cost(msg);
+                            reader_gate.acquire(cost);
+                            let submitted = Submitted {
+                                message: msg.clone(),
+                                arrival: *arrival,
+                                cost,
+                                responder,
+                            };
+                            if let Err(std::sync::mpsc::SendError(Inbox::Event(s))) =
+                                lane.send(Inbox::Event(Box::new(submitted)))
+                            {
+                                // The lane is gone (shutting down): the policy's default.
+                                reader_gate.release(cost);
+                                if let Some(r) = s.responder {
+                                    (r.respond)(
+                                        policy.default_for(msg.event.kind()) == Answer::Allow,
+                                    );
+                                }
+                            }
+                        }
+                        // No plugin takes AUTH events: nobody objects.
+                        None => {
+                            if let Some(r) = responder {
+                                (r.respond)(true);
+                            }
+                        }
                     }
                 }
             }
@@ -460,6 +491,82 @@ mod tests {
             .filter(|&&b| b == b'\n')
             .count();
         assert_eq!(lines, 15);
+    }
+
+    /// A native-style source hands AUTH messages with their own deadline and an answer
+    /// handle: each handle is called once, with the verdict of the plugins.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_native_source_hears_each_answer_through_its_responder() {
+        struct NativeSource {
+            messages: std::collections::VecDeque<ward_event::Message>,
+            answers: std::sync::mpsc::Sender<(u64, bool)>,
+        }
+        impl EventSource for NativeSource {
+            fn next_item(&mut self) -> std::io::Result<Option<Item>> {
+                let Some(msg) = self.messages.pop_front() else {
+                    return Ok(None);
+                };
+                let seq = msg.global_seq_num.unwrap_or_default();
+                if !matches!(seq, 1002 | 1019) {
+                    return Ok(Some(Item::Message(Box::new(msg))));
+                }
+                let answers = self.answers.clone();
+                Ok(Some(Item::Auth(
+                    Box::new(msg),
+                    crate::ingest::Responder {
+                        deadline: Some(Instant::now() + std::time::Duration::from_secs(30)),
+                        respond: Box::new(move |allow| {
+                            let _ = answers.send((seq, allow));
+                        }),
+                    },
+                )))
+            }
+            fn has_buffered(&self) -> bool {
+                !self.messages.is_empty()
+            }
+        }
+        let text = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../examples/streams/attack-chain.jsonl"
+        ))
+        .unwrap();
+        let messages = text
+            .lines()
+            .map(|l| ward_event::parse_line(l.as_bytes(), 1 << 20).unwrap())
+            .collect();
+        let rt = std::sync::Arc::new(
+            crate::sandbox::runtime::Runtime::new(crate::sandbox::engine::Limits::default(), None)
+                .unwrap(),
+        );
+        let processes: crate::sandbox::state::SharedProcessTable = Default::default();
+        let source = crate::registry::builtin::builtin_sources()
+            .into_iter()
+            .find(|s| s.origin == "builtin:prevent-list")
+            .unwrap();
+        let options = crate::registry::load::LoadOptions {
+            config: [(
+                "signing_id".to_owned(),
+                "update-55554944a1b2c3d4".to_owned(),
+            )]
+            .into(),
+            ..Default::default()
+        };
+        let plugin = crate::registry::load::load(&rt, &source, &options, &processes).unwrap();
+        let pipeline = Pipeline::new(rt, vec![plugin], processes, PipelineOptions::default());
+        let (answers, heard) = std::sync::mpsc::channel();
+        let summary = run_source(
+            pipeline,
+            Box::new(NativeSource { messages, answers }),
+            SharedSink::default(),
+        )
+        .await
+        .unwrap();
+        let mut heard: Vec<(u64, bool)> = heard.try_iter().collect();
+        heard.sort_unstable();
+        assert_eq!(heard, [(1002, true), (1019, false)]);
+        assert_eq!(summary.auth.requests, 2);
+        assert_eq!(summary.auth.denied, 1);
+        assert_eq!(summary.auth.latency_ns.count(), 2);
     }
 
     #[derive(Clone, Default)]

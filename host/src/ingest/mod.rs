@@ -15,6 +15,27 @@ pub enum Item {
     Line(Line),
     /// An event the source typed itself.
     Message(Box<ward_event::Message>),
+    /// An AUTH event a native client must answer: the message and how to answer it.
+    Auth(Box<ward_event::Message>, Responder),
+}
+
+/// How a native Endpoint Security source answers one AUTH message: its own deadline
+/// (from the ES client) and a handle called once with the answer, as soon as it is
+/// decided — before the event's findings are written.
+pub struct Responder {
+    /// When Endpoint Security stops waiting. The answer is due by the earlier of this and
+    /// the policy's own deadline.
+    pub deadline: Option<std::time::Instant>,
+    /// Called once: `true` to allow, `false` to deny.
+    pub respond: Box<dyn FnOnce(bool) + Send>,
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder")
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
 }
 
 /// A source of events. Implemented for every line reader; a native Endpoint Security

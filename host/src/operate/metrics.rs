@@ -162,6 +162,19 @@ pub fn render(summary: &Summary) -> String {
             );
         }
     }
+    let name = "ward_auth_latency_ns";
+    let _ = writeln!(
+        text,
+        "# HELP {name} Nanoseconds from an AUTH event's arrival to its answer.\n# TYPE {name} summary"
+    );
+    for q in [0.5, 0.99] {
+        let _ = writeln!(
+            text,
+            "{name}{{quantile=\"{q}\"}} {}",
+            summary.auth.latency_ns.quantile(q)
+        );
+    }
+    let _ = writeln!(text, "{name}_count {}", summary.auth.latency_ns.count());
     let name = "ward_plugin_ns_per_event";
     let _ = writeln!(
         text,
