@@ -1224,3 +1224,32 @@ fn the_quarantine_attribute_reaches_untrusted_exec_through_the_xattr_grant() {
     assert_eq!(f["evidence"]["quarantined"], "no");
     assert_eq!(f["attack"], serde_json::json!(["T1204.002", "T1553.001"]));
 }
+
+/// On a terminal `ward gen` shows a progress bar; piped, stderr stays clean. The terminal
+/// is a real pseudo-terminal, from util-linux `script`.
+#[test]
+fn progress_bars_show_on_a_terminal_and_never_when_piped() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("gen.jsonl");
+    let piped = ward(&["gen", "--events", "2000", "--out", out.to_str().unwrap()]);
+    assert!(piped.status.success());
+    assert!(piped.stderr.is_empty(), "{}", stderr(&piped));
+    let script = Command::new("script").arg("--version").output();
+    if !script.is_ok_and(|o| o.status.success()) {
+        eprintln!("skipped the terminal half: util-linux `script` is not installed");
+        return;
+    }
+    let command = format!(
+        "{} gen --events 3000 --out {}",
+        env!("CARGO_BIN_EXE_ward"),
+        out.display()
+    );
+    let tty = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(tty.status.success(), "{tty:?}");
+    let shown = String::from_utf8_lossy(&tty.stdout);
+    assert!(shown.contains("/3000 events"), "{shown}");
+}

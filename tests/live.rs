@@ -381,7 +381,21 @@ fn with_custom_section(bytes: &[u8], payload: &str) -> Vec<u8> {
 /// unloaded. A pinned component whose bytes do not match its pin is refused.
 #[test]
 fn plugin_dir_components_are_verified_loaded_and_unloaded_while_running() {
-    let (secret, public) = ward::registry::signature::generate().unwrap();
+    // The publisher's side, as a publisher does it: `ward plugin keygen`, `ward plugin sign`.
+    let keys = tempfile::tempdir().unwrap();
+    let secret = keys.path().join("publisher.key");
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["plugin", "keygen", "--out"])
+        .arg(&secret)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let public = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    use std::os::unix::fs::PermissionsExt as _;
+    assert_eq!(
+        std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
     let settings = format!("trusted_keys = [{public:?}]");
     let pin_entry = format!(
         "[[plugins]]\nname = \"pinned\"\nsha256 = \"{}\"\n",
@@ -417,8 +431,22 @@ fn plugin_dir_components_are_verified_loaded_and_unloaded_while_running() {
     );
     assert!(running(&agent).is_none());
 
-    let (sig, _) = ward::registry::signature::sign(&secret, &echo).unwrap();
-    std::fs::write(ward::registry::signature::signature_path(&target), sig).unwrap();
+    // Signed elsewhere and the signature copied in beside it.
+    let staged = keys.path().join("echo.wasm");
+    std::fs::write(&staged, &echo).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["plugin", "sign", "--key"])
+        .arg(&secret)
+        .arg(&staged)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8(out.stdout).unwrap().trim(), public);
+    std::fs::copy(
+        keys.path().join("echo.wasm.sig"),
+        ward::registry::signature::signature_path(&target),
+    )
+    .unwrap();
     agent.wait_for("the signed component", |a| running(a).is_some());
     let digest = ward::registry::load::sha256_hex(&echo);
     assert_eq!(running(&agent).as_deref(), Some(digest.as_str()));
@@ -459,6 +487,37 @@ fn plugin_dir_components_are_verified_loaded_and_unloaded_while_running() {
     );
     let (code, _, log) = agent.stop();
     assert_eq!(code, Some(0), "{log}");
+}
+
+/// A `plugin_dir` others can write would let any local user put code into the agent: the
+/// agent refuses to start on it, and says so on the findings stream.
+#[test]
+fn a_plugin_dir_others_can_write_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let dir = tempfile::tempdir().unwrap();
+    let plugins = dir.path().join("plugins");
+    std::fs::create_dir(&plugins).unwrap();
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o777)).unwrap();
+    std::fs::copy(wasm("fixture-echo"), plugins.join("echo.wasm")).unwrap();
+    std::fs::write(
+        dir.path().join("ward.toml"),
+        "[agent]\nplugin_dir = \"plugins\"\nstate_dir = \"state\"\n[source]\nkind = \"stdin\"\n",
+    )
+    .unwrap();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("ward.toml"))
+        .env("WARD_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("writable by group or others"), "{err}");
+    let record: Value =
+        serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
+    assert_eq!(record["rule"], "plugin-refused");
 }
 
 fn ward_ctl(socket: &Path, args: &[&str]) -> std::process::Output {

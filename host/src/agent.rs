@@ -456,11 +456,17 @@ impl LiveAgent {
             }
         }
         // Gone from the plan (file removed, entry deleted or disabled): taken out. One
-        // whose file can no longer be read is kept until it can be judged again.
+        // whose file (or plugin_dir) can no longer be read or trusted is kept until it can
+        // be judged again.
         let gone: Vec<(String, String)> = state
             .running
             .iter()
-            .filter(|(o, _)| !wanted.contains(*o) && !refused_origins.contains(*o))
+            .filter(|(o, _)| {
+                !wanted.contains(*o)
+                    && !refused_origins
+                        .iter()
+                        .any(|r| *o == r || Path::new(o.as_str()).starts_with(r))
+            })
             .map(|(o, r)| (o.clone(), r.name.clone()))
             .collect();
         for (origin, name) in gone {

@@ -177,6 +177,22 @@ pub enum PluginCommand {
         #[arg(long = "file-scope")]
         file_scope: Vec<PathBuf>,
     },
+    /// Make a publisher's ed25519 key pair: the secret key (hex) goes to `--out`, created
+    /// owner-only; the public key (what `[agent] trusted_keys` lists) is printed.
+    Keygen {
+        /// Where to write the secret key.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Sign a component with a publisher's secret key: writes `<component>.sig` beside it
+    /// and prints the public key that verifies it.
+    Sign {
+        /// The component.
+        plugin: PathBuf,
+        /// The secret key file (`ward plugin keygen`).
+        #[arg(long)]
+        key: PathBuf,
+    },
     /// Scaffold a plugin crate that depends on ward-sdk.
     New {
         /// Crate name (kebab-case).
@@ -279,6 +295,41 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             crate::cli::plugin_test::run(&plugin, &events, expect.as_deref(), bless, options)
         }
         Command::Plugin {
+            command: PluginCommand::Keygen { out },
+        } => {
+            use std::io::Write as _;
+            use std::os::unix::fs::OpenOptionsExt as _;
+            let (secret, public) = crate::registry::signature::generate()
+                .context("reading the system's random source")?;
+            let mut file = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&out)
+                .with_context(|| {
+                    format!("cannot create {} (it must not exist yet)", out.display())
+                })?;
+            writeln!(file, "{secret}").with_context(|| format!("writing {}", out.display()))?;
+            println!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
+            command: PluginCommand::Sign { plugin, key },
+        } => {
+            let secret = std::fs::read_to_string(&key)
+                .with_context(|| format!("cannot read {}", key.display()))?;
+            let bytes = std::fs::read(&plugin)
+                .with_context(|| format!("cannot read {}", plugin.display()))?;
+            let (sig, public) = crate::registry::signature::sign(&secret, &bytes)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", key.display()))?;
+            let path = crate::registry::signature::signature_path(&plugin);
+            std::fs::write(&path, format!("{sig}\n"))
+                .with_context(|| format!("writing {}", path.display()))?;
+            eprintln!("ward plugin sign: wrote {}", path.display());
+            println!("{public}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Plugin {
             command:
                 PluginCommand::New {
                     name,
@@ -294,23 +345,24 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AnalyticsCommand::Check { dir },
         } => crate::cli::analytics::check(&dir),
         Command::Gen { events, seed, out } => {
-            match out {
-                Some(path) => {
-                    let file = std::fs::File::create(&path)
-                        .with_context(|| format!("cannot create {}", path.display()))?;
-                    crate::cli::synth::write_stream(
-                        events,
-                        seed,
-                        &mut std::io::BufWriter::new(file),
-                    )
-                }
-                None => crate::cli::synth::write_stream(
-                    events,
-                    seed,
-                    &mut std::io::BufWriter::new(std::io::stdout().lock()),
+            let sink: Box<dyn std::io::Write> = match out {
+                Some(path) => Box::new(
+                    std::fs::File::create(&path)
+                        .with_context(|| format!("cannot create {}", path.display()))?,
                 ),
+                None => Box::new(std::io::stdout().lock()),
+            };
+            let bar = progress_bar(Some(events), "events");
+            let mut sink = std::io::BufWriter::new(CountedLines {
+                inner: sink,
+                bar: bar.clone(),
+            });
+            crate::cli::synth::write_stream(events, seed, &mut sink)
+                .and_then(|()| std::io::Write::flush(&mut sink))
+                .context("writing the stream")?;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
             }
-            .context("writing the stream")?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench {
@@ -347,20 +399,50 @@ fn print_summary(command: &str, summary: &Summary, refused: usize) {
 }
 
 /// A progress bar on stderr when it is a terminal (never when piped or redirected).
+/// `bytes` counts bytes, `events` lines.
 fn progress_bar(total: Option<u64>, unit: &str) -> Option<indicatif::ProgressBar> {
     if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
         return None;
     }
+    let template = if unit == "bytes" {
+        "{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}"
+    } else {
+        "{bar:40} {pos}/{len} events {per_sec} eta {eta}"
+    };
     let bar = match total {
         Some(n) => indicatif::ProgressBar::new(n).with_style(
-            indicatif::ProgressStyle::with_template(&format!(
-                "{{bar:40}} {{{unit}}}/{{total_{unit}}} {{{unit}_per_sec}} eta {{eta}}"
-            ))
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+            indicatif::ProgressStyle::with_template(template)
+                .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
         ),
         None => indicatif::ProgressBar::new_spinner(),
     };
     Some(bar)
+}
+
+/// Counts the lines written into a progress bar, if there is one.
+struct CountedLines<W> {
+    inner: W,
+    bar: Option<indicatif::ProgressBar>,
+}
+
+impl<W: std::io::Write> std::io::Write for CountedLines<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        if let Some(bar) = &self.bar {
+            let lines = buf
+                .get(..n)
+                .unwrap_or_default()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            bar.inc(lines as u64);
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Counts what is read into a progress bar.

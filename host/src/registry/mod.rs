@@ -28,6 +28,34 @@ pub struct Loaded {
     pub fingerprints: Vec<(String, String)>,
 }
 
+/// Whether `dir` can be trusted as a source of plugins: a directory (not a symlink to
+/// one), owned by the agent's user or root, that no one else can write — or any local
+/// user could put code into the agent.
+pub fn check_plugin_dir(dir: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta =
+        std::fs::symlink_metadata(dir).map_err(|e| format!("plugin_dir {}: {e}", dir.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("plugin_dir {} is not a directory", dir.display()));
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "plugin_dir {} is owned by uid {}, not by the agent's user or root",
+            dir.display(),
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "plugin_dir {} is writable by group or others (mode {:o}): refused",
+            dir.display(),
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
 /// The `*.wasm` files in `dir` (regular files, not followed into subdirectories), sorted.
 pub fn dir_components(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
@@ -150,7 +178,18 @@ pub fn plan(config: &WardConfig) -> (Vec<Planned>, Vec<(LoadError, bool)>) {
         }
     }
     if let Some(dir) = &config.agent.plugin_dir {
-        for path in dir_components(&config.resolve(dir)) {
+        let dir = config.resolve(dir);
+        if let Err(reason) = check_plugin_dir(&dir) {
+            refused.push((
+                LoadError::Read {
+                    origin: dir.display().to_string(),
+                    reason,
+                },
+                true,
+            ));
+            return (planned, refused);
+        }
+        for path in dir_components(&dir) {
             let entry = dir_entry(config, &path);
             if entry.is_some_and(|e| e.mode == Mode::Disabled) {
                 continue;

@@ -4,7 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
-use ed25519_dalek::{Signature, Signer as _, SigningKey, Verifier as _, VerifyingKey};
+use ed25519_dalek::{Signature, Signer as _, SigningKey, VerifyingKey};
 
 /// Largest signature file read.
 const MAX_SIGNATURE_FILE_BYTES: u64 = 1024;
@@ -51,8 +51,19 @@ pub fn verify(
 ) -> Result<usize, SignatureError> {
     use std::io::Read as _;
     let path = signature_path(component);
-    let file = match std::fs::File::open(&path) {
-        Ok(f) => f,
+    // Non-blocking: a FIFO in the signature's place must not hang the loader.
+    let opened = {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(&path)
+    };
+    let file = match opened {
+        Ok(f) if f.metadata().is_ok_and(|m| m.is_file()) => f,
+        Ok(_) => {
+            return Err(SignatureError::Malformed(path, "not a regular file".into()));
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(SignatureError::Missing(path));
         }
@@ -68,7 +79,7 @@ pub fn verify(
         .map_err(|_| SignatureError::Malformed(path.clone(), "not 64 bytes".into()))?;
     let signature = Signature::from_bytes(&raw);
     keys.iter()
-        .position(|k| k.verify(bytes, &signature).is_ok())
+        .position(|k| k.verify_strict(bytes, &signature).is_ok())
         .ok_or(SignatureError::Untrusted(path))
 }
 
