@@ -460,10 +460,19 @@ pub enum Suite {
     Sandbox,
     /// All default content vs one jq filter, and per-plugin cost.
     Content,
+    /// The live agent: hot swap, cold start with 20 plugins, AUTH latency under load.
+    Live,
 }
 
 /// Runs the measurements of `suite` over `n` generated events.
 pub fn run(n: usize, batch: usize, suite: Suite) -> anyhow::Result<()> {
+    if matches!(suite, Suite::All | Suite::Live) {
+        let ward = std::env::current_exe().context("finding the ward executable")?;
+        crate::cli::bench_live::run(&ward)?;
+        if matches!(suite, Suite::Live) {
+            return Ok(());
+        }
+    }
     if matches!(suite, Suite::All | Suite::Content) {
         default_content_run(n, batch)?;
         let mut generator = crate::cli::synth::Generator::new(2);

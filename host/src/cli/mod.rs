@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod bench;
+pub mod bench_live;
 pub mod ctl;
 pub mod plugin_test;
 pub mod scaffold;
