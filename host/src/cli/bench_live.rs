@@ -183,8 +183,29 @@ fn renamed(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Peak resident memory of a finished child, in bytes (Linux reports KiB, macOS bytes).
+/// Waits for `child`; returns its status and peak resident memory in bytes. On Linux the
+/// peak is read from `/proc/<pid>/status` (VmHWM) while it runs, the last reading before
+/// it exits: `ru_maxrss` there starts from the parent's size at fork. Elsewhere it is
+/// `ru_maxrss`.
 fn wait_rss(child: &mut std::process::Child) -> anyhow::Result<(std::process::ExitStatus, u64)> {
+    if cfg!(target_os = "linux") {
+        let path = format!("/proc/{}/status", child.id());
+        let mut peak = 0u64;
+        loop {
+            if let Ok(text) = std::fs::read_to_string(&path)
+                && let Some(kib) = text
+                    .lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            {
+                peak = peak.max(kib * 1024);
+            }
+            if let Some(status) = child.try_wait()? {
+                return Ok((status, peak));
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
     let pid = i32::try_from(child.id()).context("pid")?;
     let mut status = 0;
     // SAFETY: `rusage` is plain data; wait4 fills it for the child this function owns.
@@ -194,17 +215,11 @@ fn wait_rss(child: &mut std::process::Child) -> anyhow::Result<(std::process::Ex
         libc::wait4(pid, &mut status, 0, &mut usage);
         usage
     };
-    let rss = u64::try_from(usage.ru_maxrss).unwrap_or(0);
-    let rss = if cfg!(target_os = "macos") {
-        rss
-    } else {
-        rss * 1024
-    };
-    let status = child.wait().unwrap_or_else(|_| {
-        use std::os::unix::process::ExitStatusExt as _;
-        std::process::ExitStatus::from_raw(status)
-    });
-    Ok((status, rss))
+    use std::os::unix::process::ExitStatusExt as _;
+    Ok((
+        std::process::ExitStatus::from_raw(status),
+        u64::try_from(usage.ru_maxrss).unwrap_or(0),
+    ))
 }
 
 /// `ward replay` of a short stream with the 10 built-ins and 10 more plugins (renamed

@@ -85,8 +85,9 @@ impl ByteGate {
     }
 }
 
-/// What the detection stage is told, in order with the events: the reader's chunks, a
-/// change of plugins (applied between chunks; the answer goes back on `ack`), and the end.
+/// What the detection stage is told: the reader's chunks and the end, in stream order;
+/// and, ahead of any chunks still queued, a change of plugins (applied between chunks; the
+/// answer goes back on `ack`) and the agent's own records.
 pub enum StageMsg {
     /// Events, in stream order.
     Items(Vec<Parsed>),
@@ -95,13 +96,26 @@ pub enum StageMsg {
         Change,
         Option<std::sync::mpsc::SyncSender<Result<String, String>>>,
     ),
-    /// The agent's own records (a plugin refused, …), in order with the findings.
+    /// The agent's own records (a plugin refused, …).
     Records(Vec<FindingRecord>),
     /// Finish what came before, then stop (a signal: the source may still be open).
     Shutdown,
     /// The source has ended (sent by the reader, however it ended).
     End,
+    /// A control message is waiting (wakes an idle stage).
+    Wake,
 }
+
+impl StageMsg {
+    /// Changes and records go ahead of queued chunks; the rest keeps its place.
+    fn is_control(&self) -> bool {
+        matches!(self, Self::Change(..) | Self::Records(_))
+    }
+}
+
+/// The stage has stopped.
+#[derive(Debug)]
+pub struct StageClosed;
 
 /// Tells the detection stage, when dropped, that the reader is done: the control side may
 /// hold senders of its own, so the channel closing cannot be the signal.
@@ -113,12 +127,81 @@ impl Drop for EndStage {
     }
 }
 
-/// A sender to the detection stage.
-pub type StageSender = tokio::sync::mpsc::Sender<StageMsg>;
+/// A sender to the detection stage: chunks on a bounded channel, control messages on a
+/// channel of their own that the stage reads first, between chunks — so a swap waits for
+/// the chunk in hand, not for every chunk queued behind it.
+#[derive(Clone)]
+pub struct StageSender {
+    data: tokio::sync::mpsc::Sender<StageMsg>,
+    control: tokio::sync::mpsc::UnboundedSender<StageMsg>,
+}
+
+/// The stage's end of [`StageSender`].
+pub struct StageReceiver {
+    data: tokio::sync::mpsc::Receiver<StageMsg>,
+    control: tokio::sync::mpsc::UnboundedReceiver<StageMsg>,
+}
+
+impl StageSender {
+    fn control(&self, msg: StageMsg) -> Result<(), StageClosed> {
+        self.control.send(msg).map_err(|_| StageClosed)?;
+        // Wake the stage if it waits for chunks; if chunks are queued it reads the
+        // control channel before the next one anyway.
+        let _ = self.data.try_send(StageMsg::Wake);
+        Ok(())
+    }
+
+    /// Sends `msg`, waiting for room (call from a blocking thread).
+    pub fn blocking_send(&self, msg: StageMsg) -> Result<(), StageClosed> {
+        if msg.is_control() {
+            return self.control(msg);
+        }
+        self.data.blocking_send(msg).map_err(|_| StageClosed)
+    }
+
+    /// Sends `msg`, waiting for room.
+    pub async fn send(&self, msg: StageMsg) -> Result<(), StageClosed> {
+        if msg.is_control() {
+            return self.control(msg);
+        }
+        self.data.send(msg).await.map_err(|_| StageClosed)
+    }
+
+    /// Sends `msg` if there is room now.
+    pub fn try_send(&self, msg: StageMsg) -> Result<(), StageClosed> {
+        if msg.is_control() {
+            return self.control(msg);
+        }
+        self.data.try_send(msg).map_err(|_| StageClosed)
+    }
+}
+
+impl StageReceiver {
+    /// The next message: a control message if one waits, else the next chunk (blocking).
+    fn blocking_recv(&mut self) -> Option<StageMsg> {
+        if let Ok(msg) = self.control.try_recv() {
+            return Some(msg);
+        }
+        self.data.blocking_recv()
+    }
+
+    /// Nothing is waiting.
+    fn is_empty(&self) -> bool {
+        self.data.is_empty() && self.control.is_empty()
+    }
+}
 
 /// The stage's channel: one is made per run; the control side keeps a sender.
-pub fn stage_channel() -> (StageSender, tokio::sync::mpsc::Receiver<StageMsg>) {
-    tokio::sync::mpsc::channel(CHANNEL_DEPTH)
+pub fn stage_channel() -> (StageSender, StageReceiver) {
+    let (data, data_rx) = tokio::sync::mpsc::channel(CHANNEL_DEPTH);
+    let (control, control_rx) = tokio::sync::mpsc::unbounded_channel();
+    (
+        StageSender { data, control },
+        StageReceiver {
+            data: data_rx,
+            control: control_rx,
+        },
+    )
 }
 
 /// What a running agent shows of itself: the latest summary (published by the stage after
@@ -177,7 +260,7 @@ pub async fn run_live<W>(
     mut pipeline: Pipeline,
     mut source: Box<dyn EventSource>,
     mut sink: W,
-    channel: (StageSender, tokio::sync::mpsc::Receiver<StageMsg>),
+    channel: (StageSender, StageReceiver),
     view: LiveView,
 ) -> anyhow::Result<Summary>
 where
@@ -338,10 +421,6 @@ where
                     // another thread costs the system allocator several times more);
                     // dropped here if the reader is not keeping up.
                     let _ = recycle_tx.try_send(chunk);
-                    // Nothing more waiting: deliver the partial batch now.
-                    if item_rx.is_empty() {
-                        pipeline.flush(&mut out);
-                    }
                 }
                 StageMsg::Change(change, ack) => {
                     let said = pipeline.apply(change, &mut out);
@@ -361,6 +440,11 @@ where
                     shut_down = true;
                 }
                 StageMsg::End => ended = true,
+                StageMsg::Wake => {}
+            }
+            // Nothing more waiting: deliver the partial batch now.
+            if item_rx.is_empty() {
+                pipeline.flush(&mut out);
             }
             publish(&pipeline);
             if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
