@@ -185,9 +185,35 @@ impl StageReceiver {
         self.data.blocking_recv()
     }
 
+    /// A control message, if one waits.
+    fn try_control(&mut self) -> Option<StageMsg> {
+        self.control.try_recv().ok()
+    }
+
     /// Nothing is waiting.
     fn is_empty(&self) -> bool {
         self.data.is_empty() && self.control.is_empty()
+    }
+}
+
+/// Carries out a control message in the detection stage.
+fn take_control(pipeline: &mut Pipeline, msg: StageMsg, out: &mut Vec<FindingRecord>) {
+    match msg {
+        StageMsg::Change(change, ack) => {
+            let said = pipeline.apply(change, out);
+            match &said {
+                Ok(what) => tracing::info!(change = %what, "plugins changed"),
+                Err(why) => tracing::warn!(error = %why, "plugin change refused"),
+            }
+            if let Some(ack) = ack {
+                let _ = ack.send(said);
+            }
+        }
+        StageMsg::Records(records) => {
+            pipeline.count_own(records.len());
+            out.extend(records);
+        }
+        _ => {}
     }
 }
 
@@ -416,25 +442,19 @@ where
                 StageMsg::Items(chunk) => {
                     for item in &chunk {
                         pipeline.push_parsed(item, &mut out);
+                        // A change waits for the event in hand, not the whole chunk: it
+                        // is as much between events here as between chunks.
+                        while let Some(control) = item_rx.try_control() {
+                            take_control(&mut pipeline, control, &mut out);
+                        }
                     }
                     // Back to the reader to be freed where it was allocated (a free from
                     // another thread costs the system allocator several times more);
                     // dropped here if the reader is not keeping up.
                     let _ = recycle_tx.try_send(chunk);
                 }
-                StageMsg::Change(change, ack) => {
-                    let said = pipeline.apply(change, &mut out);
-                    match &said {
-                        Ok(what) => tracing::info!(change = %what, "plugins changed"),
-                        Err(why) => tracing::warn!(error = %why, "plugin change refused"),
-                    }
-                    if let Some(ack) = ack {
-                        let _ = ack.send(said);
-                    }
-                }
-                StageMsg::Records(records) => {
-                    pipeline.count_own(records.len());
-                    out.extend(records);
+                control @ (StageMsg::Change(..) | StageMsg::Records(_)) => {
+                    take_control(&mut pipeline, control, &mut out);
                 }
                 StageMsg::Shutdown => {
                     shut_down = true;
