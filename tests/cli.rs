@@ -373,7 +373,7 @@ fn fatal_errors_exit_nonzero_with_one_line() {
     assert_eq!(out.status.code(), Some(2));
     let err = stderr(&out);
     assert!(
-        err.contains("batch_sise") && err.contains("ward.toml"),
+        err.contains("batch_sise") && err.contains("ward.toml:2:1: unknown field"),
         "{err}"
     );
     assert!(out.stdout.is_empty());

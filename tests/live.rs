@@ -200,6 +200,14 @@ fn prevent(salt: u64) -> String {
     )
 }
 
+fn text_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
 fn echo_seen(findings: &[Value]) -> Vec<(u64, u64)> {
     findings
         .iter()
@@ -323,10 +331,18 @@ fn a_failing_version_is_rolled_back_and_an_invalid_config_is_kept_out() {
     let answer = ask(&agent.socket, &Request::Reload).unwrap();
     assert!(!answer.ok);
     let error = answer.error.unwrap();
-    assert!(
-        error.contains("ward.toml") && error.contains("line") && error.contains("column"),
-        "{error}"
-    );
+    // `…/ward.toml:LINE:COLUMN: …`, pointing at the broken table header.
+    let lines = text_lines(&agent.path("ward.toml"));
+    let at: Vec<usize> = error
+        .split("ward.toml:")
+        .nth(1)
+        .unwrap()
+        .split(':')
+        .take(2)
+        .map(|n| n.trim().parse().unwrap())
+        .collect();
+    assert_eq!(lines[at[0] - 1], "[[plugins]", "{error}");
+    assert!(at[1] >= 1, "{error}");
     assert!(error.contains("running config is kept"), "{error}");
     agent.append(&chain(4));
     agent.wait_for("the fourth chain", |a| a.events_seen() >= 4 * CHAIN);

@@ -28,12 +28,16 @@ pub enum ConfigError {
         /// Cause.
         source: std::io::Error,
     },
-    /// TOML or schema error.
-    #[error("config {path}: {message}")]
+    /// TOML or schema error, where the parser stopped.
+    #[error("config {path}:{line}:{column}: {message}")]
     Parse {
         /// File.
         path: String,
-        /// Parser message (names line and column).
+        /// Line (1-based).
+        line: usize,
+        /// Column (1-based, in characters).
+        column: usize,
+        /// What the parser expected or found.
         message: String,
     },
     /// Semantically invalid.
@@ -483,9 +487,23 @@ impl WardConfig {
             path: shown.clone(),
             source,
         })?;
-        let mut config: WardConfig = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            path: shown.clone(),
-            message: e.to_string().replace('\n', " ").trim().to_owned(),
+        let mut config: WardConfig = toml::from_str(&text).map_err(|e| {
+            let at = e.span().map_or(0, |s| s.start).min(text.len());
+            let before = text.get(..at).unwrap_or_default();
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1;
+            ConfigError::Parse {
+                path: shown.clone(),
+                line,
+                column,
+                message: e.message().replace('\n', " ").trim().to_owned(),
+            }
         })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
         config.validate().map_err(|message| ConfigError::Invalid {
