@@ -647,6 +647,54 @@ fn ward_ctl_and_the_metrics_endpoint_operate_a_running_agent() {
     assert!(body.contains("# TYPE ward_plugin_ns_per_event summary"));
     let missing = ureq::get(&format!("http://{addr}/nothing")).call();
     assert!(matches!(missing, Err(ureq::Error::Status(404, _))));
+    // Any local user reaches a loopback port: idle connections are capped (16) and
+    // dropped after 5 s, and the endpoint serves again once they are gone.
+    use std::io::Read as _;
+    let idle: Vec<std::net::TcpStream> = (0..16)
+        .map(|_| std::net::TcpStream::connect(&addr).unwrap())
+        .collect();
+    let mut extra = std::net::TcpStream::connect(&addr).unwrap();
+    extra
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let _ = extra.write_all(b"GET /metrics HTTP/1.0\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = extra.read_to_end(&mut got);
+    assert!(got.is_empty(), "a 17th connection was served");
+    // An idle one is closed by the agent (EOF), not left open (a read timeout here).
+    let mut first = idle.into_iter().next().unwrap();
+    first
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let mut got = Vec::new();
+    let closed = first.read_to_end(&mut got);
+    assert!(closed.is_ok() && got.is_empty(), "{closed:?}");
+    agent.wait_for("the endpoint to serve again", |_| {
+        ureq::get(&format!("http://{addr}/metrics")).call().is_ok()
+    });
+
+    // The control socket: a request over 64 KiB, or none at all, gets a one-line error
+    // and never holds the agent.
+    let huge = serde_json::json!({"cmd": "load", "path": "x".repeat(100 << 10)}).to_string();
+    let mut stream = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    // The agent answers and closes before reading the rest: the write or the read may
+    // then see a reset, after the answer.
+    let _ = stream.write_all(huge.as_bytes());
+    let mut reply = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n @ 1..) = stream.read(&mut buf) {
+        reply.extend_from_slice(&buf[..n]);
+    }
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.contains("request over 65536 bytes"), "{reply}");
+    let mut silent = std::os::unix::net::UnixStream::connect(&socket).unwrap();
+    assert!(
+        agent.try_ask(&Request::Status).is_some(),
+        "a silent client held the agent"
+    );
+    let mut reply = String::new();
+    silent.read_to_string(&mut reply).unwrap();
+    assert!(reply.contains("no request line within 5 s"), "{reply}");
 
     let out = ward_ctl(&socket, &["unload", "fixture-echo"]);
     assert!(out.status.success());

@@ -16,6 +16,8 @@ use crate::sandbox::plugin::Mode;
 
 /// Longest request line read.
 const MAX_REQUEST_BYTES: usize = 64 << 10;
+/// How long a client has to send its request line.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,8 +126,14 @@ pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
 /// request carried out by `controller` on a blocking thread, and the answer written.
 pub async fn serve(listener: tokio::net::UnixListener, controller: Arc<dyn Controller>) {
     loop {
-        let Ok((stream, _)) = listener.accept().await else {
-            continue;
+        let stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                // Out of descriptors, most likely: wait rather than spin.
+                tracing::warn!(error = %e, "control socket accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let controller = Arc::clone(&controller);
         tokio::spawn(async move {
@@ -157,8 +165,13 @@ async fn connection(
     } else {
         let mut line = Vec::new();
         let mut reader = BufReader::new(read).take(MAX_REQUEST_BYTES as u64 + 1);
-        reader.read_until(b'\n', &mut line).await?;
-        if line.len() > MAX_REQUEST_BYTES {
+        let read = tokio::time::timeout(REQUEST_TIMEOUT, reader.read_until(b'\n', &mut line)).await;
+        if read.is_err() {
+            Answer::from(Err(format!(
+                "no request line within {} s",
+                REQUEST_TIMEOUT.as_secs()
+            )))
+        } else if line.len() > MAX_REQUEST_BYTES {
             Answer::from(Err(format!("request over {MAX_REQUEST_BYTES} bytes")))
         } else {
             match serde_json::from_slice::<Request>(&line) {

@@ -3,6 +3,7 @@
 //! summary on each scrape.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
@@ -16,6 +17,12 @@ type Metric = (
     &'static str,
     fn(&crate::detect::pipeline::PluginSummary) -> f64,
 );
+
+/// Scrapes served at once; more connections are closed at once (any local user can
+/// reach a loopback port).
+const MAX_CONNECTIONS: usize = 16;
+/// How long a client has to send its request head.
+const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Longest request head read.
 const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
@@ -194,19 +201,30 @@ pub fn render(summary: &Summary) -> String {
 /// Serves the exposition on `listener` until the task is dropped: `GET /metrics` answers
 /// it; anything else is 404.
 pub async fn serve(listener: tokio::net::TcpListener, view: LiveView) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
-        let Ok((mut stream, _)) = listener.accept().await else {
+        let mut stream = match listener.accept().await {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+            drop(stream);
             continue;
         };
         let view = view.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
             while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES
             {
-                match stream.read(&mut buf).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+                match tokio::time::timeout(HEAD_TIMEOUT, stream.read(&mut buf)).await {
+                    Ok(Ok(0) | Err(_)) | Err(_) => return,
+                    Ok(Ok(n)) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
                 }
             }
             let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
