@@ -536,6 +536,56 @@ fn a_plugin_dir_others_can_write_is_refused() {
     assert_eq!(record["rule"], "plugin-refused");
 }
 
+/// A `plugin_dir` component with a self-test: a version whose output differs from the
+/// expectation is refused (one line, the first difference) and the one running is kept;
+/// a version that passes is swapped in.
+#[test]
+fn a_version_that_fails_its_self_test_is_not_swapped_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("sample.jsonl");
+    std::fs::write(&events, chain(9).lines().next().unwrap()).unwrap();
+    let expect = dir.path().join("sample.expect.jsonl");
+    std::fs::write(
+        &expect,
+        "{\"rule\":\"echo\",\"evidence\":{\"tag\":\"good\"}}\n",
+    )
+    .unwrap();
+    let entry = |tag: &str| {
+        format!(
+            "[[plugins]]\nname = \"echo\"\nconfig = {{ tag = {tag:?} }}\nselftest = {{ events = {:?}, expect = {:?} }}\n",
+            events.display().to_string(),
+            expect.display().to_string()
+        )
+    };
+    let agent = Agent::start("", &entry("bad"));
+    std::fs::copy(wasm("fixture-echo"), agent.path("plugins/echo.wasm")).unwrap();
+    agent.wait_for("the self-test refusal", |a| {
+        a.findings().iter().any(|f| f["rule"] == "plugin-refused")
+    });
+    let refusal = agent
+        .findings()
+        .into_iter()
+        .find(|f| f["rule"] == "plugin-refused")
+        .unwrap();
+    let reason = refusal["evidence"]["reason"].as_str().unwrap().to_owned();
+    assert!(
+        reason.contains("self-test failed") && reason.contains("expected \"good\", got \"bad\""),
+        "{reason}"
+    );
+    assert!(agent.plugin("fixture-echo").is_none());
+
+    write_config(agent.dir.path(), "", &entry("good"));
+    agent.wait_for("the version that passes", |a| {
+        a.plugin("fixture-echo").is_some()
+    });
+    agent.append(&chain(1));
+    agent.wait_for("its findings", |a| {
+        echo_seen(&a.findings()).len() as u64 == CHAIN
+    });
+    let (code, _, log) = agent.stop();
+    assert_eq!(code, Some(0), "{log}");
+}
+
 fn ward_ctl(socket: &Path, args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_ward"))
         .arg("ctl")
@@ -558,6 +608,16 @@ fn ward_ctl_and_the_metrics_endpoint_operate_a_running_agent() {
     assert!(out.status.success(), "{:?}", out);
     let status: Value = serde_json::from_str(&text(&out)).unwrap();
     assert_eq!(status["pid"], agent.child.id());
+    // At start, at default verbosity, each plugin with its full sha-256.
+    let prevent = ward::registry::builtin::builtin_sources()
+        .into_iter()
+        .find(|s| s.origin == "builtin:prevent-list")
+        .unwrap();
+    let listed = format!(
+        "loaded prevent-list 0.1.0 detector enforce grants=none sha256={}",
+        ward::registry::load::sha256_hex(&prevent.bytes)
+    );
+    assert!(agent.log().contains(&listed), "{}", agent.log());
     let out = ward_ctl(&socket, &["plugins"]);
     assert!(text(&out).starts_with("plugin"), "{}", text(&out));
     assert!(text(&out).contains("prevent-list"), "{}", text(&out));
