@@ -534,6 +534,50 @@ fn a_plugin_dir_others_can_write_is_refused() {
     let record: Value =
         serde_json::from_str(String::from_utf8_lossy(&out.stdout).lines().next().unwrap()).unwrap();
     assert_eq!(record["rule"], "plugin-refused");
+
+    // The directory is the agent's, but a component in it others can write is refused
+    // (so is a symlink, and a FIFO in a component's place is an error, not a hang).
+    std::fs::set_permissions(&plugins, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        plugins.join("echo.wasm"),
+        std::fs::Permissions::from_mode(0o666),
+    )
+    .unwrap();
+    std::os::unix::fs::symlink(wasm("fixture-echo"), plugins.join("linked.wasm")).unwrap();
+    let fifo = plugins.join("fifo.wasm");
+    let c_path = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    // SAFETY: mkfifo(3) with a valid NUL-terminated path.
+    #[allow(unsafe_code)]
+    let made = unsafe { libc::mkfifo(c_path.as_ptr(), 0o600) };
+    assert_eq!(made, 0);
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache");
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["run", "--config"])
+        .arg(dir.path().join("ward.toml"))
+        .env("WARD_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    // No [[plugins]] entry names them, so the agent runs, on the built-ins.
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    let reasons: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|f| f["rule"] == "plugin-refused")
+        .map(|f| format!("{} {}", f["evidence"]["origin"], f["evidence"]["reason"]))
+        .collect();
+    assert_eq!(reasons.len(), 3, "{reasons:?}");
+    for (file, why) in [
+        ("echo.wasm", "writable by group or others"),
+        ("linked.wasm", "symlinks are not followed"),
+        ("fifo.wasm", "not a regular file"),
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(file) && r.contains(why)),
+            "{file}: {reasons:?}"
+        );
+    }
 }
 
 /// A `plugin_dir` component with a self-test: a version whose output differs from the

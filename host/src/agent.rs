@@ -28,9 +28,6 @@ use crate::sandbox::plugin::{Kind, Mode, Plugin};
 use crate::sandbox::runtime::Runtime;
 use crate::sandbox::state::SharedProcessTable;
 
-/// How long a change waits for the detection stage to take it (it takes changes between
-/// chunks; a chunk's calls are bounded by the call time cap).
-const CHANGE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Quiet time after the last file event before the watcher acts (editors and `cp` write
 /// in several steps).
 const DEBOUNCE: Duration = Duration::from_millis(300);
@@ -234,7 +231,9 @@ struct AgentState {
     /// Each plugin running, by origin.
     running: BTreeMap<String, Running>,
     /// Components loaded with `ward ctl load` (kept across reloads, until unloaded).
-    ctl_loaded: Vec<PathBuf>,
+    /// Components loaded with `ward ctl load`, with the sha-256 they had then: a reload
+    /// keeps exactly those bytes (a file changed since is refused, not loaded).
+    ctl_loaded: Vec<(PathBuf, String)>,
     /// Plugins taken out with `ward ctl unload`, by origin, with the fingerprint they had:
     /// not brought back by a `plugin_dir` change unless their bytes or options change.
     unloaded: BTreeMap<String, String>,
@@ -331,16 +330,12 @@ impl LiveAgent {
         self.stage
             .blocking_send(StageMsg::Change(change, Some(ack)))
             .map_err(|_| "the agent is shutting down".to_owned())?;
-        match answer.recv_timeout(CHANGE_TIMEOUT) {
-            Ok(said) => said,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => Err(format!(
-                "the detection stage did not take the change within {} s",
-                CHANGE_TIMEOUT.as_secs()
-            )),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                Err("the agent is shutting down".to_owned())
-            }
-        }
+        // No timeout: a change given up on would still be applied later, and the agent's
+        // record of what runs would no longer match the stage. The stage takes changes
+        // between events, and every call it makes is time-capped.
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the agent is shutting down".to_owned()))
     }
 
     /// Puts the agent's own records on the findings stream.
@@ -372,6 +367,8 @@ impl LiveAgent {
     /// Re-reads the config file and applies it: the same plan-and-load path as startup.
     /// An invalid config is refused with its reason, and the running one is kept.
     pub fn reload(&self) -> Result<String, String> {
+        // Read under the lock: two reloads at once apply the newer file last.
+        let mut state = self.lock();
         let config = match WardConfig::load(&self.config_path) {
             Ok(c) => c,
             Err(e) => {
@@ -381,7 +378,6 @@ impl LiveAgent {
             }
         };
         self.reloads.fetch_add(1, Ordering::Relaxed);
-        let mut state = self.lock();
         let mut said = Vec::new();
         for ((what, old), (_, new)) in restart_only(&state.config)
             .iter()
@@ -419,13 +415,16 @@ impl LiveAgent {
                 said.push(format!("refused: {e}"));
             }
         }
-        for path in &state.ctl_loaded {
+        for (path, digest) in &state.ctl_loaded {
             let origin = path.display().to_string();
             if planned.iter().any(|p| p.source.origin == origin) {
                 continue;
             }
             match plan_component(&config, path) {
-                Ok(p) => planned.push(p),
+                Ok(mut p) => {
+                    p.options.pin.get_or_insert_with(|| digest.clone());
+                    planned.push(p);
+                }
                 Err(e) => refused_origins.push(e.origin().to_owned()),
             }
         }
@@ -506,7 +505,17 @@ impl LiveAgent {
             return Ok(line);
         }
         let line = self.change(Change::Upsert(Box::new(plugin)))?;
-        state.running.insert(origin.clone(), running);
+        // New bytes at the same place may describe another name: the old one goes.
+        let renamed = state.running.insert(origin.clone(), running).filter(|old| {
+            state
+                .running
+                .get(origin)
+                .is_some_and(|r| r.name != old.name)
+        });
+        if let Some(old) = renamed {
+            let gone = self.change(Change::Remove(old.name.clone()));
+            tracing::info!(origin = %origin, old = %old.name, result = ?gone, "renamed: the old name is taken out");
+        }
         Ok(line)
     }
 
@@ -518,12 +527,14 @@ impl LiveAgent {
         let p = plan_component(&state.config, &path).map_err(|e| e.to_string())?;
         let origin = p.source.origin.clone();
         state.unloaded.remove(&origin);
+        let digest = crate::registry::load::sha256_hex(&p.source.bytes);
+        let mut p = p;
+        p.options.pin.get_or_insert_with(|| digest.clone());
         let line = self.put_in(&mut state, &p).inspect_err(|reason| {
             tracing::error!(origin = %origin, reason = %reason, "ward ctl load refused");
         })?;
-        if !state.ctl_loaded.contains(&path) {
-            state.ctl_loaded.push(path);
-        }
+        state.ctl_loaded.retain(|(q, _)| *q != path);
+        state.ctl_loaded.push((path, digest));
         Ok(line)
     }
 
@@ -541,7 +552,7 @@ impl LiveAgent {
             if let Some(r) = state.running.remove(&origin) {
                 state
                     .ctl_loaded
-                    .retain(|p| p.display().to_string() != origin);
+                    .retain(|(p, _)| p.display().to_string() != origin);
                 state.unloaded.insert(origin, r.fingerprint);
             }
         }

@@ -320,16 +320,16 @@ impl EventSource for Paced {
         let latencies = Arc::clone(&self.latencies);
         Ok(Some(Item::Auth(
             Box::new(msg),
-            crate::ingest::Responder {
-                deadline: None,
-                respond: Box::new(move |_| {
+            crate::ingest::Responder::new(
+                None,
+                Box::new(move |_| {
                     let took = arrival.elapsed();
                     latencies
                         .lock()
                         .unwrap_or_else(std::sync::PoisonError::into_inner)
                         .push(took);
                 }),
-            },
+            ),
         )))
     }
     fn has_buffered(&self) -> bool {

@@ -173,7 +173,7 @@ struct Pending {
     replies: Vec<WorkerReply>,
     quarantined: Vec<(String, String, String)>,
     /// Where a native source hears the answer.
-    respond: Option<Box<dyn FnOnce(bool) + Send>>,
+    respond: Option<crate::ingest::Responder>,
 }
 
 /// Shadow asks of an event already answered.
@@ -385,14 +385,34 @@ impl AuthLane {
         tracing::info!(plugin = %name, "AUTH lane: the new version answers from now on");
     }
 
-    /// Takes `name` out of the lane.
+    /// Takes `name` out of the lane. What it was still asked has no say any more (no
+    /// opinion, not a miss), and the asks in flight are renumbered to the workers' new
+    /// places.
     fn remove(&mut self, name: &str) {
         self.planned.retain(|p| p.name() != name);
-        for list in [&mut self.workers, &mut self.incoming] {
-            if let Some(at) = list.iter().position(|w| w.name == name) {
-                let mut w = list.remove(at);
-                w.stop(false);
+        if let Some(at) = self.incoming.iter().position(|w| w.name == name) {
+            let mut w = self.incoming.remove(at);
+            w.stop(false);
+        }
+        let Some(at) = self.workers.iter().position(|w| w.name == name) else {
+            return;
+        };
+        let mut w = self.workers.remove(at);
+        w.stop(false);
+        let shift = |i: &mut usize| {
+            if *i > at {
+                *i -= 1;
             }
+        };
+        for p in &mut self.pending {
+            p.waiting.retain(|(i, _)| *i != at);
+            p.replies.retain(|(i, _)| *i != at);
+            p.waiting.iter_mut().for_each(|(i, _)| shift(i));
+            p.replies.iter_mut().for_each(|(i, _)| shift(i));
+        }
+        for s in &mut self.shadow {
+            s.waiting.retain(|(i, _)| *i != at);
+            s.waiting.iter_mut().for_each(|(i, _)| shift(i));
         }
     }
 
@@ -514,10 +534,10 @@ impl AuthLane {
         responder: Option<crate::ingest::Responder>,
     ) -> u64 {
         self.start();
-        let (deadline, respond) = match responder {
-            Some(r) => (r.deadline, Some(r.respond)),
-            None => (None, None),
-        };
+        let deadline = responder
+            .as_ref()
+            .and_then(crate::ingest::Responder::deadline);
+        let respond = responder;
         let arrival = self.ready_at.map_or(arrival, |ready| arrival.max(ready));
         // The policy's deadline, or the message's own if that is sooner.
         let due = match deadline {
@@ -701,7 +721,7 @@ impl AuthLane {
         self.stats.record(&decision);
         // The answer is decided: a native source sends it now, before anything else.
         if let Some(respond) = p.respond.take() {
-            respond(decision.answer == auth::Answer::Allow);
+            respond.answer(decision.answer == auth::Answer::Allow);
         }
         // Shadow plugins are asked only now, with the rest of the deadline, and collected later.
         let shadow = self.takers(&p.event, Mode::Shadow);
@@ -988,6 +1008,22 @@ impl WorkerLoop {
                 None => retry_at = None,
             }
             if self.stopping.load(Ordering::Relaxed) {
+                // Asks queued before the stop are answered (a swapped-out version answers
+                // what it was asked), then the worker ends.
+                while let Ok(msg) = rx.try_recv() {
+                    if let Msg::Ask {
+                        id,
+                        event,
+                        due,
+                        full,
+                        reply,
+                    } = msg
+                    {
+                        let mut answer = self.verdict(&event, due, full);
+                        answer.id = id;
+                        let _ = reply.send(Inbox::Reply(answer));
+                    }
+                }
                 break;
             }
             // A faulted instance is replaced by the spare now, outside any verdict window,

@@ -25,6 +25,9 @@ const CHUNK_LINES: usize = 256;
 /// [`CHUNK_LINES`], so what waits between the reader and the detection stage is bounded in
 /// bytes, however large the lines.
 const CHUNK_BYTES: usize = 1 << 20;
+/// After a shutdown, how long the stage keeps taking what the source still hands over
+/// (a source told to stop ends sooner; stdin cannot be told).
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// Chunks buffered between tasks.
 const CHANNEL_DEPTH: usize = 8;
 /// Bytes of AUTH events waiting for the AUTH lane; past it the reader waits (each event's
@@ -185,6 +188,25 @@ impl StageReceiver {
         self.data.blocking_recv()
     }
 
+    /// The next message, or `None` once `until` has passed (polling: used only while
+    /// shutting down).
+    fn recv_until(&mut self, until: Instant) -> Option<StageMsg> {
+        loop {
+            if let Ok(msg) = self.control.try_recv() {
+                return Some(msg);
+            }
+            match self.data.try_recv() {
+                Ok(msg) => return Some(msg),
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => {}
+            }
+            if Instant::now() >= until {
+                return None;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+
     /// A control message, if one waits.
     fn try_control(&mut self) -> Option<StageMsg> {
         self.control.try_recv().ok()
@@ -334,9 +356,11 @@ where
                     chunk_bytes += event_cost(&msg);
                     Parsed::Message(msg, arrival)
                 }
-                Item::Auth(mut msg, r) => {
+                Item::Auth(mut msg, mut r) => {
                     chunk_bytes += event_cost(&msg);
                     msg.action_type = Some(AUTH_ACTION);
+                    // However it ends, it answers: by the default if nothing else.
+                    r.set_fallback(policy.default_for(msg.event.kind()) == Answer::Allow);
                     responder = Some(r);
                     Parsed::Message(msg, arrival)
                 }
@@ -364,16 +388,14 @@ where
                                 // The lane is gone (shutting down): the policy's default.
                                 reader_gate.release(cost);
                                 if let Some(r) = s.responder {
-                                    (r.respond)(
-                                        policy.default_for(msg.event.kind()) == Answer::Allow,
-                                    );
+                                    r.answer(policy.default_for(msg.event.kind()) == Answer::Allow);
                                 }
                             }
                         }
                         // No plugin takes AUTH events: nobody objects.
                         None => {
                             if let Some(r) = responder {
-                                (r.respond)(true);
+                                r.answer(true);
                             }
                         }
                     }
@@ -436,7 +458,15 @@ where
         publish(&pipeline);
         let mut shut_down = false;
         let mut ended = false;
-        while let Some(msg) = item_rx.blocking_recv() {
+        // Told to shut down: the source has been told to stop too; what it still hands
+        // over (up to its end, or for `SHUTDOWN_GRACE`) is delivered, not dropped.
+        let mut draining_until: Option<Instant> = None;
+        loop {
+            let msg = match draining_until {
+                None => item_rx.blocking_recv(),
+                Some(until) => item_rx.recv_until(until),
+            };
+            let Some(msg) = msg else { break };
             let mut out = Vec::new();
             match msg {
                 StageMsg::Items(chunk) => {
@@ -458,6 +488,7 @@ where
                 }
                 StageMsg::Shutdown => {
                     shut_down = true;
+                    draining_until.get_or_insert_with(|| Instant::now() + SHUTDOWN_GRACE);
                 }
                 StageMsg::End => ended = true,
                 StageMsg::Wake => {}
@@ -470,7 +501,7 @@ where
             if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
                 break;
             }
-            if shut_down || ended {
+            if ended {
                 break;
             }
         }
@@ -617,12 +648,12 @@ mod tests {
                 let answers = self.answers.clone();
                 Ok(Some(Item::Auth(
                     Box::new(msg),
-                    crate::ingest::Responder {
-                        deadline: Some(Instant::now() + std::time::Duration::from_secs(30)),
-                        respond: Box::new(move |allow| {
+                    crate::ingest::Responder::new(
+                        Some(Instant::now() + std::time::Duration::from_secs(30)),
+                        Box::new(move |allow| {
                             let _ = answers.send((seq, allow));
                         }),
-                    },
+                    ),
                 )))
             }
             fn has_buffered(&self) -> bool {

@@ -20,20 +20,63 @@ pub enum Item {
 }
 
 /// How a native Endpoint Security source answers one AUTH message: its own deadline
-/// (from the ES client) and a handle called once with the answer, as soon as it is
-/// decided — before the event's findings are written.
+/// (from the ES client) and a handle called exactly once with the answer, as soon as it
+/// is decided — before the event's findings are written. A responder dropped unanswered
+/// (the agent stopping, an event it could not hand on) answers its fallback: the policy's
+/// default for the event's kind once the agent has seen it. Endpoint Security kills a
+/// client that lets a deadline pass, so an AUTH message is never left unanswered.
 pub struct Responder {
-    /// When Endpoint Security stops waiting. The answer is due by the earlier of this and
-    /// the policy's own deadline.
-    pub deadline: Option<std::time::Instant>,
-    /// Called once: `true` to allow, `false` to deny.
-    pub respond: Box<dyn FnOnce(bool) + Send>,
+    deadline: Option<std::time::Instant>,
+    respond: Option<Box<dyn FnOnce(bool) + Send>>,
+    fallback: bool,
+}
+
+impl Responder {
+    /// `respond` is called once: `true` to allow, `false` to deny. `deadline`: when
+    /// Endpoint Security stops waiting; the answer is due by the earlier of this and the
+    /// policy's own deadline.
+    pub fn new(
+        deadline: Option<std::time::Instant>,
+        respond: Box<dyn FnOnce(bool) + Send>,
+    ) -> Self {
+        Self {
+            deadline,
+            respond: Some(respond),
+            fallback: true,
+        }
+    }
+
+    /// The message's own deadline.
+    pub fn deadline(&self) -> Option<std::time::Instant> {
+        self.deadline
+    }
+
+    /// What a drop unanswered answers.
+    pub fn set_fallback(&mut self, allow: bool) {
+        self.fallback = allow;
+    }
+
+    /// Answers.
+    pub fn answer(mut self, allow: bool) {
+        if let Some(respond) = self.respond.take() {
+            respond(allow);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(respond) = self.respond.take() {
+            respond(self.fallback);
+        }
+    }
 }
 
 impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Responder")
             .field("deadline", &self.deadline)
+            .field("fallback", &self.fallback)
             .finish_non_exhaustive()
     }
 }
@@ -194,5 +237,23 @@ mod tests {
         assert!(matches!(r.next_line().unwrap(), Some(Line::TooLong(17))));
         assert!(matches!(r.next_line().unwrap(), Some(Line::Data(d)) if d == b"last"));
         assert!(r.next_line().unwrap().is_none());
+    }
+
+    /// A responder answers exactly once: with the answer given, or, dropped unanswered,
+    /// with its fallback.
+    #[test]
+    fn a_responder_always_answers_once() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let make = || {
+            let tx = tx.clone();
+            Responder::new(None, Box::new(move |allow| tx.send(allow).unwrap()))
+        };
+        make().answer(false);
+        let mut dropped = make();
+        dropped.set_fallback(false);
+        drop(dropped);
+        drop(make());
+        drop(tx);
+        assert_eq!(rx.iter().collect::<Vec<_>>(), [false, false, true]);
     }
 }

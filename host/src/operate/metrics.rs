@@ -21,8 +21,8 @@ type Metric = (
 /// Scrapes served at once; more connections are closed at once (any local user can
 /// reach a loopback port).
 const MAX_CONNECTIONS: usize = 16;
-/// How long a client has to send its request head.
-const HEAD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// How long one scrape may take, request to answer.
+const CONNECTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Longest request head read.
 const MAX_REQUEST_HEAD_BYTES: usize = 8 << 10;
@@ -181,6 +181,7 @@ pub fn render(summary: &Summary) -> String {
             summary.auth.latency_ns.quantile(q)
         );
     }
+    let _ = writeln!(text, "{name}_sum {}", summary.auth.latency_ns.sum());
     let _ = writeln!(text, "{name}_count {}", summary.auth.latency_ns.count());
     let name = "ward_plugin_ns_per_event";
     let _ = writeln!(
@@ -193,6 +194,7 @@ pub fn render(summary: &Summary) -> String {
         for q in [0.5, 0.99] {
             let _ = writeln!(text, "{name}{{{id},quantile=\"{q}\"}} {}", h.quantile(q));
         }
+        let _ = writeln!(text, "{name}_sum{{{id}}} {}", h.sum());
         let _ = writeln!(text, "{name}_count{{{id}}} {}", h.count());
     }
     text
@@ -216,32 +218,35 @@ pub async fn serve(listener: tokio::net::TcpListener, view: LiveView) {
             continue;
         };
         let view = view.clone();
+        // One deadline for the whole exchange: a client trickling bytes or never reading
+        // the answer holds its slot no longer than this.
         tokio::spawn(async move {
             let _slot = slot;
-            let mut head = Vec::new();
-            let mut buf = [0u8; 1024];
-            while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES
-            {
-                match tokio::time::timeout(HEAD_TIMEOUT, stream.read(&mut buf)).await {
-                    Ok(Ok(0) | Err(_)) | Err(_) => return,
-                    Ok(Ok(n)) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
-                }
-            }
-            let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
-            let response = if first.starts_with(b"GET /metrics ")
-                || first.starts_with(b"GET /metrics\r")
-            {
-                let body = render(&view.summary());
-                format!(
-                    "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                    body.len()
-                )
-            } else {
-                "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                    .to_owned()
-            };
-            let _ = stream.write_all(response.as_bytes()).await;
-            let _ = stream.shutdown().await;
+            let _ = tokio::time::timeout(CONNECTION_TIMEOUT, scrape(&mut stream, &view)).await;
         });
     }
+}
+
+/// Reads one request head from `stream` and answers it.
+async fn scrape(stream: &mut tokio::net::TcpStream, view: &LiveView) {
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < MAX_REQUEST_HEAD_BYTES {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(buf.get(..n).unwrap_or_default()),
+        }
+    }
+    let first = head.split(|&b| b == b'\n').next().unwrap_or_default();
+    let response = if first.starts_with(b"GET /metrics ") || first.starts_with(b"GET /metrics\r") {
+        let body = render(&view.summary());
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    } else {
+        "HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n".to_owned()
+    };
+    let _ = stream.write_all(response.as_bytes()).await;
+    let _ = stream.shutdown().await;
 }

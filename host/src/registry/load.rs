@@ -190,13 +190,25 @@ pub struct PluginSource {
 }
 
 impl PluginSource {
-    /// Reads `path` with the size cap.
+    /// Reads `path` with the size cap. Opened non-blocking and read only if it is a
+    /// regular file: a FIFO in a plugin's place is an error, not a hang.
     pub fn from_file(path: &Path) -> Result<Self, LoadError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
         let origin = path.display().to_string();
-        let file = std::fs::File::open(path).map_err(|e| LoadError::Read {
-            origin: origin.clone(),
-            reason: e.to_string(),
-        })?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NONBLOCK)
+            .open(path)
+            .map_err(|e| LoadError::Read {
+                origin: origin.clone(),
+                reason: e.to_string(),
+            })?;
+        if !file.metadata().is_ok_and(|m| m.is_file()) {
+            return Err(LoadError::Read {
+                origin,
+                reason: "not a regular file".into(),
+            });
+        }
         let mut bytes = Vec::new();
         file.take(MAX_PLUGIN_BYTES + 1)
             .read_to_end(&mut bytes)

@@ -56,7 +56,32 @@ pub fn check_plugin_dir(dir: &Path) -> Result<(), String> {
     Ok(())
 }
 
-/// The `*.wasm` files in `dir` (regular files, not followed into subdirectories), sorted.
+/// Whether the `plugin_dir` component at `path` can be trusted like its directory: a
+/// regular file (not a symlink out of the directory), owned by the agent's user or root,
+/// writable by no one else.
+pub fn check_dir_component(path: &Path) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt as _;
+    let meta = std::fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.file_type().is_file() {
+        return Err("not a regular file (symlinks are not followed in plugin_dir)".into());
+    }
+    let me = rustix::process::geteuid().as_raw();
+    if meta.uid() != me && meta.uid() != 0 {
+        return Err(format!(
+            "owned by uid {}, not by the agent's user or root",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "writable by group or others (mode {:o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    Ok(())
+}
+
+/// The `*.wasm` names in `dir` (not followed into subdirectories), sorted.
 pub fn dir_components(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         tracing::warn!(dir = %dir.display(), "plugin_dir cannot be read");
@@ -66,7 +91,6 @@ pub fn dir_components(dir: &Path) -> Vec<PathBuf> {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "wasm"))
-        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
         .collect();
     out.sort();
     out
@@ -117,6 +141,10 @@ impl Planned {
 /// The plan for the `plugin_dir` (or `ward ctl load`) component at `path` under `config`:
 /// its `[[plugins]]` entry (by name) gives pin, grants, config, mode and self-test.
 pub fn plan_component(config: &WardConfig, path: &Path) -> Result<Planned, LoadError> {
+    check_dir_component(path).map_err(|reason| LoadError::Read {
+        origin: path.display().to_string(),
+        reason,
+    })?;
     let entry = dir_entry(config, path);
     let options = match entry {
         Some(e) => config.plugin_options(e),

@@ -18,6 +18,7 @@ pub struct Histogram {
     counts: [u64; BUCKETS],
     total: u64,
     max: u64,
+    sum: u64,
 }
 
 impl Default for Histogram {
@@ -26,6 +27,7 @@ impl Default for Histogram {
             counts: [0; BUCKETS],
             total: 0,
             max: 0,
+            sum: 0,
         }
     }
 }
@@ -67,6 +69,12 @@ impl Histogram {
         }
         self.total = self.total.saturating_add(n);
         self.max = self.max.max(ns);
+        self.sum = self.sum.saturating_add(ns.saturating_mul(n));
+    }
+
+    /// The sum of the values recorded (saturating).
+    pub fn sum(&self) -> u64 {
+        self.sum
     }
 
     /// Values recorded.
@@ -102,6 +110,7 @@ impl Histogram {
         }
         self.total = self.total.saturating_add(other.total);
         self.max = self.max.max(other.max);
+        self.sum = self.sum.saturating_add(other.sum);
     }
 }
 
