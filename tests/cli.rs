@@ -1253,3 +1253,36 @@ fn progress_bars_show_on_a_terminal_and_never_when_piped() {
     let shown = String::from_utf8_lossy(&tty.stdout);
     assert!(shown.contains("/3000 events"), "{shown}");
 }
+
+/// A finding names the parent the event itself names, even when the process table never
+/// saw it: from `parent_audit_token` (pid and pidversion), or, without one, from `ppid`;
+/// what the event does not say is null.
+#[test]
+fn findings_name_a_parent_the_process_table_never_saw() {
+    let mut v = attack_chain_event(|v| v["global_seq_num"] == 1019);
+    let target = &mut v["event"]["exec"]["target"];
+    target["parent_audit_token"]["pid"] = Value::from(4242);
+    target["parent_audit_token"]["pidversion"] = Value::from(42_420);
+    target["ppid"] = Value::from(4242);
+    let with_token = v.to_string();
+    let target = &mut v["event"]["exec"]["target"];
+    target.as_object_mut().unwrap().remove("parent_audit_token");
+    target["ppid"] = Value::from(4343);
+    v["global_seq_num"] = Value::from(2_000);
+    let with_ppid = v.to_string();
+    let input = format!("{with_token}\n{with_ppid}\n");
+    let out = ward_with_stdin(&["replay", "-"], Some(input.as_bytes()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let parents: Vec<Value> = ndjson(&out)
+        .iter()
+        .filter(|f| f["plugin"] == "untrusted-exec")
+        .map(|f| f["process"]["parent"].clone())
+        .collect();
+    assert_eq!(
+        parents,
+        [
+            serde_json::json!({"pid": 4242, "pidversion": 42420, "path": null, "signing_id": null, "team_id": null}),
+            serde_json::json!({"pid": 4343, "pidversion": null, "path": null, "signing_id": null, "team_id": null}),
+        ]
+    );
+}

@@ -67,9 +67,10 @@ pub struct ProcessSummary {
     /// The full argument count, present only when `args` was cut.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub args_total: Option<usize>,
-    /// Parent, if the process table knows it.
+    /// Parent: from the process table, or, when the table never saw it, from the event's
+    /// own `parent_audit_token` (or `ppid`) with what it does not say left null.
     pub parent: Option<ProcessRef>,
-    /// Responsible process, if the process table knows it.
+    /// Responsible process, the same way (from `responsible_audit_token`).
     pub responsible: Option<ProcessRef>,
 }
 
@@ -78,10 +79,10 @@ pub struct ProcessSummary {
 pub struct ProcessRef {
     /// Pid.
     pub pid: i32,
-    /// Pid generation.
-    pub pidversion: i32,
-    /// Executable path.
-    pub path: String,
+    /// Pid generation (null when the event gave only a `ppid`).
+    pub pidversion: Option<i32>,
+    /// Executable path (null when the process table never saw the process).
+    pub path: Option<String>,
     /// Signing id.
     pub signing_id: Option<String>,
     /// Team id.
@@ -155,14 +156,37 @@ fn signer_name(s: wit::SignerType) -> &'static str {
     }
 }
 
-fn reference(table: &ProcessTable, token: Option<&wit::AuditToken>) -> Option<ProcessRef> {
-    let p = table.get(&convert::model_token(token?))?;
-    Some(ProcessRef {
-        pid: p.audit_token.pid,
-        pidversion: p.audit_token.pidversion,
-        path: p.executable.path.clone(),
-        signing_id: p.signing_id.clone(),
-        team_id: p.team_id.clone(),
+/// The process `token` names (else, with no token, the pid `ppid`): whole from the table,
+/// or as much as the event itself says.
+fn reference(
+    table: &ProcessTable,
+    token: Option<&wit::AuditToken>,
+    ppid: Option<i32>,
+) -> Option<ProcessRef> {
+    let Some(token) = token else {
+        return ppid.filter(|&p| p > 0).map(|pid| ProcessRef {
+            pid,
+            pidversion: None,
+            path: None,
+            signing_id: None,
+            team_id: None,
+        });
+    };
+    Some(match table.get(&convert::model_token(token)) {
+        Some(p) => ProcessRef {
+            pid: p.audit_token.pid,
+            pidversion: Some(p.audit_token.pidversion),
+            path: Some(p.executable.path.clone()),
+            signing_id: p.signing_id.clone(),
+            team_id: p.team_id.clone(),
+        },
+        None => ProcessRef {
+            pid: token.pid,
+            pidversion: Some(token.pidversion),
+            path: None,
+            signing_id: None,
+            team_id: None,
+        },
     })
 }
 
@@ -222,8 +246,8 @@ pub fn process_summary(event: &wit::Event, table: &ProcessTable) -> ProcessSumma
         signer: signer_name(actor.signer),
         args,
         args_total,
-        parent: reference(table, actor.parent_token.as_ref()),
-        responsible: reference(table, actor.responsible_token.as_ref()),
+        parent: reference(table, actor.parent_token.as_ref(), Some(actor.ppid)),
+        responsible: reference(table, actor.responsible_token.as_ref(), None),
     }
 }
 

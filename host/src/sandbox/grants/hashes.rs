@@ -24,7 +24,7 @@ pub const MAX_CACHED_PATH_BYTES: usize = 1024;
 /// Bytes hashed between two looks at the clock: well under a millisecond of SHA-256.
 const HASH_CHUNK_BYTES: usize = 64 << 10;
 /// Time left to the guest after a hash stops for its deadline, to answer in.
-pub const HASH_DEADLINE_MARGIN: Duration = Duration::from_millis(10);
+pub const HASH_DEADLINE_MARGIN: Duration = Duration::from_millis(20);
 /// Hashes waiting for the background thread; past that a request is dropped and hashed
 /// on a later one.
 pub const HASH_BACKLOG: usize = 16;
