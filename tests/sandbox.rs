@@ -566,8 +566,8 @@ fn plugins_see_their_config_and_the_process_table() {
         .find(|f| f.rule == "quarantine-attribute-removed-by-xattr")
         .unwrap();
     let parent = xattr.process.parent.as_ref().expect("parent resolved");
-    assert_eq!(parent.path, "/private/tmp/update");
-    assert_eq!((parent.pid, parent.pidversion), (705, 7051));
+    assert_eq!(parent.path.as_deref(), Some("/private/tmp/update"));
+    assert_eq!((parent.pid, parent.pidversion), (705, Some(7051)));
 }
 
 #[test]
