@@ -232,7 +232,7 @@ fn echo_seen(findings: &[Value]) -> Vec<(u64, u64)> {
 #[test]
 fn a_hundred_hot_swaps_lose_no_event_and_see_none_twice() {
     let settings = "probation_secs = 1\nprobation_max_us_per_event = 10000000";
-    let auth = "[auth]\nverdict_timeout_ms = 200\nkinds = { exec = \"allow\" }\n";
+    let auth = "[auth]\nverdict_timeout_ms = 250\nkinds = { exec = \"allow\" }\n";
     let agent = Agent::start(
         settings,
         &format!("{auth}{}{}", echo_entry("v0", ""), prevent(0)),
