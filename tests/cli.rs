@@ -21,10 +21,13 @@ fn ward(args: &[&str]) -> Output {
 
 fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache");
+    // Each run its own state directory (and so control socket): tests run side by side.
+    let state = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
         .args(args)
         .current_dir(root())
         .env("WARD_CACHE_DIR", cache)
+        .env("WARD_STATE_DIR", state.path())
         .env_remove("RUST_LOG")
         .stdin(if stdin.is_some() {
             Stdio::piped()
@@ -806,6 +809,7 @@ fn run_with_the_eslogger_source_drains_on_sigterm() {
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
         .args(["run", "--config", config.to_str().unwrap()])
+        .env("WARD_STATE_DIR", dir.path().join("state"))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

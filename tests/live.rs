@@ -813,6 +813,22 @@ fn ward_ctl_and_the_metrics_endpoint_operate_a_running_agent() {
     let out = ward_ctl(&socket, &["mode", "nothing-here", "enforce"]);
     assert_eq!(out.status.code(), Some(1));
 
+    // A second agent on the same socket refuses to start; the first keeps its socket.
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache");
+    let second = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["run", "--config"])
+        .arg(agent.path("ward.toml"))
+        .env("WARD_CACHE_DIR", cache)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(second.status.code(), Some(2), "{second:?}");
+    assert!(
+        String::from_utf8_lossy(&second.stderr).contains("another agent is running on"),
+        "{second:?}"
+    );
+    assert_eq!(agent.ask(&Request::Status)["pid"], agent.child.id());
+
     // The socket is the owner's alone: another user cannot even connect.
     use std::os::unix::fs::PermissionsExt as _;
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode();

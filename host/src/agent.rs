@@ -764,8 +764,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     let Startup { pipeline, .. } = startup;
     let lines = crate::ingest::LineReader::new(reader, pipeline.options().max_line_bytes);
     let rt = crate::cli::tokio_runtime()?;
+    // Set once the socket is ours: only then is it removed at exit.
+    let mut bound = false;
     let result = rt.block_on(async {
         let listener = crate::operate::control::bind(&socket)?;
+        bound = true;
         eprintln!("ward run: control socket {}", socket.display());
         tokio::spawn(crate::operate::control::serve(
             listener,
@@ -810,7 +813,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
             }
         }
     });
-    let _ = std::fs::remove_file(&socket);
+    if bound {
+        let _ = std::fs::remove_file(&socket);
+    }
     let summary = result?;
     eprintln!("ward run: {summary}");
     // Blocking reader threads may still wait on input; do not hold the exit for them.

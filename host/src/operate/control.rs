@@ -112,6 +112,13 @@ pub fn bind(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
                 path.display()
             );
         }
+        // A socket someone answers on is another agent's, not a stale one.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            anyhow::bail!(
+                "another agent is running on {} (set [agent] control_socket or state_dir to run a second one)",
+                path.display()
+            );
+        }
         std::fs::remove_file(path)
             .with_context(|| format!("removing the stale {}", path.display()))?;
     }
