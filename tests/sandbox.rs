@@ -154,7 +154,18 @@ fn too_many_findings_are_refused() {
 /// cut (and marked) while it is lifted out of the guest, never copied whole.
 #[test]
 fn a_giant_finding_is_cut_while_lifted_not_copied() {
-    let rt = runtime();
+    // What is measured is bytes, not time: a generous call cap, so that building 4 MiB on
+    // a busy machine is not a timeout (the 100 ms test cap once was, in CI).
+    let rt = Arc::new(
+        ward::sandbox::runtime::Runtime::new(
+            ward::sandbox::engine::Limits {
+                call_timeout: std::time::Duration::from_secs(10),
+                ..test_limits()
+            },
+            None,
+        )
+        .unwrap(),
+    );
     let procs = processes();
     let options = LoadOptions {
         config: BTreeMap::from([("shape".to_owned(), "big".to_owned())]),
