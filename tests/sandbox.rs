@@ -933,3 +933,70 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
     let auth = pipeline.summary().auth;
     assert_eq!((auth.requests, auth.allowed, auth.defaulted), (1, 1, 0));
 }
+
+/// Components built against the frozen `ward:plugin@0.1.0` contract (without ward-sdk)
+/// keep loading beside 0.2.0 ones: a 0.1.0 detector's imports (config, log, process-table
+/// lookups) answer as before, and a 0.1.0 remediator's actions lift through the old
+/// variant into the current one.
+#[test]
+fn plugins_built_against_contract_0_1_0_keep_loading() {
+    use ward::sandbox::bindings::wit;
+    use ward::sandbox::plugin::Contract;
+    let rt = runtime();
+    let procs = processes();
+    let options = LoadOptions {
+        config: [("label".to_owned(), "old".to_owned())].into(),
+        ..LoadOptions::default()
+    };
+    let detector = load_wasm(&rt, "fixture-v01-detector", &options, &procs);
+    assert_eq!(detector.image().contract(), Contract::V0_1);
+    let current = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
+    assert_eq!(current.image().contract(), Contract::V0_2);
+    let (findings, summary) = run(rt.clone(), vec![detector, current], procs.clone(), &attack_chain());
+    assert_eq!(summary.plugins[0].faults, 0);
+    let payload = findings
+        .iter()
+        .find(|f| f.rule == "v01-exec" && f.process.path == "/private/tmp/update")
+        .expect("the 0.1.0 detector saw the payload's exec");
+    let ev = |k: &str| {
+        payload
+            .evidence
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    };
+    assert_eq!(ev("parent"), Some("/bin/zsh"), "process-table.lookup@0.1.0");
+    assert_eq!(ev("label"), Some("old"), "host.config@0.1.0");
+    assert_ne!(ev("ancestors"), Some("0"), "process-table.ancestors@0.1.0");
+    assert!(findings.iter().any(|f| f.plugin == "untrusted-exec"));
+
+    let grants = LoadOptions {
+        grants: vec![
+            "kill-process".into(),
+            "quarantine-file".into(),
+            "notify".into(),
+        ],
+        ..LoadOptions::default()
+    };
+    let mut remediator = load_wasm(&rt, "fixture-v01-remediator", &grants, &procs);
+    assert_eq!(remediator.kind(), Kind::Remediator);
+    assert_eq!(remediator.image().contract(), Contract::V0_1);
+    let line = attack_chain()
+        .split(|&b| b == b'\n')
+        .find(|l| l.windows(6).any(|w| w == b"\"exec\""))
+        .unwrap()
+        .to_vec();
+    let msg = ward_event::parse_line(&line, 1 << 20).unwrap();
+    let event = ward::ingest::convert::event(&msg);
+    let pid = event.process.token.pid;
+    let planned = remediator
+        .plan(&rt, &ward::cli::plugin_test::synthetic_trigger(event))
+        .unwrap();
+    assert_eq!(planned.len(), 3);
+    assert!(matches!(
+        &planned[0].action,
+        wit::Action::KillProcess(k) if k.pid == pid && k.signal == 9
+    ));
+    assert!(matches!(&planned[1].action, wit::Action::QuarantineFile(_)));
+    assert!(matches!(&planned[2].action, wit::Action::Notify(n) if !n.to_user));
+}

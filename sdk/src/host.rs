@@ -86,6 +86,18 @@ pub mod process {
         }
     }
 
+    /// The images descending from `token` (children first, then theirs), at most `max`.
+    pub fn descendants(token: AuditToken, max: u32) -> Vec<Process> {
+        #[cfg(target_arch = "wasm32")]
+        {
+            crate::bindings::ward::plugin::process_table::descendants(token, max)
+        }
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            crate::testing::descendants(token, max.min(1024) as usize)
+        }
+    }
+
     /// The parent of `process`, if known.
     pub fn parent(process: &Process) -> Option<Process> {
         process.parent_token.and_then(lookup)

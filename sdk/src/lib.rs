@@ -1,7 +1,7 @@
 //! # ward-sdk
 //!
 //! Write ward plugins — detectors, collectors and remediators — as WebAssembly components
-//! for `wasm32-wasip2`, against the `ward:plugin@0.1.0` contract in `wit/`.
+//! for `wasm32-wasip2`, against the `ward:plugin@0.2.0` contract in `wit/`.
 //!
 //! A plugin crate (a `cdylib`) implements one of the traits ([`Detector`], [`Collector`],
 //! [`Remediator`]) and exports it with [`export_detector!`], [`export_collector!`] or
@@ -23,7 +23,7 @@ pub struct ReadmeDoctests;
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "ward:plugin/plugin-base@0.1.0",
+        world: "ward:plugin/plugin-base@0.2.0",
         path: "../wit",
     });
 }
@@ -40,9 +40,9 @@ mod remediator;
 
 pub use bindings::ward::plugin::types::Evidence;
 pub use bindings::ward::plugin::types::{
-    Action, Artifact, AuditToken, AuthRequest, AuthenticationEvent, BtmItemType,
+    Action, Artifact, AuditToken, AuthRequest, AuthenticationEvent, BlockEntry, BtmItemType,
     BtmLaunchItemEvent, CloseEvent, ConfigOption, CreateEvent, Destination, Detection, Event,
-    EventData, ExecEvent, ExitEvent, ExtattrEvent, File, FileStat, Finding, KillProcess,
+    EventData, ExecEvent, ExitEvent, ExtattrEvent, File, FileStat, Finding, JamfLock, KillProcess,
     LoginEvent, MmapEvent, MountEvent, NewPath, Notification, OdEvent, OdOperation, OpenEvent,
     OpensshLoginEvent, OtherEvent, PlannedAction, PluginError, PluginInfo, PluginKind, Prefilter,
     Process, ProfileAddEvent, RemoteThreadCreateEvent, RenameEvent, RunScript,
@@ -77,7 +77,7 @@ pub use remediator::Remediator;
 pub mod prelude {
     pub use crate::Detector;
     pub use crate::Remediator;
-    pub use crate::{Action, Artifact, PlannedAction, Trigger};
+    pub use crate::{Action, Artifact, BlockEntry, PlannedAction, Trigger};
     pub use crate::{Collector, collector_files as files};
     pub use crate::{
         Event, EventData, EventExt, Finding, FindingExt, PluginError, PluginInfo, PluginKind,

@@ -113,6 +113,31 @@ pub(crate) fn lookup_process(token: AuditToken) -> Option<Process> {
     PROCESSES.with(|p| p.borrow().get(&(token.pid, token.pidversion)).cloned())
 }
 
+#[cfg_attr(target_arch = "wasm32", allow(dead_code))]
+pub(crate) fn descendants(token: AuditToken, max: usize) -> Vec<Process> {
+    PROCESSES.with(|p| {
+        let table = p.borrow();
+        let mut sorted: Vec<&Process> = table.values().collect();
+        sorted.sort_by_key(|p| (p.token.pid, p.token.pidversion));
+        let mut out: Vec<Process> = Vec::new();
+        let mut seen = std::collections::HashSet::new();
+        let mut frontier = std::collections::VecDeque::from([(token.pid, token.pidversion)]);
+        while let Some(parent) = frontier.pop_front() {
+            for child in &sorted {
+                let key = (child.token.pid, child.token.pidversion);
+                let named = child
+                    .parent_token
+                    .is_some_and(|t| (t.pid, t.pidversion) == parent);
+                if named && out.len() < max && seen.insert(key) {
+                    frontier.push_back(key);
+                    out.push((*child).clone());
+                }
+            }
+        }
+        out
+    })
+}
+
 /// An audit token for `pid` / `pidversion`, owned by uid 501.
 pub fn token(pid: i32, pidversion: i32) -> AuditToken {
     AuditToken {

@@ -24,6 +24,8 @@ use std::sync::Arc;
 pub const DEFAULT_CAPACITY: usize = 65_536;
 /// Longest ancestry chain returned.
 pub const MAX_ANCESTRY: usize = 32;
+/// Most descendants one [`ProcessTable::descendants`] returns.
+pub const MAX_DESCENDANTS: usize = 1024;
 
 /// Default bound on the bytes the table holds in all (images, argv, bookkeeping), so a
 /// stream of large command lines cannot grow the agent past it. Typical images cost under
@@ -569,6 +571,51 @@ impl ProcessTable {
             }
         }
         chain
+    }
+
+    /// The images that name `token` as their parent, their children, and so on, breadth
+    /// first, at most `max` (capped at [`MAX_DESCENDANTS`]). One pass over the table to
+    /// index children, then the walk: O(n) — for evidence and response, never per event.
+    pub fn descendants(&self, token: &AuditToken, max: usize) -> Vec<Arc<Process>> {
+        let limit = max.min(MAX_DESCENDANTS);
+        let mut children: HashMap<Key, Vec<&Entry>> = HashMap::new();
+        for entry in self.entries.values() {
+            if let Some(parent) = &entry.process.parent_audit_token {
+                children.entry(parent.key()).or_default().push(entry);
+            }
+        }
+        for list in children.values_mut() {
+            list.sort_by_key(|e| e.uid);
+        }
+        let mut out: Vec<Arc<Process>> = Vec::new();
+        let mut seen = std::collections::HashSet::from([token.key()]);
+        let mut frontier = std::collections::VecDeque::from([token.key()]);
+        while let Some(parent) = frontier.pop_front() {
+            for child in children.get(&parent).map(Vec::as_slice).unwrap_or_default() {
+                if out.len() >= limit {
+                    return out;
+                }
+                let key = child.process.audit_token.key();
+                if seen.insert(key) {
+                    frontier.push_back(key);
+                    out.push(Arc::clone(&child.process));
+                }
+            }
+        }
+        out
+    }
+
+    /// Every image the table holds that has neither exited nor been replaced by an exec,
+    /// in the order they were first seen. O(n): for a sweep after a new block, not per
+    /// event.
+    pub fn live(&self) -> Vec<Arc<Process>> {
+        let mut live: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| e.status == Status::Live)
+            .collect();
+        live.sort_by_key(|e| e.uid);
+        live.into_iter().map(|e| Arc::clone(&e.process)).collect()
     }
 }
 

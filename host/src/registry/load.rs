@@ -20,7 +20,8 @@ use crate::sandbox::bindings::remediator::RemediatorPre;
 use crate::sandbox::grants::FileScope;
 pub use crate::sandbox::grants::KNOWN_CAPABILITIES;
 use crate::sandbox::grants::{CAP_FILE_READ, EnrichScope};
-use crate::sandbox::plugin::{Instance, Kind, Mode, Plugin, PluginImage};
+use crate::sandbox::bindings::v0_1;
+use crate::sandbox::plugin::{Contract, Instance, Kind, Mode, Plugin, PluginImage};
 use crate::sandbox::runtime::Runtime;
 use crate::sandbox::state::{PluginContext, SharedProcessTable};
 
@@ -274,6 +275,38 @@ fn world_of(component: &Component, rt: &Runtime) -> Option<Kind> {
     }
 }
 
+/// Which contract version the component was built against, from the `ward:plugin/…`
+/// interfaces it imports: all at one version, or none (a component that imports nothing of
+/// the contract is taken as current).
+fn contract_of(component: &Component, rt: &Runtime) -> Result<Contract, String> {
+    let ty = component.component_type();
+    let mut seen = std::collections::BTreeSet::new();
+    for (name, _) in ty.imports(&rt.engine) {
+        let Some(rest) = name.strip_prefix("ward:plugin/") else {
+            continue;
+        };
+        let version = rest.split_once('@').map_or("", |(_, v)| v);
+        seen.insert(version.to_owned());
+    }
+    let mut contracts = seen.iter().map(|v| match v.as_str() {
+        "0.1.0" => Ok(Contract::V0_1),
+        "0.2.0" => Ok(Contract::V0_2),
+        other => Err(format!(
+            "imports ward:plugin@{other}; this agent speaks 0.2.0 and 0.1.0"
+        )),
+    });
+    let first = contracts.next().transpose()?.unwrap_or_default();
+    for other in contracts {
+        if other? != first {
+            return Err(format!(
+                "imports two versions of ward:plugin ({})",
+                seen.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+    }
+    Ok(first)
+}
+
 fn header_check(origin: &str, bytes: &[u8]) -> Result<(), LoadError> {
     match bytes.get(..8) {
         Some([0x00, 0x61, 0x73, 0x6d, 0x01, 0x00, 0x00, 0x00]) => Err(LoadError::CoreModule {
@@ -341,6 +374,11 @@ pub fn load(
             reason: format!("is a {kind}, expected a {expected}"),
         });
     }
+    let contract = contract_of(&component, rt).map_err(|reason| LoadError::Imports {
+        origin: origin.clone(),
+        kind,
+        reason,
+    })?;
     let linker = match kind {
         Kind::Detector => &rt.detector_linker,
         Kind::Collector => &rt.collector_linker,
@@ -362,10 +400,21 @@ pub fn load(
     };
     // The typed pre-instance of the world names an export of the wrong shape precisely;
     // calls then go through `crate::sandbox::lift`'s bounded types on the untyped pre-instance.
-    let checked = match kind {
-        Kind::Detector => DetectorPre::new(instance_pre.clone()).map(|_| ()),
-        Kind::Collector => CollectorPre::new(instance_pre.clone()).map(|_| ()),
-        Kind::Remediator => RemediatorPre::new(instance_pre.clone()).map(|_| ()),
+    let checked = match (kind, contract) {
+        (Kind::Detector, Contract::V0_2) => DetectorPre::new(instance_pre.clone()).map(|_| ()),
+        (Kind::Collector, Contract::V0_2) => CollectorPre::new(instance_pre.clone()).map(|_| ()),
+        (Kind::Remediator, Contract::V0_2) => {
+            RemediatorPre::new(instance_pre.clone()).map(|_| ())
+        }
+        (Kind::Detector, Contract::V0_1) => {
+            v0_1::detector::DetectorPre::new(instance_pre.clone()).map(|_| ())
+        }
+        (Kind::Collector, Contract::V0_1) => {
+            v0_1::collector::CollectorPre::new(instance_pre.clone()).map(|_| ())
+        }
+        (Kind::Remediator, Contract::V0_1) => {
+            v0_1::remediator::RemediatorPre::new(instance_pre.clone()).map(|_| ())
+        }
     };
     checked.map_err(wrong_shape)?;
 
@@ -387,7 +436,7 @@ pub fn load(
             .map(Arc::new),
     };
     let (mut instance, info) =
-        Instance::start(rt, &instance_pre, kind, ctx.clone()).map_err(|(_, reason)| {
+        Instance::start(rt, &instance_pre, kind, contract, ctx.clone()).map_err(|(_, reason)| {
             LoadError::Describe {
                 origin: origin.clone(),
                 reason,
@@ -455,8 +504,8 @@ pub fn load(
         ..ctx
     };
     instance.set_context(ctx.clone());
-    tracing::info!(plugin = %info.name, version = %info.version, kind = %kind, digest = %digest.get(..12).unwrap_or(""), origin = %origin, "plugin loaded");
-    let image = PluginImage::new(info, digest, origin, kind, route, ctx, instance_pre);
+    tracing::info!(plugin = %info.name, version = %info.version, kind = %kind, contract = contract.as_str(), digest = %digest.get(..12).unwrap_or(""), origin = %origin, "plugin loaded");
+    let image = PluginImage::new(info, digest, origin, kind, contract, route, ctx, instance_pre);
     Ok(Plugin::new(Arc::new(image), options.mode, Some(instance)))
 }
 

@@ -1,8 +1,14 @@
-//! Host-side bindings for the three plugin worlds, generated from `wit/`.
+//! Host-side bindings for the three plugin worlds, generated from `wit/`, and for the
+//! frozen `ward:plugin@0.1.0` contract in `wit/v0.1.0/`, which the host still links so
+//! that components built against it keep loading.
 //!
 //! The detector world's bindings own the shared interfaces (`types`, `host`,
 //! `process-table`); the collector and remediator bindings reuse them, so one Rust type
-//! stands for each WIT type everywhere in the host.
+//! stands for each WIT type everywhere in the host. The 0.1.0 bindings are a world of
+//! their own ([`v0_1`]): the host implements their imports by delegating to the current
+//! ones ([`crate::sandbox::host_api::v0_1`]), and calls a 0.1.0 component's exports with
+//! the current types where their shapes are the same (every event and trigger type) and
+//! with [`crate::sandbox::lift`]'s 0.1.0 types where they differ (`action`).
 
 #![allow(missing_docs, clippy::all)]
 
@@ -35,6 +41,40 @@ pub mod remediator {
             "ward:plugin/process-table": super::detector::ward::plugin::process_table,
         },
     });
+}
+
+/// `ward:plugin@0.1.0`, frozen.
+pub mod v0_1 {
+    pub mod detector {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "ward:plugin/detector",
+        });
+    }
+
+    pub mod collector {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "ward:plugin/collector",
+            with: {
+                "ward:plugin/types": super::detector::ward::plugin::types,
+                "ward:plugin/host": super::detector::ward::plugin::host,
+                "ward:plugin/process-table": super::detector::ward::plugin::process_table,
+            },
+        });
+    }
+
+    pub mod remediator {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1.0",
+            world: "ward:plugin/remediator",
+            with: {
+                "ward:plugin/types": super::detector::ward::plugin::types,
+                "ward:plugin/host": super::detector::ward::plugin::host,
+                "ward:plugin/process-table": super::detector::ward::plugin::process_table,
+            },
+        });
+    }
 }
 
 pub use detector::ward::plugin::host::LogLevel;

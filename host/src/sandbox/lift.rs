@@ -509,7 +509,32 @@ pub struct RunScript {
     args: List<Text>,
 }
 
-/// `action`.
+/// `jamf-lock`.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct JamfLock {
+    message: Text,
+}
+
+/// `block-entry`.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(variant)]
+pub enum BlockEntry {
+    /// A SHA-256.
+    #[component(name = "sha256")]
+    Sha256(Text),
+    /// A CDHash.
+    #[component(name = "cdhash")]
+    Cdhash(Text),
+    /// A team id.
+    #[component(name = "team-id")]
+    TeamId(Text),
+    /// A signing id.
+    #[component(name = "signing-id")]
+    SigningId(Text),
+}
+
+/// `action` (0.2.0).
 #[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
 #[component(variant)]
 pub enum Action {
@@ -537,19 +562,74 @@ pub enum Action {
     /// Run an admin script.
     #[component(name = "run-script")]
     RunScript(RunScript),
+    /// Lock through Jamf Pro.
+    #[component(name = "jamf-lock")]
+    JamfLock(JamfLock),
+    /// Erase through Jamf Pro.
+    #[component(name = "jamf-erase")]
+    JamfErase(Text),
+    /// Jamf Pro penalty box.
+    #[component(name = "jamf-penalty-box")]
+    JamfPenaltyBox,
+    /// A Jamf policy trigger.
+    #[component(name = "jamf-policy")]
+    JamfPolicy(Text),
+    /// A prevent-list entry.
+    #[component(name = "block")]
+    Block(BlockEntry),
+    /// A device tag.
+    #[component(name = "tag-device")]
+    TagDevice(Text),
 }
 
-/// `planned-action`.
+/// `action` as `ward:plugin@0.1.0` has it: the first eight cases.
 #[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
-#[component(record)]
-pub struct PlannedAction {
-    action: Action,
-    reason: Text,
+#[component(variant)]
+pub enum ActionV0_1 {
+    /// Kill a process image.
+    #[component(name = "kill-process")]
+    KillProcess(wit::KillProcess),
+    /// Quarantine a file.
+    #[component(name = "quarantine-file")]
+    QuarantineFile(Text),
+    /// Remove a file.
+    #[component(name = "remove-file")]
+    RemoveFile(Text),
+    /// Remove a launch item.
+    #[component(name = "remove-launch-item")]
+    RemoveLaunchItem(Text),
+    /// Isolate the network.
+    #[component(name = "isolate-network")]
+    IsolateNetwork,
+    /// Lock the screen.
+    #[component(name = "lock-screen")]
+    LockScreen,
+    /// Notify.
+    #[component(name = "notify")]
+    Notify(Notification),
+    /// Run an admin script.
+    #[component(name = "run-script")]
+    RunScript(RunScript),
 }
 
-impl From<PlannedAction> for wit::PlannedAction {
-    fn from(p: PlannedAction) -> Self {
-        let action = match p.action {
+impl From<ActionV0_1> for Action {
+    fn from(a: ActionV0_1) -> Self {
+        match a {
+            ActionV0_1::KillProcess(k) => Action::KillProcess(k),
+            ActionV0_1::QuarantineFile(t) => Action::QuarantineFile(t),
+            ActionV0_1::RemoveFile(t) => Action::RemoveFile(t),
+            ActionV0_1::RemoveLaunchItem(t) => Action::RemoveLaunchItem(t),
+            ActionV0_1::IsolateNetwork => Action::IsolateNetwork,
+            ActionV0_1::LockScreen => Action::LockScreen,
+            ActionV0_1::Notify(n) => Action::Notify(n),
+            ActionV0_1::RunScript(r) => Action::RunScript(r),
+        }
+    }
+}
+
+impl From<Action> for wit::Action {
+    fn from(a: Action) -> Self {
+        match a {
             Action::KillProcess(k) => wit::Action::KillProcess(k),
             Action::QuarantineFile(t) => wit::Action::QuarantineFile(t.0),
             Action::RemoveFile(t) => wit::Action::RemoveFile(t.0),
@@ -565,9 +645,52 @@ impl From<PlannedAction> for wit::PlannedAction {
                 script_id: r.script_id.0,
                 args: texts(r.args),
             }),
-        };
+            Action::JamfLock(l) => wit::Action::JamfLock(wit::JamfLock {
+                message: l.message.0,
+            }),
+            Action::JamfErase(t) => wit::Action::JamfErase(t.0),
+            Action::JamfPenaltyBox => wit::Action::JamfPenaltyBox,
+            Action::JamfPolicy(t) => wit::Action::JamfPolicy(t.0),
+            Action::Block(b) => wit::Action::Block(match b {
+                BlockEntry::Sha256(t) => wit::BlockEntry::Sha256(t.0),
+                BlockEntry::Cdhash(t) => wit::BlockEntry::Cdhash(t.0),
+                BlockEntry::TeamId(t) => wit::BlockEntry::TeamId(t.0),
+                BlockEntry::SigningId(t) => wit::BlockEntry::SigningId(t.0),
+            }),
+            Action::TagDevice(t) => wit::Action::TagDevice(t.0),
+        }
+    }
+}
+
+/// `planned-action` (0.2.0).
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct PlannedAction {
+    action: Action,
+    reason: Text,
+}
+
+impl From<PlannedAction> for wit::PlannedAction {
+    fn from(p: PlannedAction) -> Self {
         wit::PlannedAction {
-            action,
+            action: p.action.into(),
+            reason: p.reason.0,
+        }
+    }
+}
+
+/// `planned-action` as `ward:plugin@0.1.0` has it.
+#[derive(wasmtime::component::ComponentType, wasmtime::component::Lift)]
+#[component(record)]
+pub struct PlannedActionV0_1 {
+    action: ActionV0_1,
+    reason: Text,
+}
+
+impl From<PlannedActionV0_1> for wit::PlannedAction {
+    fn from(p: PlannedActionV0_1) -> Self {
+        wit::PlannedAction {
+            action: Action::from(p.action).into(),
             reason: p.reason.0,
         }
     }

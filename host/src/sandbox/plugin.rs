@@ -69,6 +69,27 @@ impl fmt::Display for Kind {
     }
 }
 
+/// Which version of the `ward:plugin` contract a component was built against (read from
+/// the versions of the `ward:plugin/…` interfaces it imports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Contract {
+    /// `ward:plugin@0.1.0`, frozen in `wit/v0.1.0/`.
+    V0_1,
+    /// `ward:plugin@0.2.0`, the current contract.
+    #[default]
+    V0_2,
+}
+
+impl Contract {
+    /// The version text.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+}
+
 /// How the admin runs a plugin.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -179,17 +200,20 @@ pub struct PluginImage {
     /// Where it was loaded from (`path` or `builtin:<name>`).
     pub origin: String,
     kind: Kind,
+    contract: Contract,
     route: Route,
     ctx: PluginContext,
     pre: InstancePre<PluginState>,
 }
 
 impl PluginImage {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         info: wit::PluginInfo,
         digest: String,
         origin: String,
         kind: Kind,
+        contract: Contract,
         route: Route,
         ctx: PluginContext,
         pre: InstancePre<PluginState>,
@@ -199,6 +223,7 @@ impl PluginImage {
             digest,
             origin,
             kind,
+            contract,
             route,
             ctx,
             pre,
@@ -220,6 +245,11 @@ impl PluginImage {
         self.kind
     }
 
+    /// The contract version it was built against.
+    pub fn contract(&self) -> Contract {
+        self.contract
+    }
+
     /// The first 12 hex digits of the digest, for logs.
     pub fn short_digest(&self) -> &str {
         self.digest.get(..12).unwrap_or(&self.digest)
@@ -228,7 +258,8 @@ impl PluginImage {
     /// A fresh instance whose `describe()` (run under the start-up budget) still names
     /// this plugin and world.
     pub fn instantiate(&self, rt: &Runtime) -> Result<Instance, (FaultKind, String)> {
-        let (instance, info) = Instance::start(rt, &self.pre, self.kind, self.ctx.clone())?;
+        let (instance, info) =
+            Instance::start(rt, &self.pre, self.kind, self.contract, self.ctx.clone())?;
         if info.name == self.info.name && info.kind == self.info.kind {
             Ok(instance)
         } else {
@@ -249,7 +280,7 @@ impl PluginImage {
 enum Exports {
     Detector { on_events: Func, authorize: Func },
     Collector { collect: Func },
-    Remediator { plan: Func },
+    Remediator { plan: Func, contract: Contract },
 }
 
 type OnEvents<'a> =
@@ -257,6 +288,7 @@ type OnEvents<'a> =
 type Authorize<'a> = TypedFunc<(&'a wit::Event,), (lift::Verdict,)>;
 type Respond<'a, T> = TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
 type Describe = TypedFunc<(), (lift::PluginInfo,)>;
+type PlanV0_1<'a> = Respond<'a, lift::PlannedActionV0_1>;
 
 /// Types an export whose signature [`Instance::start`] checked, without checking it again
 /// on every call (the check walks the whole event type).
@@ -296,6 +328,7 @@ impl Instance {
         rt: &Runtime,
         pre: &InstancePre<PluginState>,
         kind: Kind,
+        contract: Contract,
         ctx: PluginContext,
     ) -> Result<(Instance, wit::PluginInfo), (FaultKind, String)> {
         let mut store = rt.new_store(ctx);
@@ -325,10 +358,22 @@ impl Instance {
                 }
                 Kind::Remediator => {
                     let plan = export(&mut store, &instance, kind.main_export())?;
-                    plan.typed::<(&wit::Trigger,), (
-                        Result<lift::List<lift::PlannedAction>, lift::PluginError>,
-                    )>(&store)?;
-                    Exports::Remediator { plan }
+                    match contract {
+                        Contract::V0_2 => {
+                            plan.typed::<(&wit::Trigger,), (
+                                Result<lift::List<lift::PlannedAction>, lift::PluginError>,
+                            )>(&store)?;
+                        }
+                        Contract::V0_1 => {
+                            plan.typed::<(&wit::Trigger,), (
+                                Result<
+                                    lift::List<lift::PlannedActionV0_1>,
+                                    lift::PluginError,
+                                >,
+                            )>(&store)?;
+                        }
+                    }
+                    Exports::Remediator { plan, contract }
                 }
             };
             Ok((exports, describe))
@@ -815,11 +860,19 @@ impl Plugin {
             1,
             |_| false,
             |exports, store| {
-                let Exports::Remediator { plan } = exports else {
+                let Exports::Remediator { plan, contract } = exports else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
                 };
-                let f: Respond<'_, lift::PlannedAction> = checked(*plan);
-                Ok(lift::plugin_result(f.call(&mut *store, (trigger,))?.0))
+                Ok(match contract {
+                    Contract::V0_2 => {
+                        let f: Respond<'_, lift::PlannedAction> = checked(*plan);
+                        lift::plugin_result(f.call(&mut *store, (trigger,))?.0)
+                    }
+                    Contract::V0_1 => {
+                        let f: PlanV0_1<'_> = checked(*plan);
+                        lift::plugin_result(f.call(&mut *store, (trigger,))?.0)
+                    }
+                })
             },
         );
         let actions: Vec<wit::PlannedAction> = self.unwrap_plugin_result(out)?;

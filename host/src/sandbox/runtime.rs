@@ -9,7 +9,7 @@ use wasmtime::component::{HasSelf, Linker};
 use wasmtime::{Engine, Store};
 
 use crate::registry::cache::CompileCache;
-use crate::sandbox::bindings::{collector, detector, remediator};
+use crate::sandbox::bindings::{collector, detector, remediator, v0_1};
 use crate::sandbox::engine::{EpochTicker, Limits, build_engine};
 use crate::sandbox::grants::HashCache;
 use crate::sandbox::state::{PluginContext, PluginState};
@@ -51,18 +51,32 @@ impl Runtime {
         limits: Limits,
         cache_dir: Option<&Path>,
     ) -> anyhow::Result<Self> {
+        // Each world's linker offers its imports at both contract versions: a component
+        // built against 0.1.0 imports `ward:plugin/…@0.1.0` and gets those.
         let mut detector_linker = wasi_linker(&engine)?;
         detector::Detector::add_to_linker::<_, HasSelf<_>>(&mut detector_linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the detector world")?;
+        v0_1::detector::Detector::add_to_linker::<_, HasSelf<_>>(&mut detector_linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the 0.1.0 detector world")?;
         let mut collector_linker = wasi_linker(&engine)?;
         collector::Collector::add_to_linker::<_, HasSelf<_>>(&mut collector_linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the collector world")?;
+        v0_1::collector::Collector::add_to_linker::<_, HasSelf<_>>(&mut collector_linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the 0.1.0 collector world")?;
         let mut remediator_linker = wasi_linker(&engine)?;
         remediator::Remediator::add_to_linker::<_, HasSelf<_>>(&mut remediator_linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the remediator world")?;
+        v0_1::remediator::Remediator::add_to_linker::<_, HasSelf<_>>(
+            &mut remediator_linker,
+            |s| s,
+        )
+        .map_err(anyhow::Error::from)
+        .context("linking the 0.1.0 remediator world")?;
         let cache = match cache_dir {
             Some(dir) => match CompileCache::open(dir, &engine) {
                 Ok(cache) => Some(cache),

@@ -709,3 +709,40 @@ fn repeated_tokens_keep_the_bookkeeping_bounded() {
     assert_eq!(table.len(), 2);
     assert_eq!(table.order.lens(), (1, 1, 0), "the exited child, launchd");
 }
+
+/// Descendants come breadth first, stop at the cap, and survive a parent cycle an
+/// attacker's stream could describe; `live` leaves out what exited or was replaced.
+#[test]
+fn descendants_and_live_images() {
+    let launchd = process((1, 1), None, "/sbin/launchd");
+    let shell = process((10, 1), Some((1, 1)), "/bin/zsh");
+    let payload = process((20, 1), Some((10, 1)), "/tmp/payload");
+    let child_a = process((30, 1), Some((20, 1)), "/bin/sh");
+    let child_b = process((31, 1), Some((20, 1)), "/usr/bin/curl");
+    let grandchild = process((40, 1), Some((30, 1)), "/usr/bin/security");
+    let mut table = ProcessTable::default();
+    for p in [&launchd, &shell, &payload, &child_a, &child_b, &grandchild] {
+        table.observe(&exit_of(p));
+    }
+    // `exit_of` marked each exited: sight them again as live through a fork of each.
+    let mut table2 = ProcessTable::default();
+    table2.observe(&fork_of(&launchd, (10, 1)));
+    for (parent, child) in [
+        (&shell, (20, 1)),
+        (&payload, (30, 1)),
+        (&payload, (31, 1)),
+        (&child_a, (40, 1)),
+    ] {
+        table2.observe(&fork_of(parent, child));
+    }
+    let pids = |v: Vec<std::sync::Arc<crate::model::Process>>| -> Vec<i32> {
+        v.iter().map(|p| p.audit_token.pid).collect()
+    };
+    assert_eq!(pids(table2.descendants(&payload.audit_token, 100)), [30, 31, 40]);
+    assert_eq!(pids(table2.descendants(&payload.audit_token, 2)), [30, 31]);
+    assert_eq!(pids(table2.descendants(&grandchild.audit_token, 100)), [] as [i32; 0]);
+    assert!(table2.live().iter().any(|p| p.audit_token.pid == 40));
+    table2.observe(&exit_of(&grandchild));
+    assert!(!table2.live().iter().any(|p| p.audit_token.pid == 40));
+    assert_eq!(table.live().len(), 0, "every image exited");
+}

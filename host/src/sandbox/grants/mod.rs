@@ -21,8 +21,47 @@ pub const CAP_XATTR: &str = "file-xattr";
 /// Capability for `plist`.
 pub const CAP_PLIST: &str = "plist-read";
 
+/// The actions a remediator may plan, each a capability of its own named like the
+/// `action` case: a planned action whose capability the admin did not grant the
+/// remediator is refused and recorded, never run.
+pub const ACTION_CAPABILITIES: &[&str] = &[
+    "kill-process",
+    "quarantine-file",
+    "remove-file",
+    "remove-launch-item",
+    "isolate-network",
+    "lock-screen",
+    "notify",
+    "run-script",
+    "jamf-lock",
+    "jamf-erase",
+    "jamf-penalty-box",
+    "jamf-policy",
+    "block",
+    "tag-device",
+];
+
 /// Capabilities a plugin may request and an admin may grant.
-pub const KNOWN_CAPABILITIES: &[&str] = &[CAP_FILE_READ, CAP_HASH, CAP_XATTR, CAP_PLIST];
+pub const KNOWN_CAPABILITIES: &[&str] = &[
+    CAP_FILE_READ,
+    CAP_HASH,
+    CAP_XATTR,
+    CAP_PLIST,
+    "kill-process",
+    "quarantine-file",
+    "remove-file",
+    "remove-launch-item",
+    "isolate-network",
+    "lock-screen",
+    "notify",
+    "run-script",
+    "jamf-lock",
+    "jamf-erase",
+    "jamf-penalty-box",
+    "jamf-policy",
+    "block",
+    "tag-device",
+];
 
 /// Opens `path` for reading only if it is a regular file: `O_NONBLOCK` so a FIFO planted
 /// at a configured path cannot hang the agent in `open`, `O_NOFOLLOW` so a final symlink

@@ -131,6 +131,79 @@ impl Resolved {
         rustix::fs::statat(&self.dir, self.name.as_os_str(), AtFlags::SYMLINK_NOFOLLOW)
             .map_err(|e| io_err(&self.real, e))
     }
+
+    /// When the entry was created, where the file system keeps it.
+    pub fn birthtime(&self) -> Option<i64> {
+        birthtime_at(&self.dir, self.name.as_os_str())
+    }
+
+    /// The entries of this directory (opened relative to its parent's handle, never
+    /// through a symlink), each with its `lstat` and birth time, sorted by name; more than
+    /// `max` entries is an error.
+    pub fn list(
+        &self,
+        max: usize,
+    ) -> Result<Vec<(String, rustix::fs::Stat, Option<i64>)>, ScopeError> {
+        let fd = rustix::fs::openat(
+            &self.dir,
+            self.name.as_os_str(),
+            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(|e| io_err(&self.real, e))?;
+        let dir = rustix::fs::Dir::read_from(&fd).map_err(|e| io_err(&self.real, e))?;
+        let mut out = Vec::new();
+        for entry in dir {
+            let entry = entry.map_err(|e| io_err(&self.real, e))?;
+            let name = entry.file_name();
+            if name.to_bytes() == b"." || name.to_bytes() == b".." {
+                continue;
+            }
+            if out.len() >= max {
+                return Err(ScopeError::Io(format!(
+                    "{}: more than {max} entries",
+                    self.real.display()
+                )));
+            }
+            let stat = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
+                .map_err(|e| io_err(&self.real, e))?;
+            let born = birthtime_at(&fd, OsStr::from_bytes(name.to_bytes()));
+            out.push((String::from_utf8_lossy(name.to_bytes()).into_owned(), stat, born));
+        }
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
+    }
+}
+
+/// The birth time of `name` in `dir` (not following a final symlink): `statx` on Linux,
+/// `st_birthtime` on macOS; `None` where the file system does not keep one.
+fn birthtime_at<Fd: std::os::fd::AsFd, P: rustix::path::Arg>(dir: Fd, name: P) -> Option<i64> {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        let stx = rustix::fs::statx(
+            dir,
+            name,
+            AtFlags::SYMLINK_NOFOLLOW,
+            rustix::fs::StatxFlags::BTIME,
+        )
+        .ok()?;
+        (stx.stx_mask & rustix::fs::StatxFlags::BTIME.bits() != 0).then_some(stx.stx_btime.tv_sec)
+    }
+    #[cfg(any(target_os = "macos", target_os = "ios"))]
+    {
+        let stat = rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).ok()?;
+        Some(stat.st_birthtime)
+    }
+    #[cfg(not(any(
+        target_os = "linux",
+        target_os = "android",
+        target_os = "macos",
+        target_os = "ios"
+    )))]
+    {
+        let _ = (dir, name);
+        None
+    }
 }
 
 fn io_err(path: &Path, e: Errno) -> ScopeError {

@@ -6,7 +6,9 @@
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
 
-use crate::sandbox::bindings::collector::ward::plugin::files::{FileError, FileMetadata, Host};
+use crate::sandbox::bindings::collector::ward::plugin::files::{
+    DirEntry, FileError, FileMetadata, Host,
+};
 use crate::sandbox::grants::FileScope;
 use crate::sandbox::grants::hash_file;
 use crate::sandbox::grants::{Resolved, ScopeError};
@@ -33,6 +35,29 @@ fn resolve(state: &PluginState, path: &str, follow: bool) -> Result<Option<Resol
     scope(state)?.resolve(path, follow).map_err(from_scope)
 }
 
+/// Most entries one `list-dir` answers: a directory an attacker filled with a million
+/// files is an error, not a million-entry list lifted into the guest.
+pub const MAX_LIST_ENTRIES: usize = 4096;
+
+/// The WIT metadata of an `lstat`.
+fn metadata_of(stat: &rustix::fs::Stat, birthtime: Option<i64>) -> FileMetadata {
+    let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+    // `st_mode` is a u16 on macOS, a u32 on Linux.
+    #[allow(clippy::useless_conversion)]
+    let mode = u32::from(stat.st_mode);
+    FileMetadata {
+        size: u64::try_from(stat.st_size).unwrap_or(0),
+        mode,
+        uid: stat.st_uid,
+        gid: stat.st_gid,
+        #[allow(clippy::useless_conversion)]
+        mtime: i64::from(stat.st_mtime),
+        birthtime,
+        is_dir: kind.is_dir(),
+        is_symlink: kind.is_symlink(),
+    }
+}
+
 impl Host for PluginState {
     fn metadata(&mut self, path: String) -> Result<Option<FileMetadata>, FileError> {
         // Not following a final symlink: the entry itself is described.
@@ -40,18 +65,7 @@ impl Host for PluginState {
             return Ok(None);
         };
         let stat = entry.lstat().map_err(from_scope)?;
-        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
-        // `st_mode` is a u16 on macOS, a u32 on Linux.
-        #[allow(clippy::useless_conversion)]
-        let mode = u32::from(stat.st_mode);
-        Ok(Some(FileMetadata {
-            size: u64::try_from(stat.st_size).unwrap_or(0),
-            mode,
-            uid: stat.st_uid,
-            mtime: stat.st_mtime,
-            is_dir: kind.is_dir(),
-            is_symlink: kind.is_symlink(),
-        }))
+        Ok(Some(metadata_of(&stat, entry.birthtime())))
     }
 
     fn sha256(&mut self, path: String) -> Result<Option<String>, FileError> {
@@ -89,5 +103,24 @@ impl Host for PluginState {
             .read_to_end(&mut buf)
             .map_err(|e| io_err(&entry.real, e))?;
         Ok(Some(buf))
+    }
+
+    fn list_dir(&mut self, path: String) -> Result<Option<Vec<DirEntry>>, FileError> {
+        let Some(entry) = resolve(self, &path, true)? else {
+            return Ok(None);
+        };
+        if !entry.file_type.is_dir() {
+            return Err(FileError::Io(format!("{path}: not a directory")));
+        }
+        let listed = entry
+            .list(MAX_LIST_ENTRIES)
+            .map_err(from_scope)?
+            .into_iter()
+            .map(|(name, stat, birthtime)| DirEntry {
+                name,
+                metadata: metadata_of(&stat, birthtime),
+            })
+            .collect();
+        Ok(Some(listed))
     }
 }

@@ -4,6 +4,7 @@ pub mod enrich;
 pub mod files;
 pub mod host;
 pub mod process_table;
+pub mod v0_1;
 
 use crate::sandbox::bindings::detector::ward::plugin::types;
 use crate::sandbox::state::PluginState;

@@ -23,4 +23,16 @@ impl Host for PluginState {
             .map(|p| convert::process(p))
             .collect()
     }
+
+    fn descendants(&mut self, token: AuditToken, max: u32) -> Vec<Process> {
+        let Ok(table) = self.ctx.processes.read() else {
+            return Vec::new();
+        };
+        let max = (max as usize).min(ward_event::process_table::MAX_DESCENDANTS);
+        table
+            .descendants(&convert::model_token(&token), max)
+            .iter()
+            .map(|p| convert::process(p))
+            .collect()
+    }
 }
