@@ -36,13 +36,14 @@ fn main() {
         .collect();
     let out_dir = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
     let mut table = String::from(
-        "/// First-party plugins compiled into the agent: (package, component bytes).\npub const BUILTIN_PLUGINS: &[(&str, &[u8])] = &[\n",
+        "/// First-party plugins compiled into the agent: (package, world, component bytes).\npub const BUILTIN_PLUGINS: &[(&str, &str, &[u8])] = &[\n",
     );
     for (name, wasm) in built {
         let dest = out_dir.join(format!("{name}.wasm"));
         std::fs::copy(&wasm, &dest).expect("copying a built plugin");
+        let kind = ward_build::kind_of(&root.join("plugins"), &name);
         table.push_str(&format!(
-            "    ({name:?}, include_bytes!({:?})),\n",
+            "    ({name:?}, {kind:?}, include_bytes!({:?})),\n",
             dest.display().to_string()
         ));
     }

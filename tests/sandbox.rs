@@ -354,6 +354,7 @@ fn refused_plugins_leave_the_rest_running() {
         sha256,
         kind: None,
         mode: Mode::Enforce,
+        group_modes: Vec::new(),
         grants: Vec::new(),
         file_scope: Vec::new(),
         config: BTreeMap::new(),
@@ -952,7 +953,12 @@ fn plugins_built_against_contract_0_1_0_keep_loading() {
     assert_eq!(detector.image().contract(), Contract::V0_1);
     let current = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
     assert_eq!(current.image().contract(), Contract::V0_2);
-    let (findings, summary) = run(rt.clone(), vec![detector, current], procs.clone(), &attack_chain());
+    let (findings, summary) = run(
+        rt.clone(),
+        vec![detector, current],
+        procs.clone(),
+        &attack_chain(),
+    );
     assert_eq!(summary.plugins[0].faults, 0);
     let payload = findings
         .iter()

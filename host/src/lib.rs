@@ -8,6 +8,8 @@
 //!   capability policy ([`sandbox::grants`]) and the host side of each WIT import;
 //! - [`registry`]: the verified load path, the compile cache and the built-in content;
 //! - [`detect`]: the detection stage (batches, routing, the AUTH lane);
+//! - [`respond`]: playbooks, smart groups, incidents, collectors and remediators, the
+//!   action executor with its invariants, leases and undo, and the audit log;
 //! - [`forward`]: the finding records that leave the agent;
 //! - [`operate`]: the control socket and the metrics endpoint of a running agent;
 //! - [`cli`]: the command line and the developer tools (bench, gen, scaffold, plugin
@@ -18,10 +20,12 @@
 
 pub mod agent;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod detect;
 pub mod forward;
 pub mod ingest;
 pub mod operate;
 pub mod registry;
+pub mod respond;
 pub mod sandbox;

@@ -28,6 +28,7 @@ pub mod bindings {
     });
 }
 
+mod actions;
 mod event;
 mod finding;
 pub mod host;

@@ -70,6 +70,43 @@ pub fn packages_in(dir: &Path) -> Vec<String> {
     names
 }
 
+/// The world a package under `dir` declares in `[package.metadata.ward] kind = "…"`
+/// (`detector` when it says nothing): response plugins load only when a playbook names
+/// them.
+pub fn kind_of(dir: &Path, package: &str) -> String {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return "detector".into();
+    };
+    for entry in entries.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("Cargo.toml")) else {
+            continue;
+        };
+        let named = text.lines().map(str::trim).any(|l| {
+            l.strip_prefix("name")
+                .map(str::trim)
+                .and_then(|r| r.strip_prefix('='))
+                .is_some_and(|v| v.trim().trim_matches('"') == package)
+        });
+        if !named {
+            continue;
+        }
+        let mut in_ward = false;
+        for line in text.lines().map(str::trim) {
+            if line.starts_with('[') {
+                in_ward = line == "[package.metadata.ward]";
+            } else if in_ward
+                && let Some(v) = line
+                    .strip_prefix("kind")
+                    .map(str::trim)
+                    .and_then(|r| r.strip_prefix('='))
+            {
+                return v.trim().trim_matches('"').to_owned();
+            }
+        }
+    }
+    "detector".into()
+}
+
 fn ensure_target() {
     let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
     let sysroot = Command::new(&rustc)

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_live;
 pub mod ctl;
 pub mod plugin_test;
+pub mod respond;
 pub mod scaffold;
 pub mod synth;
 
@@ -47,6 +48,13 @@ pub enum Command {
         /// Do not run the built-in first-party plugins.
         #[arg(long)]
         no_default_content: bool,
+        /// State directory for the playbooks' records (default: the config's).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// Carry out the playbooks' actions. Without it every action is recorded as
+        /// `dry-run` with what would have been done, and nothing on this machine changes.
+        #[arg(long)]
+        execute: bool,
     },
     /// Run the agent with a policy file until the source ends or SIGINT/SIGTERM.
     Run {
@@ -69,6 +77,30 @@ pub enum Command {
         /// What to ask.
         #[command(subcommand)]
         command: CtlCommand,
+    },
+    /// Response actions: list them; approve, deny or undo one.
+    Actions {
+        /// What to do.
+        #[command(subcommand)]
+        command: ActionsCommand,
+    },
+    /// Incidents: the findings of one process tree, their actions and evidence.
+    Incidents {
+        /// State directory (default: the config's).
+        #[arg(long)]
+        state: Option<PathBuf>,
+        /// The agent's policy file.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// One JSON record per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The hash-chained audit log.
+    Audit {
+        /// What to do.
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Plugin development tools.
     Plugin {
@@ -137,6 +169,88 @@ pub enum CtlCommand {
         /// The mode.
         #[arg(value_parser = ["enforce", "shadow", "disabled"])]
         mode: String,
+    },
+}
+
+/// Where `ward actions` and `ward audit` find the state.
+#[derive(Debug, clap::Args)]
+pub struct StateArgs {
+    /// State directory (default: the config's `state_dir`).
+    #[arg(long)]
+    pub state: Option<PathBuf>,
+    /// The agent's policy file.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `ward actions …`.
+#[derive(Debug, Subcommand)]
+pub enum ActionsCommand {
+    /// Every action with its status (`--json`: one record per line).
+    List {
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// One JSON record per line.
+        #[arg(long)]
+        json: bool,
+        /// Only actions in this status (e.g. `pending-approval`).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// Carry out an action waiting for approval.
+    Approve {
+        /// The action.
+        id: i64,
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// The running agent's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Deny an action waiting for approval.
+    Deny {
+        /// The action.
+        id: i64,
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// The running agent's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Revert a reversible action early (release isolation, restore from quarantine,
+    /// remove a prevent-list entry, clear a tag, leave the penalty box).
+    Undo {
+        /// The action.
+        id: i64,
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// The running agent's control socket.
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+}
+
+/// `ward audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the hash chain: exit 0 when intact, 1 naming the first broken record.
+    Verify {
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+    },
+    /// Print every record.
+    List {
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// One JSON record per line.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -241,7 +355,64 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             config,
             plugins,
             no_default_content,
-        } => replay(&input, config.as_deref(), &plugins, no_default_content),
+            state,
+            execute,
+        } => replay(
+            &input,
+            config.as_deref(),
+            &plugins,
+            no_default_content,
+            state.as_deref(),
+            execute,
+        ),
+        Command::Actions { command } => {
+            use crate::cli::respond::{Verb, act, list};
+            let (at, what) = match &command {
+                ActionsCommand::List { at, .. } => (at, None),
+                ActionsCommand::Approve { at, id, socket } => {
+                    (at, Some((Verb::Approve, *id, socket)))
+                }
+                ActionsCommand::Deny { at, id, socket } => (at, Some((Verb::Deny, *id, socket))),
+                ActionsCommand::Undo { at, id, socket } => (at, Some((Verb::Undo, *id, socket))),
+            };
+            let config = load_config(at.config.as_deref())?;
+            let dir = crate::cli::respond::state_dir(at.state.as_deref(), &config);
+            match (what, &command) {
+                (Some((verb, id, socket)), _) => act(
+                    verb,
+                    id,
+                    &dir,
+                    &config,
+                    socket.as_deref(),
+                    at.config.as_deref(),
+                ),
+                (None, ActionsCommand::List { json, status, .. }) => {
+                    list(&dir, *json, status.as_deref())
+                }
+                (None, _) => Ok(ExitCode::SUCCESS),
+            }
+        }
+        Command::Incidents {
+            state,
+            config,
+            json,
+        } => {
+            let config = load_config(config.as_deref())?;
+            let dir = crate::cli::respond::state_dir(state.as_deref(), &config);
+            crate::cli::respond::incidents(&dir, json)
+        }
+        Command::Audit { command } => {
+            let (at, list) = match &command {
+                AuditCommand::Verify { at } => (at, None),
+                AuditCommand::List { at, json } => (at, Some(*json)),
+            };
+            let config = load_config(at.config.as_deref())?;
+            let dir = crate::cli::respond::state_dir(at.state.as_deref(), &config);
+            match list {
+                None => crate::cli::respond::verify(&dir),
+                Some(json) => crate::cli::respond::audit_list(&dir, json),
+            }
+        }
         Command::Run { config } => run_agent(&config),
         Command::Ctl {
             socket,
@@ -462,19 +633,40 @@ impl<R: std::io::Read> std::io::Read for Counted<R> {
 
 fn replay(
     input: &Path,
-    config: Option<&Path>,
+    config_path: Option<&Path>,
     extra: &[PathBuf],
     no_default_content: bool,
+    state: Option<&Path>,
+    execute: bool,
 ) -> anyhow::Result<ExitCode> {
-    let mut config = load_config(config)?;
+    let mut config = load_config(config_path)?;
     if no_default_content {
         config.agent.default_content = false;
     }
+    // Playbooks (or an explicit --state) bring the response stage.
+    let respond = !config.playbooks.is_empty() || state.is_some();
+    let state_dir = crate::cli::respond::state_dir(state, &config);
+    if respond {
+        config.blocks = crate::agent::response::stored_blocks(&state_dir);
+    }
     let mut reader = crate::agent::open_input(input)?;
-    let startup = crate::agent::start(&config, extra)?;
+    let mut startup = crate::agent::start(&config, extra)?;
     for (e, _) in &startup.refused {
         eprintln!("ward: {e}");
     }
+    let response = if respond {
+        Some(crate::agent::response::start(
+            &config,
+            &mut startup,
+            state_dir.clone(),
+            execute,
+            config_path,
+            None,
+            None,
+        )?)
+    } else {
+        None
+    };
     let size = (input.as_os_str() != "-")
         .then(|| std::fs::metadata(input).ok().map(|m| m.len()))
         .flatten();
@@ -491,18 +683,31 @@ fn replay(
         let _ = tx.try_send(crate::detect::run::StageMsg::Records(records));
     }
     let lines = crate::ingest::LineReader::new(reader, startup.pipeline.options().max_line_bytes);
-    let summary = tokio_runtime()?.block_on(crate::detect::run::run_live(
+    let summary = tokio_runtime()?.block_on(crate::detect::run::run_with_response(
         startup.pipeline,
         Box::new(lines),
         std::io::stdout(),
         (tx, rx),
         crate::detect::run::LiveView::default(),
+        response.as_ref().map(|r| r.offer.clone()),
     ))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let named = startup.refused.iter().filter(|(_, n)| *n).count();
     print_summary("replay", &summary, startup.refused.len());
+    if let Some(response) = response {
+        let responded = response.finish();
+        eprintln!(
+            "ward replay: {responded}{}; records in {}",
+            if execute {
+                ""
+            } else {
+                " (dry run: nothing was changed; --execute carries actions out)"
+            },
+            state_dir.display()
+        );
+    }
     if named > 0 {
         eprintln!(
             "ward replay: {named} plugin(s) named on the command line or in the config were refused"

@@ -2,6 +2,7 @@
 //!
 //! Unknown keys are errors, so a typo never silently weakens policy.
 
+pub mod response;
 pub mod walk;
 
 use std::collections::BTreeMap;
@@ -40,6 +41,20 @@ pub enum ConfigError {
         /// What the parser expected or found.
         message: String,
     },
+    /// Invalid at a known place.
+    #[error("config {path}:{line}:{column}: {key}: {message}")]
+    At {
+        /// File.
+        path: String,
+        /// Line (1-based).
+        line: usize,
+        /// Column (1-based).
+        column: usize,
+        /// The key, e.g. `playbooks[0].steps[1].remediate`.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
     /// Semantically invalid.
     #[error("config {path}: {message}")]
     Invalid {
@@ -72,9 +87,28 @@ pub struct WardConfig {
     /// How AUTH events are answered.
     #[serde(default)]
     pub auth: AuthConfig,
+    /// Response: limits, protected things, leases, isolation, scripts, Jamf Pro.
+    #[serde(default)]
+    pub response: response::ResponseConfig,
+    /// This Mac's facts, where the admin sets them.
+    #[serde(default)]
+    pub device: response::DeviceConfig,
+    /// Smart groups.
+    #[serde(default)]
+    pub smart_groups: Vec<response::SmartGroupConfig>,
+    /// Playbooks.
+    #[serde(default)]
+    pub playbooks: Vec<response::PlaybookConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
+    /// The file it was read from, and its text (to name the line of a later error).
+    #[serde(skip)]
+    pub file_text: Option<(String, std::sync::Arc<str>)>,
+    /// Prevent-list entries ward added (from the state store): merged into the built-in
+    /// prevent-list's lists when it loads.
+    #[serde(skip)]
+    pub blocks: Vec<(String, String)>,
 }
 
 /// `[agent]`.
@@ -336,7 +370,7 @@ impl Default for LimitsConfig {
 }
 
 /// `name` must lie in `min..=max`; the message names the key, the range and the value.
-fn in_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
+pub(crate) fn in_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
     if (min..=max).contains(&value) {
         Ok(())
     } else {
@@ -345,7 +379,7 @@ fn in_range(name: &str, value: u64, min: u64, max: u64) -> Result<(), String> {
 }
 
 /// `usize` as `u64` for range checks (saturating on a 128-bit `usize`).
-fn wide(v: usize) -> u64 {
+pub(crate) fn wide(v: usize) -> u64 {
     u64::try_from(v).unwrap_or(u64::MAX)
 }
 
@@ -403,6 +437,10 @@ pub struct PluginConfig {
     /// Mode.
     #[serde(default)]
     pub mode: Mode,
+    /// Modes while the device is in a smart group: the first group it is in decides,
+    /// else `mode`.
+    #[serde(default)]
+    pub group_modes: Vec<GroupMode>,
     /// Granted capabilities.
     #[serde(default)]
     pub grants: Vec<String>,
@@ -442,6 +480,30 @@ impl PluginConfig {
     }
 }
 
+/// `{ group = "compromised", mode = "enforce" }`: a plugin's mode while the device is in
+/// that smart group.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupMode {
+    /// The smart group.
+    pub group: String,
+    /// The mode.
+    pub mode: Mode,
+}
+
+/// The mode of a plugin configured with `mode` and `group_modes` while the device is in
+/// `groups`.
+pub fn mode_in(
+    mode: Mode,
+    group_modes: &[GroupMode],
+    groups: &std::collections::BTreeSet<String>,
+) -> Mode {
+    group_modes
+        .iter()
+        .find(|g| groups.contains(&g.group))
+        .map_or(mode, |g| g.mode)
+}
+
 /// `[builtin.<package>]`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -449,6 +511,9 @@ pub struct BuiltinConfig {
     /// Mode.
     #[serde(default)]
     pub mode: Mode,
+    /// Modes while the device is in a smart group (see [`PluginConfig::group_modes`]).
+    #[serde(default)]
+    pub group_modes: Vec<GroupMode>,
     /// Granted capabilities (e.g. `file-hash` for a SHA-256 prevent list).
     #[serde(default)]
     pub grants: Vec<String>,
@@ -488,16 +553,7 @@ impl WardConfig {
             source,
         })?;
         let mut config: WardConfig = toml::from_str(&text).map_err(|e| {
-            let at = e.span().map_or(0, |s| s.start).min(text.len());
-            let before = text.get(..at).unwrap_or_default();
-            let line = before.matches('\n').count() + 1;
-            let column = before
-                .rsplit('\n')
-                .next()
-                .unwrap_or_default()
-                .chars()
-                .count()
-                + 1;
+            let (line, column) = line_column(&text, e.span().map_or(0, |s| s.start));
             ConfigError::Parse {
                 path: shown.clone(),
                 line,
@@ -506,6 +562,7 @@ impl WardConfig {
             }
         })?;
         config.base_dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        config.file_text = Some((shown.clone(), std::sync::Arc::from(text.as_str())));
         config.validate().map_err(|message| ConfigError::Invalid {
             path: shown.clone(),
             message,
@@ -635,6 +692,16 @@ impl WardConfig {
             l.quarantine_secs,
             7 * 86_400,
         )?;
+        response::validate(&self.response, &self.smart_groups, &self.playbooks)?;
+        let group_named = |g: &str| self.smart_groups.iter().any(|s| s.name == g);
+        for (name, b) in &self.builtin {
+            if let Some(g) = b.group_modes.iter().find(|g| !group_named(&g.group)) {
+                return Err(format!(
+                    "builtin.{name}.group_modes: no smart group `{}`",
+                    g.group
+                ));
+            }
+        }
         let known = crate::registry::builtin::builtin_names();
         if let Some(name) = self.builtin.keys().find(|n| !known.contains(&n.as_str())) {
             return Err(format!(
@@ -670,6 +737,9 @@ impl WardConfig {
                     ));
                 }
             }
+            if let Some(g) = p.group_modes.iter().find(|g| !group_named(&g.group)) {
+                return Err(format!("{at}.group_modes: no smart group `{}`", g.group));
+            }
         }
         Ok(())
     }
@@ -702,6 +772,7 @@ impl WardConfig {
             },
             probation: Duration::from_secs(self.agent.probation_secs),
             probation_max_ns_per_event: self.agent.probation_max_us_per_event.saturating_mul(1_000),
+            keep_events: !self.playbooks.is_empty(),
         }
     }
 
@@ -741,6 +812,87 @@ impl WardConfig {
         }
     }
 
+    /// Every plugin a playbook step names.
+    pub fn playbook_plugins(&self) -> std::collections::BTreeSet<String> {
+        self.playbooks
+            .iter()
+            .flat_map(|p| &p.steps)
+            .flat_map(|s| [&s.collect, &s.remediate])
+            .flatten()
+            .map(|n| n.get_ref().clone())
+            .collect()
+    }
+
+    /// An error about `key`, placed at byte `span` of the file the config came from.
+    pub fn error_at(
+        &self,
+        span: std::ops::Range<usize>,
+        key: &str,
+        message: String,
+    ) -> ConfigError {
+        match &self.file_text {
+            Some((path, text)) => {
+                let (line, column) = line_column(text, span.start);
+                ConfigError::At {
+                    path: path.clone(),
+                    line,
+                    column,
+                    key: key.to_owned(),
+                    message,
+                }
+            }
+            None => ConfigError::Invalid {
+                path: "(built-in defaults)".into(),
+                message: format!("{key}: {message}"),
+            },
+        }
+    }
+
+    /// Checks that every plugin a playbook step names is loaded, of the world the step
+    /// needs (`loaded`: name → world). The error names the file, line and key.
+    pub fn check_playbook_plugins(
+        &self,
+        loaded: &std::collections::BTreeMap<String, Kind>,
+    ) -> Result<(), ConfigError> {
+        for (i, p) in self.playbooks.iter().enumerate() {
+            for (j, step) in p.steps.iter().enumerate() {
+                for (field, want, name) in [
+                    ("collect", Kind::Collector, &step.collect),
+                    ("remediate", Kind::Remediator, &step.remediate),
+                ] {
+                    let Some(name) = name else { continue };
+                    let key = format!("playbooks[{i}] ({}).steps[{j}].{field}", p.name);
+                    let problem = match loaded.get(name.get_ref()) {
+                        Some(kind) if *kind == want => None,
+                        Some(kind) => {
+                            Some(format!("`{}` is a {kind}, not a {want}", name.get_ref()))
+                        }
+                        None => {
+                            let of_kind: Vec<&str> = loaded
+                                .iter()
+                                .filter(|(_, k)| **k == want)
+                                .map(|(n, _)| n.as_str())
+                                .collect();
+                            Some(format!(
+                                "no {want} `{}` is loaded (loaded {want}s: {})",
+                                name.get_ref(),
+                                if of_kind.is_empty() {
+                                    "none".to_owned()
+                                } else {
+                                    of_kind.join(", ")
+                                }
+                            ))
+                        }
+                    };
+                    if let Some(message) = problem {
+                        return Err(self.error_at(name.span(), &key, message));
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Load options for a `[[plugins]]` entry.
     pub fn plugin_options(&self, p: &PluginConfig) -> LoadOptions {
         LoadOptions {
@@ -757,14 +909,36 @@ impl WardConfig {
     /// Load options for the built-in plugin `package`.
     pub fn builtin_options(&self, package: &str) -> LoadOptions {
         let b = self.builtin.get(package).cloned().unwrap_or_default();
+        let mut config = config_text(&b.config);
+        if package == "prevent-list" && !self.blocks.is_empty() {
+            config = crate::respond::actions::blocklist::merged_config(&config, &self.blocks);
+        }
         LoadOptions {
             grants: b.grants.clone(),
             file_scope: b.file_scope.iter().map(|d| self.resolve(d)).collect(),
-            config: config_text(&b.config),
+            config,
             mode: b.mode,
             ..LoadOptions::default()
         }
     }
+}
+
+/// The 1-based line and column of byte `at` of `text`.
+pub fn line_column(text: &str, at: usize) -> (usize, usize) {
+    let mut at = at.min(text.len());
+    while !text.is_char_boundary(at) {
+        at -= 1;
+    }
+    let before = text.get(..at).unwrap_or_default();
+    let line = before.matches('\n').count() + 1;
+    let column = before
+        .rsplit('\n')
+        .next()
+        .unwrap_or_default()
+        .chars()
+        .count()
+        + 1;
+    (line, column)
 }
 
 /// `detector` / `collector` / `remediator`.

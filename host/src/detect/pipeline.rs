@@ -59,6 +59,9 @@ pub struct PipelineOptions {
     /// The p99 nanoseconds per event a version on probation may take before it is rolled
     /// back.
     pub probation_max_ns_per_event: u64,
+    /// Keep each finding's event with it (the response stage gives it to collectors and
+    /// remediators); off unless playbooks run.
+    pub keep_events: bool,
 }
 
 impl Default for PipelineOptions {
@@ -70,6 +73,7 @@ impl Default for PipelineOptions {
             auth: AuthPolicy::default(),
             probation: std::time::Duration::from_secs(60),
             probation_max_ns_per_event: 2_000_000,
+            keep_events: false,
         }
     }
 }
@@ -267,7 +271,10 @@ pub fn auth_records(
 ) -> Vec<FindingRecord> {
     let mut out = Vec::new();
     if let Some(finding) = auth::record(decision) {
-        out.push(FindingRecord::new("ward", false, finding, event, table));
+        out.push(
+            FindingRecord::new("ward", false, finding, event, table)
+                .with_trigger(Arc::new(event.clone())),
+        );
     }
     for (name, digest, reason) in &decision.quarantined {
         let mut notice = FindingRecord::plugin_quarantined(name, digest, reason, event);
@@ -550,6 +557,12 @@ impl Pipeline {
         let mut produced: Vec<(usize, FindingRecord)> = Vec::new();
         let mut summaries: Vec<Option<Arc<crate::forward::finding::ProcessSummary>>> =
             vec![None; batch.len()];
+        let keep = self.options.keep_events;
+        let mut kept: Vec<Option<Arc<wit::Event>>> = if keep {
+            vec![None; batch.len()]
+        } else {
+            Vec::new()
+        };
         for routed in &mut self.detectors {
             if routed.plugin.held_at(now) || routed.plugin.mode == Mode::Disabled {
                 continue;
@@ -603,16 +616,18 @@ impl Pipeline {
                     })),
                     None => Arc::new(crate::forward::finding::process_summary(event, &table)),
                 };
-                produced.push((
-                    at,
-                    FindingRecord::with_process(
-                        routed.plugin.name(),
-                        shadow,
-                        d.finding,
-                        event,
-                        process,
-                    ),
-                ));
+                let mut record = FindingRecord::with_process(
+                    routed.plugin.name(),
+                    shadow,
+                    d.finding,
+                    event,
+                    process,
+                );
+                if keep && let Some(slot) = kept.get_mut(at) {
+                    let shared = slot.get_or_insert_with(|| Arc::new(event.clone()));
+                    record = record.with_trigger(Arc::clone(shared));
+                }
+                produced.push((at, record));
             }
             if let Some(index) = delivered.quarantined_at
                 && let Some(event) = events.get(index)

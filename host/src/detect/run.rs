@@ -305,11 +305,27 @@ where
 /// [`StageMsg::Shutdown`] ends the run once everything before it is delivered and
 /// written, whether or not the source has ended.
 pub async fn run_live<W>(
+    pipeline: Pipeline,
+    source: Box<dyn EventSource>,
+    sink: W,
+    channel: (StageSender, StageReceiver),
+    view: LiveView,
+) -> anyhow::Result<Summary>
+where
+    W: Write + Send + 'static,
+{
+    run_with_response(pipeline, source, sink, channel, view, None).await
+}
+
+/// [`run_live`], handing each finding a playbook could answer to the response stage
+/// (`offer`) as it is written.
+pub async fn run_with_response<W>(
     mut pipeline: Pipeline,
     mut source: Box<dyn EventSource>,
     mut sink: W,
     channel: (StageSender, StageReceiver),
     view: LiveView,
+    offer: Option<crate::respond::Offer>,
 ) -> anyhow::Result<Summary>
 where
     W: Write + Send + 'static,
@@ -520,6 +536,9 @@ where
                 sink.write_all(f.to_json_line().as_bytes())
                     .context("writing findings")?;
                 sink.write_all(b"\n").context("writing findings")?;
+                if let Some(offer) = &offer {
+                    offer.offer(&f);
+                }
             }
             sink.flush().context("writing findings")?;
         }

@@ -36,6 +36,26 @@ pub struct FindingRecord {
     /// True when the plugin runs in shadow mode (reported, never acted on).
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub shadow: bool,
+    /// The event it is about, kept for the response stage when playbooks run (never
+    /// serialised).
+    #[serde(skip)]
+    pub trigger: Option<TriggerEvent>,
+}
+
+/// The event a finding is about, and when the finding was made: what collectors and
+/// remediators are given, and where the finding → first action latency starts.
+#[derive(Debug, Clone)]
+pub struct TriggerEvent {
+    /// The event (shared by every finding about it).
+    pub event: Arc<wit::Event>,
+    /// When the finding was made.
+    pub at: std::time::Instant,
+}
+
+impl PartialEq for TriggerEvent {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.event, &other.event)
+    }
 }
 
 fn evidence_map<S: Serializer>(evidence: &[(String, String)], s: S) -> Result<S::Ok, S::Error> {
@@ -110,28 +130,7 @@ fn agent_process() -> ProcessSummary {
 
 /// Now, as RFC 3339 in UTC with nanoseconds (the form eslogger writes).
 pub fn now_rfc3339() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    let secs = now.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = i64::try_from(days).unwrap_or(0) + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3_600,
-        rem % 3_600 / 60,
-        rem % 60,
-        now.subsec_nanos()
-    )
+    crate::clock::now_rfc3339()
 }
 
 /// The lowercase severity name.
@@ -293,7 +292,17 @@ impl FindingRecord {
                 .map(|e| (e.name, e.value))
                 .collect(),
             shadow,
+            trigger: None,
         }
+    }
+
+    /// Keeps `event` with the finding for the response stage.
+    pub fn with_trigger(mut self, event: Arc<wit::Event>) -> Self {
+        self.trigger = Some(TriggerEvent {
+            event,
+            at: std::time::Instant::now(),
+        });
+        self
     }
 
     /// A finding of the agent itself about its own state (a plugin rolled back, refused),
@@ -316,6 +325,7 @@ impl FindingRecord {
             message,
             evidence,
             shadow: false,
+            trigger: None,
         }
     }
 
@@ -359,6 +369,7 @@ impl FindingRecord {
                 ("reason".into(), reason.into()),
             ],
             shadow: false,
+            trigger: None,
         }
     }
 

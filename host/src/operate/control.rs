@@ -48,6 +48,21 @@ pub enum Request {
         /// The mode.
         mode: Mode,
     },
+    /// Carry out an action waiting for approval.
+    Approve {
+        /// The action.
+        id: i64,
+    },
+    /// Deny an action waiting for approval.
+    Deny {
+        /// The action.
+        id: i64,
+    },
+    /// Revert a reversible action.
+    Undo {
+        /// The action.
+        id: i64,
+    },
 }
 
 /// An answer: `ok` with a result, or an error in one line.

@@ -17,10 +17,10 @@ use crate::registry::cache::{self, CacheOutcome};
 use crate::sandbox::bindings::collector::CollectorPre;
 use crate::sandbox::bindings::detector::DetectorPre;
 use crate::sandbox::bindings::remediator::RemediatorPre;
+use crate::sandbox::bindings::v0_1;
 use crate::sandbox::grants::FileScope;
 pub use crate::sandbox::grants::KNOWN_CAPABILITIES;
 use crate::sandbox::grants::{CAP_FILE_READ, EnrichScope};
-use crate::sandbox::bindings::v0_1;
 use crate::sandbox::plugin::{Contract, Instance, Kind, Mode, Plugin, PluginImage};
 use crate::sandbox::runtime::Runtime;
 use crate::sandbox::state::{PluginContext, SharedProcessTable};
@@ -403,9 +403,7 @@ pub fn load(
     let checked = match (kind, contract) {
         (Kind::Detector, Contract::V0_2) => DetectorPre::new(instance_pre.clone()).map(|_| ()),
         (Kind::Collector, Contract::V0_2) => CollectorPre::new(instance_pre.clone()).map(|_| ()),
-        (Kind::Remediator, Contract::V0_2) => {
-            RemediatorPre::new(instance_pre.clone()).map(|_| ())
-        }
+        (Kind::Remediator, Contract::V0_2) => RemediatorPre::new(instance_pre.clone()).map(|_| ()),
         (Kind::Detector, Contract::V0_1) => {
             v0_1::detector::DetectorPre::new(instance_pre.clone()).map(|_| ())
         }
@@ -435,12 +433,10 @@ pub fn load(
         enrich: EnrichScope::from_grants(&options.grants, &options.file_scope, &rt.hash_cache)
             .map(Arc::new),
     };
-    let (mut instance, info) =
-        Instance::start(rt, &instance_pre, kind, contract, ctx.clone()).map_err(|(_, reason)| {
-            LoadError::Describe {
-                origin: origin.clone(),
-                reason,
-            }
+    let (mut instance, info) = Instance::start(rt, &instance_pre, kind, contract, ctx.clone())
+        .map_err(|(_, reason)| LoadError::Describe {
+            origin: origin.clone(),
+            reason,
         })?;
     if Kind::from_wit(info.kind) != kind {
         return Err(LoadError::Describe {
@@ -505,7 +501,16 @@ pub fn load(
     };
     instance.set_context(ctx.clone());
     tracing::info!(plugin = %info.name, version = %info.version, kind = %kind, contract = contract.as_str(), digest = %digest.get(..12).unwrap_or(""), origin = %origin, "plugin loaded");
-    let image = PluginImage::new(info, digest, origin, kind, contract, route, ctx, instance_pre);
+    let image = PluginImage::new(
+        info,
+        digest,
+        origin,
+        kind,
+        contract,
+        route,
+        ctx,
+        instance_pre,
+    );
     Ok(Plugin::new(Arc::new(image), options.mode, Some(instance)))
 }
 

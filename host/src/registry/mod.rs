@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{PluginConfig, WardConfig};
 use crate::registry::load::{LoadError, LoadOptions, PluginSource, load};
-use crate::sandbox::plugin::{Mode, Plugin};
+use crate::sandbox::plugin::{Kind, Mode, Plugin};
 use crate::sandbox::runtime::Runtime;
 use crate::sandbox::state::SharedProcessTable;
 
@@ -170,9 +170,16 @@ pub fn plan_component(config: &WardConfig, path: &Path) -> Result<Planned, LoadE
 pub fn plan(config: &WardConfig) -> (Vec<Planned>, Vec<(LoadError, bool)>) {
     let mut planned = Vec::new();
     let mut refused = Vec::new();
-    if config.agent.default_content {
-        for source in builtin::builtin_sources() {
-            let package = source.origin.trim_start_matches("builtin:").to_owned();
+    // Collectors and remediators built in load when a playbook names them, default
+    // content or not; the built-in detectors are the default content.
+    let named = config.playbook_plugins();
+    for (source, kind) in builtin::builtin_sources_with_kinds() {
+        let package = source.origin.trim_start_matches("builtin:").to_owned();
+        let wanted = match kind {
+            Kind::Detector => config.agent.default_content,
+            _ => named.contains(&package),
+        };
+        if wanted {
             let options = config.builtin_options(&package);
             if options.mode == Mode::Disabled {
                 continue;

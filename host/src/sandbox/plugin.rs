@@ -366,11 +366,8 @@ impl Instance {
                         }
                         Contract::V0_1 => {
                             plan.typed::<(&wit::Trigger,), (
-                                Result<
-                                    lift::List<lift::PlannedActionV0_1>,
-                                    lift::PluginError,
-                                >,
-                            )>(&store)?;
+                                    Result<lift::List<lift::PlannedActionV0_1>, lift::PluginError>,
+                                )>(&store)?;
                         }
                     }
                     Exports::Remediator { plan, contract }

@@ -71,12 +71,9 @@ impl Runtime {
         remediator::Remediator::add_to_linker::<_, HasSelf<_>>(&mut remediator_linker, |s| s)
             .map_err(anyhow::Error::from)
             .context("linking the remediator world")?;
-        v0_1::remediator::Remediator::add_to_linker::<_, HasSelf<_>>(
-            &mut remediator_linker,
-            |s| s,
-        )
-        .map_err(anyhow::Error::from)
-        .context("linking the 0.1.0 remediator world")?;
+        v0_1::remediator::Remediator::add_to_linker::<_, HasSelf<_>>(&mut remediator_linker, |s| s)
+            .map_err(anyhow::Error::from)
+            .context("linking the 0.1.0 remediator world")?;
         let cache = match cache_dir {
             Some(dir) => match CompileCache::open(dir, &engine) {
                 Ok(cache) => Some(cache),

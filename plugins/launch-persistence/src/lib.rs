@@ -4,9 +4,13 @@
 //! Items).
 //!
 //! File events seen: `create` and `rename` into the folder, and `close` of a modified
-//! plist there. Apple's own installers and MDM-managed items are left alone. A login item
+//! plist there. One act is reported once: a writer image's `create`, `close` and `rename`
+//! of the same plist are one plist written (the detector remembers the last 1,024 it
+//! reported). Apple's own installers and MDM-managed items are left alone. A login item
 //! whose program lives in a user-writable place (a home folder, `/tmp`, `/Users/Shared`)
 //! or whose instigator is ad-hoc signed or unsigned is raised to medium.
+
+use std::collections::VecDeque;
 
 use ward_sdk::BtmItemType;
 use ward_sdk::prelude::*;
@@ -23,9 +27,41 @@ const TRUSTED_WRITERS: &[&str] = &[
     "com.apple.softwareupdated",
 ];
 
-/// The detector; stateless.
+/// Plists reported lately, so one act is reported once: a writer's `create` and its
+/// `close` after writing are the same plist written. Protects memory against a stream of
+/// distinct plists: at most this many entries, the oldest forgotten first.
+const MAX_REMEMBERED: usize = 1024;
+/// Longest plist path remembered (the attacker picks it): longer ones are reported each
+/// time rather than kept, so the memory holds at most `MAX_REMEMBERED` x 4 KiB of paths.
+const MAX_REMEMBERED_PATH: usize = 4096;
+
+/// The detector. Remembers the (writer pid, pidversion, plist) it reported.
 #[derive(Default)]
-pub struct LaunchPersistence;
+pub struct LaunchPersistence {
+    reported: VecDeque<(i32, i32, String)>,
+}
+
+impl LaunchPersistence {
+    /// True when this writer image already had this plist reported; otherwise remembers
+    /// it (when its path is short enough) and answers false.
+    fn seen(&mut self, writer: &Process, path: &str) -> bool {
+        let (pid, version) = (writer.token.pid, writer.token.pidversion);
+        if self
+            .reported
+            .iter()
+            .any(|(p, v, known)| (*p, *v) == (pid, version) && known == path)
+        {
+            return true;
+        }
+        if path.len() <= MAX_REMEMBERED_PATH {
+            if self.reported.len() >= MAX_REMEMBERED {
+                self.reported.pop_front();
+            }
+            self.reported.push_back((pid, version, path.to_owned()));
+        }
+        false
+    }
+}
 
 /// `Some((scope, technique))` when `path` is a plist directly inside a launchd folder.
 pub fn launch_item_path(path: &str) -> Option<(&'static str, &'static str)> {
@@ -137,7 +173,7 @@ impl Detector for LaunchPersistence {
             return Ok(Vec::new());
         };
         let writer = event.process.signing_id_or_empty();
-        if TRUSTED_WRITERS.contains(&writer) {
+        if TRUSTED_WRITERS.contains(&writer) || self.seen(&event.process, &path) {
             return Ok(Vec::new());
         }
         Ok(vec![
@@ -198,7 +234,7 @@ mod tests {
 
     #[test]
     fn create_rename_and_modified_close_fire() {
-        let mut d = LaunchPersistence;
+        let mut d = LaunchPersistence::default();
         let f = d
             .on_event(&testing::create(
                 curl(),
@@ -229,7 +265,7 @@ mod tests {
 
     #[test]
     fn installer_and_other_paths_are_quiet() {
-        let mut d = LaunchPersistence;
+        let mut d = LaunchPersistence::default();
         let mut installer = testing::process(
             "/System/Library/PrivateFrameworks/PackageKit.framework/Resources/system_installd",
         );
@@ -260,6 +296,97 @@ mod tests {
         );
     }
 
+    #[test]
+    fn one_writer_writing_one_plist_is_reported_once() {
+        let mut d = LaunchPersistence::default();
+        let plist = "/Users/alice/Library/LaunchAgents/com.apple.updater.plist";
+        let mut writer = testing::process("/private/tmp/update");
+        writer.token = testing::token(705, 7051);
+        assert_eq!(
+            d.on_event(&testing::create(writer.clone(), plist))
+                .unwrap()
+                .len(),
+            1
+        );
+        for again in [
+            testing::close_modified(writer.clone(), plist),
+            testing::rename(writer.clone(), "/tmp/x", plist),
+            testing::create(writer.clone(), plist),
+        ] {
+            assert!(d.on_event(&again).unwrap().is_empty(), "{}", again.kind);
+        }
+        // A different plist by the same writer, or the same plist by another image
+        // (another pid, or the same pid after an exec), is another act.
+        let other = "/Users/alice/Library/LaunchAgents/com.apple.other.plist";
+        assert_eq!(
+            d.on_event(&testing::close_modified(writer.clone(), other))
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut after_exec = writer.clone();
+        after_exec.token = testing::token(705, 7052);
+        let mut another = writer.clone();
+        another.token = testing::token(900, 7051);
+        for by in [after_exec, another] {
+            assert_eq!(d.on_event(&testing::create(by, plist)).unwrap().len(), 1);
+        }
+        // Registering it with BTM is a separate act and is still reported.
+        assert_eq!(
+            d.on_event(&btm(BtmItemType::Agent, "/Users/alice/x", writer))
+                .unwrap()
+                .len(),
+            1
+        );
+    }
+
+    #[test]
+    fn memory_of_reported_plists_stays_bounded() {
+        let mut d = LaunchPersistence::default();
+        let writer = curl();
+        for i in 0..100_000 {
+            let path = format!("/Library/LaunchAgents/com.evil.{i}.plist");
+            assert_eq!(
+                d.on_event(&testing::create(writer.clone(), &path))
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        assert_eq!(d.reported.len(), MAX_REMEMBERED);
+        // The newest are remembered, the oldest forgotten (and reported again).
+        let newest = "/Library/LaunchAgents/com.evil.99999.plist";
+        assert!(
+            d.on_event(&testing::close_modified(writer.clone(), newest))
+                .unwrap()
+                .is_empty()
+        );
+        let oldest = "/Library/LaunchAgents/com.evil.0.plist";
+        assert_eq!(
+            d.on_event(&testing::close_modified(writer.clone(), oldest))
+                .unwrap()
+                .len(),
+            1
+        );
+        // Paths over the cap are not kept: reported each time, memory unchanged.
+        let long = format!("/Library/LaunchAgents/{}.plist", "a".repeat(8192));
+        for _ in 0..2 {
+            assert_eq!(
+                d.on_event(&testing::create(writer.clone(), &long))
+                    .unwrap()
+                    .len(),
+                1
+            );
+        }
+        let bytes: usize = d.reported.iter().map(|(_, _, p)| p.len()).sum();
+        assert!(bytes <= MAX_REMEMBERED * MAX_REMEMBERED_PATH, "{bytes}");
+        assert!(
+            d.reported
+                .iter()
+                .all(|(_, _, p)| p.len() <= MAX_REMEMBERED_PATH)
+        );
+    }
+
     fn btm(item_type: BtmItemType, program: &str, instigator: Process) -> Event {
         testing::event(
             "btm_launch_item_add",
@@ -284,7 +411,7 @@ mod tests {
 
     #[test]
     fn btm_items_map_to_their_technique() {
-        let mut d = LaunchPersistence;
+        let mut d = LaunchPersistence::default();
         let cases = [
             (BtmItemType::Daemon, RULE_BTM, "T1543.004"),
             (BtmItemType::Agent, RULE_BTM, "T1543.001"),
@@ -310,7 +437,7 @@ mod tests {
 
     #[test]
     fn login_items_from_writable_places_or_untrusted_instigators_are_medium() {
-        let mut d = LaunchPersistence;
+        let mut d = LaunchPersistence::default();
         let installed = d
             .on_event(&btm(
                 BtmItemType::LoginItem,
@@ -342,7 +469,7 @@ mod tests {
 
     #[test]
     fn managed_removed_and_unknown_btm_items_are_quiet() {
-        let mut d = LaunchPersistence;
+        let mut d = LaunchPersistence::default();
         let mut managed = btm(BtmItemType::LoginItem, "/Users/a/x", curl());
         let mut removed = managed.clone();
         if let EventData::BtmLaunchItem(i) = &mut managed.data {

@@ -738,9 +738,15 @@ fn descendants_and_live_images() {
     let pids = |v: Vec<std::sync::Arc<crate::model::Process>>| -> Vec<i32> {
         v.iter().map(|p| p.audit_token.pid).collect()
     };
-    assert_eq!(pids(table2.descendants(&payload.audit_token, 100)), [30, 31, 40]);
+    assert_eq!(
+        pids(table2.descendants(&payload.audit_token, 100)),
+        [30, 31, 40]
+    );
     assert_eq!(pids(table2.descendants(&payload.audit_token, 2)), [30, 31]);
-    assert_eq!(pids(table2.descendants(&grandchild.audit_token, 100)), [] as [i32; 0]);
+    assert_eq!(
+        pids(table2.descendants(&grandchild.audit_token, 100)),
+        [] as [i32; 0]
+    );
     assert!(table2.live().iter().any(|p| p.audit_token.pid == 40));
     table2.observe(&exit_of(&grandchild));
     assert!(!table2.live().iter().any(|p| p.audit_token.pid == 40));

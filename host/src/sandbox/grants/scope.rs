@@ -132,6 +132,17 @@ impl Resolved {
             .map_err(|e| io_err(&self.real, e))
     }
 
+    /// The handle of the directory the entry is in.
+    pub fn parent(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd as _;
+        self.dir.as_fd()
+    }
+
+    /// The entry's name in its directory.
+    pub fn name(&self) -> &OsStr {
+        &self.name
+    }
+
     /// When the entry was created, where the file system keeps it.
     pub fn birthtime(&self) -> Option<i64> {
         birthtime_at(&self.dir, self.name.as_os_str())
@@ -168,7 +179,11 @@ impl Resolved {
             let stat = rustix::fs::statat(&fd, name, AtFlags::SYMLINK_NOFOLLOW)
                 .map_err(|e| io_err(&self.real, e))?;
             let born = birthtime_at(&fd, OsStr::from_bytes(name.to_bytes()));
-            out.push((String::from_utf8_lossy(name.to_bytes()).into_owned(), stat, born));
+            out.push((
+                String::from_utf8_lossy(name.to_bytes()).into_owned(),
+                stat,
+                born,
+            ));
         }
         out.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(out)

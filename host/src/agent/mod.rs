@@ -3,7 +3,10 @@
 //! replay` starts here; `ward run` starts here and stays: [`LiveAgent`] is the running
 //! agent the control socket, the `plugin_dir` watcher and SIGHUP change, through the same
 //! plan-and-load path ([`crate::registry::plan`], [`crate::registry::load_planned`]) as
-//! startup.
+//! startup. [`response`] wires the response stage (playbooks, the action executor, the
+//! state store) to both.
+
+pub mod response;
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -46,6 +49,8 @@ pub struct Startup {
     pub refused: Vec<(LoadError, bool)>,
     /// The one-line listing of each plugin loaded (version, mode, grants, full sha-256).
     pub listing: Vec<String>,
+    /// The collectors and remediators loaded, for the response stage.
+    pub responders: Vec<Plugin>,
 }
 
 impl Startup {
@@ -71,6 +76,8 @@ pub struct Running {
     pub name: String,
     /// Bytes and options it was loaded with ([`Planned::fingerprint`]).
     pub fingerprint: String,
+    /// Its world.
+    pub kind: Kind,
 }
 
 /// One line about a loaded plugin: name, version, kind, mode, grants, full sha-256, origin.
@@ -138,6 +145,7 @@ pub fn start(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<Startup> 
                     Running {
                         name: plugin.name().to_owned(),
                         fingerprint: p.fingerprint(),
+                        kind: plugin.kind(),
                     },
                 );
                 plugins.push(plugin);
@@ -162,6 +170,15 @@ pub fn start(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<Startup> 
         );
     }
     let listing = plugins.iter().map(listing_line).collect();
+    // A playbook naming a plugin that is not loaded (or of the wrong world) is refused.
+    let loaded = plugins
+        .iter()
+        .map(|p| (p.name().to_owned(), p.kind()))
+        .collect();
+    config.check_playbook_plugins(&loaded)?;
+    let (plugins, responders): (Vec<Plugin>, Vec<Plugin>) = plugins
+        .into_iter()
+        .partition(|p| p.kind() == Kind::Detector);
     let pipeline = Pipeline::new(
         Arc::clone(&rt),
         plugins,
@@ -175,6 +192,7 @@ pub fn start(config: &WardConfig, extra: &[PathBuf]) -> anyhow::Result<Startup> 
         running,
         refused,
         listing,
+        responders,
     })
 }
 
@@ -255,6 +273,20 @@ pub struct LiveAgent {
     reloads: AtomicU64,
     reloads_refused: AtomicU64,
     state: Mutex<AgentState>,
+    /// The response stage, when one runs.
+    response: Option<ResponseLink>,
+    /// Where plugin changes are audited (the state store).
+    audit_store: Mutex<Option<crate::respond::store::Store>>,
+}
+
+/// What the live agent holds of the response stage.
+pub struct ResponseLink {
+    /// Its act thread.
+    pub act: std::sync::mpsc::SyncSender<crate::respond::ActMsg>,
+    /// Its playbooks (replaced on a reload).
+    pub playbooks: Arc<RwLock<Arc<crate::respond::playbook::Playbooks>>>,
+    /// Its state directory.
+    pub state_dir: PathBuf,
 }
 
 /// Settings that only a restart changes: a reload that changes one says so.
@@ -293,8 +325,14 @@ impl LiveAgent {
         startup: &Startup,
         stage: StageSender,
         view: LiveView,
+        response: Option<ResponseLink>,
     ) -> Self {
+        let audit_store = response
+            .as_ref()
+            .and_then(|r| crate::respond::store::Store::open(&r.state_dir).ok());
         Self {
+            response,
+            audit_store: Mutex::new(audit_store),
             config_path: config_path.to_path_buf(),
             rt: Arc::clone(&startup.rt),
             processes: Arc::clone(&startup.processes),
@@ -360,6 +398,10 @@ impl LiveAgent {
         }
         state.refusals.insert(origin.to_owned(), key);
         tracing::error!(origin = %origin, reason = %reason, "plugin refused; the running version (if any) is kept");
+        self.audit(
+            "plugin-refused",
+            serde_json::json!({"origin": origin, "reason": reason}),
+        );
         self.notice(vec![FindingRecord::plugin_refused(origin, reason)]);
         true
     }
@@ -387,10 +429,35 @@ impl LiveAgent {
                 said.push(format!("{what} changed: takes effect at the next restart"));
             }
         }
+        let mut config = config;
+        if let Some(link) = &self.response {
+            config.blocks = response::stored_blocks(&link.state_dir);
+        }
         state.config = config;
         state.unloaded.clear();
         state.refusals.clear();
         said.extend(self.reconcile(&mut state));
+        if let Some(link) = &self.response {
+            let loaded = state
+                .running
+                .values()
+                .map(|r| (r.name.clone(), r.kind))
+                .collect();
+            match state.config.check_playbook_plugins(&loaded) {
+                Ok(()) => {
+                    *link
+                        .playbooks
+                        .write()
+                        .unwrap_or_else(PoisonError::into_inner) = Arc::new(
+                        crate::respond::playbook::Playbooks::build(&state.config.playbooks),
+                    );
+                }
+                Err(e) => {
+                    self.reloads_refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(format!("{e}; the running playbooks are kept"));
+                }
+            }
+        }
         Ok(summarise(said))
     }
 
@@ -457,7 +524,7 @@ impl LiveAgent {
         // Gone from the plan (file removed, entry deleted or disabled): taken out. One
         // whose file (or plugin_dir) can no longer be read or trusted is kept until it can
         // be judged again.
-        let gone: Vec<(String, String)> = state
+        let gone: Vec<(String, Running)> = state
             .running
             .iter()
             .filter(|(o, _)| {
@@ -466,11 +533,12 @@ impl LiveAgent {
                         .iter()
                         .any(|r| *o == r || Path::new(o.as_str()).starts_with(r))
             })
-            .map(|(o, r)| (o.clone(), r.name.clone()))
+            .map(|(o, r)| (o.clone(), r.clone()))
             .collect();
-        for (origin, name) in gone {
+        for (origin, running) in gone {
+            let name = running.name.clone();
             state.running.remove(&origin);
-            match self.change(Change::Remove(name.clone())) {
+            match self.take_out(&running) {
                 Ok(line) => said.push(line),
                 Err(e) => tracing::info!(plugin = %name, error = %e, "already out of the stage"),
             }
@@ -494,17 +562,33 @@ impl LiveAgent {
         let running = Running {
             name,
             fingerprint: p.fingerprint(),
+            kind: plugin.kind(),
         };
-        if plugin.kind() != Kind::Detector {
-            let line = format!(
-                "loaded {} ({}): not run by the detection stage",
-                running.name,
-                plugin.kind()
-            );
-            state.running.insert(origin.clone(), running);
-            return Ok(line);
-        }
-        let line = self.change(Change::Upsert(Box::new(plugin)))?;
+        let swapped = state.running.contains_key(origin);
+        let audit = serde_json::json!({
+            "plugin": running.name, "sha256": plugin.digest(), "kind": plugin.kind().as_str(),
+            "origin": origin, "version": plugin.info().version,
+        });
+        let line = if plugin.kind() == Kind::Detector {
+            self.change(Change::Upsert(Box::new(plugin)))?
+        } else {
+            let Some(link) = &self.response else {
+                return Err("no response stage to run it".into());
+            };
+            let name = running.name.clone();
+            link.act
+                .send(crate::respond::ActMsg::Upsert(Box::new(plugin)))
+                .map_err(|_| "the response stage has stopped".to_owned())?;
+            format!("{name} swapped into the response stage")
+        };
+        self.audit(
+            if swapped {
+                "plugin-swapped"
+            } else {
+                "plugin-loaded"
+            },
+            audit,
+        );
         // New bytes at the same place may describe another name: the old one goes.
         let renamed = state.running.insert(origin.clone(), running).filter(|old| {
             state
@@ -513,10 +597,89 @@ impl LiveAgent {
                 .is_some_and(|r| r.name != old.name)
         });
         if let Some(old) = renamed {
-            let gone = self.change(Change::Remove(old.name.clone()));
+            let gone = self.take_out(&old);
             tracing::info!(origin = %origin, old = %old.name, result = ?gone, "renamed: the old name is taken out");
         }
         Ok(line)
+    }
+
+    /// Takes a running plugin out of whichever stage runs it.
+    fn take_out(&self, running: &Running) -> Result<String, String> {
+        let said = if running.kind == Kind::Detector {
+            self.change(Change::Remove(running.name.clone()))
+        } else {
+            match &self.response {
+                Some(link) => link
+                    .act
+                    .send(crate::respond::ActMsg::Remove(running.name.clone()))
+                    .map(|()| format!("{} taken out of the response stage", running.name))
+                    .map_err(|_| "the response stage has stopped".to_owned()),
+                None => Ok(format!("{} was not running", running.name)),
+            }
+        };
+        if said.is_ok() {
+            self.audit(
+                "plugin-unloaded",
+                serde_json::json!({"plugin": running.name, "kind": running.kind.as_str()}),
+            );
+        }
+        said
+    }
+
+    /// Appends an audit record (plugin loads, unloads, swaps, refusals).
+    fn audit(&self, kind: &str, record: serde_json::Value) {
+        let mut store = self
+            .audit_store
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if let Some(store) = store.as_mut()
+            && let Err(e) = store.audit(kind, record)
+        {
+            tracing::error!(error = %e, "writing the audit log");
+        }
+    }
+
+    /// Asks the response stage to approve, deny or undo action `id`.
+    fn act_on(
+        &self,
+        id: i64,
+        make: fn(i64, String, crate::respond::act::Reply) -> crate::respond::ActMsg,
+    ) -> Result<serde_json::Value, String> {
+        let link = self
+            .response
+            .as_ref()
+            .ok_or("this agent runs no response stage")?;
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        link.act
+            .send(make(id, "ward ctl".into(), reply))
+            .map_err(|_| "the response stage has stopped".to_owned())?;
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the response stage has stopped".into()))
+    }
+
+    /// The prevent-list entries ward added changed: reload the prevent list with them.
+    pub fn refresh_blocks(&self) -> String {
+        let mut state = self.lock();
+        if let Some(link) = &self.response {
+            state.config.blocks = response::stored_blocks(&link.state_dir);
+        }
+        summarise(self.reconcile(&mut state))
+    }
+
+    /// The smart groups changed: plugins with `group_modes` take the mode for them.
+    pub fn apply_groups(&self, groups: &std::collections::BTreeSet<String>) -> String {
+        let state = self.lock();
+        let modes = response::group_modes(&state.config, groups, &state.running);
+        drop(state);
+        let mut said = Vec::new();
+        for (name, mode) in modes {
+            match self.change(Change::Mode(name.clone(), mode)) {
+                Ok(line) => said.push(line),
+                Err(e) => said.push(format!("{name}: {e}")),
+            }
+        }
+        summarise(said)
     }
 
     /// `ward ctl load PATH`: loads (or swaps in) the component at `path`, settings from its
@@ -541,7 +704,17 @@ impl LiveAgent {
     /// `ward ctl unload NAME`.
     pub fn unload(&self, name: &str) -> Result<String, String> {
         let mut state = self.lock();
-        let line = self.change(Change::Remove(name.to_owned()))?;
+        let running = state
+            .running
+            .values()
+            .find(|r| r.name == name)
+            .cloned()
+            .unwrap_or(Running {
+                name: name.to_owned(),
+                fingerprint: String::new(),
+                kind: Kind::Detector,
+            });
+        let line = self.take_out(&running)?;
         let origins: Vec<String> = state
             .running
             .iter()
@@ -625,6 +798,9 @@ impl Controller for LiveAgent {
             Request::Unload { name } => text(self.unload(&name)),
             Request::Reload => text(self.reload()),
             Request::Mode { name, mode } => text(self.change(Change::Mode(name, mode))),
+            Request::Approve { id } => self.act_on(id, crate::respond::ActMsg::Approve),
+            Request::Deny { id } => self.act_on(id, crate::respond::ActMsg::Deny),
+            Request::Undo { id } => self.act_on(id, crate::respond::ActMsg::Undo),
         }
     }
 }
@@ -722,8 +898,10 @@ fn same_dir(a: &Path, b: &Path) -> bool {
 /// of a plugin the admin named is fatal (exit 2).
 pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     use std::io::Write as _;
-    let config = WardConfig::load(config_path)?;
-    let startup = start(&config, &[])?;
+    let mut config = WardConfig::load(config_path)?;
+    let state_dir = config.state_dir();
+    config.blocks = response::stored_blocks(&state_dir);
+    let mut startup = start(&config, &[])?;
     for line in &startup.listing {
         eprintln!("ward run: loaded {line}");
     }
@@ -754,13 +932,68 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
         let _ = tx.try_send(StageMsg::Records(records));
     }
     let view = LiveView::default();
+    // The response stage calls back into the agent (the prevent list changed, the smart
+    // groups changed); the agent is made after it, so the calls find it through this.
+    let found: Arc<std::sync::OnceLock<std::sync::Weak<LiveAgent>>> = Arc::default();
+    let on_blocklist = {
+        let found = Arc::clone(&found);
+        Box::new(move || {
+            if let Some(agent) = found.get().and_then(std::sync::Weak::upgrade) {
+                std::thread::spawn(move || {
+                    eprintln!("ward run: prevent list: {}", agent.refresh_blocks());
+                });
+            }
+        }) as Box<dyn Fn() + Send>
+    };
+    let on_groups = {
+        let found = Arc::clone(&found);
+        Box::new(move |groups: &std::collections::BTreeSet<String>| {
+            if let Some(agent) = found.get().and_then(std::sync::Weak::upgrade) {
+                let groups = groups.clone();
+                std::thread::spawn(move || {
+                    eprintln!(
+                        "ward run: smart groups {groups:?}: {}",
+                        agent.apply_groups(&groups)
+                    );
+                });
+            }
+        }) as Box<dyn Fn(&std::collections::BTreeSet<String>) + Send>
+    };
+    let responders: Vec<String> = startup
+        .responders
+        .iter()
+        .map(|p| format!("{}:{}", p.name(), p.kind()))
+        .collect();
+    let response = response::start(
+        &config,
+        &mut startup,
+        state_dir.clone(),
+        true,
+        Some(config_path),
+        Some(on_blocklist),
+        Some(on_groups),
+    )?;
+    let link = ResponseLink {
+        act: response.act.clone(),
+        playbooks: Arc::clone(&response.playbooks),
+        state_dir: state_dir.clone(),
+    };
     let agent = Arc::new(LiveAgent::new(
         config_path,
         config,
         &startup,
         tx.clone(),
         view.clone(),
+        Some(link),
     ));
+    let _ = found.set(Arc::downgrade(&agent));
+    for line in &startup.listing {
+        agent.audit("plugin-loaded", serde_json::json!({"listing": line}));
+    }
+    if !responders.is_empty() {
+        eprintln!("ward run: response plugins {}", responders.join(", "));
+    }
+    let offer = response.offer.clone();
     let Startup { pipeline, .. } = startup;
     let lines = crate::ingest::LineReader::new(reader, pipeline.options().max_line_bytes);
     let rt = crate::cli::tokio_runtime()?;
@@ -785,12 +1018,13 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
             tokio::spawn(crate::operate::metrics::serve(listener, view.clone()));
         }
         let _watcher = watch(Arc::clone(&agent))?;
-        let mut work = tokio::spawn(crate::detect::run::run_live(
+        let mut work = tokio::spawn(crate::detect::run::run_with_response(
             pipeline,
             Box::new(lines),
             std::io::stdout(),
             (tx.clone(), rx),
             view.clone(),
+            Some(offer),
         ));
         let mut signals = Signals::new()?;
         loop {
@@ -818,6 +1052,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     }
     let summary = result?;
     eprintln!("ward run: {summary}");
+    let responded = response.finish();
+    eprintln!("ward run: {responded}");
     // Blocking reader threads may still wait on input; do not hold the exit for them.
     rt.shutdown_background();
     Ok(std::process::ExitCode::SUCCESS)
