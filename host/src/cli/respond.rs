@@ -16,9 +16,11 @@ use crate::respond::groups::DeviceFacts;
 use crate::respond::invariants::Protected;
 use crate::respond::store::{ActionRecord, IncidentRecord, Store};
 
-/// Where the state is: `--state`, else the config's.
+/// Where the state is: `--state`, else the config's; absolute, so that records name
+/// their bundles and vault items wherever they are read from.
 pub fn state_dir(state: Option<&Path>, config: &WardConfig) -> PathBuf {
-    state.map_or_else(|| config.state_dir(), Path::to_path_buf)
+    let dir = state.map_or_else(|| config.state_dir(), Path::to_path_buf);
+    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 fn open(dir: &Path) -> anyhow::Result<Store> {
