@@ -680,8 +680,11 @@ fn audit_verify_catches_edits_removals_and_reorders() {
 /// the API; it keeps what it saw.
 struct JamfServer {
     addr: std::net::SocketAddr,
-    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, Vec<(String, String)>, String)>>>,
+    seen: std::sync::Arc<std::sync::Mutex<Vec<Seen>>>,
 }
+
+/// One request the server saw: method, target, headers, body.
+type Seen = (String, String, Vec<(String, String)>, String);
 
 impl JamfServer {
     fn start() -> Self {

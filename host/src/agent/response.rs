@@ -48,8 +48,8 @@ pub fn start(
     state_dir: PathBuf,
     execute: bool,
     config_path: Option<&Path>,
-    on_blocklist: Option<Box<dyn Fn() + Send>>,
-    on_groups: Option<Box<dyn Fn(&BTreeSet<String>) + Send>>,
+    on_blocklist: Option<crate::respond::OnBlocklist>,
+    on_groups: Option<crate::respond::OnGroups>,
 ) -> anyhow::Result<Response> {
     let own = own_files(&state_dir, config_path);
     let plugins = std::mem::take(&mut startup.responders);

@@ -80,10 +80,15 @@ pub struct ResponseOptions {
     /// The agent's own files (never acted on).
     pub own: Vec<PathBuf>,
     /// Called after the prevent list changed.
-    pub on_blocklist: Option<Box<dyn Fn() + Send>>,
+    pub on_blocklist: Option<OnBlocklist>,
     /// Called with the smart groups after they changed.
-    pub on_groups: Option<Box<dyn Fn(&BTreeSet<String>) + Send>>,
+    pub on_groups: Option<OnGroups>,
 }
+
+/// What the agent does when the prevent list changed.
+pub type OnBlocklist = Box<dyn Fn() + Send>;
+/// What the agent does when the smart groups changed.
+pub type OnGroups = Box<dyn Fn(&BTreeSet<String>) + Send>;
 
 /// The running response stage.
 pub struct Response {
@@ -165,8 +170,8 @@ struct Act {
     membership: Membership,
     groups: SmartGroups,
     approval_timeout: u64,
-    on_blocklist: Option<Box<dyn Fn() + Send>>,
-    on_groups: Option<Box<dyn Fn(&BTreeSet<String>) + Send>>,
+    on_blocklist: Option<OnBlocklist>,
+    on_groups: Option<OnGroups>,
     /// Acts already decided per incident (kind, target, mode): one act is taken once.
     acted: BTreeMap<i64, BTreeSet<(String, String, &'static str)>>,
 }
@@ -252,14 +257,13 @@ impl Act {
                     );
                     self.plugins.insert(plugin.name().to_owned(), *plugin);
                 }
-                Some(ActMsg::Remove(name)) => {
-                    if self.plugins.remove(&name).is_some() {
-                        let _ = self.executor.store.audit(
-                            "plugin-unloaded",
-                            serde_json::json!({"plugin": name, "stage": "response"}),
-                        );
-                    }
+                Some(ActMsg::Remove(name)) if self.plugins.remove(&name).is_some() => {
+                    let _ = self.executor.store.audit(
+                        "plugin-unloaded",
+                        serde_json::json!({"plugin": name, "stage": "response"}),
+                    );
                 }
+                Some(ActMsg::Remove(_)) => {}
                 Some(ActMsg::Stop) => stopping = true,
                 None => {}
             }

@@ -244,7 +244,7 @@ impl SmartGroups {
                     && c.hostname
                         .as_deref()
                         .is_none_or(|h| glob(h, &facts.hostname))
-                    && (c.serial.is_empty() || c.serial.iter().any(|s| *s == facts.serial))
+                    && (c.serial.is_empty() || c.serial.contains(&facts.serial))
                     && c.model.as_deref().is_none_or(|m| glob(m, &facts.model))
                     && c.admin_tags.iter().all(|t| facts.admin_tags.contains(t))
                     && c.tags.iter().all(|t| tags.contains(t))

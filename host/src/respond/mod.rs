@@ -185,4 +185,4 @@ impl Offer {
 /// The device's smart groups now (shared by the two threads and the agent).
 pub type Membership = Arc<RwLock<BTreeSet<String>>>;
 
-pub use act::{ActMsg, Response, ResponseOptions, start};
+pub use act::{ActMsg, OnBlocklist, OnGroups, Response, ResponseOptions, start};

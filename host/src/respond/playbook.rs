@@ -133,10 +133,10 @@ impl Playbook {
 
     /// Whether the finding passes the match (scope aside).
     pub fn matches(&self, f: &FindingRecord) -> bool {
-        if !self.rules.is_empty() && !self.rules.iter().any(|r| *r == f.rule) {
+        if !self.rules.is_empty() && !self.rules.contains(&f.rule) {
             return false;
         }
-        if !self.plugins.is_empty() && !self.plugins.iter().any(|p| *p == f.plugin) {
+        if !self.plugins.is_empty() && !self.plugins.contains(&f.plugin) {
             return false;
         }
         if let Some(min) = self.min_severity

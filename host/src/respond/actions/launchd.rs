@@ -24,17 +24,13 @@ pub fn in_launch_dir(real: &Path, dirs: &[String]) -> bool {
     };
     let parent = parent.display().to_string();
     dirs.iter().any(|d| match d.strip_prefix("~/") {
-        Some(rest) => {
-            let homes = parent
-                .strip_suffix(&format!("/{rest}"))
-                .map(|home| {
-                    (home.starts_with("/Users/") && home.matches('/').count() == 2)
-                        || home == "/var/root"
-                        || home == "/private/var/root"
-                })
-                .unwrap_or(false);
-            homes
-        }
+        Some(rest) => parent
+            .strip_suffix(&format!("/{rest}"))
+            .is_some_and(|home| {
+                (home.starts_with("/Users/") && home.matches('/').count() == 2)
+                    || home == "/var/root"
+                    || home == "/private/var/root"
+            }),
         None => parent == d.trim_end_matches('/'),
     })
 }

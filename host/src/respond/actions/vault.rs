@@ -642,10 +642,10 @@ mod tests {
             (after.mtime(), after.mtime_nsec()),
             (before.mtime(), before.mtime_nsec())
         );
-        if xattr::SUPPORTED_PLATFORM {
-            if let Ok(Some(v)) = xattr::get(&file, "user.ward.test") {
-                assert_eq!(v, b"kept");
-            }
+        if xattr::SUPPORTED_PLATFORM
+            && let Ok(Some(v)) = xattr::get(&file, "user.ward.test")
+        {
+            assert_eq!(v, b"kept");
         }
     }
 }
