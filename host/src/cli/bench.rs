@@ -462,10 +462,18 @@ pub enum Suite {
     Content,
     /// The live agent: hot swap, cold start with 20 plugins, AUTH latency under load.
     Live,
+    /// The response stage: finding → first action, evidence collection and bundle size.
+    Respond,
 }
 
 /// Runs the measurements of `suite` over `n` generated events.
 pub fn run(n: usize, batch: usize, suite: Suite) -> anyhow::Result<()> {
+    if matches!(suite, Suite::All | Suite::Respond) {
+        crate::cli::bench_respond::run()?;
+        if matches!(suite, Suite::Respond) {
+            return Ok(());
+        }
+    }
     if matches!(suite, Suite::All | Suite::Live) {
         let ward = std::env::current_exe().context("finding the ward executable")?;
         crate::cli::bench_live::run(&ward)?;

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod bench;
 pub mod bench_live;
+pub mod bench_respond;
 pub mod ctl;
 pub mod plugin_test;
 pub mod respond;

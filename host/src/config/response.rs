@@ -251,6 +251,9 @@ pub struct ResponseConfig {
     pub launch_dirs: Vec<String>,
     /// Largest file quarantined by copy (a move within one volume has no limit).
     pub quarantine_max_bytes: u64,
+    /// A collector gathers evidence for an incident at most once in this many seconds
+    /// (stream time); later findings of the incident reuse it.
+    pub evidence_refresh_secs: u64,
 }
 
 impl Default for ResponseConfig {
@@ -278,6 +281,7 @@ impl Default for ResponseConfig {
                 "~/Library/LaunchAgents".into(),
             ],
             quarantine_max_bytes: 1 << 30,
+            evidence_refresh_secs: 300,
         }
     }
 }
@@ -531,6 +535,12 @@ pub fn validate(
     in_range(
         "response.sweep.grace_secs",
         response.sweep.grace_secs,
+        0,
+        86_400,
+    )?;
+    in_range(
+        "response.evidence_refresh_secs",
+        response.evidence_refresh_secs,
         0,
         86_400,
     )?;

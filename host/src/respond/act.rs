@@ -174,6 +174,10 @@ struct Act {
     on_groups: Option<OnGroups>,
     /// Acts already decided per incident (kind, target, mode): one act is taken once.
     acted: BTreeMap<i64, BTreeSet<(String, String, &'static str)>>,
+    /// When each collector last gathered evidence for each incident (stream ms).
+    collected: BTreeMap<(i64, String), i64>,
+    /// How long a collection stands for its incident before it is gathered again (ms).
+    refresh_ms: i64,
 }
 
 /// Incidents whose acts are remembered for de-duplication, most recent first.
@@ -356,6 +360,37 @@ impl Act {
         }
     }
 
+    /// Whether `collector` gathered evidence for `incident` less than the refresh period
+    /// before stream time `ms` (then it is not gathered again); notes the collection
+    /// otherwise. Bounded like the acts.
+    fn fresh(&mut self, incident: i64, collector: &str, ms: i64) -> bool {
+        let key = (incident, collector.to_owned());
+        if let Some(last) = self.collected.get(&key)
+            && ms.saturating_sub(*last) < self.refresh_ms
+            && ms >= *last
+        {
+            self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
+            return true;
+        }
+        self.collected.insert(key, ms);
+        while self.collected.len() > MAX_ACTED_INCIDENTS * 8 {
+            self.collected.pop_first();
+        }
+        false
+    }
+
+    /// Rebuilds the incident's evidence bundle from what its collections staged.
+    fn seal(&mut self, incident: i64) {
+        match self.evidence.seal(incident) {
+            Ok((bundle, _)) => {
+                if let Err(e) = self.executor.store.set_bundle(incident, &bundle) {
+                    tracing::error!(error = %e, "recording the evidence bundle");
+                }
+            }
+            Err(e) => tracing::error!(incident, error = %e, "writing the evidence bundle"),
+        }
+    }
+
     fn job(&mut self, job: &Job) {
         let Some(pb) = job.playbooks.list.get(job.index) else {
             return;
@@ -363,7 +398,10 @@ impl Act {
         let f = &job.finding;
         let summary = finding_summary(f);
         let trigger = trigger_of(f);
+        let stream_ms =
+            crate::clock::parse_rfc3339_ms(&f.time).unwrap_or_else(crate::clock::now_ms);
         let mut first = true;
+        let mut staged = false;
         let timeout = pb.approval_timeout_secs.unwrap_or(self.approval_timeout);
         for (step_index, step) in pb.steps.iter().enumerate() {
             let base = Request {
@@ -375,16 +413,23 @@ impl Act {
                 approval_timeout_secs: timeout,
                 ..Request::host(HostAction::LockScreen, step.mode, "")
             };
-            let recorded = match &step.step {
-                Step::Collect(name) => {
+            if let Step::Collect(name) = &step.step {
+                if !self.fresh(job.incident, name, stream_ms) {
                     self.note_first(&mut first, job.at);
-                    self.collect(name, trigger.as_ref(), &base, &pb.name, &f.rule);
-                    continue;
+                    staged |= self.collect(name, trigger.as_ref(), &base, &pb.name, &f.rule);
                 }
+                continue;
+            }
+            // Evidence first: the bundle is sealed before anything changes.
+            if std::mem::take(&mut staged) {
+                self.seal(job.incident);
+            }
+            self.note_first(&mut first, job.at);
+            let recorded = match &step.step {
+                Step::Collect(_) => None,
                 Step::Remediate(name) => {
-                    self.note_first(&mut first, job.at);
                     self.remediate(name, trigger.as_ref(), &base);
-                    continue;
+                    None
                 }
                 Step::Notify(n) => {
                     let host = self.executor.facts().hostname.clone();
@@ -393,26 +438,25 @@ impl Act {
                         body: fill(&n.body, f, Some(job.incident), &pb.name, &host),
                         to_user: n.to_user,
                     };
-                    self.note_first(&mut first, job.at);
                     self.submit_once(Request {
                         action,
                         reason: format!("playbook {} step {step_index}: notify", pb.name),
                         ..base
                     })
                 }
-                Step::Tag(tag) => {
-                    self.note_first(&mut first, job.at);
-                    self.submit_once(Request {
-                        action: HostAction::TagDevice { tag: tag.clone() },
-                        reason: format!("playbook {} step {step_index}: tag", pb.name),
-                        ..base
-                    })
-                }
+                Step::Tag(tag) => self.submit_once(Request {
+                    action: HostAction::TagDevice { tag: tag.clone() },
+                    reason: format!("playbook {} step {step_index}: tag", pb.name),
+                    ..base
+                }),
             };
             if let Some(recorded) = recorded {
                 self.count(recorded);
             }
             self.follow_up();
+        }
+        if staged {
+            self.seal(job.incident);
         }
     }
 
@@ -453,6 +497,7 @@ impl Act {
         self.count(recorded);
     }
 
+    /// Runs collector `name` and stages what it returns; true if anything was staged.
     fn collect(
         &mut self,
         name: &str,
@@ -460,7 +505,7 @@ impl Act {
         base: &Request,
         playbook: &str,
         rule: &str,
-    ) {
+    ) -> bool {
         let action = HostAction::Collect {
             plugin: name.to_owned(),
         };
@@ -469,53 +514,54 @@ impl Act {
             ..base.clone()
         };
         let Some(trigger) = trigger else {
-            return self.record_failed(
+            self.record_failed(
                 &base,
                 action,
                 Status::Failed,
                 "no triggering event to collect about (an agent notice)".into(),
             );
+            return false;
         };
         let Some(plugin) = self.plugins.get_mut(name) else {
-            return self.record_failed(
+            self.record_failed(
                 &base,
                 action,
                 Status::Failed,
                 format!("collector {name} is not loaded"),
             );
+            return false;
         };
         let started = Instant::now();
         let result = plugin.collect(&self.rt, trigger);
+        let incident = base.incident.unwrap_or(0);
+        let added =
+            result.map(|artifacts| self.evidence.add(incident, name, playbook, rule, artifacts));
         let elapsed = started.elapsed();
         self.counters
             .collect_ns
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .record_n(u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX), 1);
-        let incident = base.incident.unwrap_or(0);
-        let (status, outcome) = match result {
-            Ok(artifacts) => match self.evidence.add(incident, name, playbook, rule, artifacts) {
-                Ok(added) => {
-                    let _ = self.executor.store.set_bundle(incident, &added.bundle);
-                    (
-                        Status::Done,
-                        Outcome::new(format!(
-                            "{} artifact(s), {} bytes into {}",
-                            added.files,
-                            added.bytes,
-                            added.bundle.display()
-                        ))
-                        .with("bundle", added.bundle.display().to_string())
-                        .with("files", added.files)
-                        .with("bytes", added.bytes)
-                        .with("skipped", added.skipped)
-                        .with("bundle_bytes", added.bundle_bytes)
-                        .with(
-                            "elapsed_ms",
-                            u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                        ),
-                    )
-                }
+        let staged = matches!(&added, Ok(Ok(a)) if a.files > 0);
+        let (status, outcome) = match added {
+            Ok(added) => match added {
+                Ok(added) => (
+                    Status::Done,
+                    Outcome::new(format!(
+                        "{} artifact(s), {} bytes into {}",
+                        added.files,
+                        added.bytes,
+                        added.bundle.display()
+                    ))
+                    .with("bundle", added.bundle.display().to_string())
+                    .with("files", added.files)
+                    .with("bytes", added.bytes)
+                    .with("skipped", added.skipped)
+                    .with(
+                        "elapsed_ms",
+                        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                    ),
+                ),
                 Err(e) => (
                     Status::Failed,
                     Outcome::new(format!("writing the bundle: {e}")),
@@ -551,6 +597,7 @@ impl Act {
                     .ok_or_else(|| StoreError::NotFound(format!("action {id}")))
             });
         self.count(recorded);
+        staged
     }
 
     fn remediate(&mut self, name: &str, trigger: Option<&wit::Trigger>, base: &Request) {
@@ -664,6 +711,9 @@ pub fn start(options: ResponseOptions) -> anyhow::Result<Response> {
         on_blocklist: options.on_blocklist,
         on_groups: options.on_groups,
         acted: BTreeMap::new(),
+        collected: BTreeMap::new(),
+        refresh_ms: i64::try_from(config.response.evidence_refresh_secs.saturating_mul(1000))
+            .unwrap_or(i64::MAX),
     };
     let triage = Triage {
         store: triage_store,

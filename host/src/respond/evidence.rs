@@ -55,10 +55,10 @@ pub struct Manifest {
     pub bytes: u64,
 }
 
-/// What one collection added.
+/// What one collection added (staged; [`Evidence::seal`] puts it in the bundle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Added {
-    /// The bundle.
+    /// The bundle it will be in.
     pub bundle: PathBuf,
     /// Files added.
     pub files: usize,
@@ -66,8 +66,6 @@ pub struct Added {
     pub bytes: u64,
     /// Artifacts left out.
     pub skipped: usize,
-    /// The bundle's size on disk.
-    pub bundle_bytes: u64,
 }
 
 /// The evidence directory.
@@ -141,7 +139,8 @@ impl Evidence {
             })
     }
 
-    /// Adds `artifacts` from `collector` to incident `id` and rebuilds its bundle.
+    /// Stages `artifacts` from `collector` for incident `id` (written once each, listed in
+    /// the staged manifest); [`Self::seal`] then rebuilds the bundle.
     pub fn add(
         &self,
         id: i64,
@@ -209,15 +208,22 @@ impl Evidence {
             .create(&staging)
             .map_err(|e| io(staging.display(), e))?;
         std::fs::write(staging.join("manifest.json"), &text).map_err(|e| io("manifest", e))?;
-        let bundle = self.bundle_path(id);
-        let bundle_bytes = self.build(&manifest, &text, &staging, &bundle)?;
         Ok(Added {
-            bundle,
+            bundle: self.bundle_path(id),
             files,
             bytes,
             skipped,
-            bundle_bytes,
         })
+    }
+
+    /// Rebuilds incident `id`'s bundle from what is staged; returns it and its size.
+    pub fn seal(&self, id: i64) -> Result<(PathBuf, u64), String> {
+        let staging = self.staging(id);
+        let manifest = self.manifest(id);
+        let text = serde_json::to_vec_pretty(&manifest).map_err(|e| io("manifest", e))?;
+        let bundle = self.bundle_path(id);
+        let size = self.build(&manifest, &text, &staging, &bundle)?;
+        Ok((bundle, size))
     }
 
     /// Writes the bundle: manifest first, then every file, into a temporary file that is
@@ -238,7 +244,9 @@ impl Evidence {
             .mode(0o600)
             .open(&tmp)
             .map_err(|e| io(tmp.display(), e))?;
-        let gz = flate2::write::GzEncoder::new(out, flate2::Compression::default());
+        // Fast compression: evidence is rebuilt after each run, and binaries (the bulk)
+        // hardly compress.
+        let gz = flate2::write::GzEncoder::new(out, flate2::Compression::fast());
         let mut tar = tar::Builder::new(gz);
         let mtime = u64::try_from(crate::clock::now_ms() / 1000).unwrap_or(0);
         let mut add = |name: &str, data: &mut dyn std::io::Read, size: u64| {
@@ -307,6 +315,7 @@ mod tests {
             vec![artifact("tree.json", b"{}")],
         )
         .unwrap();
+        ev.seal(3).unwrap();
         let added = ev
             .add(
                 3,
@@ -320,6 +329,9 @@ mod tests {
             )
             .unwrap();
         assert_eq!(added.files, 2);
+        let (bundle, size) = ev.seal(3).unwrap();
+        assert_eq!(bundle, added.bundle);
+        assert_eq!(size, std::fs::metadata(&bundle).unwrap().len());
         let mut tar = tar::Archive::new(flate2::read::GzDecoder::new(
             std::fs::File::open(&added.bundle).unwrap(),
         ));
