@@ -503,7 +503,7 @@ fn every_safety_invariant_refuses() {
     std::fs::set_permissions(work.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     let greedy = wasm("fixture-greedy-remediator").display().to_string();
     let case_dir_config = format!(
-        "{ONLY_UNTRUSTED_EXEC}[response]\nmax_actions_per_minute = 3\n[[plugins]]\npath = \"{greedy}\"\ngrants = [\"notify\"]\n[builtin.contain-process]\ngrants = [\"kill-process\", \"quarantine-file\"]\n[[playbooks]]\nname = \"greedy\"\nmatch = {{ severity = \"high\" }}\nsteps = [{{ remediate = \"fixture-greedy-remediator\" }}, {{ remediate = \"contain-process\" }}, {{ tag = \"t1\" }}, {{ tag = \"t2\" }}, {{ tag = \"t3\" }}]\n"
+        "{ONLY_UNTRUSTED_EXEC}[[plugins]]\npath = \"{greedy}\"\ngrants = [\"notify\"]\n[builtin.contain-process]\ngrants = [\"kill-process\", \"quarantine-file\"]\n[[playbooks]]\nname = \"greedy\"\nmatch = {{ severity = \"high\" }}\nsteps = [{{ remediate = \"fixture-greedy-remediator\" }}, {{ remediate = \"contain-process\" }}]\n"
     );
     let case = Case::new(&case_dir_config);
     // The finding names ward's own process, running a file in ward's own state: ward
@@ -570,19 +570,44 @@ fn every_safety_invariant_refuses() {
     assert_eq!(q[0].0, "refused", "{q:?}");
     assert!(q[0].1.contains("ward's own"), "{q:?}");
     assert!(own.exists());
-    // The notify it was granted ran; then the blast radius (3 a minute) stopped the tags.
+    // The notify it was granted ran.
     assert_eq!(status_of("notify")[0].0, "done");
-    let tags = status_of("tag-device");
-    assert_eq!(
-        tags.iter().filter(|(s, _)| s == "done").count(),
-        2,
-        "{tags:?}"
+    // The blast radius: two changes a minute; the third payload's quarantine is refused
+    // (and a kill that found nothing to kill changed nothing: it does not count).
+    let work = tempfile::tempdir().unwrap();
+    let payloads: Vec<PathBuf> = (0..3)
+        .map(|i| {
+            let dir = work.path().join(i.to_string());
+            std::fs::create_dir(&dir).unwrap();
+            payload(&dir)
+        })
+        .collect();
+    let case = Case::new(&contain(
+        "enforce",
+        true,
+        "[response]\nmax_actions_per_minute = 2\n",
+    ));
+    case.replay(
+        &payloads
+            .iter()
+            .enumerate()
+            .map(|(i, p)| exec_of(4_000_030 + i as i32, 1, p.to_str().unwrap(), i as u64 + 1))
+            .collect::<Vec<_>>(),
+        true,
     );
+    let actions = case.actions();
+    let q: Vec<Value> = of(&actions, "quarantine-file")
+        .into_iter()
+        .cloned()
+        .collect();
+    let statuses: Vec<&str> = q.iter().map(|a| a["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["done", "done", "refused"], "{actions:?}");
     assert!(
-        tags.iter()
-            .any(|(s, r)| s == "refused" && r.contains("blast radius")),
-        "{tags:?}"
+        q[2]["reason"].as_str().unwrap().contains("blast radius"),
+        "{}",
+        q[2]
     );
+    assert!(payloads[2].exists(), "the third stayed");
     // Isolation with no management host is refused at the policy check.
     let config = format!(
         "{ONLY_UNTRUSTED_EXEC}[builtin.isolate-host]\ngrants = [\"isolate-network\"]\n[[playbooks]]\nname = \"isolate\"\nmatch = {{ severity = \"high\" }}\nsteps = [{{ remediate = \"isolate-host\" }}]\n"

@@ -290,7 +290,7 @@ pub struct ResponseLink {
 }
 
 /// Settings that only a restart changes: a reload that changes one says so.
-fn restart_only(config: &WardConfig) -> [(&'static str, String); 6] {
+fn restart_only(config: &WardConfig) -> [(&'static str, String); 7] {
     [
         ("[limits]", format!("{:?}", config.limits)),
         ("[source]", format!("{:?}", config.source)),
@@ -314,6 +314,13 @@ fn restart_only(config: &WardConfig) -> [(&'static str, String); 6] {
             ),
         ),
         ("agent.cache_dir", format!("{:?}", config.agent.cache_dir)),
+        (
+            "[response], [device] and [[smart_groups]]",
+            format!(
+                "{:?} {:?} {:?}",
+                config.response, config.device, config.smart_groups
+            ),
+        ),
     ]
 }
 
@@ -667,6 +674,28 @@ impl LiveAgent {
         summarise(self.reconcile(&mut state))
     }
 
+    /// Sets a plugin's mode in whichever stage runs it.
+    fn set_mode(&self, name: &str, mode: Mode) -> Result<String, String> {
+        let responder = self
+            .lock()
+            .running
+            .values()
+            .any(|r| r.name == name && r.kind != Kind::Detector);
+        match (&self.response, responder) {
+            (Some(link), true) => {
+                link.act
+                    .send(crate::respond::ActMsg::Mode(name.to_owned(), mode))
+                    .map_err(|_| "the response stage has stopped".to_owned())?;
+                self.audit(
+                    "plugin-mode",
+                    serde_json::json!({"plugin": name, "mode": mode}),
+                );
+                Ok(format!("{name} is now {}", mode_name(mode)))
+            }
+            _ => self.change(Change::Mode(name.to_owned(), mode)),
+        }
+    }
+
     /// The smart groups changed: plugins with `group_modes` take the mode for them.
     pub fn apply_groups(&self, groups: &std::collections::BTreeSet<String>) -> String {
         let state = self.lock();
@@ -674,7 +703,7 @@ impl LiveAgent {
         drop(state);
         let mut said = Vec::new();
         for (name, mode) in modes {
-            match self.change(Change::Mode(name.clone(), mode)) {
+            match self.set_mode(&name, mode) {
                 Ok(line) => said.push(line),
                 Err(e) => said.push(format!("{name}: {e}")),
             }
@@ -797,7 +826,7 @@ impl Controller for LiveAgent {
             Request::Load { path } => text(self.load_path(&path)),
             Request::Unload { name } => text(self.unload(&name)),
             Request::Reload => text(self.reload()),
-            Request::Mode { name, mode } => text(self.change(Change::Mode(name, mode))),
+            Request::Mode { name, mode } => text(self.set_mode(&name, mode)),
             Request::Approve { id } => self.act_on(id, crate::respond::ActMsg::Approve),
             Request::Deny { id } => self.act_on(id, crate::respond::ActMsg::Deny),
             Request::Undo { id } => self.act_on(id, crate::respond::ActMsg::Undo),
@@ -900,6 +929,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     use std::io::Write as _;
     let mut config = WardConfig::load(config_path)?;
     let state_dir = config.state_dir();
+    // One agent (or replay) writes a state directory at a time.
+    let _lock = crate::respond::store::StateLock::take(&state_dir)?;
     config.blocks = response::stored_blocks(&state_dir);
     let mut startup = start(&config, &[])?;
     for line in &startup.listing {

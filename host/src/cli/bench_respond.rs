@@ -264,8 +264,11 @@ fn one(dir: &Path, label: &str, gap: Option<Duration>) -> anyhow::Result<()> {
         responded.first_action_us.2 / 1e3,
         responded.collect_ms.0,
         responded.collect_ms.1,
-        manifest["files"].as_array().map_or(0, Vec::len),
-        manifest["bytes"],
+        manifest
+            .get("files")
+            .and_then(|f| f.as_array())
+            .map_or(0, Vec::len),
+        manifest.get("bytes").cloned().unwrap_or_default(),
         bundle_bytes,
     );
     Ok(())

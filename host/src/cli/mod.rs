@@ -647,9 +647,13 @@ fn replay(
     // Playbooks (or an explicit --state) bring the response stage.
     let respond = !config.playbooks.is_empty() || state.is_some();
     let state_dir = crate::cli::respond::state_dir(state, &config);
-    if respond {
+    // Never beside an agent (or another replay) writing the same state.
+    let _lock = if respond {
         config.blocks = crate::agent::response::stored_blocks(&state_dir);
-    }
+        Some(crate::respond::store::StateLock::take(&state_dir)?)
+    } else {
+        None
+    };
     let mut reader = crate::agent::open_input(input)?;
     let mut startup = crate::agent::start(&config, extra)?;
     for (e, _) in &startup.refused {

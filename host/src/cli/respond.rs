@@ -30,7 +30,7 @@ fn open(dir: &Path) -> anyhow::Result<Store> {
             dir.display()
         );
     }
-    Ok(Store::open(dir)?)
+    Ok(Store::open_read_only(dir)?)
 }
 
 fn row(a: &ActionRecord) -> String {
@@ -188,12 +188,28 @@ pub fn act(
         Verb::Deny => Request::Deny { id },
         Verb::Undo => Request::Undo { id },
     };
-    let result = match ask(&socket, &request) {
-        Ok(answer) if answer.ok => Ok(answer.result),
-        Ok(answer) => Err(answer.error.unwrap_or_else(|| "refused".into())),
-        // No agent answers: do it here, with the same executor.
-        Err(_) => {
-            let store = open(dir)?;
+    // An agent listening answers; only when none listens (no socket, or nobody behind
+    // it) is the action decided here — holding the state lock, so never beside an agent.
+    let listening = match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => true,
+        Err(e) => !matches!(
+            e.kind(),
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused
+        ),
+    };
+    let result = if listening {
+        match ask(&socket, &request) {
+            Ok(answer) if answer.ok => Ok(answer.result),
+            Ok(answer) => Err(answer.error.unwrap_or_else(|| "refused".into())),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    } else {
+        {
+            let _lock = crate::respond::store::StateLock::take(dir)?;
+            if !dir.join("ward.db").exists() {
+                anyhow::bail!("{} holds no ward state (no ward.db)", dir.display());
+            }
+            let store = Store::open(dir)?;
             let own = crate::agent::response::own_files(dir, config_path);
             let prevent = config.builtin_options("prevent-list");
             let mut executor = Executor::new(

@@ -576,9 +576,19 @@ pub fn validate(
         in_range(&format!("{at}.max_args"), wide(script.max_args), 0, 256)?;
     }
     if let Some(jamf) = &response.jamf {
-        if !(jamf.url.starts_with("https://") || jamf.url.starts_with("http://")) {
+        let loopback = jamf
+            .url
+            .strip_prefix("http://")
+            .and_then(|rest| rest.split(['/', ':']).next())
+            .is_some_and(|host| {
+                host == "localhost"
+                    || host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| a.is_loopback())
+            });
+        if !(jamf.url.starts_with("https://") || loopback) {
             return Err(format!(
-                "response.jamf.url `{}` must be an http(s) URL",
+                "response.jamf.url `{}` must be https:// (the client secret and token travel in it; plain http only to localhost)",
                 jamf.url
             ));
         }

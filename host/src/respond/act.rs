@@ -59,6 +59,8 @@ pub enum ActMsg {
     Upsert(Box<Plugin>),
     /// A collector or remediator taken out, by name.
     Remove(String),
+    /// A collector's or remediator's mode changed.
+    Mode(String, crate::sandbox::plugin::Mode),
     /// Triage is done: finish what is queued and stop.
     Stop,
 }
@@ -172,6 +174,8 @@ struct Act {
     approval_timeout: u64,
     on_blocklist: Option<OnBlocklist>,
     on_groups: Option<OnGroups>,
+    /// Bytes queued in the stage (a job's are given back when it is done).
+    queued: crate::respond::QueuedBytes,
     /// Acts already decided per incident (kind, target, mode): one act is taken once.
     acted: BTreeMap<i64, BTreeSet<(String, String, &'static str)>>,
     /// When each collector last gathered evidence for each incident (stream ms).
@@ -192,7 +196,11 @@ impl Act {
         let Some(incident) = incident else {
             return false;
         };
-        let key = (action.kind().to_owned(), action.target(), mode.as_str());
+        let key = (
+            action.kind().to_owned(),
+            serde_json::to_string(action).unwrap_or_default(),
+            mode.as_str(),
+        );
         let acts = self.acted.entry(incident).or_default();
         if acts.contains(&key) {
             self.counters.deduplicated.fetch_add(1, Ordering::Relaxed);
@@ -207,7 +215,8 @@ impl Act {
         false
     }
 
-    /// Submits `req` unless the same act was decided in its incident already.
+    /// Submits `req` unless the same act was decided in its incident already. An act the
+    /// blast radius refused is not remembered: a later finding may try it again.
     fn submit_once(
         &mut self,
         req: Request,
@@ -215,7 +224,21 @@ impl Act {
         if self.repeated(req.incident, &req.action, req.mode) {
             return None;
         }
-        Some(self.executor.submit(req))
+        let (incident, action, mode) = (req.incident, req.action.clone(), req.mode);
+        let result = self.executor.submit(req);
+        if let Ok(r) = &result
+            && r.status == Status::Refused
+            && r.reason.contains("blast radius")
+            && let Some(i) = incident
+            && let Some(acts) = self.acted.get_mut(&i)
+        {
+            acts.remove(&(
+                action.kind().to_owned(),
+                serde_json::to_string(&action).unwrap_or_default(),
+                mode.as_str(),
+            ));
+        }
+        Some(result)
     }
 
     fn run(mut self, rx: Receiver<ActMsg>) {
@@ -241,7 +264,10 @@ impl Act {
                 }
             };
             match msg {
-                Some(ActMsg::Run(job)) => self.job(&job),
+                Some(ActMsg::Run(job)) => {
+                    self.job(&job);
+                    self.queued.give(crate::respond::approx_bytes(&job.finding));
+                }
                 Some(ActMsg::Approve(id, who, reply)) => {
                     let result = self.executor.approve(id, &who);
                     let _ = reply.send(self.answer(result));
@@ -268,6 +294,15 @@ impl Act {
                     );
                 }
                 Some(ActMsg::Remove(_)) => {}
+                Some(ActMsg::Mode(name, mode)) => {
+                    if let Some(plugin) = self.plugins.get_mut(&name) {
+                        plugin.mode = mode;
+                        let _ = self.executor.store.audit(
+                            "plugin-mode",
+                            serde_json::json!({"plugin": name, "mode": mode, "stage": "response"}),
+                        );
+                    }
+                }
                 Some(ActMsg::Stop) => stopping = true,
                 None => {}
             }
@@ -398,6 +433,10 @@ impl Act {
         let f = &job.finding;
         let summary = finding_summary(f);
         let trigger = trigger_of(f);
+        let offender = f.trigger.as_ref().map(|t| {
+            let p = crate::detect::router::actor(&t.event);
+            (p.token.pid, p.token.pidversion, p.token.euid)
+        });
         let stream_ms =
             crate::clock::parse_rfc3339_ms(&f.time).unwrap_or_else(crate::clock::now_ms);
         let mut first = true;
@@ -409,6 +448,7 @@ impl Act {
                 step: i64::try_from(step_index).ok(),
                 incident: Some(job.incident),
                 finding: Some(summary.clone()),
+                offender,
                 lease_secs: step.lease_secs,
                 approval_timeout_secs: timeout,
                 ..Request::host(HostAction::LockScreen, step.mode, "")
@@ -531,6 +571,9 @@ impl Act {
             );
             return false;
         };
+        if plugin.mode == crate::sandbox::plugin::Mode::Disabled {
+            return false;
+        }
         let started = Instant::now();
         let result = plugin.collect(&self.rt, trigger);
         let incident = base.incident.unwrap_or(0);
@@ -624,6 +667,16 @@ impl Act {
                 format!("remediator {name} is not loaded"),
             );
         };
+        // The remediator's own mode (the admin's, or its smart group's) can only make the
+        // step gentler: shadow records, disabled skips.
+        let base = match plugin.mode {
+            crate::sandbox::plugin::Mode::Disabled => return,
+            crate::sandbox::plugin::Mode::Shadow => Request {
+                mode: ResponseMode::Shadow,
+                ..base
+            },
+            crate::sandbox::plugin::Mode::Enforce => base,
+        };
         let granted = plugin.info().capabilities.clone();
         let planned = match plugin.plan(&self.rt, trigger) {
             Ok(p) => p,
@@ -690,6 +743,7 @@ pub fn start(options: ResponseOptions) -> anyhow::Result<Response> {
     )?;
     let evidence = Evidence::open(&options.state_dir).map_err(anyhow::Error::msg)?;
     let counters = Arc::new(Counters::default());
+    let queued = crate::respond::QueuedBytes::default();
     let playbooks = Arc::new(RwLock::new(Arc::new(Playbooks::build(&config.playbooks))));
     let (offer_tx, offer_rx) = std::sync::mpsc::sync_channel(TRIAGE_QUEUE);
     let (act_tx, act_rx) = std::sync::mpsc::sync_channel(config.response.queue);
@@ -710,6 +764,7 @@ pub fn start(options: ResponseOptions) -> anyhow::Result<Response> {
         approval_timeout: config.response.approval_timeout_secs,
         on_blocklist: options.on_blocklist,
         on_groups: options.on_groups,
+        queued: queued.clone(),
         acted: BTreeMap::new(),
         collected: BTreeMap::new(),
         refresh_ms: i64::try_from(config.response.evidence_refresh_secs.saturating_mul(1000))
@@ -726,6 +781,7 @@ pub fn start(options: ResponseOptions) -> anyhow::Result<Response> {
         ),
         suppression: Suppression::default(),
         counters: Arc::clone(&counters),
+        queued: queued.clone(),
     };
     let act_for_triage = act_tx.clone();
     let threads = vec![
@@ -741,6 +797,7 @@ pub fn start(options: ResponseOptions) -> anyhow::Result<Response> {
             playbooks: Arc::clone(&playbooks),
             tx: offer_tx,
             counters: Arc::clone(&counters),
+            queued,
         },
         act: act_tx,
         counters,

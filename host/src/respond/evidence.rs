@@ -166,9 +166,12 @@ impl Evidence {
                 skipped += 1;
                 continue;
             }
+            let taken: std::collections::BTreeSet<&str> =
+                manifest.files.iter().map(|f| f.path.as_str()).collect();
             let mut path = base.clone();
             let mut n = 2;
-            while manifest.files.iter().any(|f| f.path == path) {
+            // Not a name listed, nor one a failed collection left behind.
+            while taken.contains(path.as_str()) || staging.join(&path).exists() {
                 path = format!("{base}-{n}");
                 n += 1;
             }
@@ -207,7 +210,9 @@ impl Evidence {
             .mode(0o700)
             .create(&staging)
             .map_err(|e| io(staging.display(), e))?;
-        std::fs::write(staging.join("manifest.json"), &text).map_err(|e| io("manifest", e))?;
+        let tmp = staging.join("manifest.json.tmp");
+        std::fs::write(&tmp, &text).map_err(|e| io("manifest", e))?;
+        std::fs::rename(&tmp, staging.join("manifest.json")).map_err(|e| io("manifest", e))?;
         Ok(Added {
             bundle: self.bundle_path(id),
             files,

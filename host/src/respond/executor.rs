@@ -7,14 +7,17 @@
 //! 3. mode: a replay without `--execute` records `dry-run`; `shadow` records `shadow`;
 //!    `approve` records `pending-approval` until `ward actions approve` (or its timeout,
 //!    which denies); `enforce` carries it out;
-//! 4. blast radius: past the actions per minute or per incident, `refused`;
-//! 5. carrying out: the undo record is stored with the row (`running`) before anything is
-//!    touched; then `done` or `failed` with the outcome, and a lease for containment.
+//! 4. blast radius: past the changes per minute or per incident, `refused`;
+//! 5. carrying out: the undo record and the lease are stored with the row (`running`)
+//!    before anything is touched; then `done` or `failed` with the outcome.
 //!
 //! Leases end in [`Executor::tick`] (`released`), approvals time out there, sweep kills
 //! scheduled after their grace run there, and isolation's hostnames are refreshed there.
-//! A restart finds `running` rows (`interrupted`: their undo and lease stand) and resumes
-//! every lease from the store, so a temporary containment never becomes permanent.
+//! A restart finds `running` rows (`interrupted`: their undo and lease stand), resumes
+//! every lease from the store and loads an isolation again that a reboot took down, so a
+//! temporary containment never becomes permanent nor silently ends. Every status change
+//! is conditional on the status it left (another process may have moved it first). A dry
+//! run (`execute` off) changes nothing on the Mac, ever: no action, no undo, no lease.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,13 +26,13 @@ use crate::config::response::{IsolationBackend, ResponseConfig, ResponseMode, Sw
 use crate::respond::actions::isolation::{Firewall, Plan};
 use crate::respond::actions::jamf::Jamf;
 use crate::respond::actions::process::Image;
-use crate::respond::actions::vault::Vault;
+use crate::respond::actions::vault::{Target, Vault};
 use crate::respond::actions::{
-    HostAction, Outcome, Status, Undo, blocklist, isolation, launchd, notify, process, script,
-    vault,
+    BlockKind, HostAction, Outcome, Status, Undo, blocklist, isolation, launchd, notify, process,
+    script, vault,
 };
 use crate::respond::groups::DeviceFacts;
-use crate::respond::invariants::Protected;
+use crate::respond::invariants::{Protected, Signer};
 use crate::respond::store::{ActionChange, ActionRecord, NewAction, Store, StoreError};
 use crate::sandbox::grants::HashCache;
 use crate::sandbox::state::SharedProcessTable;
@@ -63,6 +66,9 @@ pub struct Request {
     pub incident: Option<i64>,
     /// The finding, summarised.
     pub finding: Option<serde_json::Value>,
+    /// The image the finding is about (`pid`, `pidversion`) and its effective uid: a file
+    /// of another user is not acted on, a signing-id block takes its team.
+    pub offender: Option<(i32, i32, u32)>,
     /// Why.
     pub reason: String,
     /// The step's lease (`None`: the default for the kind).
@@ -85,6 +91,7 @@ impl Request {
             granted: None,
             incident: None,
             finding: None,
+            offender: None,
             reason: reason.into(),
             lease_secs: None,
             approval_timeout_secs: 900,
@@ -117,6 +124,8 @@ pub struct Executor {
     /// Whether the prevent-list plugin can check SHA-256 entries (has `file-hash`).
     sha256_blocks: bool,
     effects: Vec<Effect>,
+    /// Lease releases that failed, by action: how many times (the next try backs off).
+    retries: std::collections::BTreeMap<i64, u32>,
 }
 
 /// Options the agent builds an executor with.
@@ -141,27 +150,46 @@ fn ms(secs: u64) -> i64 {
     i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
 }
 
+/// Kinds that contain (and so take a lease): the rest eradicate or tell, and stay.
+fn containment(action: &HostAction) -> bool {
+    matches!(
+        action,
+        HostAction::IsolateNetwork
+            | HostAction::TagDevice { .. }
+            | HostAction::JamfPenaltyBox
+            | HostAction::JamfStaticGroup { .. }
+            | HostAction::Block { .. }
+    )
+}
+
+/// The statuses in which an action holds what it did.
+const HOLDING: &[Status] = &[Status::Done, Status::Interrupted, Status::Failed];
+
 impl Executor {
-    /// An executor over `store`; marks what a stopped agent left `running` as
-    /// `interrupted` and takes up an isolation still in force.
+    /// An executor over `store`. Carrying actions out, it marks what a stopped agent left
+    /// `running` as `interrupted` and takes up (and if need be loads again) an isolation
+    /// still in force; a dry run touches neither.
     pub fn new(mut store: Store, options: ExecutorOptions) -> Result<Self, StoreError> {
         let vault = Vault::open(store.dir()).map_err(|reason| StoreError::Dir {
             dir: store.dir().display().to_string(),
             reason,
         })?;
-        for row in store.actions_in(Status::Running)? {
-            store.change_action(
-                row.id,
-                &ActionChange {
-                    status: Some(Status::Interrupted),
-                    reason: Some(format!(
-                        "{}; the agent stopped while it ran: it may or may not have happened (its undo and lease stand)",
-                        row.reason
-                    )),
-                    ..ActionChange::default()
-                },
-                "action-interrupted",
-            )?;
+        if options.execute {
+            for row in store.actions_in(Status::Running)? {
+                store.change_action_if(
+                    row.id,
+                    Some(&[Status::Running]),
+                    &ActionChange {
+                        status: Some(Status::Interrupted),
+                        reason: Some(format!(
+                            "{}; the agent stopped while it ran: it may or may not have happened (its undo and lease stand)",
+                            row.reason
+                        )),
+                        ..ActionChange::default()
+                    },
+                    "action-interrupted",
+                )?;
+            }
         }
         let firewall = Firewall::new(&options.config.isolation, store.dir());
         let jamf = options
@@ -182,24 +210,52 @@ impl Executor {
             facts: options.facts,
             sha256_blocks: options.sha256_blocks,
             effects: Vec::new(),
+            retries: std::collections::BTreeMap::new(),
             store,
         };
-        executor.resume_isolation()?;
+        if executor.execute {
+            executor.resume_isolation()?;
+        }
         Ok(executor)
     }
 
+    /// Takes up an isolation whose lease still runs; loads it again if it is gone (a
+    /// reboot clears the firewall).
     fn resume_isolation(&mut self) -> Result<(), StoreError> {
+        let now = crate::clock::now_ms();
         let active = self.store.actions()?.into_iter().rev().find(|r| {
-            r.action == "isolate-network" && matches!(r.status, Status::Done | Status::Interrupted)
+            r.action == "isolate-network"
+                && matches!(r.status, Status::Done | Status::Interrupted)
+                && r.lease_expires
+                    .as_deref()
+                    .and_then(crate::clock::parse_rfc3339_ms)
+                    .is_none_or(|end| end > now)
         });
-        if active.is_some()
-            && let Ok(plan) = isolation::plan(&self.config.isolation)
+        let Some(row) = active else {
+            return Ok(());
+        };
+        let Ok(plan) = isolation::plan(&self.config.isolation) else {
+            return Ok(());
+        };
+        if let Some(firewall) = &self.firewall
+            && !firewall.active()
         {
-            self.isolated = Some(Isolated {
-                plan,
-                next_refresh_ms: crate::clock::now_ms(),
-            });
+            let said = match firewall.apply(&plan) {
+                Ok(_) => {
+                    "isolation loaded again after a restart (the firewall had lost it)".to_owned()
+                }
+                Err(e) => format!("isolation could not be loaded again after a restart: {e}"),
+            };
+            tracing::warn!(action = row.id, "{said}");
+            self.store.audit(
+                "isolation-resumed",
+                serde_json::json!({"id": row.id, "said": said}),
+            )?;
         }
+        self.isolated = Some(Isolated {
+            plan,
+            next_refresh_ms: now,
+        });
         Ok(())
     }
 
@@ -240,16 +296,21 @@ impl Executor {
                 deadline_ms: (status == Status::PendingApproval)
                     .then(|| crate::clock::now_ms() + ms(req.approval_timeout_secs)),
                 parent: req.parent,
+                lease_secs: self.lease_for(req),
                 ..NewAction::default()
             },
         )?;
+        self.row(id)
+    }
+
+    fn row(&self, id: i64) -> Result<ActionRecord, StoreError> {
         self.store
             .action(id)?
             .ok_or_else(|| StoreError::NotFound(format!("action {id} vanished")))
     }
 
     /// Decides, records and (in enforce mode) carries out one action.
-    pub fn submit(&mut self, req: Request) -> Result<ActionRecord, StoreError> {
+    pub fn submit(&mut self, mut req: Request) -> Result<ActionRecord, StoreError> {
         let kind = req.action.kind();
         if let Some(granted) = &req.granted
             && !granted.iter().any(|g| g == kind)
@@ -260,6 +321,14 @@ impl Executor {
                 req.reason
             );
             return self.record(&req, Status::Refused, why, None);
+        }
+        if let Err(why) = self.qualify(&mut req.action, req.offender) {
+            return self.record(
+                &req,
+                Status::Refused,
+                format!("refused: {why} ({})", req.reason),
+                None,
+            );
         }
         if let Some(why) = self.policy_refusal(&req.action) {
             return self.record(
@@ -294,11 +363,56 @@ impl Executor {
         }
     }
 
+    /// Makes an action say exactly what it means: a signing-id block takes the team of the
+    /// image it is about (an id alone is whatever a developer chose, and would block every
+    /// signer's program of that name).
+    fn qualify(
+        &self,
+        action: &mut HostAction,
+        offender: Option<(i32, i32, u32)>,
+    ) -> Result<(), String> {
+        let HostAction::Block {
+            entry: BlockKind::SigningId,
+            value,
+        } = action
+        else {
+            return Ok(());
+        };
+        if let Some((team, id)) = value.split_once(':') {
+            if team == "platform" {
+                return Err("a block of platform (Apple) code".into());
+            }
+            if team.len() != 10 || !team.bytes().all(|b| b.is_ascii_alphanumeric()) || id.is_empty()
+            {
+                return Err(format!("`{value}` is not TEAMID:signing-id"));
+            }
+            return Ok(());
+        }
+        let image = offender
+            .map(|(pid, pv, _)| self.image(pid, pv))
+            .unwrap_or_default();
+        match (&image.team_id, image.platform, &image.signing_id) {
+            (_, true, _) => Err("a block of platform (Apple) code".into()),
+            (Some(team), false, Some(id)) if id == value => {
+                *value = format!("{team}:{value}");
+                Ok(())
+            }
+            _ => Err(format!(
+                "signing id `{}` without the team that signed it (ward blocks ids as TEAMID:id)",
+                crate::respond::actions::shown(value)
+            )),
+        }
+    }
+
     /// Why policy refuses `action` whatever the Mac looks like now (checked before any
     /// mode, so a dry run shows refusals too).
     fn policy_refusal(&self, action: &HostAction) -> Option<String> {
         match action {
-            HostAction::KillProcess { pid, pidversion, signal } => {
+            HostAction::KillProcess {
+                pid,
+                pidversion,
+                signal,
+            } => {
                 if !matches!(signal, 9 | 15) {
                     return Some(format!("signal {signal} is not sent (only 9 and 15)"));
                 }
@@ -326,19 +440,24 @@ impl Executor {
                         self.protected.refuse_kill(
                             *pid,
                             image.path.as_deref().map(std::path::Path::new),
-                            image.signing_id.as_deref(),
+                            image.signer(),
                         )
                     })
             }
-            HostAction::QuarantineFile { path } | HostAction::RemoveFile { path } => self
-                .protected
-                .refuse_file(std::path::Path::new(path), None),
+            HostAction::QuarantineFile { path } | HostAction::RemoveFile { path } => {
+                self.protected.refuse_file(std::path::Path::new(path))
+            }
             HostAction::RemoveLaunchItem { path } => self
                 .protected
-                .refuse_file(std::path::Path::new(path), None)
+                .refuse_file(std::path::Path::new(path))
                 .or_else(|| {
                     (!launchd::in_launch_dir(std::path::Path::new(path), &self.config.launch_dirs))
-                        .then(|| format!("{path} is not a plist in a launch directory ({})", self.config.launch_dirs.join(", ")))
+                        .then(|| {
+                            format!(
+                                "{path} is not a plist in a launch directory ({})",
+                                self.config.launch_dirs.join(", ")
+                            )
+                        })
                 }),
             HostAction::IsolateNetwork => {
                 if isolation::backend_of(&self.config.isolation).is_none()
@@ -351,8 +470,14 @@ impl Executor {
                     None
                 }
             }
-            HostAction::RunScript { script_id, .. } => (!self.config.scripts.contains_key(script_id))
-                .then(|| format!("`{}` is not in the admin's script catalogue", crate::respond::actions::shown(script_id))),
+            HostAction::RunScript { script_id, .. } => {
+                (!self.config.scripts.contains_key(script_id)).then(|| {
+                    format!(
+                        "`{}` is not in the admin's script catalogue",
+                        crate::respond::actions::shown(script_id)
+                    )
+                })
+            }
             HostAction::JamfLock { .. }
             | HostAction::JamfPenaltyBox
             | HostAction::JamfPolicy { .. }
@@ -366,9 +491,27 @@ impl Executor {
                 Some(j) if !j.allow_erase => Some("[response.jamf] allow_erase is false".into()),
                 Some(_) => None,
             },
-            HostAction::Block { entry, .. } => (*entry == crate::respond::actions::BlockKind::Sha256
-                && !self.sha256_blocks)
-                .then(|| "SHA-256 entries need the prevent-list plugin granted `file-hash` (with a file_scope)".to_owned()),
+            HostAction::Block { entry, value } => {
+                if *entry == BlockKind::Sha256 && !self.sha256_blocks {
+                    return Some("SHA-256 entries need the prevent-list plugin granted `file-hash` (with a file_scope)".to_owned());
+                }
+                let (team, id) = match (entry, value.split_once(':')) {
+                    (BlockKind::SigningId, Some((t, i))) => (Some(t), Some(i)),
+                    (BlockKind::TeamId, _) => (Some(value.as_str()), None),
+                    _ => (None, None),
+                };
+                id.and_then(|id| {
+                    self.protected.refuse_signer(Signer {
+                        signing_id: Some(id),
+                        team_id: team,
+                        platform: false,
+                    })
+                })
+                .or_else(|| {
+                    (*entry == BlockKind::TeamId && value == "483DWKW443")
+                        .then(|| "the Jamf team id is protected".to_owned())
+                })
+            }
             HostAction::LockScreen
             | HostAction::Notify { .. }
             | HostAction::TagDevice { .. }
@@ -392,35 +535,41 @@ impl Executor {
             .map(|p| Image {
                 path: Some(p.executable.path.clone()),
                 signing_id: p.signing_id.clone(),
+                team_id: p.team_id.clone(),
+                platform: p.is_platform_binary,
                 start_time: p.start_time.clone(),
             })
             .unwrap_or_default()
     }
 
+    /// The lease of a containment action: the step's, else the kind's default; none for
+    /// the rest (eradication is not undone by a timer).
     fn lease_for(&self, req: &Request) -> Option<u64> {
+        if !containment(&req.action) {
+            return None;
+        }
         let default = match req.action {
             HostAction::IsolateNetwork => self.config.leases.isolate_network_secs,
             HostAction::TagDevice { .. } => self.config.leases.tag_device_secs,
-            HostAction::JamfPenaltyBox => self.config.leases.jamf_penalty_box_secs,
+            HostAction::JamfPenaltyBox | HostAction::JamfStaticGroup { .. } => {
+                self.config.leases.jamf_penalty_box_secs
+            }
             HostAction::Block { .. } => self.config.leases.block_secs,
             _ => 0,
         };
-        Some(req.lease_secs.unwrap_or(default)).filter(|s| *s > 0 && req.action.reversible())
+        Some(req.lease_secs.unwrap_or(default)).filter(|s| *s > 0)
     }
 
     /// The undo record of `action` as item `id`, prepared before it runs.
     fn undo_for(&self, action: &HostAction, id: i64) -> Option<Undo> {
         match action {
-            HostAction::QuarantineFile { path } => Some(Undo::Restore {
-                item: id.to_string(),
-                original: path.clone(),
-                launchd_domain: None,
-            }),
-            HostAction::RemoveLaunchItem { path } => Some(Undo::Restore {
-                item: id.to_string(),
-                original: path.clone(),
-                launchd_domain: None,
-            }),
+            HostAction::QuarantineFile { path } | HostAction::RemoveLaunchItem { path } => {
+                Some(Undo::Restore {
+                    item: id.to_string(),
+                    original: path.clone(),
+                    launchd_domain: None,
+                })
+            }
             HostAction::IsolateNetwork => Some(Undo::ReleaseIsolation {
                 backend: self
                     .firewall
@@ -449,7 +598,7 @@ impl Executor {
         let recent = self.store.count_acted(minute_ago, None)?;
         if recent >= i64::from(self.config.max_actions_per_minute) {
             return Ok(Some(format!(
-                "blast radius: {recent} actions in the last minute (response.max_actions_per_minute = {})",
+                "blast radius: {recent} changes in the last minute (response.max_actions_per_minute = {})",
                 self.config.max_actions_per_minute
             )));
         }
@@ -457,7 +606,7 @@ impl Executor {
             let n = self.store.count_acted(0, Some(i))?;
             if n >= i64::from(self.config.max_actions_per_incident) {
                 return Ok(Some(format!(
-                    "blast radius: {n} actions in incident {i} (response.max_actions_per_incident = {})",
+                    "blast radius: {n} changes in incident {i} (response.max_actions_per_incident = {})",
                     self.config.max_actions_per_incident
                 )));
             }
@@ -465,23 +614,30 @@ impl Executor {
         Ok(None)
     }
 
-    /// Carries `req` out: as row `existing` (an approved or scheduled one) or a new row.
+    /// Carries `req` out: as row `existing` (approved or scheduled, already moved to
+    /// `running` by its caller) or a new row.
     fn carry_out(
         &mut self,
         existing: Option<i64>,
         req: &Request,
     ) -> Result<ActionRecord, StoreError> {
-        if let Some(why) = self.within_blast_radius(req.incident)? {
+        let harmless = matches!(
+            req.action,
+            HostAction::Notify { .. } | HostAction::TagDevice { .. }
+        );
+        if !harmless && let Some(why) = self.within_blast_radius(req.incident)? {
             return match existing {
-                Some(id) => self.finish(
-                    id,
-                    Status::Refused,
-                    Outcome::new(format!("refused: {why}")),
-                    None,
-                ),
+                Some(id) => {
+                    self.finish(id, Status::Refused, Outcome::new(format!("refused: {why}")))
+                }
                 None => self.record(req, Status::Refused, format!("refused: {why}"), None),
             };
         }
+        let lease = existing
+            .and_then(|id| self.store.action(id).ok().flatten())
+            .and_then(|r| r.lease_secs)
+            .and_then(|s| u64::try_from(s).ok())
+            .or_else(|| self.lease_for(req));
         let id = match existing {
             Some(id) => id,
             None => self.store.insert_action(
@@ -496,17 +652,20 @@ impl Executor {
                     reason: req.reason.clone(),
                     finding: req.finding.clone(),
                     parent: req.parent,
+                    lease_secs: lease,
                     ..NewAction::default()
                 },
             )?,
         };
-        // The undo record is stored before anything is touched.
+        // The undo record and the lease are stored before anything is touched: a crash
+        // from here on leaves what is needed to revert it, and when.
         let undo = self.undo_for(&req.action, id);
         self.store.change_action(
             id,
             &ActionChange {
                 status: Some(Status::Running),
                 undo: Some(undo.as_ref().and_then(|u| serde_json::to_value(u).ok())),
+                lease_expires_ms: lease.map(|s| Some(crate::clock::now_ms() + ms(s))),
                 ..ActionChange::default()
             },
             "action-running",
@@ -514,7 +673,6 @@ impl Executor {
         let result = self.perform(id, req);
         match result {
             Ok((outcome, undo_now)) => {
-                let lease = self.lease_for(req);
                 let undo = undo_now.or(undo);
                 self.store.change_action(
                     id,
@@ -522,16 +680,14 @@ impl Executor {
                         status: Some(Status::Done),
                         outcome: Some(outcome.to_json()),
                         undo: Some(undo.as_ref().and_then(|u| serde_json::to_value(u).ok())),
-                        lease_expires_ms: lease.map(|s| Some(crate::clock::now_ms() + ms(s))),
                         ..ActionChange::default()
                     },
                     "action-done",
                 )?;
-                self.store
-                    .action(id)?
-                    .ok_or_else(|| StoreError::NotFound(format!("action {id}")))
+                self.row(id)
             }
             Err(why) => {
+                // The undo record stays: a half-done action may still hold something.
                 let refused = why.starts_with("refused");
                 self.finish(
                     id,
@@ -541,7 +697,6 @@ impl Executor {
                         Status::Failed
                     },
                     Outcome::new(why),
-                    Some(None),
                 )
             }
         }
@@ -552,26 +707,35 @@ impl Executor {
         id: i64,
         status: Status,
         outcome: Outcome,
-        undo: Option<Option<serde_json::Value>>,
     ) -> Result<ActionRecord, StoreError> {
         self.store.change_action(
             id,
             &ActionChange {
                 status: Some(status),
                 outcome: Some(outcome.to_json()),
-                undo,
                 ..ActionChange::default()
             },
             &format!("action-{status}"),
         )?;
-        self.store
-            .action(id)?
-            .ok_or_else(|| StoreError::NotFound(format!("action {id}")))
+        self.row(id)
+    }
+
+    fn target<'a>(
+        &'a self,
+        req: &Request,
+        refuse: &'a dyn Fn(&std::path::Path) -> Option<String>,
+    ) -> Target<'a> {
+        Target {
+            protected: &self.protected,
+            owner: req.offender.map(|(_, _, uid)| uid),
+            refuse,
+        }
     }
 
     /// Does the action; the undo record again if running it refined it (pf's token).
     fn perform(&mut self, id: i64, req: &Request) -> Result<(Outcome, Option<Undo>), String> {
         let none = |r: Result<Outcome, String>| r.map(|o| (o, None));
+        let nothing = |_: &std::path::Path| None;
         match &req.action {
             HostAction::KillProcess {
                 pid,
@@ -595,11 +759,13 @@ impl Executor {
             HostAction::QuarantineFile { path } => none(self.vault.quarantine(
                 id,
                 path,
-                &self.protected,
+                &self.target(req, &nothing),
                 self.config.quarantine_max_bytes,
             )),
-            HostAction::RemoveFile { path } => none(vault::remove(path, &self.protected)),
-            HostAction::RemoveLaunchItem { path } => self.remove_launch_item(id, path),
+            HostAction::RemoveFile { path } => {
+                none(vault::remove(path, &self.target(req, &nothing)))
+            }
+            HostAction::RemoveLaunchItem { path } => self.remove_launch_item(id, path, req),
             HostAction::IsolateNetwork => {
                 let firewall = self.firewall.as_ref().ok_or("refused: isolation is off")?;
                 let plan = isolation::plan(&self.config.isolation)?;
@@ -707,40 +873,54 @@ impl Executor {
             .ok_or_else(|| "refused: Jamf Pro is not configured ([response.jamf])".to_owned())
     }
 
+    /// Resolves the plist once, checks it and its label, boots the job out, and moves that
+    /// same entry into the vault.
     fn remove_launch_item(
         &mut self,
         id: i64,
         path: &str,
+        req: &Request,
     ) -> Result<(Outcome, Option<Undo>), String> {
-        use std::os::unix::fs::MetadataExt as _;
         let entry = vault::resolve(path, false)?;
-        if !launchd::in_launch_dir(&entry.real, &self.config.launch_dirs) {
+        let dirs = self.config.launch_dirs.clone();
+        let in_dir = move |real: &std::path::Path| {
+            (!launchd::in_launch_dir(real, &dirs)).then(|| {
+                format!(
+                    "{} is not a plist directly in a launch directory",
+                    real.display()
+                )
+            })
+        };
+        let stat = entry.lstat().map_err(|e| format!("{e:?}"))?;
+        if !rustix::fs::FileType::from_raw_mode(stat.st_mode).is_file() {
             return Err(format!(
-                "refused: {} is not a plist directly in a launch directory",
+                "refused: {} is not a regular file",
                 entry.real.display()
             ));
         }
+        if let Some(why) = self
+            .protected
+            .refuse_file(&entry.real)
+            .or_else(|| in_dir(&entry.real))
+        {
+            return Err(format!("refused: {why}"));
+        }
         let label = launchd::label_of(&entry)?;
-        let owner = entry.lstat().map(|s| s.st_uid).unwrap_or_else(|_| {
-            std::fs::symlink_metadata(&entry.real)
-                .map(|m| m.uid())
-                .unwrap_or(0)
-        });
-        let domain = launchd::domain_of(&entry.real, owner);
-        let unloaded = launchd::bootout(&domain, &label);
-        let dirs = self.config.launch_dirs.clone();
-        let moved = self.vault.quarantine_if(
+        if let Some(why) = self.protected.refuse_label(&label) {
+            return Err(format!("refused: {why}"));
+        }
+        let domain = launchd::domain_of(&entry.real, stat.st_uid);
+        let moved = self.vault.quarantine_entry(
             id,
-            &entry.real.display().to_string(),
-            &self.protected,
+            path,
+            &entry,
+            &self.target(req, &in_dir),
             self.config.quarantine_max_bytes,
-            &|real| {
-                (!launchd::in_launch_dir(real, &dirs))
-                    .then(|| format!("{} left its launch directory", real.display()))
-            },
         )?;
+        // Booted out only once the plist is out of launchd's reach: it cannot come back.
+        let unloaded = launchd::bootout(&domain, &label);
         Ok((
-            Outcome::new(format!("{}; {}", unloaded.details, moved.details))
+            Outcome::new(format!("{}; {}", moved.details, unloaded.details))
                 .with("label", label)
                 .with("domain", domain.clone())
                 .with("item", id.to_string()),
@@ -753,21 +933,23 @@ impl Executor {
     }
 
     /// Finds running processes the new entry names and handles them per the sweep policy;
-    /// each handling is an action of its own (parent: the block).
+    /// each handling is an action of its own (parent: the block). The table is only read
+    /// for a snapshot; hashing happens after.
     fn sweep(
         &mut self,
         block_id: i64,
         req: &Request,
-        entry: crate::respond::actions::BlockKind,
+        entry: BlockKind,
         value: &str,
     ) -> Result<Vec<String>, StoreError> {
-        let targets = {
+        let live = {
             let table = self
                 .processes
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            blocklist::sweep_targets(&table, entry, value, &self.hash_cache)
+            table.live()
         };
+        let targets = blocklist::sweep_targets(live, entry, value, &self.hash_cache);
         let mut said = Vec::new();
         let policy = self.config.sweep.clone();
         for p in targets {
@@ -780,7 +962,8 @@ impl Executor {
                 finding: req.finding.clone(),
                 ..Request::host(HostAction::IsolateNetwork, ResponseMode::Enforce, "")
             };
-            let warn = || Request {
+            let reason = format!("sweep after blocking {} {value}", entry.as_str());
+            let warn = Request {
                 action: HostAction::Notify {
                     title: "A blocked program is running".into(),
                     body: format!(
@@ -789,7 +972,7 @@ impl Executor {
                     ),
                     to_user: true,
                 },
-                reason: format!("sweep after blocking {} {value}", entry.as_str()),
+                reason: reason.clone(),
                 ..base.clone()
             };
             let kill = Request {
@@ -798,41 +981,41 @@ impl Executor {
                     pidversion,
                     signal: 9,
                 },
-                reason: format!("sweep after blocking {} {value}", entry.as_str()),
-                ..base.clone()
+                reason,
+                ..base
             };
             match policy.action {
                 SweepAction::None => {}
                 SweepAction::Warn => {
-                    self.submit(warn())?;
+                    self.submit(warn)?;
                 }
                 SweepAction::Kill => {
                     self.submit(kill)?;
                 }
+                SweepAction::WarnThenKill if policy.grace_secs == 0 => {
+                    self.submit(warn)?;
+                    self.submit(kill)?;
+                }
                 SweepAction::WarnThenKill => {
-                    self.submit(warn())?;
-                    if policy.grace_secs == 0 {
-                        self.submit(kill)?;
-                    } else {
-                        let id = self.store.insert_action(
-                            &kill.action,
-                            &NewAction {
-                                status: Some(Status::Scheduled),
-                                playbook: kill.playbook.clone(),
-                                incident: kill.incident,
-                                mode: "enforce".into(),
-                                reason: format!(
-                                    "{} (after a {} s grace)",
-                                    kill.reason, policy.grace_secs
-                                ),
-                                finding: kill.finding.clone(),
-                                deadline_ms: Some(crate::clock::now_ms() + ms(policy.grace_secs)),
-                                parent: Some(block_id),
-                                ..NewAction::default()
-                            },
-                        )?;
-                        said.push(format!("kill scheduled as action {id}"));
-                    }
+                    self.submit(warn)?;
+                    let id = self.store.insert_action(
+                        &kill.action,
+                        &NewAction {
+                            status: Some(Status::Scheduled),
+                            playbook: kill.playbook.clone(),
+                            incident: kill.incident,
+                            mode: "enforce".into(),
+                            reason: format!(
+                                "{} (after a {} s grace)",
+                                kill.reason, policy.grace_secs
+                            ),
+                            finding: kill.finding.clone(),
+                            deadline_ms: Some(crate::clock::now_ms() + ms(policy.grace_secs)),
+                            parent: Some(block_id),
+                            ..NewAction::default()
+                        },
+                    )?;
+                    said.push(format!("kill scheduled as action {id}"));
                 }
             }
         }
@@ -849,64 +1032,109 @@ impl Executor {
             granted: None,
             incident: row.incident,
             finding: row.finding.clone(),
+            offender: row.finding.as_ref().and_then(|f| {
+                let p = f.get("process")?;
+                Some((
+                    i32::try_from(p.get("pid")?.as_i64()?).ok()?,
+                    i32::try_from(p.get("pidversion")?.as_i64()?).ok()?,
+                    u32::try_from(p.get("euid")?.as_i64()?).ok()?,
+                ))
+            }),
             reason: row.reason.clone(),
-            lease_secs: None,
+            lease_secs: row.lease_secs.and_then(|s| u64::try_from(s).ok()),
             approval_timeout_secs: 0,
             parent: row.parent,
         })
     }
 
-    /// `ward actions approve <id>`: carries out a pending action (checked again now).
+    /// `ward actions approve <id>`: carries out a pending action whose approval has not
+    /// timed out (checked again now against policy).
     pub fn approve(&mut self, id: i64, who: &str) -> Result<ActionRecord, String> {
         let row = self.pending(id)?;
-        self.store
-            .audit(
+        let late = row
+            .approval_deadline
+            .as_deref()
+            .and_then(crate::clock::parse_rfc3339_ms)
+            .is_some_and(|d| crate::clock::now_ms() > d);
+        if late {
+            self.timed_out(id).map_err(|e| e.to_string())?;
+            return Err(format!(
+                "action {id}'s approval had timed out: denied by default"
+            ));
+        }
+        let req = Self::request_of(&row).ok_or("the stored action cannot be read")?;
+        if !self.execute {
+            return Err("this is a dry run: nothing is carried out".into());
+        }
+        let why = self.policy_refusal(&req.action);
+        let moved = self
+            .store
+            .change_action_if(
+                id,
+                Some(&[Status::PendingApproval]),
+                &ActionChange {
+                    status: Some(if why.is_some() {
+                        Status::Refused
+                    } else {
+                        Status::Running
+                    }),
+                    outcome: why
+                        .as_ref()
+                        .map(|w| Outcome::new(format!("refused: {w}")).to_json()),
+                    ..ActionChange::default()
+                },
                 "approval",
-                serde_json::json!({"id": id, "by": who, "answer": "approve"}),
             )
             .map_err(|e| e.to_string())?;
-        let mut req = Self::request_of(&row).ok_or("the stored action cannot be read")?;
-        if !self.execute {
-            return self
-                .finish(
-                    id,
-                    Status::DryRun,
-                    Outcome::new("approved in a dry run: not carried out"),
-                    None,
-                )
-                .map_err(|e| e.to_string());
+        if !moved {
+            return Err(format!(
+                "action {id} is no longer pending (decided meanwhile)"
+            ));
         }
-        if let Some(why) = self.policy_refusal(&req.action) {
-            return self
-                .finish(
-                    id,
-                    Status::Refused,
-                    Outcome::new(format!("refused: {why}")),
-                    None,
-                )
-                .map_err(|e| e.to_string());
+        let _ = self
+            .store
+            .audit("approved", serde_json::json!({"id": id, "by": who}));
+        if why.is_some() {
+            return self.row(id).map_err(|e| e.to_string());
         }
-        req.mode = ResponseMode::Enforce;
-        req.lease_secs = None;
         self.carry_out(Some(id), &req).map_err(|e| e.to_string())
     }
 
     /// `ward actions deny <id>`.
     pub fn deny(&mut self, id: i64, who: &str) -> Result<ActionRecord, String> {
         self.pending(id)?;
-        self.store
-            .audit(
-                "approval",
-                serde_json::json!({"id": id, "by": who, "answer": "deny"}),
+        let moved = self
+            .store
+            .change_action_if(
+                id,
+                Some(&[Status::PendingApproval]),
+                &ActionChange {
+                    status: Some(Status::Denied),
+                    outcome: Some(Outcome::new(format!("denied by {who}")).to_json()),
+                    ..ActionChange::default()
+                },
+                "denial",
             )
             .map_err(|e| e.to_string())?;
-        self.finish(
+        if !moved {
+            return Err(format!(
+                "action {id} is no longer pending (decided meanwhile)"
+            ));
+        }
+        self.row(id).map_err(|e| e.to_string())
+    }
+
+    fn timed_out(&mut self, id: i64) -> Result<bool, StoreError> {
+        self.store.change_action_if(
             id,
-            Status::Denied,
-            Outcome::new(format!("denied by {who}")),
-            None,
+            Some(&[Status::PendingApproval]),
+            &ActionChange {
+                status: Some(Status::Denied),
+                outcome: Some(Outcome::new("the approval timed out: denied by default").to_json()),
+                ..ActionChange::default()
+            },
+            "approval-timed-out",
         )
-        .map_err(|e| e.to_string())
     }
 
     fn pending(&self, id: i64) -> Result<ActionRecord, String> {
@@ -924,14 +1152,47 @@ impl Executor {
         Ok(row)
     }
 
-    /// `ward actions undo <id>`, or a lease's end (`released`).
+    /// Another action, not yet reverted, that holds the same thing as `row` (the same
+    /// isolation, tag, block or penalty box), with a later lease or none: then `row`'s
+    /// lease ends without taking the thing away.
+    fn still_held(&self, row: &ActionRecord) -> Result<Option<i64>, StoreError> {
+        if !matches!(
+            row.action.as_str(),
+            "isolate-network" | "tag-device" | "block" | "jamf-penalty-box"
+        ) {
+            return Ok(None);
+        }
+        let end = |r: &ActionRecord| {
+            r.lease_expires
+                .as_deref()
+                .and_then(crate::clock::parse_rfc3339_ms)
+        };
+        let mine = end(row).unwrap_or(i64::MAX);
+        Ok(self
+            .store
+            .actions()?
+            .into_iter()
+            .find(|r| {
+                r.id != row.id
+                    && r.action == row.action
+                    && r.target == row.target
+                    && matches!(r.status, Status::Done | Status::Interrupted)
+                    && end(r).is_none_or(|e| e > mine)
+            })
+            .map(|r| r.id))
+    }
+
+    /// `ward actions undo <id>`, or a lease's end (`released`). Never in a dry run.
     pub fn undo(&mut self, id: i64, who: &str, released: bool) -> Result<ActionRecord, String> {
+        if !self.execute {
+            return Err("this is a dry run: nothing is reverted".into());
+        }
         let row = self
             .store
             .action(id)
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("no action {id}"))?;
-        if !matches!(row.status, Status::Done | Status::Interrupted) {
+        if !HOLDING.contains(&row.status) {
             return Err(format!("action {id} is {}: nothing to undo", row.status));
         }
         let undo: Undo = row
@@ -939,7 +1200,14 @@ impl Executor {
             .clone()
             .and_then(|u| serde_json::from_value(u).ok())
             .ok_or_else(|| format!("action {id} ({}) cannot be undone", row.action))?;
-        let result = self.perform_undo(&undo);
+        let held = self.still_held(&row).map_err(|e| e.to_string())?;
+        let result = match held {
+            Some(other) if released => Ok(Outcome::new(format!(
+                "lease ended; action {other} still holds {}",
+                row.target
+            ))),
+            _ => self.perform_undo(&undo),
+        };
         let status = if released {
             Status::Released
         } else {
@@ -947,9 +1215,11 @@ impl Executor {
         };
         match result {
             Ok(outcome) => {
-                self.store
-                    .change_action(
+                let moved = self
+                    .store
+                    .change_action_if(
                         id,
+                        Some(HOLDING),
                         &ActionChange {
                             status: Some(status),
                             outcome: Some(
@@ -964,16 +1234,18 @@ impl Executor {
                         if released { "lease-released" } else { "undo" },
                     )
                     .map_err(|e| e.to_string())?;
-                self.store
-                    .action(id)
-                    .map_err(|e| e.to_string())?
-                    .ok_or_else(|| format!("no action {id}"))
+                if !moved {
+                    return Err(format!("action {id} was reverted meanwhile"));
+                }
+                self.row(id).map_err(|e| e.to_string())
             }
             Err(why) => {
-                let _ = self.store.audit(
+                if let Err(e) = self.store.audit(
                     "undo-failed",
                     serde_json::json!({"id": id, "by": who, "error": why}),
-                );
+                ) {
+                    tracing::error!(error = %e, "writing the audit log");
+                }
                 Err(format!("undo of action {id} failed: {why}"))
             }
         }
@@ -986,7 +1258,7 @@ impl Executor {
                 original,
                 launchd_domain,
             } => {
-                let mut out = self.vault.restore(item)?;
+                let mut out = self.vault.restore(item, &self.protected)?;
                 if let Some(domain) = launchd_domain {
                     out.details =
                         format!("{}; {}", out.details, launchd::bootstrap(domain, original));
@@ -1027,36 +1299,54 @@ impl Executor {
     }
 
     /// Does what is due at `now_ms`: approvals that timed out are denied, leases that
-    /// ended are released, scheduled sweep kills run, isolation is refreshed. Returns how
-    /// many rows it changed.
+    /// ended are released (a failed release is tried again, backing off), scheduled sweep
+    /// kills run, isolation is refreshed. Nothing at all in a dry run. Returns how many
+    /// rows it changed.
     pub fn tick(&mut self, now_ms: i64) -> Result<usize, StoreError> {
+        if !self.execute {
+            return Ok(0);
+        }
         let mut changed = 0;
         for row in self.store.due_approvals(now_ms)? {
-            self.finish(
-                row.id,
-                Status::Denied,
-                Outcome::new("the approval timed out: denied by default"),
-                None,
-            )?;
-            changed += 1;
+            changed += usize::from(self.timed_out(row.id)?);
         }
         for row in self.store.due_leases(now_ms)? {
-            if let Err(e) = self.undo(row.id, "lease", true) {
-                tracing::error!(action = row.id, error = %e, "lease release failed; retried at the next tick");
-                // Push the lease a little so a failing release does not spin.
-                self.store.change_action(
-                    row.id,
-                    &ActionChange {
-                        lease_expires_ms: Some(Some(now_ms + 30_000)),
-                        ..ActionChange::default()
-                    },
-                    "lease-retry",
-                )?;
+            match self.undo(row.id, "lease", true) {
+                Ok(_) => {
+                    self.retries.remove(&row.id);
+                    changed += 1;
+                }
+                Err(e) => {
+                    // Tried again later, backing off from 30 s to about an hour.
+                    let n = self.retries.get(&row.id).copied().unwrap_or(0);
+                    let wait = 30_000i64.saturating_mul(1 << n.min(7));
+                    tracing::error!(action = row.id, error = %e, retry_in_ms = wait, "lease release failed");
+                    self.retries.insert(row.id, n + 1);
+                    self.store.change_action(
+                        row.id,
+                        &ActionChange {
+                            lease_expires_ms: Some(Some(now_ms + wait)),
+                            ..ActionChange::default()
+                        },
+                        "lease-retry",
+                    )?;
+                }
             }
-            changed += 1;
         }
         for row in self.store.due_scheduled(now_ms)? {
-            if let Some(req) = Self::request_of(&row) {
+            let Some(req) = Self::request_of(&row) else {
+                continue;
+            };
+            let moved = self.store.change_action_if(
+                row.id,
+                Some(&[Status::Scheduled]),
+                &ActionChange {
+                    status: Some(Status::Running),
+                    ..ActionChange::default()
+                },
+                "scheduled-due",
+            )?;
+            if moved {
                 self.carry_out(Some(row.id), &req)?;
                 changed += 1;
             }
@@ -1081,11 +1371,11 @@ impl Executor {
 
     /// When [`Self::tick`] next has something to do (ms), if ever.
     pub fn next_due(&self) -> Result<Option<i64>, StoreError> {
+        if !self.execute {
+            return Ok(None);
+        }
         let store = self.store.next_deadline()?;
         let refresh = self.isolated.as_ref().map(|i| i.next_refresh_ms);
-        Ok(match (store, refresh) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        })
+        Ok([store, refresh].into_iter().flatten().min())
     }
 }

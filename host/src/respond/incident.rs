@@ -31,7 +31,7 @@ pub const MAX_SUPPRESSION_KEYS: usize = 100_000;
 pub const MAX_SUMMARY_ITEMS: usize = 64;
 
 /// `(pid, pidversion)` of a tree's root.
-type Root = (i32, i32);
+pub type Root = (i32, i32);
 
 #[derive(Debug)]
 struct Open {
@@ -149,7 +149,19 @@ impl Incidents {
         ms: i64,
         table: &ProcessTable,
     ) -> Result<Assigned, StoreError> {
-        let (root, label) = self.root_of(f, table);
+        let root = self.root_of(f, table);
+        self.assign_root(store, f, ms, root)
+    }
+
+    /// [`Self::assign`] with the tree's root already found ([`Self::root_of`]): the
+    /// process table need not be held while the store is written.
+    pub fn assign_root(
+        &mut self,
+        store: &mut Store,
+        f: &FindingRecord,
+        ms: i64,
+        (root, label): (Root, String),
+    ) -> Result<Assigned, StoreError> {
         let rank = severity_rank(f.severity).unwrap_or(0);
         let joined = self.open.get(&root).is_some_and(|o| {
             ms.saturating_sub(o.last_ms) <= self.window_ms && ms >= o.last_ms - self.window_ms
@@ -202,9 +214,9 @@ impl Incidents {
         Ok(Assigned { id, new: false })
     }
 
-    /// Counts a suppressed firing on incident `id`.
-    pub fn note_suppressed(&mut self, store: &mut Store, id: i64) -> Result<(), StoreError> {
-        if let Some(open) = self.open.values_mut().find(|o| o.id == id) {
+    /// Counts a suppressed firing on the incident of tree `root`.
+    pub fn note_suppressed(&mut self, store: &mut Store, root: Root) -> Result<(), StoreError> {
+        if let Some(open) = self.open.get_mut(&root) {
             open.suppressed += 1;
             persist(store, open)?;
         }
@@ -312,7 +324,9 @@ impl Suppression {
         let stamp = (ms, self.tick);
         let entry = self.windows.entry(key).or_insert((ms, 0, stamp));
         self.recency.remove(&entry.2);
-        if ms.saturating_sub(entry.0) >= period || ms < entry.0 {
+        // A new window once the period is over (an older finding, out of order, counts
+        // in the window it falls after: it never resets one).
+        if ms.saturating_sub(entry.0) >= period {
             *entry = (ms, 0, stamp);
         }
         entry.2 = stamp;

@@ -41,6 +41,50 @@ use crate::sandbox::stats::Histogram;
 /// Findings waiting for triage, at most; past it the writer counts and drops (the triage
 /// thread audits the count).
 pub const TRIAGE_QUEUE: usize = 4096;
+/// Bytes of findings (with their events) waiting in the stage, triage and act queues
+/// together: a stream of findings about megabyte command lines fills this, not memory.
+pub const QUEUE_BYTES: usize = 64 << 20;
+
+/// About how many bytes a finding and its event hold: its strings and the event's
+/// arguments and paths, plus a fixed overhead for the records around them.
+pub fn approx_bytes(f: &FindingRecord) -> usize {
+    let event = f.trigger.as_ref().map_or(0, |t| {
+        let e = &t.event;
+        let args = match &e.data {
+            crate::sandbox::bindings::wit::EventData::Exec(x) => {
+                x.args.iter().map(String::len).sum::<usize>() + x.target.executable.path.len()
+            }
+            _ => 0,
+        };
+        args + e.process.executable.path.len() + 2048
+    });
+    let evidence: usize = f.evidence.iter().map(|(k, v)| k.len() + v.len()).sum();
+    f.message.len() + evidence + event + 1024
+}
+
+/// Bytes queued in the response stage (see [`QUEUE_BYTES`]).
+#[derive(Debug, Clone, Default)]
+pub struct QueuedBytes(Arc<std::sync::atomic::AtomicUsize>);
+
+impl QueuedBytes {
+    /// Takes `n` bytes of room; false (and nothing taken) when there is not enough.
+    pub fn take(&self, n: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(n).filter(|t| *t <= QUEUE_BYTES)
+            })
+            .is_ok()
+    }
+
+    /// Gives `n` bytes back.
+    pub fn give(&self, n: usize) {
+        let _ = self
+            .0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(n))
+            });
+    }
+}
 
 /// What the response stage counted.
 #[derive(Debug, Default)]
@@ -159,6 +203,7 @@ pub struct Offer {
     playbooks: Arc<RwLock<Arc<Playbooks>>>,
     tx: std::sync::mpsc::SyncSender<(FindingRecord, Instant)>,
     counters: Arc<Counters>,
+    queued: QueuedBytes,
 }
 
 impl Offer {
@@ -174,7 +219,13 @@ impl Offer {
         }
         self.counters.offered.fetch_add(1, Ordering::Relaxed);
         let at = f.trigger.as_ref().map_or_else(Instant::now, |t| t.at);
-        if self.tx.try_send((f.clone(), at)).is_err() {
+        let bytes = approx_bytes(f);
+        let sent = self.queued.take(bytes)
+            && (self.tx.try_send((f.clone(), at)).is_ok() || {
+                self.queued.give(bytes);
+                false
+            });
+        if !sent {
             self.counters
                 .dropped_findings
                 .fetch_add(1, Ordering::Relaxed);

@@ -58,9 +58,14 @@ CREATE TABLE IF NOT EXISTS actions (
     undo TEXT,
     lease_expires_ms INTEGER,
     deadline_ms INTEGER,
-    parent INTEGER
+    parent INTEGER,
+    lease_secs INTEGER
 );
 CREATE INDEX IF NOT EXISTS actions_status ON actions (status);
+CREATE INDEX IF NOT EXISTS actions_incident ON actions (incident);
+CREATE INDEX IF NOT EXISTS actions_created ON actions (created_ms);
+CREATE INDEX IF NOT EXISTS actions_lease ON actions (lease_expires_ms) WHERE lease_expires_ms IS NOT NULL;
+CREATE INDEX IF NOT EXISTS actions_deadline ON actions (deadline_ms) WHERE deadline_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS incidents (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     opened_ms INTEGER NOT NULL,
@@ -88,6 +93,37 @@ CREATE TABLE IF NOT EXISTS blocks (
     PRIMARY KEY (kind, value)
 );
 ";
+
+/// An exclusive lock on a state directory, held while an agent or a replay writes it, so
+/// two never mix their records (released when dropped).
+pub struct StateLock {
+    _file: std::fs::File,
+}
+
+impl StateLock {
+    /// Takes the lock on `dir` (created if missing), failing at once if it is held.
+    pub fn take(dir: &Path) -> Result<Self, StoreError> {
+        prepare_dir(dir)?;
+        let path = dir.join("lock");
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| StoreError::Dir {
+                dir: dir.display().to_string(),
+                reason: format!("lock file: {e}"),
+            })?;
+        rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+            StoreError::Dir {
+                dir: dir.display().to_string(),
+                reason: "in use by another ward (a running agent or a replay); give --state another directory".into(),
+            }
+        })?;
+        Ok(Self { _file: file })
+    }
+}
 
 /// One action as `ward actions list --json` prints it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -126,6 +162,8 @@ pub struct ActionRecord {
     pub approval_deadline: Option<String>,
     /// The action that led to this one (a sweep's kill after a block).
     pub parent: Option<i64>,
+    /// Its lease, seconds, once carried out.
+    pub lease_secs: Option<i64>,
     /// Created (RFC 3339).
     pub created: String,
     /// Last changed (RFC 3339).
@@ -166,6 +204,8 @@ pub struct NewAction {
     pub deadline_ms: Option<i64>,
     /// The action that led to it.
     pub parent: Option<i64>,
+    /// Its lease, seconds, when it is carried out (containment only).
+    pub lease_secs: Option<u64>,
 }
 
 /// A change to an action row.
@@ -261,7 +301,7 @@ fn json_col(text: Option<String>) -> Option<serde_json::Value> {
 
 const ACTION_COLUMNS: &str = "id, kind, status, playbook, incident, step, plugin, target, mode, \
      reason, params, finding, outcome, undo, lease_expires_ms, deadline_ms, parent, created_ms, \
-     updated_ms";
+     updated_ms, lease_secs";
 
 fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
     let status: String = r.get(2)?;
@@ -286,6 +326,7 @@ fn action_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ActionRecord> {
         parent: r.get(16)?,
         created: rfc(r.get(17)?),
         updated: rfc(r.get(18)?),
+        lease_secs: r.get(19)?,
     })
 }
 
@@ -306,6 +347,23 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
 }
 
 impl Store {
+    /// Opens an existing store read-only (`ward audit verify` changes nothing it checks).
+    pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
+        let path = dir.join("ward.db");
+        let conn = Connection::open_with_flags(
+            &path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Sql {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            conn,
+            dir: dir.to_path_buf(),
+        })
+    }
+
     /// Opens (creating) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
         prepare_dir(dir)?;
@@ -382,8 +440,8 @@ impl Store {
             tx.execute(
                 "INSERT INTO actions (created_ms, updated_ms, kind, status, playbook, incident,
                  step, plugin, target, mode, reason, params, finding, outcome, undo, deadline_ms,
-                 parent) VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14,
-                 ?15, ?16)",
+                 parent, lease_secs) VALUES (?1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12,
+                 ?13, ?14, ?15, ?16, ?17)",
                 params![
                     now,
                     kind,
@@ -401,6 +459,7 @@ impl Store {
                     new.undo.as_ref().map(|v| v.to_string()),
                     new.deadline_ms,
                     new.parent,
+                    new.lease_secs.and_then(|s| i64::try_from(s).ok()),
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -435,8 +494,38 @@ impl Store {
         change: &ActionChange,
         audit_kind: &str,
     ) -> Result<(), StoreError> {
+        self.change_action_if(id, None, change, audit_kind)
+            .map(|_| ())
+    }
+
+    /// Changes an action only while it is in one of `from` (any status when `None`), in
+    /// one transaction with its audit record: false, and nothing written, when another
+    /// process moved it on first (a race between the agent and `ward actions`, or a
+    /// timeout and an approval).
+    pub fn change_action_if(
+        &mut self,
+        id: i64,
+        from: Option<&[Status]>,
+        change: &ActionChange,
+        audit_kind: &str,
+    ) -> Result<bool, StoreError> {
         let now = crate::clock::now_ms();
         self.write(|tx| {
+            let current: Option<String> = tx
+                .query_row(
+                    "SELECT status FROM actions WHERE id = ?1",
+                    params![id],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(current) = current else {
+                return Ok(false);
+            };
+            if let Some(from) = from
+                && !from.iter().any(|s| s.as_str() == current)
+            {
+                return Ok(false);
+            }
             if let Some(s) = change.status {
                 tx.execute(
                     "UPDATE actions SET status = ?2 WHERE id = ?1",
@@ -476,6 +565,7 @@ impl Store {
                 audit_kind,
                 &serde_json::json!({
                     "id": id,
+                    "from": current,
                     "status": change.status.map(Status::as_str),
                     "outcome": change.outcome,
                     "undo": change.undo,
@@ -483,7 +573,7 @@ impl Store {
                     "reason": change.reason,
                 }),
             )?;
-            Ok(())
+            Ok(true)
         })
     }
 
@@ -527,7 +617,7 @@ impl Store {
     /// Actions whose lease ended by `now_ms` and that still hold something.
     pub fn due_leases(&self, now_ms: i64) -> Result<Vec<ActionRecord>, StoreError> {
         self.actions_where(
-            "WHERE lease_expires_ms IS NOT NULL AND lease_expires_ms <= ?1 AND status IN ('done', 'interrupted')",
+            "WHERE lease_expires_ms IS NOT NULL AND lease_expires_ms <= ?1 AND status IN ('done', 'interrupted', 'failed') AND undo IS NOT NULL",
             &[&now_ms],
         )
     }
@@ -538,7 +628,8 @@ impl Store {
             .query_row(
                 "SELECT MIN(t) FROM (
                     SELECT lease_expires_ms AS t FROM actions
-                        WHERE lease_expires_ms IS NOT NULL AND status IN ('done', 'interrupted')
+                        WHERE lease_expires_ms IS NOT NULL AND undo IS NOT NULL
+                        AND status IN ('done', 'interrupted', 'failed')
                     UNION ALL
                     SELECT deadline_ms AS t FROM actions
                         WHERE deadline_ms IS NOT NULL AND status IN ('pending-approval', 'scheduled'))",
@@ -564,10 +655,12 @@ impl Store {
         )
     }
 
-    /// Actions carried out (or tried) since `since_ms`, optionally of one incident: for
-    /// the blast-radius limits.
+    /// Changes carried out (or under way) since `since_ms`, optionally of one incident:
+    /// for the blast-radius limits. Evidence, notices and tags change nothing on the Mac
+    /// and failed attempts changed nothing: neither counts.
     pub fn count_acted(&self, since_ms: i64, incident: Option<i64>) -> Result<i64, StoreError> {
-        let acted = "('running', 'done', 'failed', 'interrupted', 'undone', 'released')";
+        let acted = "('running', 'done', 'interrupted', 'undone', 'released') \
+                     AND kind NOT IN ('notify', 'tag-device')";
         let result = match incident {
             Some(i) => self.conn.query_row(
                 &format!(

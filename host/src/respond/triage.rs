@@ -3,7 +3,7 @@
 //! detection stage whatever the actions cost.
 
 use std::sync::atomic::Ordering;
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Instant;
 
@@ -32,6 +32,7 @@ pub fn finding_summary(f: &FindingRecord) -> serde_json::Value {
             "pidversion": f.process.pidversion,
             "path": f.process.path,
             "signing_id": f.process.signing_id,
+            "euid": f.trigger.as_ref().map(|t| crate::detect::router::actor(&t.event).token.euid),
         },
     })
 }
@@ -52,6 +53,8 @@ pub struct Triage {
     pub suppression: Suppression,
     /// Counters.
     pub counters: Arc<Counters>,
+    /// Bytes queued in the stage.
+    pub queued: crate::respond::QueuedBytes,
 }
 
 impl Triage {
@@ -60,6 +63,7 @@ impl Triage {
     pub fn run(mut self, rx: Receiver<(FindingRecord, Instant)>, act: SyncSender<ActMsg>) {
         let mut dropped_audited = 0u64;
         while let Ok((finding, at)) = rx.recv() {
+            let bytes = crate::respond::approx_bytes(&finding);
             let dropped = self.counters.dropped_findings.load(Ordering::Relaxed);
             if dropped > dropped_audited {
                 let _ = self.store.audit(
@@ -74,6 +78,7 @@ impl Triage {
             if let Err(e) = self.one(&finding, at, &act) {
                 tracing::error!(error = %e, rule = %finding.rule, "triage failed; the finding is not acted on");
             }
+            self.queued.give(bytes);
         }
         let _ = act.send(ActMsg::Stop);
     }
@@ -101,25 +106,30 @@ impl Triage {
             if !pb.matches(f) || !pb.in_scope(&groups) {
                 continue;
             }
-            let id = match incident {
-                Some(id) => id,
+            let (id, root) = match incident {
+                Some(found) => found,
                 None => {
-                    let table = self
-                        .processes
-                        .read()
-                        .unwrap_or_else(PoisonError::into_inner);
-                    let assigned = self.incidents.assign(&mut self.store, f, ms, &table)?;
-                    drop(table);
+                    // The table is read for the tree's root only; the store is written
+                    // after it is let go (every event needs it for writing).
+                    let root = {
+                        let table = self
+                            .processes
+                            .read()
+                            .unwrap_or_else(PoisonError::into_inner);
+                        self.incidents.root_of(f, &table)
+                    };
+                    let key = root.0;
+                    let assigned = self.incidents.assign_root(&mut self.store, f, ms, root)?;
                     if assigned.new {
                         self.counters.incidents.fetch_add(1, Ordering::Relaxed);
                     }
-                    incident = Some(assigned.id);
-                    assigned.id
+                    incident = Some((assigned.id, key));
+                    (assigned.id, key)
                 }
             };
             if !self.suppression.allow(pb, f, id, ms) {
                 self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
-                self.incidents.note_suppressed(&mut self.store, id)?;
+                self.incidents.note_suppressed(&mut self.store, root)?;
                 continue;
             }
             let summary = finding_summary(f);
@@ -134,22 +144,26 @@ impl Triage {
                 incident: id,
                 at,
             };
-            match act.try_send(ActMsg::Run(Box::new(job))) {
-                Ok(()) => {
-                    self.counters.runs.fetch_add(1, Ordering::Relaxed);
-                }
-                Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) => {
-                    self.counters.dropped_runs.fetch_add(1, Ordering::Relaxed);
-                    self.store.audit(
-                        "playbook-run-dropped",
-                        serde_json::json!({
-                            "playbook": pb.name,
-                            "incident": id,
-                            "finding": summary,
-                            "why": "the response queue was full (response.queue)",
-                        }),
-                    )?;
-                }
+            let bytes = crate::respond::approx_bytes(f);
+            let room = self.queued.take(bytes);
+            let sent = room
+                && (act.try_send(ActMsg::Run(Box::new(job))).is_ok() || {
+                    self.queued.give(bytes);
+                    false
+                });
+            if sent {
+                self.counters.runs.fetch_add(1, Ordering::Relaxed);
+            } else {
+                self.counters.dropped_runs.fetch_add(1, Ordering::Relaxed);
+                self.store.audit(
+                    "playbook-run-dropped",
+                    serde_json::json!({
+                        "playbook": pb.name,
+                        "incident": id,
+                        "finding": summary,
+                        "why": "the response queue was full (response.queue, or its bytes)",
+                    }),
+                )?;
             }
         }
         Ok(())

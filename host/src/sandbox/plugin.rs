@@ -850,6 +850,7 @@ impl Plugin {
         trigger: &wit::Trigger,
     ) -> Result<Vec<wit::PlannedAction>, CallError> {
         self.expect_kind(Kind::Remediator, "plan")?;
+        let cut_before = self.stats.fields_cut;
         let out = self.call(
             rt,
             rt.limits.deadline_ticks(),
@@ -873,6 +874,14 @@ impl Plugin {
             },
         );
         let actions: Vec<wit::PlannedAction> = self.unwrap_plugin_result(out)?;
+        // A path or argument cut to the field cap would name something else: refused.
+        if self.stats.fields_cut > cut_before {
+            let detail = format!(
+                "a planned action's field was over {} bytes",
+                rt.limits.max_field_bytes
+            );
+            return Err(self.record_fault(rt, FaultKind::OutputLimit, detail, true));
+        }
         self.stats.results += actions.len() as u64;
         Ok(actions)
     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use crate::respond::actions::BlockKind;
 use crate::sandbox::grants::HashCache;
-use ward_event::ProcessTable;
 use ward_event::model::Process;
 
 /// Most running images one sweep handles.
@@ -48,11 +47,11 @@ pub fn names(
     }
 }
 
-/// The live images the entry names, at most [`MAX_SWEEP`]: from the process table, a
-/// SHA-256 entry hashing each distinct executable once (through the shared digest
-/// cache, [`MAX_SWEEP_HASHES`] at most).
+/// The live images (a snapshot of the process table's) the entry names, at most
+/// [`MAX_SWEEP`]; a SHA-256 entry hashes each distinct executable once (through the shared
+/// digest cache, [`MAX_SWEEP_HASHES`] at most).
 pub fn sweep_targets(
-    table: &ProcessTable,
+    live: Vec<Arc<Process>>,
     entry: BlockKind,
     value: &str,
     cache: &Arc<HashCache>,
@@ -76,9 +75,7 @@ pub fn sweep_targets(
         digests.insert(path.to_owned(), d.clone());
         d
     };
-    table
-        .live()
-        .into_iter()
+    live.into_iter()
         .filter(|p| names(entry, value, p, &mut hash))
         .take(MAX_SWEEP)
         .collect()

@@ -211,13 +211,22 @@ pub fn plan(config: &IsolationConfig) -> Result<Plan, String> {
     })
 }
 
-/// A refreshed plan: hosts re-resolved; a host that no longer resolves keeps its last
-/// addresses.
+/// A refreshed plan: hosts re-resolved and their new addresses added to the ones they
+/// had (a host that stops resolving, or an answer that leaves its old address out, never
+/// takes an address away while isolated), at most [`MAX_ADDRS_PER_HOST`] each, the
+/// newest kept.
 pub fn refreshed(config: &IsolationConfig, previous: &Plan) -> Plan {
     let mut next = previous.clone();
     for (i, spec) in config.allow.iter().enumerate() {
         if let (Ok(now), Some(slot)) = (resolve_entry(spec), next.mgmt.get_mut(i)) {
-            *slot = now;
+            let mut nets = now.nets;
+            for old in &slot.nets {
+                if !nets.contains(old) {
+                    nets.push(*old);
+                }
+            }
+            nets.truncate(MAX_ADDRS_PER_HOST);
+            slot.nets = nets;
         }
     }
     next

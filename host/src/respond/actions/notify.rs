@@ -4,10 +4,15 @@
 //! for the admins, the notice goes to the log and the action's record.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::respond::actions::Outcome;
 use crate::respond::actions::script::run_bounded;
+
+/// Dialogs on screen at once, at most (each waits for the user on a thread of its own).
+const MAX_OPEN_DIALOGS: usize = 4;
+static OPEN: AtomicUsize = AtomicUsize::new(0);
 
 /// The fixed AppleScript: the title and body arrive as `argv`.
 const DIALOG: &[&str] = &[
@@ -60,7 +65,13 @@ pub fn notify(title: &str, body: &str, to_user: bool) -> Result<Outcome, String>
             text.to_owned()
         });
     }
-    // The dialog waits for the user; the agent does not.
+    // The dialog waits for the user; the agent does not. A few at most at once.
+    if OPEN.fetch_add(1, Ordering::AcqRel) >= MAX_OPEN_DIALOGS {
+        OPEN.fetch_sub(1, Ordering::AcqRel);
+        return Ok(Outcome::new(format!(
+            "{MAX_OPEN_DIALOGS} dialogs are already on screen: logged and recorded"
+        )));
+    }
     std::thread::Builder::new()
         .name("ward-notify".into())
         .spawn(move || {
@@ -71,7 +82,11 @@ pub fn notify(title: &str, body: &str, to_user: bool) -> Result<Outcome, String>
                 Duration::from_secs(660),
                 4096,
             );
+            OPEN.fetch_sub(1, Ordering::AcqRel);
         })
-        .map_err(|e| format!("starting the dialog: {e}"))?;
+        .map_err(|e| {
+            OPEN.fetch_sub(1, Ordering::AcqRel);
+            format!("starting the dialog: {e}")
+        })?;
     Ok(Outcome::new(format!("dialog shown to uid {uid}")))
 }

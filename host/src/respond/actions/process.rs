@@ -31,8 +31,23 @@ pub struct Image {
     pub path: Option<String>,
     /// Signing id.
     pub signing_id: Option<String>,
+    /// Team id.
+    pub team_id: Option<String>,
+    /// An Apple platform binary.
+    pub platform: bool,
     /// Start time, RFC 3339.
     pub start_time: Option<String>,
+}
+
+impl Image {
+    /// Its signer.
+    pub fn signer(&self) -> crate::respond::invariants::Signer<'_> {
+        crate::respond::invariants::Signer {
+            signing_id: self.signing_id.as_deref(),
+            team_id: self.team_id.as_deref(),
+            platform: self.platform,
+        }
+    }
 }
 
 /// The live process with this pid, if any.
@@ -167,9 +182,7 @@ pub fn kill(
     let process =
         live(pid)?.ok_or_else(|| format!("pid {pid} is not running (nothing to kill)"))?;
     same_image(&process, pidversion, image)?;
-    if let Some(why) =
-        protected.refuse_kill(pid, process.exe.as_deref(), image.signing_id.as_deref())
-    {
+    if let Some(why) = protected.refuse_kill(pid, process.exe.as_deref(), image.signer()) {
         return Err(format!("refused: {why}"));
     }
     #[cfg(target_os = "linux")]

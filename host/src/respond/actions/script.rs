@@ -71,14 +71,29 @@ pub fn run_bounded(
         .process_group(0)
         .spawn()
         .map_err(|e| format!("{}: {e}", program.display()))?;
-    let out = child
-        .stdout
-        .take()
-        .map(|s| std::thread::spawn(move || drain(s, cap)));
-    let err = child
-        .stderr
-        .take()
-        .map(|s| std::thread::spawn(move || drain(s, cap)));
+    // Each stream drained on a thread that hands its result back on a channel: a
+    // grandchild that escaped the group and holds a pipe open cannot hold the agent.
+    let drained = |s: Option<Box<dyn std::io::Read + Send>>| {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        if let Some(s) = s {
+            std::thread::spawn(move || {
+                let _ = tx.send(drain(s, cap));
+            });
+        }
+        rx
+    };
+    let out = drained(
+        child
+            .stdout
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
+    let err = drained(
+        child
+            .stderr
+            .take()
+            .map(|s| Box::new(s) as Box<dyn std::io::Read + Send>),
+    );
     let pgid = rustix::process::Pid::from_raw(i32::try_from(child.id()).unwrap_or(0));
     let mut timed_out = false;
     let status = loop {
@@ -101,8 +116,8 @@ pub fn run_bounded(
     if let Some(pgid) = pgid {
         let _ = rustix::process::kill_process_group(pgid, rustix::process::Signal::KILL);
     }
-    let join = |h: Option<std::thread::JoinHandle<(Vec<u8>, u64)>>| {
-        h.and_then(|h| h.join().ok()).unwrap_or_default()
+    let join = |rx: std::sync::mpsc::Receiver<(Vec<u8>, u64)>| {
+        rx.recv_timeout(Duration::from_secs(2)).unwrap_or_default()
     };
     let (stdout, d1) = join(out);
     let (stderr, d2) = join(err);
@@ -118,9 +133,29 @@ pub fn run_bounded(
 }
 
 /// Whether `path` is a program the agent may run for the admin: a regular file (links
-/// not followed), owned by the agent's user or root, writable by no one else, executable.
+/// not followed), owned by the agent's user or root, writable by no one else, executable,
+/// in directories each owned by the agent's user or root and writable by no one else (a
+/// sticky world-writable one, like `/tmp`, only holds it in place if what is in it is
+/// theirs) — else whoever could write one of them could swap the program.
 pub fn trusted_program(path: &Path) -> Result<(), String> {
     use std::os::unix::fs::MetadataExt as _;
+    let me = rustix::process::geteuid().as_raw();
+    for dir in path.ancestors().skip(1) {
+        if dir.as_os_str().is_empty() {
+            continue;
+        }
+        let meta = std::fs::symlink_metadata(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let sticky = meta.mode() & 0o1000 != 0;
+        if (meta.uid() != me && meta.uid() != 0) || (meta.mode() & 0o022 != 0 && !sticky) {
+            return Err(format!(
+                "{}: its directory {} can be changed by others (uid {}, mode {:o})",
+                path.display(),
+                dir.display(),
+                meta.uid(),
+                meta.mode() & 0o7777
+            ));
+        }
+    }
     let meta = std::fs::symlink_metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
     if !meta.file_type().is_file() {
         return Err(format!("{}: not a regular file", path.display()));

@@ -2,12 +2,16 @@
 //! hash, owner, mode, timestamps and extended attributes, and is restored exactly.
 //!
 //! Every path is resolved by handle from `/` ([`FileScope::resolve`]), so the real path
-//! checked against the protected set is the file that is then moved: a directory swapped
-//! for a symlink in between cannot redirect the move. A file is moved into the vault with
-//! `renameat` (same volume: content, inode, metadata and xattrs travel untouched; a
-//! running binary keeps running) or, across volumes, copied (up to the admin's cap),
-//! checked against its hash, then unlinked. `meta.json` beside it records what it was;
-//! `index.jsonl` lists the items for the quarantine-retrieval collector.
+//! checked is the file that is then moved, and [`Target`]'s checks hold: the path reached
+//! no symbolic link but the system's own (`/tmp`, `/var`, `/etc` → `/private/…`), so a
+//! link the attacker planted cannot aim ward at another file; nothing protected is it or
+//! under it (case-insensitively); it is not another user's file; a directory is an app
+//! bundle. A file is moved into the vault with `renameat` (same volume: content, inode,
+//! metadata and xattrs travel untouched; a running binary keeps running) and the moved
+//! inode is checked to be the one hashed, or, across volumes, copied (up to the admin's
+//! cap), checked against its hash, then unlinked. `meta.json` beside it records what it
+//! was and which directory it came from; restore puts it back only into that same
+//! directory. `index.jsonl` lists the items for the quarantine-retrieval collector.
 
 use std::io::{Read as _, Write as _};
 use std::os::fd::AsFd as _;
@@ -22,9 +26,13 @@ use crate::sandbox::grants::{FileScope, Resolved, hash_file};
 
 /// Largest file whose SHA-256 the vault computes (it hashes on the response path).
 pub const MAX_HASH_BYTES: u64 = 1 << 30;
-/// Extended attributes kept per file, and bytes per value.
-const MAX_XATTRS: usize = 256;
-const MAX_XATTR_BYTES: usize = 1 << 20;
+/// Extended attributes kept in a record (a moved file keeps all of its own anyway), bytes
+/// per value and in all.
+const MAX_XATTRS: usize = 128;
+const MAX_XATTR_BYTES: usize = 64 << 10;
+const MAX_XATTRS_TOTAL: usize = 512 << 10;
+/// Largest `meta.json` read back.
+const MAX_META_BYTES: u64 = 4 << 20;
 
 /// What a vault item was.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +65,12 @@ pub struct Meta {
     pub link_target: Option<String>,
     /// When it was quarantined (RFC 3339).
     pub quarantined: String,
+    /// The directory it was in: (device, inode); restore goes back only there.
+    #[serde(default)]
+    pub parent: Option<(u64, u64)>,
+    /// Extended attributes over the record's caps, by name (a moved file keeps them).
+    #[serde(default)]
+    pub xattrs_not_recorded: Vec<String>,
 }
 
 /// The vault.
@@ -80,6 +94,15 @@ pub fn resolve(path: &str, follow: bool) -> Result<Resolved, String> {
         .ok_or_else(|| format!("{path}: no such file"))
 }
 
+/// (device, inode) of a `stat` (`st_dev` is an `i32` on macOS, a `u64` on Linux).
+#[allow(clippy::useless_conversion)]
+fn dev_ino(stat: &rustix::fs::Stat) -> (u64, u64) {
+    (
+        u64::try_from(stat.st_dev).unwrap_or(0),
+        u64::try_from(stat.st_ino).unwrap_or(0),
+    )
+}
+
 #[allow(clippy::useless_conversion)]
 fn times(stat: &rustix::fs::Stat) -> ((i64, i64), (i64, i64)) {
     (
@@ -94,27 +117,99 @@ fn times(stat: &rustix::fs::Stat) -> ((i64, i64), (i64, i64)) {
     )
 }
 
-/// The xattrs of an open file, bounded.
-fn read_xattrs(fd: std::os::fd::BorrowedFd<'_>) -> Vec<(String, String)> {
+/// The xattrs of an open file within the record's caps, and the names of those over them.
+fn read_xattrs(fd: std::os::fd::BorrowedFd<'_>) -> (Vec<(String, String)>, Vec<String>) {
     let mut names = vec![0u8; 64 << 10];
     let Ok(n) = rustix::fs::flistxattr(fd, &mut names[..]) else {
-        return Vec::new();
+        return (Vec::new(), Vec::new());
     };
-    let mut out = Vec::new();
+    let (mut kept, mut over, mut total) = (Vec::new(), Vec::new(), 0usize);
     for name in names.get(..n).unwrap_or_default().split(|&b| b == 0) {
-        if name.is_empty() || out.len() >= MAX_XATTRS {
+        if name.is_empty() {
             continue;
         }
-        let mut value = vec![0u8; MAX_XATTR_BYTES];
+        let shown = String::from_utf8_lossy(name).into_owned();
+        let size = rustix::fs::fgetxattr_query(fd, name).unwrap_or(usize::MAX);
+        if kept.len() >= MAX_XATTRS || size > MAX_XATTR_BYTES || total + size > MAX_XATTRS_TOTAL {
+            over.push(shown);
+            continue;
+        }
+        let mut value = vec![0u8; size];
         if let Ok(len) = rustix::fs::fgetxattr(fd, name, &mut value[..]) {
             value.truncate(len);
-            out.push((
-                String::from_utf8_lossy(name).into_owned(),
-                hex::encode(value),
-            ));
+            total += len;
+            kept.push((shown, hex::encode(value)));
         }
     }
-    out
+    (kept, over)
+}
+
+/// What a path names once macOS's own links are followed: `/tmp`, `/var` and `/etc` are
+/// `/private/tmp`, `/private/var` and `/private/etc`.
+fn system_real(path: &str) -> String {
+    for link in ["/tmp", "/var", "/etc"] {
+        if path == link || path.starts_with(&format!("{link}/")) {
+            return format!("/private{path}");
+        }
+    }
+    path.to_owned()
+}
+
+/// The checks a target must pass before ward moves or deletes it.
+pub struct Target<'a> {
+    /// The protected set.
+    pub protected: &'a Protected,
+    /// The offender's effective uid: a file of another (non-root) user is refused.
+    pub owner: Option<u32>,
+    /// A further check of the real path (a launch item stays in its launch directory).
+    pub refuse: &'a dyn Fn(&Path) -> Option<String>,
+}
+
+/// Lowest uid of a person's account (on macOS; Linux's are 1000 up).
+const FIRST_USER_UID: u32 = 500;
+
+impl Target<'_> {
+    /// Why `entry` (asked for as `requested`, `lstat` `stat`) must be left alone.
+    fn refusal(
+        &self,
+        requested: &str,
+        entry: &Resolved,
+        stat: &rustix::fs::Stat,
+    ) -> Option<String> {
+        let real = entry.real.display().to_string();
+        if real != requested && real != system_real(requested) {
+            return Some(format!(
+                "{requested} reaches {real} through a symbolic link: ward acts only on the file the event named"
+            ));
+        }
+        if let Some(why) = self
+            .protected
+            .refuse_file(&entry.real)
+            .or_else(|| (self.refuse)(&entry.real))
+        {
+            return Some(why);
+        }
+        if let Some(owner) = self.owner
+            && owner != 0
+            && stat.st_uid >= FIRST_USER_UID
+            && stat.st_uid != owner
+        {
+            return Some(format!(
+                "{real} belongs to uid {}, not to the offender (uid {owner})",
+                stat.st_uid
+            ));
+        }
+        let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
+        if kind.is_dir()
+            && !entry
+                .real
+                .extension()
+                .is_some_and(|e| e.eq_ignore_ascii_case("app"))
+        {
+            return Some(format!("{real} is a directory and not an app bundle"));
+        }
+        None
+    }
 }
 
 impl Vault {
@@ -155,34 +250,32 @@ impl Vault {
         writeln!(f, "{line}").map_err(|e| io("vault index", e))
     }
 
-    /// Moves `path` into the vault as item `id` (see the module documentation).
+    /// Moves `path` into the vault as item `id`, after [`Target`]'s checks (see the module
+    /// documentation).
     pub fn quarantine(
         &self,
         id: i64,
         path: &str,
-        protected: &Protected,
+        target: &Target<'_>,
         max_copy: u64,
-    ) -> Result<Outcome, String> {
-        self.quarantine_if(id, path, protected, max_copy, &|_| None)
-    }
-
-    /// [`Self::quarantine`], refusing also when `refuse` says why of the real path.
-    pub fn quarantine_if(
-        &self,
-        id: i64,
-        path: &str,
-        protected: &Protected,
-        max_copy: u64,
-        refuse: &dyn Fn(&Path) -> Option<String>,
     ) -> Result<Outcome, String> {
         let entry = resolve(path, false)?;
-        if let Some(why) = protected
-            .refuse_file(&entry.real, None)
-            .or_else(|| refuse(&entry.real))
-        {
+        self.quarantine_entry(id, path, &entry, target, max_copy)
+    }
+
+    /// [`Self::quarantine`] of an entry already resolved (asked for as `requested`).
+    pub fn quarantine_entry(
+        &self,
+        id: i64,
+        requested: &str,
+        entry: &Resolved,
+        target: &Target<'_>,
+        max_copy: u64,
+    ) -> Result<Outcome, String> {
+        let stat = entry.lstat().map_err(|e| format!("{e:?}"))?;
+        if let Some(why) = target.refusal(requested, entry, &stat) {
             return Err(format!("refused: {why}"));
         }
-        let stat = entry.lstat().map_err(|e| format!("{e:?}"))?;
         let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
         let kind_name = if kind.is_file() {
             "file"
@@ -196,10 +289,15 @@ impl Vault {
                 entry.real.display()
             ));
         };
-        let (mut sha256, mut xattrs, mut link_target) = (None, Vec::new(), None);
+        let (mut sha256, mut xattrs, mut over, mut link_target) =
+            (None, Vec::new(), Vec::new(), None);
+        // What is hashed is what must arrive in the vault: (device, inode).
+        let mut hashed = None;
         if kind.is_file() || kind.is_dir() {
             let file = entry.open().map_err(|e| format!("{e:?}"))?;
-            xattrs = read_xattrs(file.as_fd());
+            let fst = rustix::fs::fstat(&file).map_err(|e| io("fstat", e))?;
+            hashed = Some(dev_ino(&fst));
+            (xattrs, over) = read_xattrs(file.as_fd());
             if kind.is_file() && u64::try_from(stat.st_size).unwrap_or(u64::MAX) <= MAX_HASH_BYTES {
                 sha256 = Some(hash_file(file, &entry.real, MAX_HASH_BYTES, None)?);
             }
@@ -208,6 +306,7 @@ impl Vault {
                 .ok()
                 .map(|t| t.to_string_lossy().into_owned());
         }
+        let parent = rustix::fs::fstat(entry.parent()).ok().map(|p| dev_ino(&p));
         let (atime, mtime) = times(&stat);
         #[allow(clippy::useless_conversion)]
         let mut meta = Meta {
@@ -225,6 +324,8 @@ impl Vault {
             xattrs,
             link_target,
             quarantined: crate::clock::now_rfc3339(),
+            parent,
+            xattrs_not_recorded: over,
         };
         let item = self.item(&id.to_string())?;
         std::fs::create_dir(&item).map_err(|e| io(&item.display().to_string(), e))?;
@@ -238,9 +339,22 @@ impl Vault {
         write_replace(&item_fd, "meta.json", &to_json(&meta)?)?;
         let moved = rustix::fs::renameat(entry.parent(), entry.name(), &item_fd, "content");
         match moved {
-            Ok(()) => {}
+            Ok(()) => {
+                let now = rustix::fs::statat(&item_fd, "content", AtFlags::SYMLINK_NOFOLLOW)
+                    .map_err(|e| io("vault content", e))?;
+                if hashed.is_some_and(|h| h != dev_ino(&now)) {
+                    // Swapped between the hash and the move: put it back, report.
+                    let _ = rustix::fs::renameat(&item_fd, "content", entry.parent(), entry.name());
+                    let _ = std::fs::remove_file(item.join("meta.json"));
+                    let _ = std::fs::remove_dir(&item);
+                    return Err(format!(
+                        "{} was replaced between its hash and the move; left in place",
+                        entry.real.display()
+                    ));
+                }
+            }
             Err(rustix::io::Errno::XDEV) if kind.is_file() && meta.size <= max_copy => {
-                self.copy_in(&entry, &item_fd, &meta)?;
+                self.copy_in(entry, &item_fd, &meta)?;
                 meta.method = "copied".into();
                 write_replace(&item_fd, "meta.json", &to_json(&meta)?)?;
                 rustix::fs::unlinkat(entry.parent(), entry.name(), AtFlags::empty())
@@ -320,24 +434,41 @@ impl Vault {
         let path = self.item(item)?.join("meta.json");
         let mut text = String::new();
         std::fs::File::open(&path)
-            .and_then(|f| f.take(1 << 20).read_to_string(&mut text))
+            .and_then(|f| f.take(MAX_META_BYTES).read_to_string(&mut text))
             .map_err(|e| io(&path.display().to_string(), e))?;
         serde_json::from_str(&text).map_err(|e| io(&path.display().to_string(), e))
     }
 
-    /// Puts item `item` back where it was, exactly (refusing to overwrite anything that
-    /// is there now), and checks it is what was quarantined.
-    pub fn restore(&self, item: &str) -> Result<Outcome, String> {
+    /// Puts item `item` back where it was, exactly — only into the very directory it came
+    /// from (same real path, same device and inode), never over anything there now, never
+    /// onto a protected path — and checks it is what was quarantined. The item stays in
+    /// the vault if the check fails.
+    pub fn restore(&self, item: &str, protected: &Protected) -> Result<Outcome, String> {
         let meta = self.meta(item)?;
         let original = Path::new(&meta.original);
         let (Some(parent), Some(name)) = (original.parent(), original.file_name()) else {
             return Err(format!("{}: no directory to restore into", meta.original));
         };
-        let dir = resolve(&parent.display().to_string(), true)?;
-        if !dir.file_type.is_dir() {
-            return Err(format!("{} is no longer a directory", parent.display()));
+        if let Some(why) = protected.refuse_file(original) {
+            return Err(format!("refused: {why}"));
+        }
+        let dir = resolve(&parent.display().to_string(), false)?;
+        if !dir.file_type.is_dir() || dir.real != parent {
+            return Err(format!(
+                "refused: {} is no longer the directory {} came from",
+                parent.display(),
+                meta.original
+            ));
         }
         let dir_fd = dir.open().map_err(|e| format!("{e:?}"))?;
+        let here = dev_ino(&rustix::fs::fstat(&dir_fd).map_err(|e| io("fstat", e))?);
+        if meta.parent.is_some_and(|p| p != here) {
+            return Err(format!(
+                "refused: {} was replaced since {} was quarantined",
+                parent.display(),
+                meta.original
+            ));
+        }
         let item_dir = self.item(item)?;
         let item_fd = rustix::fs::open(
             &item_dir,
@@ -361,11 +492,10 @@ impl Vault {
             self.copy_out(&item_fd, &dir_fd, name, &meta)?;
         }
         let restored = resolve(&meta.original, false)?;
-        let check = self.check(&restored, &meta);
+        self.check(&restored, &meta)?;
         let _ = std::fs::remove_file(item_dir.join("meta.json"));
         let _ = std::fs::remove_dir(&item_dir);
         let _ = self.index(serde_json::json!({"id": meta.id, "restored": true}));
-        check?;
         let mut out = Outcome::new(format!(
             "restored {} (content, owner, mode, times and {} extended attributes as quarantined)",
             meta.original,
@@ -486,14 +616,14 @@ fn write_replace(dir: &std::os::fd::OwnedFd, name: &str, bytes: &[u8]) -> Result
     rustix::fs::renameat(dir, tmp.as_str(), dir, name).map_err(|e| io(name, e))
 }
 
-/// Deletes `path` (a regular file or a link; never a directory) after recording what it
-/// was.
-pub fn remove(path: &str, protected: &Protected) -> Result<Outcome, String> {
+/// Deletes `path` (a regular file or a link; never a directory) after [`Target`]'s
+/// checks, recording what it was.
+pub fn remove(path: &str, target: &Target<'_>) -> Result<Outcome, String> {
     let entry = resolve(path, false)?;
-    if let Some(why) = protected.refuse_file(&entry.real, None) {
+    let stat = entry.lstat().map_err(|e| format!("{e:?}"))?;
+    if let Some(why) = target.refusal(path, &entry, &stat) {
         return Err(format!("refused: {why}"));
     }
-    let stat = entry.lstat().map_err(|e| format!("{e:?}"))?;
     let kind = rustix::fs::FileType::from_raw_mode(stat.st_mode);
     if !(kind.is_file() || kind.is_symlink()) {
         return Err(format!(
@@ -525,6 +655,18 @@ mod tests {
         Protected::new(&Default::default(), Vec::new())
     }
 
+    fn no_more(_: &Path) -> Option<String> {
+        None
+    }
+
+    fn target(p: &Protected) -> Target<'_> {
+        Target {
+            protected: p,
+            owner: None,
+            refuse: &no_more,
+        }
+    }
+
     #[test]
     fn a_file_is_quarantined_and_restored_exactly() {
         let state = tempfile::tempdir().unwrap();
@@ -536,7 +678,7 @@ mod tests {
         let _ = xattr::set(&file, "user.ward.test", b"marker");
         let before = std::fs::metadata(&file).unwrap();
         let out = vault
-            .quarantine(7, file.to_str().unwrap(), &protected(), 1 << 20)
+            .quarantine(7, file.to_str().unwrap(), &target(&protected()), 1 << 20)
             .unwrap();
         assert!(!file.exists());
         assert_eq!(out.evidence["item"], "7");
@@ -544,10 +686,10 @@ mod tests {
         assert!(index.contains("\"original\""), "{index}");
         // Nothing may take its place unnoticed.
         std::fs::write(&file, b"imposter").unwrap();
-        let err = vault.restore("7").unwrap_err();
+        let err = vault.restore("7", &protected()).unwrap_err();
         assert!(err.contains("not overwritten"), "{err}");
         std::fs::remove_file(&file).unwrap();
-        vault.restore("7").unwrap();
+        vault.restore("7", &protected()).unwrap();
         let after = std::fs::metadata(&file).unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), b"\x7fELF pretend payload");
         assert_eq!(after.mode(), before.mode());
@@ -557,7 +699,24 @@ mod tests {
         if let Ok(Some(v)) = xattr::get(&file, "user.ward.test") {
             assert_eq!(v, b"marker");
         }
-        assert!(vault.restore("7").is_err(), "an item is restored once");
+        assert!(
+            vault.restore("7", &protected()).is_err(),
+            "an item is restored once"
+        );
+        // Quarantined again; its directory replaced by a link elsewhere: not restored.
+        vault
+            .quarantine(8, file.to_str().unwrap(), &target(&protected()), 1 << 20)
+            .unwrap();
+        let moved = work.path().with_extension("moved");
+        std::fs::rename(work.path(), &moved).unwrap();
+        let decoy = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(decoy.path(), work.path()).unwrap();
+        let err = vault.restore("8", &protected()).unwrap_err();
+        assert!(err.contains("refused"), "{err}");
+        assert!(!decoy.path().join("payload").exists());
+        std::fs::remove_file(work.path()).unwrap();
+        std::fs::rename(&moved, work.path()).unwrap();
+        vault.restore("8", &protected()).unwrap();
     }
 
     #[test]
@@ -565,7 +724,7 @@ mod tests {
         let state = tempfile::tempdir().unwrap();
         let vault = Vault::open(state.path()).unwrap();
         let err = vault
-            .quarantine(1, "/usr/bin/env", &protected(), 1 << 20)
+            .quarantine(1, "/usr/bin/env", &target(&protected()), 1 << 20)
             .unwrap_err();
         assert!(err.starts_with("refused"), "{err}");
         // A link to a protected file quarantines the link, never what it points to.
@@ -573,11 +732,11 @@ mod tests {
         let link = work.path().join("innocent");
         std::os::unix::fs::symlink("/usr/bin/env", &link).unwrap();
         vault
-            .quarantine(2, link.to_str().unwrap(), &protected(), 1 << 20)
+            .quarantine(2, link.to_str().unwrap(), &target(&protected()), 1 << 20)
             .unwrap();
         assert!(Path::new("/usr/bin/env").exists());
         assert!(std::fs::symlink_metadata(&link).is_err());
-        vault.restore("2").unwrap();
+        vault.restore("2", &protected()).unwrap();
         assert_eq!(
             std::fs::read_link(&link).unwrap(),
             Path::new("/usr/bin/env")
@@ -587,19 +746,50 @@ mod tests {
         std::fs::create_dir_all(app.join("Contents/MacOS")).unwrap();
         std::fs::write(app.join("Contents/MacOS/evil"), b"x").unwrap();
         vault
-            .quarantine(3, app.to_str().unwrap(), &protected(), 1 << 20)
+            .quarantine(3, app.to_str().unwrap(), &target(&protected()), 1 << 20)
             .unwrap();
         assert!(!app.exists());
-        vault.restore("3").unwrap();
+        vault.restore("3", &protected()).unwrap();
         assert!(app.join("Contents/MacOS/evil").exists());
-        assert!(vault.restore("../etc").is_err());
+        assert!(vault.restore("../etc", &protected()).is_err());
+        // A directory that is not an app bundle is refused.
+        let plain = work.path().join("Documents");
+        std::fs::create_dir(&plain).unwrap();
+        let err = vault
+            .quarantine(4, plain.to_str().unwrap(), &target(&protected()), 1 << 20)
+            .unwrap_err();
+        assert!(err.contains("not an app bundle"), "{err}");
+        // A path through a planted symlink is refused: ward acts on the named file only.
+        let elsewhere = tempfile::tempdir().unwrap();
+        std::fs::write(elsewhere.path().join("precious"), b"keep").unwrap();
+        std::os::unix::fs::symlink(elsewhere.path(), work.path().join("l")).unwrap();
+        let via = work.path().join("l/precious");
+        let err = vault
+            .quarantine(5, via.to_str().unwrap(), &target(&protected()), 1 << 20)
+            .unwrap_err();
+        assert!(err.contains("symbolic link"), "{err}");
+        assert!(elsewhere.path().join("precious").exists());
+        // Another user's file is refused when the offender is a user.
+        let theirs = work.path().join("theirs");
+        std::fs::write(&theirs, b"x").unwrap();
+        rustix::fs::chown(&theirs, Some(rustix::fs::Uid::from_raw(502)), None).unwrap();
+        let p = protected();
+        let as_501 = Target {
+            protected: &p,
+            owner: Some(501),
+            refuse: &no_more,
+        };
+        let err = vault
+            .quarantine(6, theirs.to_str().unwrap(), &as_501, 1 << 20)
+            .unwrap_err();
+        assert!(err.contains("belongs to uid 502"), "{err}");
         // remove-file: a file goes, a directory is refused.
         let gone = work.path().join("gone");
         std::fs::write(&gone, b"bye").unwrap();
-        let out = remove(gone.to_str().unwrap(), &protected()).unwrap();
+        let out = remove(gone.to_str().unwrap(), &target(&protected())).unwrap();
         assert!(out.evidence.contains_key("sha256"));
         assert!(!gone.exists());
-        assert!(remove(app.to_str().unwrap(), &protected()).is_err());
+        assert!(remove(app.to_str().unwrap(), &target(&protected())).is_err());
     }
 
     /// Across volumes (tmpfs in /dev/shm against the state dir's disk) the file is copied,
@@ -625,16 +815,16 @@ mod tests {
         let _ = xattr::set(&file, "user.ward.test", b"kept");
         let before = std::fs::metadata(&file).unwrap();
         let err = vault
-            .quarantine(9, file.to_str().unwrap(), &protected(), 10)
+            .quarantine(9, file.to_str().unwrap(), &target(&protected()), 10)
             .unwrap_err();
         assert!(err.contains("copy cap"), "{err}");
         assert!(file.exists());
         let out = vault
-            .quarantine(10, file.to_str().unwrap(), &protected(), 1 << 20)
+            .quarantine(10, file.to_str().unwrap(), &target(&protected()), 1 << 20)
             .unwrap();
         assert_eq!(out.evidence["method"], "copied");
         assert!(!file.exists());
-        vault.restore("10").unwrap();
+        vault.restore("10", &protected()).unwrap();
         let after = std::fs::metadata(&file).unwrap();
         assert_eq!(std::fs::read(&file).unwrap(), vec![7u8; 100_000]);
         assert_eq!(after.mode(), before.mode());
