@@ -44,6 +44,28 @@ pub fn config(key: &str) -> Option<String> {
     }
 }
 
+/// A boolean config key: `true` or `false`, `default` when unset or empty.
+pub fn config_bool(key: &str, default: bool) -> Result<bool, crate::PluginError> {
+    match config(key).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some("true") => Ok(true),
+        Some("false") => Ok(false),
+        Some(other) => Err(crate::PluginError::new(format!(
+            "config `{key}`: expected true or false, got {other:?}"
+        ))),
+    }
+}
+
+/// A whole-number config key, `default` when unset or empty.
+pub fn config_u64(key: &str, default: u64) -> Result<u64, crate::PluginError> {
+    match config(key).as_deref().map(str::trim) {
+        None | Some("") => Ok(default),
+        Some(text) => text.parse().map_err(|_| {
+            crate::PluginError::new(format!("config `{key}`: expected a number, got {text:?}"))
+        }),
+    }
+}
+
 /// Process-table lookups.
 pub mod process {
     use crate::{AuditToken, Process};

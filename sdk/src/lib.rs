@@ -52,7 +52,7 @@ pub use bindings::ward::plugin::types::{
 };
 pub use event::{EventExt, ProcessExt};
 pub use finding::FindingExt;
-pub use host::{config, log, process};
+pub use host::{config, config_bool, config_u64, log, process};
 
 /// The longest prefix of `text` of at most `max_bytes` bytes that ends on a character
 /// boundary: for bounding what a plugin keeps (argv, URLs) without splitting a character.
@@ -82,7 +82,8 @@ pub mod prelude {
     pub use crate::{Collector, collector_files as files};
     pub use crate::{
         Event, EventData, EventExt, Finding, FindingExt, PluginError, PluginInfo, PluginKind,
-        Prefilter, Process, ProcessExt, Severity, SignerType, Verdict, config, log, process,
+        Prefilter, Process, ProcessExt, Severity, SignerType, Verdict, config, config_bool,
+        config_u64, log, process,
     };
 }
 

@@ -23,18 +23,6 @@ const DEFAULT_KINDS: &[&str] = &["cdhash", "signing-id", "sha256"];
 #[derive(Default)]
 pub struct BlockOffender;
 
-/// A boolean config key: `true` or `false`, `default` when unset.
-fn config_bool(key: &str, default: bool) -> Result<bool, PluginError> {
-    match config(key).as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(PluginError::new(format!(
-            "config `{key}`: expected true or false, got {other:?}"
-        ))),
-    }
-}
-
 /// The entry kinds allowed by `kinds` and `by_team`.
 fn allowed_kinds() -> Result<Vec<&'static str>, PluginError> {
     let by_team = config_bool("by_team", false)?;

@@ -18,18 +18,6 @@ const SIGKILL: i32 = 9;
 #[derive(Default)]
 pub struct ContainProcess;
 
-/// A boolean config key: `true` or `false`, `default` when unset.
-fn config_bool(key: &str, default: bool) -> Result<bool, PluginError> {
-    match config(key).as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(PluginError::new(format!(
-            "config `{key}`: expected true or false, got {other:?}"
-        ))),
-    }
-}
-
 fn kill(p: &Process, why: &str) -> Option<PlannedAction> {
     if p.token.pid <= 1 {
         log::warn(&format!("not killing pid {} ({})", p.token.pid, p.path()));

@@ -16,18 +16,6 @@ const MAX_TRIGGER_BYTES: usize = 255;
 #[derive(Default)]
 pub struct JamfLockdown;
 
-/// A boolean config key: `true` or `false`, `default` when unset.
-fn config_bool(key: &str, default: bool) -> Result<bool, PluginError> {
-    match config(key).as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some("true") => Ok(true),
-        Some("false") => Ok(false),
-        Some(other) => Err(PluginError::new(format!(
-            "config `{key}`: expected true or false, got {other:?}"
-        ))),
-    }
-}
-
 /// The configured custom trigger: one word of printable characters.
 fn policy_trigger() -> Result<Option<String>, PluginError> {
     let Some(policy) = config("policy").map(|p| p.trim().to_owned()) else {

@@ -143,18 +143,13 @@ fn content_type(path: &str) -> &'static str {
 
 impl Collector for PersistenceEvidence {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
+        Reader::describe_config(PluginInfo::new(
             "persistence-evidence",
             env!("CARGO_PKG_VERSION"),
             PluginKind::Collector,
             "launch items, BTM, cron, periodic, shell profiles, SSH keys and sudoers, recent first",
         )
         .capability("file-read")
-        .config_option("root", "prefix for every Mac path read (default: none, i.e. /)")
-        .config_option(
-            "max_total_bytes",
-            "bytes of artifacts one collection returns at most (default 3 MiB)",
-        )
         .config_option(
             "max_file_bytes",
             "bytes of one item's content returned at most (default 256 KiB)",
@@ -162,7 +157,7 @@ impl Collector for PersistenceEvidence {
         .config_option(
             "recent_days",
             "items modified or created within this many days of the finding are recent (default 30)",
-        )
+        ))
     }
 
     fn collect(&mut self, trigger: &Trigger) -> Result<Vec<Artifact>, PluginError> {

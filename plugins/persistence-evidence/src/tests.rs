@@ -70,7 +70,7 @@ fn describes_itself_with_every_config_key() {
     let keys: Vec<&str> = info.config.iter().map(|c| c.name.as_str()).collect();
     assert_eq!(
         keys,
-        ["root", "max_total_bytes", "max_file_bytes", "recent_days"]
+        ["max_file_bytes", "recent_days", "root", "max_total_bytes"]
     );
 }
 

@@ -109,24 +109,18 @@ fn offender_binary(
 
 impl Collector for ProcessEvidence {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
-            "process-evidence",
-            env!("CARGO_PKG_VERSION"),
-            PluginKind::Collector,
-            "the offending process tree, its binaries' facts and the offender's executable",
-        )
-        .capability("file-read")
-        .config_option(
-            "root",
-            "prefix for every Mac path read (default: none, i.e. /)",
-        )
-        .config_option(
-            "max_total_bytes",
-            "bytes of artifacts one collection returns at most (default 3 MiB)",
-        )
-        .config_option(
-            "max_binary_bytes",
-            "largest executable copied (default 8 MiB); larger ones are only described",
+        Reader::describe_config(
+            PluginInfo::new(
+                "process-evidence",
+                env!("CARGO_PKG_VERSION"),
+                PluginKind::Collector,
+                "the offending process tree, its binaries' facts and the offender's executable",
+            )
+            .capability("file-read")
+            .config_option(
+                "max_binary_bytes",
+                "largest executable copied (default 8 MiB); larger ones are only described",
+            ),
         )
     }
 

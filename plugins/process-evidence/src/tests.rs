@@ -68,7 +68,7 @@ fn describes_itself_with_every_config_key() {
     assert_eq!(info.kind, PluginKind::Collector);
     assert_eq!(info.capabilities, ["file-read"]);
     let keys: Vec<&str> = info.config.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(keys, ["root", "max_total_bytes", "max_binary_bytes"]);
+    assert_eq!(keys, ["max_binary_bytes", "root", "max_total_bytes"]);
 }
 
 #[test]

@@ -216,24 +216,18 @@ fn retrieve(
 
 impl Collector for QuarantineRetrieval {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
-            "quarantine-retrieval",
-            env!("CARGO_PKG_VERSION"),
-            PluginKind::Collector,
-            "the files ward quarantined for a finding, from the agent's vault",
-        )
-        .capability("file-read")
-        .config_option(
-            "vault",
-            "the agent's quarantine vault directory, e.g. /var/db/ward/vault (required)",
-        )
-        .config_option(
-            "root",
-            "prefix for every Mac path read (default: none, i.e. /)",
-        )
-        .config_option(
-            "max_total_bytes",
-            "bytes of artifacts one collection returns at most (default 3 MiB)",
+        Reader::describe_config(
+            PluginInfo::new(
+                "quarantine-retrieval",
+                env!("CARGO_PKG_VERSION"),
+                PluginKind::Collector,
+                "the files ward quarantined for a finding, from the agent's vault",
+            )
+            .capability("file-read")
+            .config_option(
+                "vault",
+                "the agent's quarantine vault directory, e.g. /var/db/ward/vault (required)",
+            ),
         )
     }
 

@@ -175,24 +175,18 @@ fn accounts(reader: &mut Reader, recent: &dyn Fn(i64) -> bool) -> Value {
 
 impl Collector for SystemEvidence {
     fn describe() -> PluginInfo {
-        PluginInfo::new(
-            "system-evidence",
-            env!("CARGO_PKG_VERSION"),
-            PluginKind::Collector,
-            "recently installed applications and packages, and local accounts",
-        )
-        .capability("file-read")
-        .config_option(
-            "root",
-            "prefix for every Mac path read (default: none, i.e. /)",
-        )
-        .config_option(
-            "max_total_bytes",
-            "bytes of artifacts one collection returns at most (default 3 MiB)",
-        )
-        .config_option(
-            "recent_days",
-            "what changed within this many days of the finding is recent (default 14)",
+        Reader::describe_config(
+            PluginInfo::new(
+                "system-evidence",
+                env!("CARGO_PKG_VERSION"),
+                PluginKind::Collector,
+                "recently installed applications and packages, and local accounts",
+            )
+            .capability("file-read")
+            .config_option(
+                "recent_days",
+                "what changed within this many days of the finding is recent (default 14)",
+            ),
         )
     }
 

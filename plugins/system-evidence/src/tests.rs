@@ -79,7 +79,7 @@ fn describes_itself_with_every_config_key() {
     assert_eq!(info.name, "system-evidence");
     assert_eq!(info.capabilities, ["file-read"]);
     let keys: Vec<&str> = info.config.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(keys, ["root", "max_total_bytes", "recent_days"]);
+    assert_eq!(keys, ["recent_days", "root", "max_total_bytes"]);
 }
 
 #[test]

@@ -5,6 +5,6 @@
 pub mod reader;
 pub mod rfc3339;
 
-pub use reader::{
-    CHUNK, DEFAULT_MAX_TOTAL_BYTES, MAX_NOTES, Reader, config_u64, json_artifact, summary_cost,
-};
+pub use ward_sdk::config_u64;
+
+pub use reader::{CHUNK, DEFAULT_MAX_TOTAL_BYTES, MAX_NOTES, Reader, json_artifact, summary_cost};

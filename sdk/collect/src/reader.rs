@@ -2,8 +2,8 @@
 //! everything the call returns, recording failures and what was left out instead of failing.
 
 use serde_json::{Value, json};
-use ward_sdk::PluginError;
 use ward_sdk::collector_files::{self as files, DirEntry, FileError, FileMetadata};
+use ward_sdk::{PluginError, config_u64};
 
 /// Bytes asked for in one `files::read`: the host's default cap for one read.
 pub const CHUNK: u64 = 1 << 20;
@@ -17,16 +17,6 @@ const MAX_NOTE_BYTES: usize = 512;
 /// Part of the budget set aside for the notes (at most a quarter of it), so that running
 /// out of budget is still recorded.
 const NOTES_RESERVE: u64 = 32 << 10;
-
-/// A whole-number config key, `default` when unset.
-pub fn config_u64(key: &str, default: u64) -> Result<u64, PluginError> {
-    match ward_sdk::config(key).as_deref().map(str::trim) {
-        None | Some("") => Ok(default),
-        Some(text) => text.parse().map_err(|_| {
-            PluginError::new(format!("config `{key}`: expected a number, got {text:?}"))
-        }),
-    }
-}
 
 /// What a summary costs in the budget: compact JSON, pretty-printed at most doubles.
 pub fn summary_cost(value: &Value) -> u64 {
@@ -58,6 +48,18 @@ pub struct Reader {
 }
 
 impl Reader {
+    /// `info` with the two config options [`Reader::from_config`] reads.
+    pub fn describe_config(info: ward_sdk::PluginInfo) -> ward_sdk::PluginInfo {
+        info.config_option(
+            "root",
+            "prefix for every Mac path read (default: none, i.e. /)",
+        )
+        .config_option(
+            "max_total_bytes",
+            "bytes of artifacts one collection returns at most (default 3 MiB)",
+        )
+    }
+
     /// A reader for config `root` (default `""`) and `max_total_bytes` (default 3 MiB).
     pub fn from_config() -> Result<Self, PluginError> {
         let root = ward_sdk::config("root").unwrap_or_default();
