@@ -1159,11 +1159,23 @@ fn bench_content_suite_runs_and_reports_every_plugin() {
     let out = ward(&["bench", "--suite", "content", "--events", "300"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("ward, all default content"), "{text}");
+    for stream in ["quiet Mac", "attack Mac"] {
+        assert!(text.contains(&format!("content, {stream}")), "{text}");
+        assert!(
+            text.contains(&format!("where the time goes, {stream}")),
+            "{text}"
+        );
+    }
+    assert_eq!(
+        text.matches("ward replay, all default content").count(),
+        2,
+        "{text}"
+    );
     assert!(
         text.contains("jq, one filter") || text.contains("jq: skipped: "),
         "{text}"
     );
+    assert!(text.contains("chainsaw"), "{text}");
     for plugin in [
         "jamf-analytics",
         "command-abuse",
@@ -1176,6 +1188,46 @@ fn bench_content_suite_runs_and_reports_every_plugin() {
         text.contains("per analytic (77 analytics, 300 events)"),
         "{text}"
     );
+}
+
+/// `ward gen --mix attack` cycles the example attack streams with fresh process
+/// generations: two cycles fire exactly twice what one does (nothing is taken for a repeat
+/// of the first), every line parses, times only move forward and no pidversion of one
+/// cycle comes back in the next.
+#[test]
+fn the_attack_mix_fires_the_same_findings_every_cycle() {
+    // One cycle: the attack chain and the account takeover three times each, the
+    // intrusion once.
+    let cycle = 3 * 31 + 3 * 14 + 132;
+    let generate = |n: usize| ward(&["gen", "--mix", "attack", "--events", &n.to_string()]);
+    let one = generate(cycle);
+    let two = generate(2 * cycle);
+    assert!(one.status.success() && two.status.success());
+    let lines: Vec<Value> = String::from_utf8(two.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2 * cycle);
+    let times: Vec<&str> = lines.iter().map(|l| l["time"].as_str().unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "time goes back");
+    let versions = |part: &[Value]| -> std::collections::BTreeSet<i64> {
+        part.iter()
+            .map(|l| &l["process"]["audit_token"])
+            .filter(|t| t["pid"].as_i64().unwrap() > 1)
+            .map(|t| t["pidversion"].as_i64().unwrap())
+            .collect()
+    };
+    let (first, second) = lines.split_at(cycle);
+    assert!(versions(first).is_disjoint(&versions(second)));
+    let findings = |stream: &[u8]| {
+        let out = ward_with_stdin(&["replay", "-"], Some(stream));
+        assert!(out.status.success(), "{}", stderr(&out));
+        ndjson(&out).len()
+    };
+    let once = findings(&one.stdout);
+    assert!(once >= 50, "one cycle fired only {once} findings");
+    assert_eq!(findings(&two.stdout), 2 * once);
 }
 
 /// `file-xattr` end to end: untrusted-exec with `check_quarantine` asks the host for the

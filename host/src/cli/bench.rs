@@ -220,124 +220,6 @@ fn ingestion(n: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One jq filter of the kind a responder writes by hand: exec events of binaries under
-/// `/private/tmp`, printing the path.
-pub const JQ_FILTER: &str = r#"select(.event.exec != null) | select(.event.exec.target.executable.path | startswith("/private/tmp/")) | .event.exec.target.executable.path"#;
-
-/// Events/s of `jq -c JQ_FILTER file`, or why it could not run.
-fn jq_rate(path: &std::path::Path, n: usize) -> Result<f64, String> {
-    let start = Instant::now();
-    let status = std::process::Command::new("jq")
-        .arg("-c")
-        .arg(JQ_FILTER)
-        .arg(path)
-        .stdout(std::process::Stdio::null())
-        .status()
-        .map_err(|e| format!("jq not runnable ({e}); install jq to compare"))?;
-    let secs = start.elapsed().as_secs_f64();
-    if !status.success() {
-        return Err(format!("jq exited with {status}"));
-    }
-    Ok(n as f64 / secs)
-}
-
-/// The whole default content (every built-in plugin, as `ward replay` runs it with no
-/// config) over a `ward gen` stream, against one jq filter over the same file; then where
-/// the time goes, plugin by plugin.
-fn default_content_run(n: usize, batch: usize) -> anyhow::Result<()> {
-    let mut generator = crate::cli::synth::Generator::new(1);
-    let lines: Vec<String> = (0..n).map(|_| generator.next_line()).collect();
-    let dir = tempfile::tempdir().context("temporary directory")?;
-    let path = dir.path().join("gen.jsonl");
-    std::fs::write(&path, lines.join("\n") + "\n").context("writing the stream")?;
-    println!(
-        "default content: {n} `ward gen` events (seed 1), {} MB",
-        std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) / 1_000_000
-    );
-
-    let jq = jq_rate(&path, n);
-    match &jq {
-        Ok(rate) => println!(
-            "{:<56} {rate:>12.0} events/s",
-            "jq, one filter (exec from /private/tmp)"
-        ),
-        Err(why) => println!("jq: skipped: {why}"),
-    }
-
-    // The agent's own compile cache: loading is not what is measured.
-    let config = crate::config::WardConfig::default();
-    let rt = Arc::new(Runtime::new(
-        Limits::default(),
-        config.cache_dir().as_deref(),
-    )?);
-    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
-    let loaded = crate::registry::load_all(&rt, &config, &processes);
-    anyhow::ensure!(
-        loaded.errors.is_empty(),
-        "default content refused: {:?}",
-        loaded.errors
-    );
-    let count = loaded.plugins.len();
-    let mut pipeline = crate::detect::pipeline::Pipeline::new(
-        rt,
-        loaded.plugins,
-        processes,
-        crate::detect::pipeline::PipelineOptions {
-            batch_size: batch,
-            ..Default::default()
-        },
-    );
-    let mut out = Vec::new();
-    let mut findings = 0usize;
-    let start = Instant::now();
-    for l in &lines {
-        pipeline.push_line(l.as_bytes(), &mut out);
-        if out.len() >= 1024 {
-            findings += out.len();
-            // The sink's work: one JSON line per finding.
-            for f in out.drain(..) {
-                std::hint::black_box(f.to_json_line());
-            }
-        }
-    }
-    pipeline.flush(&mut out);
-    findings += out.len();
-    for f in out.drain(..) {
-        std::hint::black_box(f.to_json_line());
-    }
-    let secs = start.elapsed().as_secs_f64();
-    let rate = n as f64 / secs;
-    println!(
-        "{:<56} {rate:>12.0} events/s   ({count} plugins, {findings} findings)",
-        "ward, all default content (parse → detectors → JSON)"
-    );
-    if let Ok(jq) = jq {
-        println!(
-            "{:<56} {:>12.1}x",
-            "ward all content / jq one filter",
-            rate / jq
-        );
-    }
-    let summary = pipeline.summary();
-    let total = secs * 1e6;
-    println!(
-        "  {:<22} {:>10} {:>10} {:>12} {:>8}",
-        "plugin", "events", "calls", "µs/event", "share"
-    );
-    for p in &summary.plugins {
-        let busy = p.busy.as_secs_f64() * 1e6;
-        println!(
-            "  {:<22} {:>10} {:>10} {:>12.2} {:>7.1}%",
-            p.name,
-            p.events,
-            p.calls,
-            busy / p.events.max(1) as f64,
-            100.0 * busy / total
-        );
-    }
-    Ok(())
-}
-
 /// Runs `lines` through a pipeline holding only the jamf-analytics component with
 /// `config`; returns the seconds spent inside the component (parsing excluded: less
 /// noise to subtract).
@@ -458,7 +340,7 @@ pub enum Suite {
     Ingestion,
     /// The sandbox: native rule vs component, call overhead.
     Sandbox,
-    /// All default content vs one jq filter, and per-plugin cost.
+    /// All default content on a quiet and an attacked Mac vs one jq filter, and per-plugin cost.
     Content,
     /// The live agent: hot swap, cold start with 20 plugins, AUTH latency under load.
     Live,
@@ -482,7 +364,8 @@ pub fn run(n: usize, batch: usize, suite: Suite) -> anyhow::Result<()> {
         }
     }
     if matches!(suite, Suite::All | Suite::Content) {
-        default_content_run(n, batch)?;
+        let ward = std::env::current_exe().context("finding the ward executable")?;
+        crate::cli::bench_content::run(&ward, n, batch)?;
         let mut generator = crate::cli::synth::Generator::new(2);
         let lines: Vec<String> = (0..n.min(20_000)).map(|_| generator.next_line()).collect();
         per_analytic(&lines, batch)?;

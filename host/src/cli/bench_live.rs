@@ -183,45 +183,6 @@ fn renamed(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Waits for `child`; returns its status and peak resident memory in bytes. On Linux the
-/// peak is read from `/proc/<pid>/status` (VmHWM) while it runs, the last reading before
-/// it exits: `ru_maxrss` there starts from the parent's size at fork. Elsewhere it is
-/// `ru_maxrss`.
-fn wait_rss(child: &mut std::process::Child) -> anyhow::Result<(std::process::ExitStatus, u64)> {
-    if cfg!(target_os = "linux") {
-        let path = format!("/proc/{}/status", child.id());
-        let mut peak = 0u64;
-        loop {
-            if let Ok(text) = std::fs::read_to_string(&path)
-                && let Some(kib) = text
-                    .lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-            {
-                peak = peak.max(kib * 1024);
-            }
-            if let Some(status) = child.try_wait()? {
-                return Ok((status, peak));
-            }
-            std::thread::sleep(Duration::from_millis(1));
-        }
-    }
-    let pid = i32::try_from(child.id()).context("pid")?;
-    let mut status = 0;
-    // SAFETY: `rusage` is plain data; wait4 fills it for the child this function owns.
-    #[allow(unsafe_code)]
-    let usage = unsafe {
-        let mut usage: libc::rusage = std::mem::zeroed();
-        libc::wait4(pid, &mut status, 0, &mut usage);
-        usage
-    };
-    use std::os::unix::process::ExitStatusExt as _;
-    Ok((
-        std::process::ExitStatus::from_raw(status),
-        u64::try_from(usage.ru_maxrss).unwrap_or(0),
-    ))
-}
-
 /// `ward replay` of a short stream with the 10 built-ins and 10 more plugins (renamed
 /// copies of one), every compile cached: process start to exit, and peak RSS.
 fn cold_start(ward: &Path, config: &WardConfig) -> anyhow::Result<()> {
@@ -258,15 +219,8 @@ fn cold_start(ward: &Path, config: &WardConfig) -> anyhow::Result<()> {
         if let Some(dir) = &cache {
             command.env("WARD_CACHE_DIR", dir);
         }
-        let start = Instant::now();
-        let mut child = command
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .context("starting ward replay")?;
-        let (status, rss) = wait_rss(&mut child)?;
-        let took = start.elapsed();
-        anyhow::ensure!(status.success(), "ward replay failed: {status}");
+        let run = crate::cli::bench_content::run_child(&mut command)?;
+        let (took, rss) = (run.wall, run.rss);
         Ok((took, rss))
     };
     // The first run compiles the copies into the cache; it is not measured.

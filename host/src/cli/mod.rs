@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod bench;
+pub mod bench_content;
 pub mod bench_live;
 pub mod bench_respond;
 pub mod ctl;
@@ -115,7 +116,7 @@ pub enum Command {
         #[command(subcommand)]
         command: AnalyticsCommand,
     },
-    /// Write a seeded synthetic eslogger stream shaped like a busy Mac.
+    /// Write a synthetic eslogger stream: a busy, quiet Mac (seeded) or a Mac under attack.
     Gen {
         /// Number of events.
         #[arg(long, default_value_t = 100_000)]
@@ -123,6 +124,9 @@ pub enum Command {
         /// Seed; the same seed always gives the same stream.
         #[arg(long, default_value_t = 1)]
         seed: u64,
+        /// What the stream looks like.
+        #[arg(long, value_enum, default_value_t = crate::cli::synth::Mix::Quiet)]
+        mix: crate::cli::synth::Mix,
         /// Output file (default: stdout).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -517,7 +521,12 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Analytics {
             command: AnalyticsCommand::Check { dir },
         } => crate::cli::analytics::check(&dir),
-        Command::Gen { events, seed, out } => {
+        Command::Gen {
+            events,
+            seed,
+            mix,
+            out,
+        } => {
             let sink: Box<dyn std::io::Write> = match out {
                 Some(path) => Box::new(
                     std::fs::File::create(&path)
@@ -530,7 +539,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 inner: sink,
                 bar: bar.clone(),
             });
-            crate::cli::synth::write_stream(events, seed, &mut sink)
+            crate::cli::synth::write_mix(events, seed, mix, &mut sink)
                 .and_then(|()| std::io::Write::flush(&mut sink))
                 .context("writing the stream")?;
             if let Some(bar) = bar {

@@ -522,11 +522,166 @@ impl Generator {
     }
 }
 
-/// Writes `events` lines for `seed` to `out`, one per line.
+/// What a generated stream looks like.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// A busy, quiet Mac: apps, shells and file churn, where analytics rarely fire.
+    #[default]
+    Quiet,
+    /// A Mac under attack: the example attack streams (attack chain, account takeover,
+    /// intrusion — attack steps and their look-alikes) cycled with fresh process
+    /// generations and moving time, so most events fire some analytic.
+    Attack,
+}
+
+/// The example attack streams, in the order a cycle plays them. The short two play three
+/// times a cycle, so the intrusion's 90 renames (a ransomware burst and its look-alike)
+/// do not make most of the stream.
+const ATTACK_STREAMS: &[&str] = &[
+    include_str!("../../../examples/streams/attack-chain.jsonl"),
+    include_str!("../../../examples/streams/account-takeover.jsonl"),
+    include_str!("../../../examples/streams/attack-chain.jsonl"),
+    include_str!("../../../examples/streams/account-takeover.jsonl"),
+    include_str!("../../../examples/streams/attack-chain.jsonl"),
+    include_str!("../../../examples/streams/account-takeover.jsonl"),
+    include_str!("../../../examples/streams/intrusion.jsonl"),
+];
+/// Each stream's slot in a cycle (every stream spans under a minute).
+const ATTACK_SLOT_MS: i64 = 120_000;
+/// Added to every `pidversion` per play of a stream: each play is a fresh generation of
+/// the same pids, as on a Mac that reuses pids.
+const ATTACK_GENERATION: i64 = 1_000_000;
+/// The first cycle's start, 2026-10-05T09:00:00Z.
+const ATTACK_EPOCH_MS: i64 = 1_791_190_800_000;
+/// Nesting walked when renumbering (the examples nest 6 deep).
+const ATTACK_MAX_DEPTH: usize = 32;
+
+/// Generates the attack mix: the example attack streams cycled with fresh process
+/// generations and moving time.
+pub struct AttackGenerator {
+    /// Each event parsed once, with its slot in the cycle and its time in the cycle.
+    events: Vec<(Value, i64, i64)>,
+    next: usize,
+    cycle: i64,
+    seq: u64,
+}
+
+impl AttackGenerator {
+    /// The cycle of the bundled example streams.
+    pub fn new() -> Self {
+        let mut events = Vec::new();
+        for (slot, text) in (0i64..).zip(ATTACK_STREAMS) {
+            let parsed: Vec<Value> = text
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            let first = parsed
+                .first()
+                .and_then(|v| {
+                    v.get("time")?
+                        .as_str()
+                        .and_then(crate::clock::parse_rfc3339_ms)
+                })
+                .unwrap_or(0);
+            for v in parsed {
+                let at = v
+                    .get("time")
+                    .and_then(Value::as_str)
+                    .and_then(crate::clock::parse_rfc3339_ms)
+                    .map_or(0, |t| t - first);
+                events.push((v, slot, slot * ATTACK_SLOT_MS + at));
+            }
+        }
+        Self {
+            events,
+            next: 0,
+            cycle: 0,
+            seq: 0,
+        }
+    }
+
+    /// Events in one cycle.
+    pub fn cycle_len(&self) -> usize {
+        self.events.len()
+    }
+
+    /// The next event as one eslogger JSON line (without newline).
+    pub fn next_line(&mut self) -> String {
+        if self.next >= self.events.len() {
+            self.next = 0;
+            self.cycle += 1;
+        }
+        let Some((template, slot, at)) = self.events.get(self.next) else {
+            return String::new();
+        };
+        self.next += 1;
+        self.seq += 1;
+        let mut v = template.clone();
+        let slots = ATTACK_STREAMS.len() as i64;
+        renumber(&mut v, (self.cycle * slots + slot) * ATTACK_GENERATION, 0);
+        let cycle_ms = ATTACK_SLOT_MS * slots;
+        let when = ATTACK_EPOCH_MS + self.cycle * cycle_ms + at;
+        if let Some(o) = v.as_object_mut() {
+            o.insert(
+                "time".into(),
+                Value::from(crate::clock::rfc3339_of_ms(when)),
+            );
+            o.insert("global_seq_num".into(), Value::from(self.seq));
+            o.insert("seq_num".into(), Value::from(self.seq));
+        }
+        v.to_string().replace('/', "\\/")
+    }
+}
+
+impl Default for AttackGenerator {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Moves every audit token (an object with `pid` and `pidversion`) of a process other than
+/// launchd to generation `+ by`.
+fn renumber(v: &mut Value, by: i64, depth: usize) {
+    if depth > ATTACK_MAX_DEPTH {
+        return;
+    }
+    match v {
+        Value::Object(o) => {
+            let pid = o.get("pid").and_then(Value::as_i64);
+            if let (Some(pid), Some(version)) = (pid, o.get("pidversion").and_then(Value::as_i64))
+                && pid > 1
+            {
+                o.insert("pidversion".into(), Value::from(version + by));
+            }
+            for child in o.values_mut() {
+                renumber(child, by, depth + 1);
+            }
+        }
+        Value::Array(items) => {
+            for child in items {
+                renumber(child, by, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Writes `events` lines of `mix` (`seed` for the quiet mix) to `out`, one per line.
 pub fn write_stream(events: u64, seed: u64, out: &mut impl Write) -> std::io::Result<()> {
-    let mut generator = Generator::new(seed);
+    write_mix(events, seed, Mix::Quiet, out)
+}
+
+/// Writes `events` lines of `mix` (`seed` for the quiet mix; the attack mix is fixed) to
+/// `out`, one per line.
+pub fn write_mix(events: u64, seed: u64, mix: Mix, out: &mut impl Write) -> std::io::Result<()> {
+    let mut quiet = Generator::new(seed);
+    let mut attack = (mix == Mix::Attack).then(AttackGenerator::new);
     for _ in 0..events {
-        out.write_all(generator.next_line().as_bytes())?;
+        let line = match &mut attack {
+            Some(g) => g.next_line(),
+            None => quiet.next_line(),
+        };
+        out.write_all(line.as_bytes())?;
         out.write_all(b"\n")?;
     }
     out.flush()
