@@ -1190,6 +1190,30 @@ fn bench_content_suite_runs_and_reports_every_plugin() {
     );
 }
 
+/// A fresh Mac compiles nothing: the built-in detectors come precompiled, so the first
+/// replay with an empty compile cache leaves it empty and finds what it always finds.
+#[test]
+fn a_first_start_with_an_empty_cache_compiles_no_built_in() {
+    let cache = tempfile::tempdir().unwrap();
+    let state = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["replay", "examples/streams/attack-chain.jsonl"])
+        .current_dir(root())
+        .env("WARD_CACHE_DIR", cache.path().join("cache"))
+        .env("WARD_STATE_DIR", state.path())
+        .env("RUST_LOG", "ward::registry=debug")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(ndjson(&out).len(), 13);
+    let log = stderr(&out);
+    assert_eq!(log.matches("cache=Builtin").count(), 10, "{log}");
+    let compiled: Vec<_> = std::fs::read_dir(cache.path().join("cache"))
+        .map(|d| d.flatten().map(|e| e.path()).collect())
+        .unwrap_or_default();
+    assert!(compiled.is_empty(), "compiled at start: {compiled:?}");
+}
+
 /// `ward gen --mix attack` cycles the example attack streams with fresh process
 /// generations: two cycles fire exactly twice what one does (nothing is taken for a repeat
 /// of the first), every line parses, times only move forward and no pidversion of one

@@ -504,6 +504,53 @@ fn a_collector_returns_artifacts_larger_than_the_item_cap() {
     assert_eq!(collector.stats.faults, 0);
 }
 
+/// Every built-in plugin ships precompiled for this target with the agent's engine
+/// configuration, and the agent's engine accepts each artifact; an engine configured
+/// otherwise refuses them, and loading through it compiles instead.
+#[test]
+fn built_ins_are_precompiled_for_the_agents_engine_and_compiled_when_that_does_not_fit() {
+    use ward::registry::builtin::{BUILTIN_PLUGINS, precompiled};
+    use ward::registry::cache;
+    let engine = ward::sandbox::engine::build_engine().unwrap();
+    let mut other = ward_engine::config(false);
+    other.epoch_interruption(false);
+    let other = wasmtime::Engine::new(&other).unwrap();
+    for builtin in BUILTIN_PLUGINS {
+        let name = builtin.name;
+        let digest = ward::registry::load::sha256_hex(builtin.component);
+        assert_eq!(digest, builtin.sha256, "{name}");
+        let compiled = precompiled(&digest).unwrap_or_else(|| panic!("{name}: not precompiled"));
+        cache::builtin(&engine, compiled).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        // Released pages read back the same: the component still hashes to its digest and
+        // the artifact still loads.
+        ward::registry::builtin::release(builtin.component);
+        ward::registry::builtin::release(compiled);
+        assert_eq!(
+            ward::registry::load::sha256_hex(builtin.component),
+            builtin.sha256
+        );
+        cache::builtin(&engine, compiled).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+        assert!(
+            cache::builtin(&other, compiled).is_err(),
+            "{name}: an engine without epoch interruption accepted it"
+        );
+    }
+    assert!(precompiled(&"0".repeat(64)).is_none());
+
+    // Concurrency support on: the artifacts do not fit, the built-ins compile and load.
+    let engine = ward::sandbox::engine::build_engine_with(true).unwrap();
+    let compiled = precompiled(BUILTIN_PLUGINS[0].sha256).unwrap();
+    assert!(cache::builtin(&engine, compiled).is_err());
+    let rt = ward::sandbox::runtime::Runtime::with_engine(
+        engine,
+        ward::sandbox::engine::Limits::default(),
+        None,
+    )
+    .unwrap();
+    let source = ward::registry::builtin::builtin_sources().remove(0);
+    load(&rt, &source, &LoadOptions::default(), &processes()).unwrap();
+}
+
 #[test]
 fn compiled_components_are_cached_and_corrupt_entries_recompiled() {
     use ward::registry::cache::{CacheOutcome, CompileCache};

@@ -63,6 +63,8 @@ pub enum CacheOutcome {
     Miss,
     /// Compiled; caching is off or failed.
     Uncached,
+    /// Precompiled into the agent when it was built (a built-in plugin).
+    Builtin,
 }
 
 /// The effective user id of this process.
@@ -339,6 +341,19 @@ impl std::hash::Hasher for IdHasher<'_> {
     fn write(&mut self, bytes: &[u8]) {
         self.0.extend_from_slice(bytes);
     }
+}
+
+/// The component a built-in plugin was precompiled to when the agent was built; an error
+/// if this engine cannot run it (another CPU without a feature it uses, or an engine
+/// configured otherwise), and the caller compiles instead.
+#[allow(unsafe_code)]
+pub fn builtin(engine: &Engine, compiled: &'static [u8]) -> anyhow::Result<Component> {
+    // SAFETY: `compiled` is part of this executable: the build script produced it with
+    // `Engine::precompile_component` from the very component bytes whose sha-256 selected
+    // it, under `ward_engine::precompile_config`. Whoever can change it can change the
+    // agent itself. wasmtime checks the engine compatibility header (target, flags, CPU
+    // features, tunables) before using the bytes.
+    unsafe { Component::deserialize(engine, compiled) }.map_err(anyhow::Error::from)
 }
 
 /// Compiles `bytes` without a cache.

@@ -350,9 +350,21 @@ pub fn load(
     }
     header_check(&origin, &source.bytes)?;
 
-    let compiled = match &rt.cache {
-        Some(cache) => cache.load_or_compile(&rt.engine, &digest, &source.bytes),
-        None => cache::compile(&rt.engine, &source.bytes).map(|c| (c, CacheOutcome::Uncached)),
+    let builtin = crate::registry::builtin::precompiled(&digest).and_then(|compiled| {
+        let component = cache::builtin(&rt.engine, compiled);
+        crate::registry::builtin::release(compiled);
+        component
+            .inspect_err(|e| {
+                tracing::info!(plugin = %origin, error = %format!("{e:#}"), "the precompiled built-in does not fit this machine; compiling it");
+            })
+            .ok()
+    });
+    let compiled = match (builtin, &rt.cache) {
+        (Some(component), _) => Ok((component, CacheOutcome::Builtin)),
+        (None, Some(cache)) => cache.load_or_compile(&rt.engine, &digest, &source.bytes),
+        (None, None) => {
+            cache::compile(&rt.engine, &source.bytes).map(|c| (c, CacheOutcome::Uncached))
+        }
     };
     let (component, outcome) = compiled.map_err(|e| LoadError::Invalid {
         origin: origin.clone(),

@@ -7,7 +7,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use wasmtime::{Config, Engine};
+use wasmtime::Engine;
 
 /// How often the epoch advances; a call's deadline is rounded up to whole ticks.
 pub const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -94,15 +94,11 @@ pub fn build_engine() -> anyhow::Result<Engine> {
     build_engine_with(false)
 }
 
-/// [`build_engine`] with a choice of `Config::concurrency_support`, for measurement.
+/// [`build_engine`] with a choice of `Config::concurrency_support`, for measurement. The
+/// configuration is `ward_engine::config`, the one the build script precompiles the
+/// built-in plugins with.
 pub fn build_engine_with(concurrency_support: bool) -> anyhow::Result<Engine> {
-    let mut config = Config::new();
-    config.epoch_interruption(true);
-    config.wasm_component_model(true);
-    config.concurrency_support(concurrency_support);
-    config.max_wasm_stack(512 << 10);
-    config.wasm_backtrace_max_frames(None);
-    Engine::new(&config)
+    Engine::new(&ward_engine::config(concurrency_support))
         .map_err(anyhow::Error::from)
         .context("creating the wasmtime engine")
 }
