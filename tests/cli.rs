@@ -1190,6 +1190,21 @@ fn bench_content_suite_runs_and_reports_every_plugin() {
     );
 }
 
+/// `ward bench --suite steady` runs a live agent on a followed file and reports its CPU
+/// idle and busy, beside `tail -F | jq` (or says why the peer was skipped).
+#[test]
+fn bench_steady_suite_measures_a_live_agent() {
+    let out = ward(&["bench", "--suite", "steady", "--seconds", "1"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("ward run, all default content"), "{text}");
+    assert!(text.contains("% of a core"), "{text}");
+    assert!(
+        text.contains("tail -F | jq") || text.contains("peer skipped"),
+        "{text}"
+    );
+}
+
 /// A fresh Mac compiles nothing: the built-in detectors come precompiled, so the first
 /// replay with an empty compile cache leaves it empty and finds what it always finds.
 #[test]

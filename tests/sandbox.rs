@@ -176,7 +176,7 @@ fn a_giant_finding_is_cut_while_lifted_not_copied() {
     let event = ward::ingest::convert::event(
         &ward_event::parse_line(line.lines().next().unwrap().as_bytes(), 1 << 20).unwrap(),
     );
-    let detections = plugin.on_events(&rt, std::slice::from_ref(&event)).unwrap();
+    let detections = plugin.on_events(&rt, &[&event]).unwrap();
     assert_eq!(detections.len(), 1);
     let message = &detections[0].finding.message;
     let cap = rt.limits.max_field_bytes;

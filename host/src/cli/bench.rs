@@ -116,8 +116,9 @@ fn component_runs(rt: &Runtime, lines: &[String], batch: usize, label: &str) -> 
         .context("the untrusted-exec plugin is not built in")?;
     let mut plugin = load(rt, &source, &LoadOptions::default(), &processes)?;
     let call = |plugin: &mut crate::sandbox::plugin::Plugin, events: &[wit::Event]| {
+        let events: Vec<&wit::Event> = events.iter().collect();
         plugin
-            .on_events(rt, events)
+            .on_events(rt, &events)
             .map(|d| d.len())
             .map_err(|e| anyhow::anyhow!("{e}"))
     };
@@ -346,10 +347,20 @@ pub enum Suite {
     Live,
     /// The response stage: finding → first action, evidence collection and bundle size.
     Respond,
+    /// An agent's CPU and memory over time: idle, and following 2,000 events/s.
+    Steady,
 }
 
-/// Runs the measurements of `suite` over `n` generated events.
-pub fn run(n: usize, batch: usize, suite: Suite) -> anyhow::Result<()> {
+/// Runs the measurements of `suite` over `n` generated events (the steady suite for
+/// `seconds`).
+pub fn run(n: usize, batch: usize, suite: Suite, seconds: u64) -> anyhow::Result<()> {
+    if matches!(suite, Suite::All | Suite::Steady) {
+        let ward = std::env::current_exe().context("finding the ward executable")?;
+        crate::cli::bench_steady::run(&ward, seconds)?;
+        if matches!(suite, Suite::Steady) {
+            return Ok(());
+        }
+    }
     if matches!(suite, Suite::All | Suite::Respond) {
         crate::cli::bench_respond::run()?;
         if matches!(suite, Suite::Respond) {

@@ -6,6 +6,7 @@ pub mod bench;
 pub mod bench_content;
 pub mod bench_live;
 pub mod bench_respond;
+pub mod bench_steady;
 pub mod ctl;
 pub mod plugin_test;
 pub mod respond;
@@ -143,6 +144,9 @@ pub enum Command {
         /// Which measurements.
         #[arg(long, value_enum, default_value_t = crate::cli::bench::Suite::All)]
         suite: crate::cli::bench::Suite,
+        /// Seconds of the steady suite's busy window (2,000 events/s).
+        #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        seconds: u64,
     },
 }
 
@@ -551,8 +555,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             events,
             batch,
             suite,
+            seconds,
         } => {
-            crate::cli::bench::run(events, batch, suite)?;
+            crate::cli::bench::run(events, batch, suite, seconds)?;
             Ok(ExitCode::SUCCESS)
         }
     }

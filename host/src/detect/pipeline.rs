@@ -578,34 +578,21 @@ impl Pipeline {
             if self.selection.is_empty() {
                 continue;
             }
-            // Deliver the batch itself when every event passes; copy the subset otherwise.
-            let subset: Vec<wit::Event>;
-            let whole = self.selection.len() == batch.len();
-            let events: &[wit::Event] = if whole {
-                &batch
-            } else {
-                subset = self
-                    .selection
-                    .iter()
-                    .filter_map(|&i| batch.get(i).cloned())
-                    .collect();
-                &subset
-            };
-            let delivered = deliver(&self.rt, &mut routed.plugin, events);
-            let position = |index: usize| {
-                if whole {
-                    index
-                } else {
-                    self.selection.get(index).copied().unwrap_or(index)
-                }
-            };
+            // The plugin's subset, borrowed from the batch: lowered from there, not copied.
+            let events: Vec<&wit::Event> = self
+                .selection
+                .iter()
+                .filter_map(|&i| batch.get(i))
+                .collect();
+            let delivered = deliver(&self.rt, &mut routed.plugin, &events);
+            let position = |index: usize| self.selection.get(index).copied().unwrap_or(index);
             let table = self
                 .processes
                 .read()
                 .unwrap_or_else(PoisonError::into_inner);
             let shadow = routed.plugin.mode == Mode::Shadow;
             for (index, d) in delivered.detections {
-                let Some(event) = events.get(index) else {
+                let Some(&event) = events.get(index) else {
                     continue;
                 };
                 // One summary per event, shared by every finding about it.
@@ -630,7 +617,7 @@ impl Pipeline {
                 produced.push((at, record));
             }
             if let Some(index) = delivered.quarantined_at
-                && let Some(event) = events.get(index)
+                && let Some(&event) = events.get(index)
             {
                 let reason = routed.plugin.quarantined().unwrap_or("repeated faults");
                 produced.push((
@@ -716,7 +703,7 @@ struct Delivered {
 /// fault on a larger part is blamed too, so a plugin that fails only on batches cannot
 /// stall the stage batch after batch without being quarantined. Stops at a quarantine.
 /// At most `2n - 1` calls for `n` events.
-fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[wit::Event]) -> Delivered {
+fn deliver(rt: &Runtime, plugin: &mut Plugin, events: &[&wit::Event]) -> Delivered {
     // Events are counted once, however often a split retries them.
     plugin.stats.events += events.len() as u64;
     bisect(events.len(), |start, end, splittable| {

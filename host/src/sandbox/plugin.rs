@@ -283,8 +283,10 @@ enum Exports {
     Remediator { plan: Func, contract: Contract },
 }
 
+/// `on-events` over a batch of borrowed events: a plugin's subset of a batch is lowered
+/// from the batch itself, never copied first (`&Event` lowers as `event`).
 type OnEvents<'a> =
-    TypedFunc<(&'a [wit::Event],), (Result<lift::List<lift::Detection>, lift::PluginError>,)>;
+    TypedFunc<(&'a [&'a wit::Event],), (Result<lift::List<lift::Detection>, lift::PluginError>,)>;
 type Authorize<'a> = TypedFunc<(&'a wit::Event,), (lift::Verdict,)>;
 type Respond<'a, T> = TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
 type Describe = TypedFunc<(), (lift::PluginInfo,)>;
@@ -340,7 +342,7 @@ impl Instance {
                 Kind::Detector => {
                     let on_events = export(&mut store, &instance, "on-events")?;
                     let authorize = export(&mut store, &instance, "authorize")?;
-                    on_events.typed::<(&[wit::Event],), (
+                    on_events.typed::<(&[&wit::Event],), (
                         Result<lift::List<lift::Detection>, lift::PluginError>,
                     )>(&store)?;
                     authorize.typed::<(&wit::Event,), (lift::Verdict,)>(&store)?;
@@ -736,7 +738,7 @@ impl Plugin {
     pub fn on_events(
         &mut self,
         rt: &Runtime,
-        events: &[wit::Event],
+        events: &[&wit::Event],
     ) -> Result<Vec<wit::Detection>, CallError> {
         self.stats.events += events.len() as u64;
         self.on_events_split(rt, events, false)
@@ -748,7 +750,7 @@ impl Plugin {
     pub fn on_events_split(
         &mut self,
         rt: &Runtime,
-        events: &[wit::Event],
+        events: &[&wit::Event],
         splittable: bool,
     ) -> Result<Vec<wit::Detection>, CallError> {
         self.expect_kind(Kind::Detector, "on-events")?;
