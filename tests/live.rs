@@ -924,3 +924,29 @@ fn sigterm_mid_stream_drains_every_finding_to_the_sink() {
     assert_eq!(text.lines().count() as u64, counted, "{log}");
     assert!(counted >= 100);
 }
+
+/// A live agent holds a partial batch for `agent.batch_linger_ms` before delivering it:
+/// four writes that each come well within the linger reach a detector in one call; with
+/// no linger each write is delivered on its own, in four. (Counts of calls, not times.)
+#[test]
+fn partial_batches_wait_out_the_linger_and_go_at_once_without_one() {
+    let lines: Vec<String> = chain(1).lines().take(4).map(|l| format!("{l}\n")).collect();
+    assert!(lines.iter().all(|l| !l.contains("\"action_type\":0")));
+    for (linger, calls) in [(1_000, 1), (0, 4)] {
+        let agent = Agent::start(&format!("batch_linger_ms = {linger}"), &echo_entry("t", ""));
+        for (i, line) in lines.iter().enumerate() {
+            agent.append(line);
+            agent.wait_for("the event read", |a| a.events_seen() > i as u64);
+        }
+        agent.wait_for("every event delivered", |a| {
+            a.plugin("fixture-echo")
+                .is_some_and(|p| p["stats"]["events"].as_u64() == Some(4))
+        });
+        let echo = agent.plugin("fixture-echo").unwrap();
+        assert_eq!(
+            echo["stats"]["calls"].as_u64(),
+            Some(calls),
+            "linger {linger} ms: {echo}"
+        );
+    }
+}

@@ -43,6 +43,11 @@ pub(crate) fn event_cost(msg: &Message) -> usize {
     text.saturating_add(EVENT_OVERHEAD_BYTES)
 }
 
+/// How long a live stage holds a partial batch for more events: at 2,000 events/s a
+/// batch then carries ~40 events instead of the ~20 one 10 ms write brings, and each
+/// detector is called half as often. A finding waits at most this much longer.
+pub const DEFAULT_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// Pipeline tuning.
 #[derive(Debug, Clone)]
 pub struct PipelineOptions {
@@ -50,6 +55,9 @@ pub struct PipelineOptions {
     pub batch_size: usize,
     /// Most bytes of events per detector call (see [`DEFAULT_BATCH_BYTES`]).
     pub batch_bytes: usize,
+    /// How long the live stage holds a partial batch for more events (see
+    /// [`DEFAULT_LINGER`]).
+    pub linger: std::time::Duration,
     /// Longest accepted line.
     pub max_line_bytes: usize,
     /// How AUTH events are answered.
@@ -69,6 +77,7 @@ impl Default for PipelineOptions {
         Self {
             batch_size: 64,
             batch_bytes: DEFAULT_BATCH_BYTES,
+            linger: DEFAULT_LINGER,
             max_line_bytes: ward_event::DEFAULT_MAX_LINE_BYTES,
             auth: AuthPolicy::default(),
             probation: std::time::Duration::from_secs(60),
@@ -542,6 +551,11 @@ impl Pipeline {
             .unwrap_or_else(PoisonError::into_inner)
             .findings = 0;
         self.lane = Some(lane);
+    }
+
+    /// Events waiting in the partial batch.
+    pub fn pending(&self) -> usize {
+        self.batch.len()
     }
 
     /// Runs the pending batch through the detectors.

@@ -207,6 +207,22 @@ impl StageReceiver {
         }
     }
 
+    /// The next message if one comes before `until` (`Err(())` if none did); `Ok(None)`
+    /// once the channel is closed. Blocks without polling (call from a blocking thread
+    /// inside the runtime).
+    fn recv_before(&mut self, until: Instant) -> Result<Option<StageMsg>, ()> {
+        if let Ok(msg) = self.control.try_recv() {
+            return Ok(Some(msg));
+        }
+        let wait = until.saturating_duration_since(Instant::now());
+        // A control message also sends a `Wake` on the data channel, so waiting on data
+        // alone misses nothing.
+        let data = &mut self.data;
+        tokio::runtime::Handle::current()
+            .block_on(async { tokio::time::timeout(wait, data.recv()).await })
+            .map_err(|_| ())
+    }
+
     /// A control message, if one waits.
     fn try_control(&mut self) -> Option<StageMsg> {
         self.control.try_recv().ok()
@@ -477,10 +493,27 @@ where
         // Told to shut down: the source has been told to stop too; what it still hands
         // over (up to its end, or for `SHUTDOWN_GRACE`) is delivered, not dropped.
         let mut draining_until: Option<Instant> = None;
+        // A partial batch waits for more events until then (`agent.batch_linger_ms`).
+        let linger = pipeline.options().linger;
+        let mut deliver_by: Option<Instant> = None;
         loop {
-            let msg = match draining_until {
-                None => item_rx.blocking_recv(),
-                Some(until) => item_rx.recv_until(until),
+            let msg = match (draining_until, deliver_by) {
+                (Some(until), _) => item_rx.recv_until(until),
+                (None, Some(by)) => match item_rx.recv_before(by) {
+                    Ok(msg) => msg,
+                    Err(()) => {
+                        // Nothing more came in time: deliver what waits.
+                        deliver_by = None;
+                        let mut out = Vec::new();
+                        pipeline.flush(&mut out);
+                        publish(&pipeline);
+                        if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+                            break;
+                        }
+                        continue;
+                    }
+                },
+                (None, None) => item_rx.blocking_recv(),
             };
             let Some(msg) = msg else { break };
             let mut out = Vec::new();
@@ -509,9 +542,16 @@ where
                 StageMsg::End => ended = true,
                 StageMsg::Wake => {}
             }
-            // Nothing more waiting: deliver the partial batch now.
-            if item_rx.is_empty() {
-                pipeline.flush(&mut out);
+            // Nothing more waiting: deliver the partial batch once it has waited its
+            // linger (at once when draining or with no linger).
+            if pipeline.pending() == 0 {
+                deliver_by = None;
+            } else if item_rx.is_empty() {
+                let by = *deliver_by.get_or_insert_with(|| Instant::now() + linger);
+                if draining_until.is_some() || Instant::now() >= by {
+                    pipeline.flush(&mut out);
+                    deliver_by = None;
+                }
             }
             publish(&pipeline);
             if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
