@@ -838,6 +838,64 @@ pub struct JamfAnalytics {
     contents: Option<FileContents>,
     /// What the per-event regular-expression budgets saw.
     regex: RegexUse,
+    /// Per inputType: which analytics an event could fire.
+    index: HashMap<String, Candidates>,
+}
+
+/// The analytics of one inputType, indexed on the string constants their filters require
+/// ([`Predicate::index_key`]): an event is evaluated against the analytics its own values
+/// select, and those with no such constant, not against all of them.
+#[derive(Debug, Default)]
+struct Candidates {
+    /// Analytics without an index key (positions in `JamfAnalytics::analytics`).
+    always: Vec<usize>,
+    /// Per indexed key path and `[c]`: folded constant → analytics.
+    keyed: Vec<(Operand, bool, HashMap<String, Vec<usize>>)>,
+}
+
+impl Candidates {
+    fn add(&mut self, position: usize, analytic: &Analytic) {
+        let Some(key) = analytic.filter.index_key("event") else {
+            self.always.push(position);
+            return;
+        };
+        let slot = match self
+            .keyed
+            .iter()
+            .position(|(path, c, _)| path == key.path && *c == key.case_insensitive)
+        {
+            Some(i) => i,
+            None => {
+                self.keyed
+                    .push((key.path.clone(), key.case_insensitive, HashMap::new()));
+                self.keyed.len() - 1
+            }
+        };
+        if let Some((_, _, map)) = self.keyed.get_mut(slot) {
+            for value in key.values {
+                let folded = Predicate::index_fold(value, key.case_insensitive).into_owned();
+                let list = map.entry(folded).or_default();
+                if list.last() != Some(&position) {
+                    list.push(position);
+                }
+            }
+        }
+    }
+
+    /// The analytics `vars`' event could fire, in evaluation order.
+    fn select(&self, vars: &Vars<'_>, into: &mut Vec<usize>) {
+        into.clear();
+        into.extend_from_slice(&self.always);
+        for (path, case_insensitive, map) in &self.keyed {
+            let value = Predicate::resolve_ref(path, vars);
+            if let Some(text) = value.as_str()
+                && let Some(hits) = map.get(Predicate::index_fold(text, *case_insensitive).as_ref())
+            {
+                into.extend_from_slice(hits);
+            }
+        }
+        into.sort_unstable();
+    }
 }
 
 /// Bytes kept of a context value (in `$context` for higher levels, and as evidence): the
@@ -990,6 +1048,13 @@ impl JamfAnalytics {
             .filter(|(a, _)| reads_relatives(a))
             .map(|(a, pinned)| (a.input_type.clone(), *pinned))
             .collect();
+        let mut index: HashMap<String, Candidates> = HashMap::new();
+        for (position, a) in analytics.iter().enumerate() {
+            index
+                .entry(a.input_type.clone())
+                .or_default()
+                .add(position, a);
+        }
         Self {
             analytics,
             event_types,
@@ -997,6 +1062,7 @@ impl JamfAnalytics {
             images: Images::default(),
             contents,
             regex: RegexUse::default(),
+            index,
         }
     }
 
@@ -1076,8 +1142,17 @@ impl Detector for JamfAnalytics {
         let mut findings = Vec::new();
         let mut cut: Vec<&str> = Vec::new();
         let event_type = jamf.get("type").and_then(Value::as_i64);
-        for (a, pinned) in self.analytics.iter().zip(&self.event_types) {
-            if a.input_type != input_type || pinned.is_some_and(|t| Some(t) != event_type) {
+        let mut candidates = Vec::new();
+        if let Some(index) = self.index.get(input_type) {
+            index.select(&vars, &mut candidates);
+        }
+        for &position in &candidates {
+            let (Some(a), Some(pinned)) =
+                (self.analytics.get(position), self.event_types.get(position))
+            else {
+                continue;
+            };
+            if pinned.is_some_and(|t| Some(t) != event_type) {
                 continue;
             }
             let before = budget.stats();

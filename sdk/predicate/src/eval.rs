@@ -68,6 +68,23 @@ impl Predicate {
     pub fn resolve(operand: &Operand, vars: &Vars<'_>) -> Value {
         value(operand, vars).into_owned()
     }
+
+    /// Resolves `operand`, borrowing from `vars` where it can.
+    pub fn resolve_ref<'v>(operand: &'v Operand, vars: &'v Vars<'_>) -> Cow<'v, Value> {
+        value(operand, vars)
+    }
+
+    /// The key an [`IndexKey`](crate::IndexKey) constant is filed under: `[c]` folds as
+    /// `==` does.
+    pub fn index_fold(value: &str, case_insensitive: bool) -> Cow<'_, str> {
+        fold(
+            value,
+            Options {
+                case_insensitive,
+                diacritic_insensitive: false,
+            },
+        )
+    }
 }
 
 fn eval(expr: &Expr, vars: &Vars<'_>) -> bool {
@@ -391,6 +408,85 @@ mod tests {
         assert_eq!(type_of("$event.type ==[c] 1"), None);
         assert_eq!(type_of("$event.process.type == 1"), None);
         assert_eq!(type_of("$tags.type == 1"), None);
+    }
+
+    #[test]
+    fn index_keys_come_from_string_constants_of_top_level_conjuncts() {
+        let key = |f: &str| {
+            let p = Predicate::parse(f).unwrap();
+            p.index_key("event").map(|k| {
+                let values: Vec<String> = k.values.iter().map(|v| (*v).to_owned()).collect();
+                (values, k.case_insensitive)
+            })
+        };
+        let one = |v: &str, c: bool| Some((vec![v.to_owned()], c));
+        assert_eq!(
+            key("$event.type == 1 AND $event.process.name == \"curl\""),
+            one("curl", false)
+        );
+        assert_eq!(
+            key("$event.type == 1 AND \"curl\" ==[c] $event.process.name"),
+            one("curl", true)
+        );
+        assert_eq!(
+            key("$event.process.signingInfo.appid IN {'a', \"b\"} AND $event.x != nil"),
+            Some((vec!["a".to_owned(), "b".to_owned()], false))
+        );
+        // Not an index: under OR or NOT, other operators, [d], non-strings, other
+        // variables, aggregates, an IN of a string.
+        for f in [
+            "$event.a == \"x\" OR $event.b == \"y\"",
+            "NOT $event.a == \"x\"",
+            "$event.a != \"x\"",
+            "$event.a BEGINSWITH \"x\"",
+            "$event.a ==[cd] \"x\"",
+            "$event.a ==[d] \"x\"",
+            "$event.type == 1",
+            "$event.a IN {'x', 2}",
+            "$tags.a == \"x\"",
+            "ANY $event.args == \"x\"",
+            "$event.a IN \"xyz\"",
+        ] {
+            assert_eq!(key(f), None, "{f}");
+        }
+    }
+
+    /// What the index promises: wherever a filter with an index key holds, the value at
+    /// its path, folded as `==` folds, is one of its constants.
+    #[test]
+    fn a_filter_holds_only_where_its_index_key_matches() {
+        let filters = [
+            "$event.type == 1 AND $event.name == \"curl\" AND $event.n > 1",
+            "$event.name ==[c] \"CURL\" AND $event.n > 1",
+            "$event.name IN {'curl', 'wget'} AND $event.n > 1",
+            "$event.name IN[c] {'CURL', 'Wget'}",
+            "$event.path.lastPathComponent ==[c] \"Bash\" AND $event.n > 1",
+        ];
+        let names = [
+            "curl", "CURL", "Curl", "wget", "WGET", "bash", "ls", "", "cürl",
+        ];
+        for f in filters {
+            let p = Predicate::parse(f).unwrap();
+            let key = p.index_key("event").unwrap();
+            let constants: Vec<String> = key
+                .values
+                .iter()
+                .map(|v| Predicate::index_fold(v, key.case_insensitive).into_owned())
+                .collect();
+            for name in names {
+                for value in [json!(name), json!(5), json!([name]), Value::Null] {
+                    let event =
+                        json!({"type": 1, "n": 2, "name": value, "path": format!("/bin/{name}")});
+                    let vars = Vars::new(&event);
+                    let at = Predicate::resolve_ref(key.path, &vars);
+                    let selected = at.as_str().is_some_and(|s| {
+                        constants
+                            .contains(&Predicate::index_fold(s, key.case_insensitive).into_owned())
+                    });
+                    assert!(selected || !p.eval(&vars), "{f} on {event}");
+                }
+            }
+        }
     }
 
     #[test]

@@ -33,7 +33,7 @@ mod pattern;
 
 pub use analytic::{Analytic, AnalyticError, parse_analytic};
 pub use eval::Vars;
-pub use parser::{Expr, MAX_NESTING, Operand, ParseError, Predicate};
+pub use parser::{Expr, IndexKey, MAX_NESTING, Operand, ParseError, Predicate};
 pub use pattern::{
     BACKTRACK_LIMITS, EVENT_BACKTRACK_BUDGET, FORWARD_STEPS, MAX_BACKTRACKS, MAX_DFA_CACHE_BYTES,
     MAX_PATTERN_BYTES, Pattern, RegexBudget, RegexStats,

@@ -169,6 +169,19 @@ pub enum Expr {
     },
 }
 
+/// What [`Predicate::index_key`] found: the filter can hold only where the value at
+/// `path` is one of `values` (compared without case when `case_insensitive`, as `[c]`
+/// does: both sides lowercased).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IndexKey<'a> {
+    /// The key path (a `$variable` path).
+    pub path: &'a Operand,
+    /// The constants.
+    pub values: Vec<&'a str>,
+    /// `[c]`.
+    pub case_insensitive: bool,
+}
+
 /// A parsed filter.
 #[derive(Debug, Clone)]
 pub struct Predicate {
@@ -208,6 +221,54 @@ impl Predicate {
             }
         }
         walk(&self.expr, var, path)
+    }
+
+    /// A conjunct of the top-level AND chain that holds only when `$var.<path>` equals
+    /// one of a few string constants: `path == "a"` (either way round) or `path IN {"a",
+    /// "b"}`, without modifiers or with `[c]` alone. Whatever else the filter says, it is
+    /// false for an event whose value there (a string, compared as `==` would) is none of
+    /// them — so callers can index filters by these constants and evaluate only the
+    /// candidates an event's value selects. `None` when no conjunct is of that shape.
+    pub fn index_key(&self, var: &str) -> Option<IndexKey<'_>> {
+        fn walk<'a>(e: &'a Expr, var: &str) -> Option<IndexKey<'a>> {
+            match e {
+                Expr::And(all) => all.iter().find_map(|e| walk(e, var)),
+                Expr::Compare {
+                    aggregate: None,
+                    lhs,
+                    op,
+                    options,
+                    rhs,
+                } if !options.diacritic_insensitive => {
+                    let strings = |v: &'a serde_json::Value| -> Option<Vec<&'a str>> {
+                        match v {
+                            serde_json::Value::String(s) => Some(vec![s.as_str()]),
+                            _ => None,
+                        }
+                    };
+                    let of_var = |o: &Operand| matches!(o, Operand::Path { var: Some(v), keys } if v == var && !keys.is_empty());
+                    let (path, values) = match (op, lhs, rhs) {
+                        (Op::Eq, l, Operand::Literal(v)) if of_var(l) => (l, strings(v)?),
+                        (Op::Eq, Operand::Literal(v), r) if of_var(r) => (r, strings(v)?),
+                        (Op::In, l, Operand::Literal(serde_json::Value::Array(items)))
+                            if of_var(l) && !items.is_empty() =>
+                        {
+                            let values: Option<Vec<&str>> =
+                                items.iter().map(serde_json::Value::as_str).collect();
+                            (l, values?)
+                        }
+                        _ => return None,
+                    };
+                    Some(IndexKey {
+                        path,
+                        values,
+                        case_insensitive: options.case_insensitive,
+                    })
+                }
+                _ => None,
+            }
+        }
+        walk(&self.expr, var)
     }
 
     /// Parses `text`.
