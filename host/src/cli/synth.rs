@@ -549,8 +549,13 @@ const ATTACK_STREAMS: &[&str] = &[
 /// Each stream's slot in a cycle (every stream spans under a minute).
 const ATTACK_SLOT_MS: i64 = 120_000;
 /// Added to every `pidversion` per play of a stream: each play is a fresh generation of
-/// the same pids, as on a Mac that reuses pids.
-const ATTACK_GENERATION: i64 = 1_000_000;
+/// the same pids, as on a Mac that reuses pids (the examples' own pidversions are below
+/// it).
+const ATTACK_GENERATION: i64 = 100_000;
+/// Plays before generations start over, keeping every `pidversion` an `i32` (as the
+/// audit token holds it): 20,000 plays, 760,000 events, long after any detector or the
+/// process table has forgotten the first.
+const ATTACK_GENERATIONS: i64 = i32::MAX as i64 / ATTACK_GENERATION - 1;
 /// The first cycle's start, 2026-10-05T09:00:00Z.
 const ATTACK_EPOCH_MS: i64 = 1_791_190_800_000;
 /// Nesting walked when renumbering (the examples nest 6 deep).
@@ -618,7 +623,8 @@ impl AttackGenerator {
         self.seq += 1;
         let mut v = template.clone();
         let slots = ATTACK_STREAMS.len() as i64;
-        renumber(&mut v, (self.cycle * slots + slot) * ATTACK_GENERATION, 0);
+        let play = (self.cycle * slots + slot) % ATTACK_GENERATIONS;
+        renumber(&mut v, play * ATTACK_GENERATION, 0);
         let cycle_ms = ATTACK_SLOT_MS * slots;
         let when = ATTACK_EPOCH_MS + self.cycle * cycle_ms + at;
         if let Some(o) = v.as_object_mut() {
@@ -696,6 +702,31 @@ mod tests {
         v.as_object()
             .map(|o| o.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Generations wrap before a `pidversion` leaves `i32` (the audit token's width):
+    /// past it they were cut, identities of different plays collided, and a long attack
+    /// stream fired fewer findings per cycle than a short one.
+    #[test]
+    fn attack_generations_stay_within_an_audit_tokens_pidversion() {
+        let mut g = AttackGenerator::new();
+        let plays = ATTACK_STREAMS.len() as i64;
+        for cycle in [
+            0,
+            ATTACK_GENERATIONS / plays,
+            ATTACK_GENERATIONS / plays + 1,
+            1 << 20,
+        ] {
+            g.cycle = cycle;
+            g.next = 0;
+            for _ in 0..g.cycle_len() {
+                let line: Value = serde_json::from_str(&g.next_line()).unwrap();
+                let version = line["process"]["audit_token"]["pidversion"]
+                    .as_i64()
+                    .unwrap();
+                assert!(i32::try_from(version).is_ok(), "cycle {cycle}: {version}");
+            }
+        }
     }
 
     #[test]
