@@ -1269,6 +1269,51 @@ fn the_attack_mix_fires_the_same_findings_every_cycle() {
     assert_eq!(findings(&two.stdout), 2 * once);
 }
 
+/// Detectors spread over threads give the same findings in the same order, byte for byte,
+/// as one thread: the stream's order first, then the plugins' order for one event.
+#[test]
+fn detectors_spread_over_threads_find_the_same_in_the_same_order() {
+    let stream = ward(&["gen", "--mix", "attack", "--events", "2000"]);
+    assert!(stream.status.success());
+    let dir = tempfile::tempdir().unwrap();
+    let replay = |threads: usize| {
+        let config = dir.path().join(format!("threads-{threads}.toml"));
+        // Small batches: many of them, each split over the threads.
+        std::fs::write(
+            &config,
+            format!("[agent]\ndetect_threads = {threads}\nbatch_size = 16\n"),
+        )
+        .unwrap();
+        let out = ward_with_stdin(
+            &["replay", "--config", config.to_str().unwrap(), "-"],
+            Some(&stream.stdout),
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        out.stdout
+    };
+    let one = replay(1);
+    assert!(line_count(&one) > 500, "too few findings to compare");
+    for threads in [2, 5] {
+        assert!(
+            replay(threads) == one,
+            "{threads} threads changed the findings"
+        );
+    }
+    let config = dir.path().join("zero.toml");
+    std::fs::write(&config, "[agent]\ndetect_threads = 0\n").unwrap();
+    let out = ward(&["replay", "--config", config.to_str().unwrap(), "-"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("agent.detect_threads"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+fn line_count(out: &[u8]) -> usize {
+    out.iter().filter(|&&b| b == b'\n').count()
+}
+
 /// `file-xattr` end to end: untrusted-exec with `check_quarantine` asks the host for the
 /// executed file's extended attributes; with `com.apple.quarantine` present the finding
 /// says so, without it the finding adds T1553.001 (Gatekeeper never saw the file).

@@ -268,6 +268,8 @@ fn per_plugin(label: &str, lines: &[&str], batch: usize) -> anyhow::Result<()> {
         processes,
         crate::detect::pipeline::PipelineOptions {
             batch_size: batch,
+            // One thread, so each plugin's share of the wall time adds up.
+            detect_threads: 1,
             ..Default::default()
         },
     );

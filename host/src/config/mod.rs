@@ -135,6 +135,11 @@ pub struct AgentConfig {
     /// never wait (they have their own lane).
     #[serde(default = "default_batch_linger_ms")]
     pub batch_linger_ms: u64,
+    /// Threads a batch's detectors are spread over: each plugin runs on one of them for a
+    /// whole batch, the heaviest on a thread of its own (1: all on the detection stage's
+    /// thread). By default the cores beyond two, from one to three.
+    #[serde(default = "default_detect_threads")]
+    pub detect_threads: usize,
     /// Longest accepted eslogger line.
     #[serde(default = "default_max_line")]
     pub max_line_bytes: usize,
@@ -181,6 +186,9 @@ fn default_batch_bytes() -> usize {
 fn default_batch_linger_ms() -> u64 {
     crate::detect::pipeline::DEFAULT_LINGER.as_millis() as u64
 }
+fn default_detect_threads() -> usize {
+    crate::detect::pipeline::default_detect_threads()
+}
 fn default_max_line() -> usize {
     ward_event::DEFAULT_MAX_LINE_BYTES
 }
@@ -206,6 +214,7 @@ impl Default for AgentConfig {
             batch_size: default_batch(),
             batch_bytes: default_batch_bytes(),
             batch_linger_ms: default_batch_linger_ms(),
+            detect_threads: default_detect_threads(),
             max_line_bytes: default_max_line(),
             process_table_capacity: default_process_capacity(),
             process_table_bytes: default_process_bytes(),
@@ -638,6 +647,7 @@ impl WardConfig {
             256 << 20,
         )?;
         in_range("agent.batch_linger_ms", a.batch_linger_ms, 0, 1000)?;
+        in_range("agent.detect_threads", a.detect_threads as u64, 1, 16)?;
         in_range(
             "agent.max_line_bytes",
             wide(a.max_line_bytes),
@@ -784,6 +794,7 @@ impl WardConfig {
             probation: Duration::from_secs(self.agent.probation_secs),
             probation_max_ns_per_event: self.agent.probation_max_us_per_event.saturating_mul(1_000),
             keep_events: !self.playbooks.is_empty(),
+            detect_threads: self.agent.detect_threads,
         }
     }
 
