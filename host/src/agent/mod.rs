@@ -932,6 +932,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     // One agent (or replay) writes a state directory at a time.
     let _lock = crate::respond::store::StateLock::take(&state_dir)?;
     config.blocks = response::stored_blocks(&state_dir);
+    let bell = crate::forward::outbox::Bell::default();
+    let outbox = config.open_outbox(&state_dir)?.with_bell(bell.clone());
+    let sinks = crate::forward::sink::Sinks::start(&config, &state_dir, bell)?;
     let mut startup = start(&config, &[])?;
     for line in &startup.listing {
         eprintln!("ward run: loaded {line}");
@@ -1056,6 +1059,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
             (tx.clone(), rx),
             view.clone(),
             Some(offer),
+            Some(outbox),
         ));
         let mut signals = Signals::new()?;
         loop {
@@ -1085,10 +1089,17 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     eprintln!("ward run: {summary}");
     let responded = response.finish();
     eprintln!("ward run: {responded}");
+    if !sinks.is_empty() {
+        eprintln!("ward run: {}", sinks.finish(SINK_DRAIN));
+    }
     // Blocking reader threads may still wait on input; do not hold the exit for them.
     rt.shutdown_background();
     Ok(std::process::ExitCode::SUCCESS)
 }
+
+/// How long the sinks may take at exit to deliver what is committed; the rest waits in
+/// the outbox for the next start.
+pub const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a signal asks of the agent.
 enum Signal {

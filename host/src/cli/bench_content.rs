@@ -232,6 +232,30 @@ pub fn run(ward: &Path, n: usize, batch: usize) -> anyhow::Result<()> {
                 jq.wall.as_secs_f64() / ward_run.wall.as_secs_f64()
             );
         }
+        if mix == Mix::Attack {
+            // The same with every finding committed to the outbox first (a fresh state
+            // directory each run).
+            let mut runs = 0;
+            let with_outbox = best_of(3, || {
+                runs += 1;
+                let state = dir.path().join(format!("state-{runs}"));
+                let mut c = ward_replay(&path);
+                c.arg("--state").arg(state);
+                c
+            })?;
+            row(
+                "ward replay --state (findings to the outbox)",
+                n,
+                &with_outbox,
+                &format!("{} findings", with_outbox.lines),
+            );
+            println!(
+                "  {:<44} {:>+10.1}% wall, {:+.1}% CPU",
+                "outbox cost",
+                100.0 * (with_outbox.wall.as_secs_f64() / ward_run.wall.as_secs_f64() - 1.0),
+                100.0 * (with_outbox.cpu.as_secs_f64() / ward_run.cpu.as_secs_f64() - 1.0),
+            );
+        }
         streams.push((label, path, ward_run));
     }
     if let [(_, _, quiet), (_, _, attack)] = streams.as_slice() {

@@ -238,6 +238,7 @@ fn one(dir: &Path, label: &str, gap: Option<Duration>) -> anyhow::Result<()> {
         crate::detect::run::stage_channel(),
         crate::detect::run::LiveView::default(),
         Some(response.offer.clone()),
+        None,
     ))?;
     let responded = response.finish();
     let wall = started.elapsed();

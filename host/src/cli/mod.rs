@@ -1,6 +1,7 @@
 //! Command-line interface (the CLI contract of DESIGN.md): clap, dispatch, and the
 //! developer tools.
 
+pub mod alerts;
 pub mod analytics;
 pub mod bench;
 pub mod bench_content;
@@ -99,6 +100,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The findings committed to the outbox, with the agent running or not.
+    Alerts {
+        /// What to do.
+        #[command(subcommand)]
+        command: AlertsCommand,
+    },
     /// The hash-chained audit log.
     Audit {
         /// What to do.
@@ -190,6 +197,47 @@ pub struct StateArgs {
     /// The agent's policy file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `ward alerts …`.
+#[derive(Debug, Subcommand)]
+pub enum AlertsCommand {
+    /// The newest findings, oldest first (`--json`: one record per line, with its
+    /// idempotency key `id`).
+    List {
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// One JSON record per line.
+        #[arg(long)]
+        json: bool,
+        /// Only events at or after this: an RFC 3339 time or a duration back (15m, 2h, 7d).
+        #[arg(long)]
+        since: Option<String>,
+        /// Only this severity and above.
+        #[arg(long)]
+        severity: Option<String>,
+        /// Only this rule.
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only this plugin.
+        #[arg(long)]
+        plugin: Option<String>,
+        /// At most this many (the newest).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+        limit: u64,
+    },
+    /// One finding, whole, by its key or sequence number.
+    Show {
+        /// Its `id` or `seq`.
+        id: String,
+        /// Where.
+        #[command(flatten)]
+        at: StateArgs,
+        /// As one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `ward actions …`.
@@ -410,6 +458,39 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = crate::cli::respond::state_dir(state.as_deref(), &config);
             crate::cli::respond::incidents(&dir, json)
         }
+        Command::Alerts { command } => match command {
+            AlertsCommand::List {
+                at,
+                json,
+                since,
+                severity,
+                rule,
+                plugin,
+                limit,
+            } => {
+                let config = load_config(at.config.as_deref())?;
+                let dir = crate::cli::respond::state_dir(at.state.as_deref(), &config);
+                let query = crate::forward::outbox::Query {
+                    since_ms: since
+                        .as_deref()
+                        .map(|s| crate::cli::alerts::parse_since(s, crate::clock::now_ms()))
+                        .transpose()?,
+                    min_severity: severity
+                        .as_deref()
+                        .map(crate::cli::alerts::parse_severity)
+                        .transpose()?,
+                    rule,
+                    plugin,
+                    limit: usize::try_from(limit).unwrap_or(usize::MAX),
+                };
+                crate::cli::alerts::list(&dir, &query, json)
+            }
+            AlertsCommand::Show { id, at, json } => {
+                let config = load_config(at.config.as_deref())?;
+                let dir = crate::cli::respond::state_dir(at.state.as_deref(), &config);
+                crate::cli::alerts::show(&dir, &id, json)
+            }
+        },
         Command::Audit { command } => {
             let (at, list) = match &command {
                 AuditCommand::Verify { at } => (at, None),
@@ -668,6 +749,18 @@ fn replay(
     } else {
         None
     };
+    // With a state directory, findings are committed to its outbox (`ward alerts`).
+    let bell = crate::forward::outbox::Bell::default();
+    let (outbox, sinks) = if respond {
+        (
+            Some(config.open_outbox(&state_dir)?.with_bell(bell.clone())),
+            Some(crate::forward::sink::Sinks::start(
+                &config, &state_dir, bell,
+            )?),
+        )
+    } else {
+        (None, None)
+    };
     let mut reader = crate::agent::open_input(input)?;
     let mut startup = crate::agent::start(&config, extra)?;
     for (e, _) in &startup.refused {
@@ -709,12 +802,16 @@ fn replay(
         (tx, rx),
         crate::detect::run::LiveView::default(),
         response.as_ref().map(|r| r.offer.clone()),
+        outbox,
     ))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }
     let named = startup.refused.iter().filter(|(_, n)| *n).count();
     print_summary("replay", &summary, startup.refused.len());
+    if let Some(sinks) = sinks.filter(|s| !s.is_empty()) {
+        eprintln!("ward replay: {}", sinks.finish(crate::agent::SINK_DRAIN));
+    }
     if let Some(response) = response {
         let responded = response.finish();
         eprintln!(

@@ -3,6 +3,7 @@
 //! Unknown keys are errors, so a typo never silently weakens policy.
 
 pub mod response;
+pub mod sinks;
 pub mod walk;
 
 use std::collections::BTreeMap;
@@ -99,6 +100,9 @@ pub struct WardConfig {
     /// Playbooks.
     #[serde(default)]
     pub playbooks: Vec<response::PlaybookConfig>,
+    /// Where committed findings are delivered.
+    #[serde(default)]
+    pub sinks: Vec<sinks::SinkConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -168,6 +172,13 @@ pub struct AgentConfig {
     /// A localhost address (`127.0.0.1:9464`) to serve Prometheus metrics on; off unless set.
     #[serde(default)]
     pub metrics_addr: Option<String>,
+    /// Most records the outbox (`<state_dir>/outbox.db`) keeps; past it, what every sink
+    /// delivered goes first, then the least severe and oldest, counted.
+    #[serde(default = "default_outbox_records")]
+    pub outbox_max_records: u64,
+    /// Most bytes of records the outbox keeps, the same way.
+    #[serde(default = "default_outbox_bytes")]
+    pub outbox_max_bytes: u64,
     /// Ed25519 public keys (hex) of trusted publishers: a component in `plugin_dir`
     /// carrying a valid `<file>.sig` by one of them loads without a pin.
     #[serde(default)]
@@ -185,6 +196,12 @@ fn default_batch_bytes() -> usize {
 }
 fn default_batch_linger_ms() -> u64 {
     crate::detect::pipeline::DEFAULT_LINGER.as_millis() as u64
+}
+fn default_outbox_records() -> u64 {
+    crate::forward::outbox::DEFAULT_MAX_RECORDS
+}
+fn default_outbox_bytes() -> u64 {
+    crate::forward::outbox::DEFAULT_MAX_BYTES
 }
 fn default_detect_threads() -> usize {
     crate::detect::pipeline::default_detect_threads()
@@ -215,6 +232,8 @@ impl Default for AgentConfig {
             batch_bytes: default_batch_bytes(),
             batch_linger_ms: default_batch_linger_ms(),
             detect_threads: default_detect_threads(),
+            outbox_max_records: default_outbox_records(),
+            outbox_max_bytes: default_outbox_bytes(),
             max_line_bytes: default_max_line(),
             process_table_capacity: default_process_capacity(),
             process_table_bytes: default_process_bytes(),
@@ -609,6 +628,13 @@ impl WardConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        let mut names = std::collections::BTreeSet::new();
+        for sink in &self.sinks {
+            sink.validate()?;
+            if !names.insert(sink.name.as_str()) {
+                return Err(format!("sinks: two sinks are named {:?}", sink.name));
+            }
+        }
         // At least four epoch ticks: below that a plugin's budget is all rounding.
         if self.auth.verdict_timeout_ms < MIN_VERDICT_TIMEOUT_MS
             || self.auth.verdict_timeout_ms > self.limits.call_timeout_ms
@@ -648,6 +674,18 @@ impl WardConfig {
         )?;
         in_range("agent.batch_linger_ms", a.batch_linger_ms, 0, 1000)?;
         in_range("agent.detect_threads", a.detect_threads as u64, 1, 16)?;
+        in_range(
+            "agent.outbox_max_records",
+            a.outbox_max_records,
+            1_000,
+            100_000_000,
+        )?;
+        in_range(
+            "agent.outbox_max_bytes",
+            a.outbox_max_bytes,
+            1 << 20,
+            64 << 30,
+        )?;
         in_range(
             "agent.max_line_bytes",
             wide(a.max_line_bytes),
@@ -815,6 +853,35 @@ impl WardConfig {
             Some(dir) => self.resolve(dir),
             None => default_state_dir(),
         }
+    }
+
+    /// The outbox's bounds.
+    pub fn outbox_limits(&self) -> crate::forward::outbox::Limits {
+        crate::forward::outbox::Limits {
+            max_records: self.agent.outbox_max_records,
+            max_bytes: self.agent.outbox_max_bytes,
+        }
+    }
+
+    /// This Mac's name in idempotency keys and fleet subjects: its serial number (from
+    /// `[device]` or the machine), else its host name.
+    pub fn device_id(&self) -> String {
+        let facts = crate::respond::groups::DeviceFacts::read(&self.device);
+        let id = if facts.serial.is_empty() {
+            facts.hostname
+        } else {
+            facts.serial
+        };
+        if id.is_empty() { "unknown".into() } else { id }
+    }
+
+    /// Opens the outbox in `dir` for this config's sinks.
+    pub fn open_outbox(
+        &self,
+        dir: &std::path::Path,
+    ) -> Result<crate::forward::outbox::Outbox, crate::respond::store::StoreError> {
+        let sinks: Vec<String> = self.sinks.iter().map(|s| s.name.clone()).collect();
+        crate::forward::outbox::Outbox::open(dir, &self.device_id(), self.outbox_limits(), &sinks)
     }
 
     /// The control socket: configured, or `<state_dir>/ward.sock`.

@@ -35,6 +35,9 @@ const CHANNEL_DEPTH: usize = 8;
 /// always let through, whatever its size.
 const AUTH_QUEUE_BYTES: usize = 8 << 20;
 
+/// Most findings committed to the outbox in one transaction.
+const OUTBOX_COMMIT_MAX: usize = 4096;
+
 /// Tells the AUTH lane, when dropped, that its source has ended.
 struct EndOnDrop(Option<std::sync::mpsc::Sender<Inbox>>);
 
@@ -330,11 +333,12 @@ pub async fn run_live<W>(
 where
     W: Write + Send + 'static,
 {
-    run_with_response(pipeline, source, sink, channel, view, None).await
+    run_with_response(pipeline, source, sink, channel, view, None, None).await
 }
 
-/// [`run_live`], handing each finding a playbook could answer to the response stage
-/// (`offer`) as it is written.
+/// [`run_live`], committing each finding to the `outbox` before anything else sees it, and
+/// handing each finding a playbook could answer to the response stage (`offer`) as it is
+/// written.
 pub async fn run_with_response<W>(
     mut pipeline: Pipeline,
     mut source: Box<dyn EventSource>,
@@ -342,6 +346,7 @@ pub async fn run_with_response<W>(
     channel: (StageSender, StageReceiver),
     view: LiveView,
     offer: Option<crate::respond::Offer>,
+    mut outbox: Option<crate::forward::outbox::Outbox>,
 ) -> anyhow::Result<Summary>
 where
     W: Write + Send + 'static,
@@ -571,7 +576,21 @@ where
     });
 
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        while let Some(findings) = finding_rx.blocking_recv() {
+        while let Some(mut findings) = finding_rx.blocking_recv() {
+            if let Some(outbox) = &mut outbox {
+                // What else is waiting goes in the same commit.
+                while findings.len() < OUTBOX_COMMIT_MAX {
+                    match finding_rx.try_recv() {
+                        Ok(more) => findings.extend(more),
+                        Err(_) => break,
+                    }
+                }
+                // Committed before it counts as produced; a failing store loses nothing
+                // of the stream (the line is still written) and is said, every time.
+                if let Err(e) = outbox.append_findings(&findings) {
+                    tracing::error!(error = %e, findings = findings.len(), "outbox: findings not committed");
+                }
+            }
             for f in findings {
                 sink.write_all(f.to_json_line().as_bytes())
                     .context("writing findings")?;
