@@ -935,6 +935,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     let bell = crate::forward::outbox::Bell::default();
     let outbox = config.open_outbox(&state_dir)?.with_bell(bell.clone());
     let sinks = crate::forward::sink::Sinks::start(&config, &state_dir, bell)?;
+    let sink_drain = std::time::Duration::from_secs(config.agent.sink_drain_secs);
     let mut startup = start(&config, &[])?;
     for line in &startup.listing {
         eprintln!("ward run: loaded {line}");
@@ -1090,16 +1091,12 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     let responded = response.finish();
     eprintln!("ward run: {responded}");
     if !sinks.is_empty() {
-        eprintln!("ward run: {}", sinks.finish(SINK_DRAIN));
+        eprintln!("ward run: {}", sinks.finish(sink_drain));
     }
     // Blocking reader threads may still wait on input; do not hold the exit for them.
     rt.shutdown_background();
     Ok(std::process::ExitCode::SUCCESS)
 }
-
-/// How long the sinks may take at exit to deliver what is committed; the rest waits in
-/// the outbox for the next start.
-pub const SINK_DRAIN: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a signal asks of the agent.
 enum Signal {

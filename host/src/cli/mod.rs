@@ -810,7 +810,10 @@ fn replay(
     let named = startup.refused.iter().filter(|(_, n)| *n).count();
     print_summary("replay", &summary, startup.refused.len());
     if let Some(sinks) = sinks.filter(|s| !s.is_empty()) {
-        eprintln!("ward replay: {}", sinks.finish(crate::agent::SINK_DRAIN));
+        eprintln!(
+            "ward replay: {}",
+            sinks.finish(std::time::Duration::from_secs(config.agent.sink_drain_secs))
+        );
     }
     if let Some(response) = response {
         let responded = response.finish();

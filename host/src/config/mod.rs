@@ -179,6 +179,10 @@ pub struct AgentConfig {
     /// Most bytes of records the outbox keeps, the same way.
     #[serde(default = "default_outbox_bytes")]
     pub outbox_max_bytes: u64,
+    /// At exit, how long the sinks may take to deliver what is committed, seconds (the
+    /// rest waits in the outbox for the next start).
+    #[serde(default = "default_sink_drain_secs")]
+    pub sink_drain_secs: u64,
     /// Ed25519 public keys (hex) of trusted publishers: a component in `plugin_dir`
     /// carrying a valid `<file>.sig` by one of them loads without a pin.
     #[serde(default)]
@@ -196,6 +200,9 @@ fn default_batch_bytes() -> usize {
 }
 fn default_batch_linger_ms() -> u64 {
     crate::detect::pipeline::DEFAULT_LINGER.as_millis() as u64
+}
+fn default_sink_drain_secs() -> u64 {
+    10
 }
 fn default_outbox_records() -> u64 {
     crate::forward::outbox::DEFAULT_MAX_RECORDS
@@ -233,6 +240,7 @@ impl Default for AgentConfig {
             batch_linger_ms: default_batch_linger_ms(),
             detect_threads: default_detect_threads(),
             outbox_max_records: default_outbox_records(),
+            sink_drain_secs: default_sink_drain_secs(),
             outbox_max_bytes: default_outbox_bytes(),
             max_line_bytes: default_max_line(),
             process_table_capacity: default_process_capacity(),

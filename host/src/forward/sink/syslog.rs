@@ -264,6 +264,16 @@ fn write_framed(
     out.flush().map_err(|e| e.to_string())
 }
 
+impl Drop for SyslogSink {
+    /// Ends a TLS session properly (close_notify), so the receiver logs no truncation.
+    fn drop(&mut self) {
+        if let Some(Conn::Tls(tls)) = &mut self.conn {
+            tls.conn.send_close_notify();
+            let _ = tls.conn.complete_io(&mut tls.sock);
+        }
+    }
+}
+
 impl Deliver for SyslogSink {
     fn deliver(&mut self, records: &[Rendered<'_>]) -> Result<(), String> {
         let result = self.send(records);

@@ -1,0 +1,577 @@
+//! Forwarding end to end: findings committed to the outbox of a state directory, read back
+//! with `ward alerts`, and delivered by sinks to a real rsyslog (UDP, TCP with octet
+//! counting, TLS) that the test starts — including a receiver that is down while findings
+//! are made and comes back. Tests that need rsyslog install nothing themselves: `.ci/run`
+//! installs it; without it they say so and skip. Waits poll with generous limits; no
+//! timing is asserted.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn cache() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache")
+}
+
+fn ward(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(args)
+        .current_dir(dir)
+        .env("WARD_CACHE_DIR", cache())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn ndjson(bytes: &[u8]) -> Vec<Value> {
+    String::from_utf8_lossy(bytes)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect()
+}
+
+/// A private temp dir (the state dir must not be group/other writable).
+fn private_dir() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o700)).unwrap();
+    dir
+}
+
+fn alerts(dir: &Path, state: &Path, extra: &[&str]) -> Vec<Value> {
+    let mut args = vec![
+        "alerts",
+        "list",
+        "--json",
+        "--state",
+        state.to_str().unwrap(),
+    ];
+    args.extend_from_slice(extra);
+    let out = ward(dir, &args);
+    assert!(out.status.success(), "{}", text(&out));
+    ndjson(&out.stdout)
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `ward alerts list --json` gives one record per line with at least `rule`, `plugin`,
+/// `global_seq_num`, `time` and its idempotency key `id`; replaying the same stream into
+/// the same state stores nothing twice; the filters select what they say.
+#[test]
+fn alerts_list_keeps_the_contract_and_a_replayed_stream_adds_nothing() {
+    let dir = private_dir();
+    let state = dir.path().join("state");
+    let stream = root().join("examples/streams/intrusion.jsonl");
+    let replay = |d: &Path| {
+        let out = ward(
+            d,
+            &[
+                "replay",
+                "--state",
+                state.to_str().unwrap(),
+                stream.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        ndjson(&out.stdout)
+    };
+    let printed = replay(dir.path());
+    let stored = alerts(dir.path(), &state, &[]);
+    assert_eq!(stored.len(), printed.len());
+    assert!(stored.len() >= 20, "{}", stored.len());
+    for (s, p) in stored.iter().zip(&printed) {
+        for key in ["rule", "plugin", "global_seq_num", "time"] {
+            assert!(!s[key].is_null() || key == "global_seq_num", "{key}: {s}");
+            assert_eq!(s[key], p[key], "{key}");
+        }
+        assert_eq!(s["id"].as_str().unwrap().len(), 32, "{s}");
+    }
+    let ids: BTreeSet<&str> = stored.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), stored.len(), "keys are unique");
+    // The same events again: the same keys, nothing stored twice.
+    replay(dir.path());
+    let again = alerts(dir.path(), &state, &[]);
+    assert_eq!(again, stored);
+    // Filters.
+    let high = alerts(dir.path(), &state, &["--severity", "high"]);
+    assert!(!high.is_empty() && high.len() < stored.len());
+    assert!(
+        high.iter()
+            .all(|h| matches!(h["severity"].as_str(), Some("high" | "critical")))
+    );
+    let rule = stored[0]["rule"].as_str().unwrap();
+    let by_rule = alerts(dir.path(), &state, &["--rule", rule]);
+    assert!(by_rule.iter().all(|r| r["rule"] == rule) && !by_rule.is_empty());
+    assert!(
+        alerts(dir.path(), &state, &["--since", "1h"]).is_empty(),
+        "the stream is from October"
+    );
+    let one = ward(
+        dir.path(),
+        &[
+            "alerts",
+            "show",
+            stored[3]["id"].as_str().unwrap(),
+            "--json",
+            "--state",
+            state.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(ndjson(&one.stdout), vec![stored[3].clone()]);
+    // Bad arguments: a clear error, exit 2.
+    for bad in [["--severity", "urgent"], ["--since", "yesterday"]] {
+        let mut args = vec!["alerts", "list", "--state", state.to_str().unwrap()];
+        args.extend_from_slice(&bad);
+        let out = ward(dir.path(), &args);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(bad[0]),
+            "{}",
+            text(&out)
+        );
+    }
+    let none = ward(
+        dir.path(),
+        &[
+            "alerts",
+            "list",
+            "--state",
+            dir.path().join("nothing").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(none.status.code(), Some(2));
+}
+
+/// A port nothing listens on now.
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    // The UDP port of the same number must be free too.
+    std::net::UdpSocket::bind(("127.0.0.1", port)).map_or_else(|_| free_port(), |_| port)
+}
+
+/// An rsyslogd of the test's own: TCP, UDP and (when its TLS driver is installed) TLS
+/// inputs on the given ports, every message's raw text written to one file.
+struct Rsyslog {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Rsyslog {
+    fn binary() -> Option<PathBuf> {
+        ["/usr/sbin/rsyslogd", "/sbin/rsyslogd", "/usr/bin/rsyslogd"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.is_file())
+    }
+
+    /// Starts it; `None` (with the reason printed) when rsyslogd is not installed.
+    fn start(tcp: u16, udp: u16, tls: Option<(u16, &Path)>) -> Option<Self> {
+        let Some(bin) = Self::binary() else {
+            eprintln!("skipped: rsyslogd is not installed (.ci/run installs the rsyslog package)");
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        std::fs::create_dir(&work).unwrap();
+        let out = dir.path().join("out.log");
+        let (tls_global, tls_input) = match tls {
+            Some((port, certs)) => (
+                format!(
+                    "DefaultNetstreamDriverCAFile=\"{0}/ca.pem\" DefaultNetstreamDriverCertFile=\"{0}/server.pem\" DefaultNetstreamDriverKeyFile=\"{0}/server.key\"",
+                    certs.display()
+                ),
+                format!(
+                    "input(type=\"imtcp\" port=\"{port}\" streamDriver.name=\"gtls\" streamDriver.mode=\"1\" streamDriver.authMode=\"anon\")"
+                ),
+            ),
+            None => (String::new(), String::new()),
+        };
+        let conf = format!(
+            "global(workDirectory=\"{work}\" maxMessageSize=\"64k\" {tls_global})\n\
+             module(load=\"imtcp\")\nmodule(load=\"imudp\")\n\
+             input(type=\"imtcp\" port=\"{tcp}\")\n\
+             input(type=\"imudp\" port=\"{udp}\" address=\"127.0.0.1\")\n\
+             {tls_input}\n\
+             template(name=\"raw\" type=\"string\" string=\"%rawmsg%\\n\")\n\
+             *.* action(type=\"omfile\" file=\"{out}\" template=\"raw\")\n",
+            work = work.display(),
+            out = out.display(),
+        );
+        let conf_path = dir.path().join("rsyslog.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let child = Command::new(bin)
+            .arg("-n")
+            .arg("-f")
+            .arg(&conf_path)
+            .arg("-i")
+            .arg(dir.path().join("rsyslog.pid"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("rsyslog.err")).unwrap(),
+            ))
+            .spawn()
+            .unwrap();
+        let me = Self { child, dir };
+        let mut ports = vec![tcp];
+        ports.extend(tls.map(|(p, _)| p));
+        for port in ports {
+            wait_until("rsyslog to listen", Duration::from_secs(30), || {
+                std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+            });
+        }
+        Some(me)
+    }
+
+    /// The messages received so far.
+    fn messages(&self) -> Vec<String> {
+        std::fs::read_to_string(self.dir.path().join("out.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for Rsyslog {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One received RFC 5424 message: PRI, the structured data's parameters and the JSON.
+struct Received {
+    pri: u16,
+    params: BTreeMap<String, String>,
+    json: Value,
+}
+
+fn parse_5424(line: &str) -> Received {
+    let rest = line
+        .strip_prefix('<')
+        .unwrap_or_else(|| panic!("no PRI: {line}"));
+    let (pri, rest) = rest
+        .split_once(">1 ")
+        .unwrap_or_else(|| panic!("not RFC 5424: {line}"));
+    // TIMESTAMP HOSTNAME APP-NAME PROCID MSGID
+    let mut fields = rest.splitn(6, ' ');
+    let time = fields.next().unwrap();
+    assert!(time.len() <= 32 && time.contains('T'), "timestamp {time}");
+    let _host = fields.next().unwrap();
+    assert_eq!(fields.next(), Some("ward"));
+    let _pid = fields.next().unwrap();
+    assert_eq!(fields.next(), Some("finding"));
+    let sd_and_msg = fields.next().unwrap();
+    let sd = sd_and_msg
+        .strip_prefix("[ward@32473 ")
+        .unwrap_or_else(|| panic!("no SD: {line}"));
+    // Parameters: name="value" with \" \\ \] escaped; the element ends at an unescaped ].
+    let mut params = BTreeMap::new();
+    let mut chars = sd.char_indices().peekable();
+    let end;
+    loop {
+        let mut name = String::new();
+        for (_, c) in chars.by_ref() {
+            if c == '=' {
+                break;
+            }
+            name.push(c);
+        }
+        assert_eq!(chars.next().map(|(_, c)| c), Some('"'));
+        let mut value = String::new();
+        while let Some((_, c)) = chars.next() {
+            match c {
+                '\\' => value.push(chars.next().unwrap().1),
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        params.insert(name, value);
+        match chars.next() {
+            Some((i, ']')) => {
+                end = i + 1;
+                break;
+            }
+            Some((_, ' ')) => continue,
+            other => panic!("bad SD at {other:?}: {line}"),
+        }
+    }
+    let msg = sd[end..].strip_prefix(' ').unwrap();
+    Received {
+        pri: pri.parse().unwrap(),
+        params,
+        json: serde_json::from_str(msg).unwrap_or_else(|e| panic!("{e}: {msg}")),
+    }
+}
+
+/// A CA and a server certificate for `localhost`, made with openssl; `None` (printed)
+/// without it.
+fn certificates(dir: &Path) -> Option<()> {
+    let run = |args: &[&str]| {
+        Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    let ok = run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=ward test CA"])
+        && run(&["req", "-newkey", "rsa:2048", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"])
+        && run(&["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.pem", "-days", "2", "-extfile", "ext.cnf"])
+        // Another CA, which did not sign the server's certificate.
+        && run(&["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "other.key", "-out", "other.pem", "-days", "2", "-subj", "/CN=not the CA"]);
+    if !ok {
+        eprintln!("skipped TLS: openssl could not make test certificates");
+        return None;
+    }
+    // rsyslog may run as another user; the key must be readable to it.
+    let _ = std::fs::set_permissions(
+        dir.join("server.key"),
+        std::fs::Permissions::from_mode(0o644),
+    );
+    Some(())
+}
+
+fn tls_driver_installed() -> bool {
+    [
+        "/usr/lib/x86_64-linux-gnu/rsyslog/lmnsd_gtls.so",
+        "/usr/lib/aarch64-linux-gnu/rsyslog/lmnsd_gtls.so",
+        "/usr/lib/rsyslog/lmnsd_gtls.so",
+    ]
+    .iter()
+    .any(|p| Path::new(p).exists())
+}
+
+/// Three sinks to one real rsyslog — TCP in ward's format for medium and above, UDP in
+/// ECS, TLS in OCSF — each receive exactly what their filters select, every message an
+/// RFC 5424 message whose structured data carries the record's key, rule and severity; a
+/// TLS sink that does not trust the server's certificate delivers nothing and says so.
+#[test]
+fn syslog_sinks_deliver_what_they_select_to_a_real_rsyslog() {
+    let dir = private_dir();
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    let tls = (tls_driver_installed() && certificates(&certs).is_some()).then(free_port);
+    if tls.is_none() {
+        eprintln!("note: TLS not checked (rsyslog-gnutls or openssl missing)");
+    }
+    let (tcp, udp) = (free_port(), free_port());
+    let Some(rsyslog) = Rsyslog::start(tcp, udp, tls.map(|p| (p, certs.as_path()))) else {
+        return;
+    };
+    let mut config = format!(
+        "[agent]\nsink_drain_secs = 3\n\n\
+         [[sinks]]\nname = \"tcp\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{tcp}\"\nprotocol = \"tcp\"\nmin_severity = \"medium\"\nfacility = \"security\"\n\n\
+         [[sinks]]\nname = \"udp\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{udp}\"\nprotocol = \"udp\"\nformat = \"ecs\"\nplugins = [\"command-abuse\"]\n\n"
+    );
+    if let Some(port) = tls {
+        config.push_str(&format!(
+            "[[sinks]]\nname = \"tls\"\ntype = \"syslog\"\naddress = \"localhost:{port}\"\nprotocol = \"tls\"\nformat = \"ocsf\"\nca_file = \"certs/ca.pem\"\n\n\
+             [[sinks]]\nname = \"untrusted\"\ntype = \"syslog\"\naddress = \"localhost:{port}\"\nprotocol = \"tls\"\nca_file = \"certs/other.pem\"\n"
+        ));
+    }
+    std::fs::write(dir.path().join("ward.toml"), config).unwrap();
+    let stream = root().join("examples/streams/intrusion.jsonl");
+    let out = ward(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "ward.toml",
+            "--state",
+            "state",
+            stream.to_str().unwrap(),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let stored = alerts(dir.path(), &dir.path().join("state"), &[]);
+    let rank = |s: &str| {
+        ["informational", "low", "medium", "high", "critical"]
+            .iter()
+            .position(|x| *x == s)
+            .unwrap()
+    };
+    let ids = |pred: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
+        stored
+            .iter()
+            .filter(|s| pred(s))
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let want_tcp = ids(&|s| rank(s["severity"].as_str().unwrap()) >= 2);
+    let want_udp = ids(&|s| s["plugin"] == "command-abuse");
+    let want_tls = ids(&|_| true);
+    assert!(!want_tcp.is_empty() && want_tcp.len() < stored.len());
+    let expected = want_tcp.len() + want_udp.len() + tls.map_or(0, |_| want_tls.len());
+    wait_until(
+        "rsyslog to write every message",
+        Duration::from_secs(30),
+        || rsyslog.messages().len() >= expected,
+    );
+    let (mut got_tcp, mut got_udp, mut got_tls) = (Vec::new(), Vec::new(), Vec::new());
+    for line in rsyslog.messages() {
+        let m = parse_5424(&line);
+        let id = m.params["id"].clone();
+        let severity = m.params["severity"].clone();
+        let syslog_severity = match severity.as_str() {
+            "critical" => 2,
+            "high" => 3,
+            "medium" => 4,
+            "low" => 5,
+            _ => 6,
+        };
+        if m.json["class_uid"] == 2004 {
+            assert_eq!(m.json["finding_info"]["uid"], id.as_str());
+            assert_eq!(m.pri, 16 * 8 + syslog_severity);
+            got_tls.push(id);
+        } else if m.json["event"]["kind"] == "alert" {
+            assert_eq!(m.json["event"]["id"], id.as_str());
+            assert_eq!(m.pri, 16 * 8 + syslog_severity, "local0 by default");
+            got_udp.push(id);
+        } else {
+            assert_eq!(m.json["id"], id.as_str());
+            assert_eq!(m.json["rule"], m.params["rule"].as_str());
+            assert_eq!(m.pri, 13 * 8 + syslog_severity, "security facility");
+            got_tcp.push(id);
+        }
+    }
+    let set = |v: &Vec<String>| v.iter().cloned().collect::<BTreeSet<_>>();
+    assert_eq!(got_tcp.len(), want_tcp.len(), "each once");
+    assert_eq!(set(&got_tcp), want_tcp);
+    assert_eq!(set(&got_udp), want_udp);
+    if tls.is_some() {
+        assert_eq!(set(&got_tls), want_tls);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("untrusted delivered 0"),
+            "the untrusted TLS sink must deliver nothing: {stderr}"
+        );
+    }
+}
+
+/// The receiver is down while the agent makes findings: they wait in the outbox, the
+/// sink retries with backoff, and once rsyslog is up every finding arrives.
+#[test]
+fn a_sink_that_was_down_receives_everything_once_it_is_back() {
+    if Rsyslog::binary().is_none() {
+        eprintln!("skipped: rsyslogd is not installed (.ci/run installs the rsyslog package)");
+        return;
+    }
+    let dir = private_dir();
+    let (tcp, udp) = (free_port(), free_port());
+    std::fs::write(
+        dir.path().join("ward.toml"),
+        format!(
+            "[agent]\nstate_dir = \"state\"\nsink_drain_secs = 5\n\n[source]\nkind = \"follow\"\npath = \"events.jsonl\"\nfrom_start = true\n\n\
+             [[sinks]]\nname = \"siem\"\ntype = \"syslog\"\naddress = \"127.0.0.1:{tcp}\"\nprotocol = \"tcp\"\n"
+        ),
+    )
+    .unwrap();
+    let stream = std::fs::read(root().join("examples/streams/attack-chain.jsonl")).unwrap();
+    std::fs::write(dir.path().join("events.jsonl"), &stream).unwrap();
+    let mut agent = Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["run", "--config", "ward.toml"])
+        .current_dir(dir.path())
+        .env("WARD_CACHE_DIR", cache())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("agent.err")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let state = dir.path().join("state");
+    let mut stored = Vec::new();
+    wait_until(
+        "the findings in the outbox",
+        Duration::from_secs(120),
+        || {
+            if !state.join("outbox.db").exists() {
+                return false;
+            }
+            let out = ward(
+                dir.path(),
+                &["alerts", "list", "--json", "--state", "state"],
+            );
+            stored = ndjson(&out.stdout);
+            stored.len() >= 10
+        },
+    );
+    // Down long enough for a few failed tries.
+    std::thread::sleep(Duration::from_secs(2));
+    let rsyslog = Rsyslog::start(tcp, udp, None).unwrap();
+    let want: BTreeSet<String> = stored
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    wait_until(
+        "every finding at the receiver",
+        Duration::from_secs(90),
+        || rsyslog.messages().len() >= want.len(),
+    );
+    // SAFETY: a child this test spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGTERM);
+    }
+    assert!(agent.wait().unwrap().success());
+    let got: BTreeSet<String> = rsyslog
+        .messages()
+        .iter()
+        .map(|l| parse_5424(l).params["id"].clone())
+        .collect();
+    assert_eq!(got, want);
+    let log = std::fs::read_to_string(dir.path().join("agent.err")).unwrap();
+    assert!(log.contains("siem delivered"), "{log}");
+    assert!(!log.contains("failed tries, at 0"), "{log}");
+    let failures: u64 = log
+        .split("siem delivered")
+        .nth(1)
+        .and_then(|s| s.split(", ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        failures >= 1,
+        "the sink must have failed while rsyslog was down: {log}"
+    );
+}
