@@ -575,3 +575,111 @@ fn a_sink_that_was_down_receives_everything_once_it_is_back() {
         "the sink must have failed while rsyslog was down: {log}"
     );
 }
+
+fn outbox_ids(dir: &Path, state: &str) -> BTreeSet<String> {
+    let out = ward(
+        dir,
+        &[
+            "alerts", "list", "--json", "--limit", "10000000", "--state", state,
+        ],
+    );
+    if !out.status.success() {
+        return BTreeSet::new();
+    }
+    ndjson(&out.stdout)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn spawn_agent(dir: &Path, log: &str) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_ward"))
+        .args(["run", "--config", "ward.toml"])
+        .current_dir(dir)
+        .env("WARD_CACHE_DIR", cache())
+        .env_remove("RUST_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(dir.join(log)).unwrap()))
+        .spawn()
+        .unwrap()
+}
+
+/// `ward run` following a growing file, killed with SIGKILL at three points while the
+/// stream is written, restarted each time: in the end the outbox holds exactly the
+/// findings a single replay of the whole stream makes — none lost, none stored twice —
+/// because each restart resumes at the checkpoint committed with the last findings.
+#[test]
+fn an_agent_killed_while_streaming_loses_no_finding() {
+    let dir = private_dir();
+    let generated = ward(dir.path(), &["gen", "--mix", "attack", "--events", "6000"]);
+    assert!(generated.status.success());
+    let stream = generated.stdout;
+    std::fs::write(dir.path().join("full.jsonl"), &stream).unwrap();
+    let reference = ward(
+        dir.path(),
+        &["replay", "--state", "reference", "full.jsonl"],
+    );
+    assert!(reference.status.success(), "{}", text(&reference));
+    let want = outbox_ids(dir.path(), "reference");
+    assert!(want.len() > 1000, "{}", want.len());
+    std::fs::write(
+        dir.path().join("ward.toml"),
+        // from_start = false: without its checkpoint a restart would skip what was written
+        // while the agent was down.
+        "[agent]\nstate_dir = \"state\"\nbatch_linger_ms = 5\n\n[source]\nkind = \"follow\"\npath = \"events.jsonl\"\nfrom_start = false\n",
+    )
+    .unwrap();
+    // The stream is written in pieces (cut mid-line too) while the agent is killed.
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, b"").unwrap();
+    let pieces: Vec<&[u8]> = stream.chunks(stream.len() / 24 + 1).collect();
+    let mut agent = spawn_agent(dir.path(), "agent-0.err");
+    let mut kills = 0;
+    for (i, piece) in pieces.iter().enumerate() {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&events)
+            .unwrap();
+        std::io::Write::write_all(&mut f, piece).unwrap();
+        drop(f);
+        std::thread::sleep(Duration::from_millis(150));
+        if i % 7 == 3 {
+            agent.kill().unwrap();
+            agent.wait().unwrap();
+            kills += 1;
+            agent = spawn_agent(dir.path(), &format!("agent-{kills}.err"));
+        }
+    }
+    assert_eq!(kills, 3);
+    let mut got = BTreeSet::new();
+    wait_until(
+        "every finding in the outbox",
+        Duration::from_secs(180),
+        || {
+            got = outbox_ids(dir.path(), "state");
+            got.len() >= want.len()
+        },
+    );
+    // SAFETY: a child this test spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGTERM);
+    }
+    assert!(agent.wait().unwrap().success());
+    let got = outbox_ids(dir.path(), "state");
+    let missing: Vec<&String> = want.difference(&got).take(5).collect();
+    let extra: Vec<&String> = got.difference(&want).take(5).collect();
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "missing {missing:?}, extra {extra:?}"
+    );
+    let resumed = (1..=3)
+        .filter(|k| {
+            std::fs::read_to_string(dir.path().join(format!("agent-{k}.err")))
+                .unwrap()
+                .contains("resuming")
+        })
+        .count();
+    assert!(resumed >= 2, "the restarts must resume at a checkpoint");
+}

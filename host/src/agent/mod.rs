@@ -214,14 +214,31 @@ pub fn open_source(
     config: &WardConfig,
     pipeline: &Pipeline,
     stop: Arc<AtomicBool>,
-) -> anyhow::Result<Box<dyn Read + Send>> {
+    outbox: &crate::forward::outbox::Outbox,
+) -> anyhow::Result<(Box<dyn Read + Send>, Option<SourcePlace>)> {
     Ok(match &config.source {
-        Some(SourceConfig::File { path }) => open_input(&config.resolve(path))?,
-        Some(SourceConfig::Stdin) | None => open_input(Path::new("-"))?,
+        Some(SourceConfig::File { path }) => (open_input(&config.resolve(path))?, None),
+        Some(SourceConfig::Stdin) | None => (open_input(Path::new("-"))?, None),
         Some(SourceConfig::Follow { path, from_start }) => {
-            let reader = FollowReader::open(&config.resolve(path), *from_start, stop)
+            let path = config.resolve(path);
+            // Resumed where the last run's committed findings end, whatever from_start says.
+            let name = format!(
+                "follow:{}",
+                std::path::absolute(&path).unwrap_or(path.clone()).display()
+            );
+            let checkpoint = outbox.checkpoint(&name)?;
+            if let Some(at) = checkpoint {
+                eprintln!(
+                    "ward run: resuming {} at byte {} (its checkpoint; {} bytes before it read again to warm the detectors)",
+                    path.display(),
+                    at.offset,
+                    at.offset.min(crate::ingest::follow::WARM_BYTES)
+                );
+            }
+            let reader = FollowReader::resume(&path, checkpoint, *from_start, stop)
                 .with_context(|| format!("cannot follow {}", path.display()))?;
-            Box::new(reader)
+            let locator = reader.locator();
+            (Box::new(reader), Some((name, locator)))
         }
         Some(SourceConfig::Eslogger { program, kinds }) => {
             let kinds = match kinds {
@@ -234,13 +251,19 @@ pub fn open_source(
                 }),
             };
             let program = program.clone().unwrap_or_else(|| PathBuf::from("eslogger"));
-            Box::new(EsloggerReader::start(
-                EsloggerConfig { program, kinds },
-                stop,
-            )?)
+            (
+                Box::new(EsloggerReader::start(
+                    EsloggerConfig { program, kinds },
+                    stop,
+                )?),
+                None,
+            )
         }
     })
 }
+
+/// A source's checkpoint name and what maps its stream positions to places in files.
+pub type SourcePlace = (String, Arc<crate::ingest::follow::Locator>);
 
 /// What the live agent remembers between changes.
 struct AgentState {
@@ -959,7 +982,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
         tracing::info!(kinds = %kinds.join(" "), "event kinds the loaded detectors subscribe to");
     }
     let stop = Arc::new(AtomicBool::new(false));
-    let reader = open_source(&config, &startup.pipeline, Arc::clone(&stop))?;
+    let (reader, place) = open_source(&config, &startup.pipeline, Arc::clone(&stop), &outbox)?;
+    let committer = crate::forward::outbox::Committer {
+        outbox,
+        source: place,
+    };
     let socket = config.control_socket();
     let metrics_addr = config.agent.metrics_addr.clone();
     let (tx, rx) = crate::detect::run::stage_channel();
@@ -1060,7 +1087,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
             (tx.clone(), rx),
             view.clone(),
             Some(offer),
-            Some(outbox),
+            Some(committer),
         ));
         let mut signals = Signals::new()?;
         loop {

@@ -802,7 +802,7 @@ fn replay(
         (tx, rx),
         crate::detect::run::LiveView::default(),
         response.as_ref().map(|r| r.offer.clone()),
-        outbox,
+        outbox.map(crate::forward::outbox::Committer::new),
     ))?;
     if let Some(bar) = bar {
         bar.finish_and_clear();

@@ -38,6 +38,62 @@ const AUTH_QUEUE_BYTES: usize = 8 << 20;
 /// Most findings committed to the outbox in one transaction.
 const OUTBOX_COMMIT_MAX: usize = 4096;
 
+/// What the detection stage and the AUTH lane hand the writer: findings, and the stream
+/// position every event before which has been handled (committed with them).
+pub struct Produced {
+    /// Findings, in order.
+    pub findings: Vec<FindingRecord>,
+    /// The stream position they complete, if it moved.
+    pub covered: Option<u64>,
+}
+
+/// The detection stage's clean position and when it was last handed on.
+struct Clean {
+    at: Option<u64>,
+    sent: Option<u64>,
+    last_sent: Instant,
+    /// A position with no findings is handed on at most this often.
+    every: std::time::Duration,
+}
+
+impl Default for Clean {
+    fn default() -> Self {
+        Self {
+            at: None,
+            sent: None,
+            last_sent: Instant::now(),
+            every: std::time::Duration::from_secs(1),
+        }
+    }
+}
+
+impl Clean {
+    fn reached(&mut self, pushed: Option<u64>) {
+        if pushed.is_some() {
+            self.at = pushed;
+        }
+    }
+
+    /// Hands `findings` on with the clean position (a moved position alone at most every
+    /// [`Clean::every`]).
+    fn send(
+        &mut self,
+        tx: &tokio::sync::mpsc::Sender<Produced>,
+        findings: Vec<FindingRecord>,
+    ) -> Result<(), StageClosed> {
+        let moved = self.at != self.sent;
+        if findings.is_empty() && !(moved && self.last_sent.elapsed() >= self.every) {
+            return Ok(());
+        }
+        let covered = if moved { self.at } else { None };
+        tx.blocking_send(Produced { findings, covered })
+            .map_err(|_| StageClosed)?;
+        self.sent = self.at;
+        self.last_sent = Instant::now();
+        Ok(())
+    }
+}
+
 /// Tells the AUTH lane, when dropped, that its source has ended.
 struct EndOnDrop(Option<std::sync::mpsc::Sender<Inbox>>);
 
@@ -95,8 +151,9 @@ impl ByteGate {
 /// and, ahead of any chunks still queued, a change of plugins (applied between chunks; the
 /// answer goes back on `ack`) and the agent's own records.
 pub enum StageMsg {
-    /// Events, in stream order.
-    Items(Vec<Parsed>),
+    /// Events, in stream order, with (for a source that has them) the stream position
+    /// just past each.
+    Items(Vec<Parsed>, Vec<u64>),
     /// A plugin swapped in or out, or a mode changed.
     Change(
         Change,
@@ -346,14 +403,13 @@ pub async fn run_with_response<W>(
     channel: (StageSender, StageReceiver),
     view: LiveView,
     offer: Option<crate::respond::Offer>,
-    mut outbox: Option<crate::forward::outbox::Outbox>,
+    mut outbox: Option<crate::forward::outbox::Committer>,
 ) -> anyhow::Result<Summary>
 where
     W: Write + Send + 'static,
 {
     let (item_tx, mut item_rx) = channel;
-    let (finding_tx, mut finding_rx) =
-        tokio::sync::mpsc::channel::<Vec<FindingRecord>>(CHANNEL_DEPTH);
+    let (finding_tx, mut finding_rx) = tokio::sync::mpsc::channel::<Produced>(CHANNEL_DEPTH);
     let lane = pipeline.take_auth_lane();
     let auth_tx = lane.as_ref().map(AuthLane::sender);
     let lane_end = auth_tx.clone();
@@ -374,6 +430,7 @@ where
         let auth_tx = EndOnDrop(auth_tx);
         let item_tx = EndStage(item_tx);
         let mut chunk = Vec::with_capacity(CHUNK_LINES);
+        let mut positions: Vec<u64> = Vec::new();
         let mut chunk_bytes = 0usize;
         let mut responder = None;
         while let Some(item) = source.next_item().context("reading the event stream")? {
@@ -439,10 +496,14 @@ where
                 }
             }
             chunk.push(parsed);
+            if let Some(at) = source.position() {
+                positions.push(at);
+            }
             // Hand over a full chunk, or whatever is in hand before a read that may block:
             // a live source must not sit on events waiting for more.
             if chunk.len() >= CHUNK_LINES || chunk_bytes >= CHUNK_BYTES || !source.has_buffered() {
-                let items = StageMsg::Items(std::mem::take(&mut chunk));
+                let items =
+                    StageMsg::Items(std::mem::take(&mut chunk), std::mem::take(&mut positions));
                 if item_tx.0.blocking_send(items).is_err() {
                     return Ok(());
                 }
@@ -454,7 +515,7 @@ where
             }
         }
         if !chunk.is_empty() {
-            let _ = item_tx.0.blocking_send(StageMsg::Items(chunk));
+            let _ = item_tx.0.blocking_send(StageMsg::Items(chunk, positions));
         }
         Ok(())
     });
@@ -480,7 +541,13 @@ where
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
                 .findings = recorded;
-            records.is_empty() || auth_findings.blocking_send(records).is_ok()
+            records.is_empty()
+                || auth_findings
+                    .blocking_send(Produced {
+                        findings: records,
+                        covered: None,
+                    })
+                    .is_ok()
         });
         gate.close();
         Some((lane, recorded))
@@ -501,6 +568,11 @@ where
         // A partial batch waits for more events until then (`agent.batch_linger_ms`).
         let linger = pipeline.options().linger;
         let mut deliver_by: Option<Instant> = None;
+        // The stream position past the last event pushed, and the last one at which no
+        // event was waiting in a partial batch: every event before it has been handled
+        // and its findings are in what was sent (the checkpoint may move there).
+        let mut pushed: Option<u64> = None;
+        let mut clean = Clean::default();
         loop {
             let msg = match (draining_until, deliver_by) {
                 (Some(until), _) => item_rx.recv_until(until),
@@ -511,8 +583,9 @@ where
                         deliver_by = None;
                         let mut out = Vec::new();
                         pipeline.flush(&mut out);
+                        clean.reached(pushed);
                         publish(&pipeline);
-                        if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+                        if clean.send(&finding_tx, out).is_err() {
                             break;
                         }
                         continue;
@@ -523,9 +596,15 @@ where
             let Some(msg) = msg else { break };
             let mut out = Vec::new();
             match msg {
-                StageMsg::Items(chunk) => {
-                    for item in &chunk {
+                StageMsg::Items(chunk, positions) => {
+                    for (i, item) in chunk.iter().enumerate() {
                         pipeline.push_parsed(item, &mut out);
+                        if let Some(&at) = positions.get(i) {
+                            pushed = Some(at);
+                        }
+                        if pipeline.pending() == 0 {
+                            clean.reached(pushed);
+                        }
                         // A change waits for the event in hand, not the whole chunk: it
                         // is as much between events here as between chunks.
                         while let Some(control) = item_rx.try_control() {
@@ -558,8 +637,11 @@ where
                     deliver_by = None;
                 }
             }
+            if pipeline.pending() == 0 {
+                clean.reached(pushed);
+            }
             publish(&pipeline);
-            if !out.is_empty() && finding_tx.blocking_send(out).is_err() {
+            if clean.send(&finding_tx, out).is_err() {
                 break;
             }
             if ended {
@@ -568,26 +650,34 @@ where
         }
         let mut out = Vec::new();
         pipeline.flush(&mut out);
-        if !out.is_empty() {
-            let _ = finding_tx.blocking_send(out);
-        }
+        clean.reached(pushed);
+        clean.every = std::time::Duration::ZERO;
+        let _ = clean.send(&finding_tx, out);
         publish(&pipeline);
         (pipeline, shut_down)
     });
 
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        while let Some(mut findings) = finding_rx.blocking_recv() {
-            if let Some(outbox) = &mut outbox {
+        while let Some(Produced {
+            mut findings,
+            mut covered,
+        }) = finding_rx.blocking_recv()
+        {
+            if let Some(commit) = &mut outbox {
                 // What else is waiting goes in the same commit.
                 while findings.len() < OUTBOX_COMMIT_MAX {
                     match finding_rx.try_recv() {
-                        Ok(more) => findings.extend(more),
+                        Ok(more) => {
+                            findings.extend(more.findings);
+                            covered = more.covered.or(covered);
+                        }
                         Err(_) => break,
                     }
                 }
-                // Committed before it counts as produced; a failing store loses nothing
-                // of the stream (the line is still written) and is said, every time.
-                if let Err(e) = outbox.append_findings(&findings) {
+                // Committed before it counts as produced, with the place in the source
+                // they take the agent to; a failing store loses nothing of the stream (the
+                // line is still written) and is said, every time.
+                if let Err(e) = commit.commit(&findings, covered) {
                     tracing::error!(error = %e, findings = findings.len(), "outbox: findings not committed");
                 }
             }

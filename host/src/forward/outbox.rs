@@ -19,6 +19,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use sha2::{Digest as _, Sha256};
 
 use crate::forward::finding::FindingRecord;
+pub use crate::ingest::follow::Checkpoint;
 use crate::respond::store::{StoreError, prepare_dir};
 
 /// The database file in the state directory.
@@ -61,6 +62,13 @@ CREATE INDEX IF NOT EXISTS records_by_time ON records (time_ms);
 CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS checkpoints (
+    source TEXT PRIMARY KEY,
+    dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL,
+    offset INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (
@@ -259,6 +267,45 @@ impl std::fmt::Debug for Outbox {
     }
 }
 
+/// The writer's side of the outbox: findings committed with, for a source that can
+/// resume, the place in it they complete.
+pub struct Committer {
+    /// The outbox.
+    pub outbox: Outbox,
+    /// The source's checkpoint name and how to turn a stream position into a place.
+    pub source: Option<(String, std::sync::Arc<crate::ingest::follow::Locator>)>,
+}
+
+impl Committer {
+    /// Findings only (no checkpoint: a replay, stdin, a file read once).
+    pub fn new(outbox: Outbox) -> Self {
+        Self {
+            outbox,
+            source: None,
+        }
+    }
+
+    /// Commits `findings` and, when `covered` says how far the source has been handled,
+    /// its checkpoint, in one transaction. Nothing to commit, nothing done.
+    pub fn commit(
+        &mut self,
+        findings: &[FindingRecord],
+        covered: Option<u64>,
+    ) -> Result<Appended, StoreError> {
+        let at = match (&self.source, covered) {
+            (Some((name, locator)), Some(stream)) => {
+                locator.locate(stream).map(|cp| (name.as_str(), cp))
+            }
+            _ => None,
+        };
+        if findings.is_empty() && at.is_none() {
+            return Ok(Appended::default());
+        }
+        let records = finding_records(&self.outbox.device, findings);
+        self.outbox.append_at(&records, at)
+    }
+}
+
 /// The idempotency key of the `ordinal`-th finding by `plugin` for `rule` about one event
 /// on `device`: the same whenever the same event is handled again, so a receiver can
 /// de-duplicate what an at-least-once delivery sends twice.
@@ -436,6 +483,35 @@ impl Outbox {
 
     /// Commits `records` in one transaction, then keeps the bounds.
     pub fn append(&mut self, records: &[NewRecord]) -> Result<Appended, StoreError> {
+        self.append_at(records, None)
+    }
+
+    /// Where `source` was when the agent last committed: every line before it has been
+    /// handled and its findings committed.
+    pub fn checkpoint(&self, source: &str) -> Result<Option<Checkpoint>, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT dev, ino, offset FROM checkpoints WHERE source = ?1",
+                params![source],
+                |r| {
+                    Ok(Checkpoint {
+                        dev: r.get::<_, i64>(0)?.cast_unsigned(),
+                        ino: r.get::<_, i64>(1)?.cast_unsigned(),
+                        offset: r.get::<_, i64>(2)?.cast_unsigned(),
+                    })
+                },
+            )
+            .optional()
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Commits `records` and, in the same transaction, `source`'s checkpoint: the records
+    /// of every line before it are in, so a restart that resumes there loses none.
+    pub fn append_at(
+        &mut self,
+        records: &[NewRecord],
+        checkpoint: Option<(&str, Checkpoint)>,
+    ) -> Result<Appended, StoreError> {
         let limits = self.limits;
         let sinks = self.sinks.clone();
         let now = crate::clock::now_ms();
@@ -477,6 +553,21 @@ impl Outbox {
                 bump(&tx, "duplicates", out.duplicates as u64)?;
             }
             add_held(&tx, out.inserted as i64, added_bytes)?;
+            if let Some((source, at)) = checkpoint {
+                tx.execute(
+                    "INSERT INTO checkpoints (source, dev, ino, offset, updated_ms) \
+                     VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (source) DO UPDATE SET \
+                     dev = excluded.dev, ino = excluded.ino, offset = excluded.offset, \
+                     updated_ms = excluded.updated_ms",
+                    params![
+                        source,
+                        at.dev.cast_signed(),
+                        at.ino.cast_signed(),
+                        at.offset.cast_signed(),
+                        now
+                    ],
+                )?;
+            }
             keep_bounds(&tx, limits, &sinks, &mut out)?;
             tx.commit()?;
             Ok(out)

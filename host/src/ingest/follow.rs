@@ -19,6 +19,73 @@ use notify::{RecursiveMode, Watcher};
 /// How long to wait for a change notification before checking anyway.
 const POLL: Duration = Duration::from_millis(250);
 
+/// Bytes before a checkpoint read again on resuming, so detectors that correlate events
+/// (a download, then its execution) see what led up to it; what they find again carries
+/// the same keys, and the outbox stores nothing twice.
+pub const WARM_BYTES: u64 = 4 << 20;
+
+/// A place in a followed file: its identity and a byte offset in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checkpoint {
+    /// Device of the file.
+    pub dev: u64,
+    /// Inode of the file.
+    pub ino: u64,
+    /// Offset just past the last line handled.
+    pub offset: u64,
+}
+
+/// One stretch of the stream: from `stream` bytes on, the bytes come from the file
+/// `identity`, starting at `offset` in it.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    stream: u64,
+    identity: (u64, u64),
+    offset: u64,
+}
+
+/// Segments kept: enough for every byte still in flight between the reader and the
+/// outbox (a rotation per segment).
+const SEGMENTS: usize = 64;
+
+/// Where the bytes a [`FollowReader`] returned came from: for a count of bytes read from
+/// it, the file and the offset in it. Shared with whoever commits checkpoints.
+#[derive(Debug, Default)]
+pub struct Locator {
+    segments: std::sync::Mutex<std::collections::VecDeque<Segment>>,
+}
+
+impl Locator {
+    fn start(&self, stream: u64, identity: (u64, u64), offset: u64) {
+        let mut segments = self
+            .segments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if segments.len() >= SEGMENTS {
+            segments.pop_front();
+        }
+        segments.push_back(Segment {
+            stream,
+            identity,
+            offset,
+        });
+    }
+
+    /// The file and offset of the byte `stream` bytes into what the reader returned.
+    pub fn locate(&self, stream: u64) -> Option<Checkpoint> {
+        let segments = self
+            .segments
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let s = segments.iter().rev().find(|s| s.stream <= stream)?;
+        Some(Checkpoint {
+            dev: s.identity.0,
+            ino: s.identity.1,
+            offset: s.offset + (stream - s.stream),
+        })
+    }
+}
+
 /// A `Read` over a file that never ends: it blocks at end of file until more data arrives
 /// or `stop` is set (then it reports end of file).
 pub struct FollowReader {
@@ -26,6 +93,9 @@ pub struct FollowReader {
     file: Option<File>,
     identity: Option<(u64, u64)>,
     position: u64,
+    /// Bytes returned so far.
+    streamed: u64,
+    locator: Arc<Locator>,
     stop: Arc<AtomicBool>,
     events: Option<Receiver<()>>,
     _watcher: Option<notify::RecommendedWatcher>,
@@ -58,6 +128,8 @@ impl FollowReader {
             file: None,
             identity: None,
             position: 0,
+            streamed: 0,
+            locator: Arc::default(),
             stop,
             events: watcher.as_ref().map(|_| rx),
             _watcher: watcher,
@@ -68,8 +140,63 @@ impl FollowReader {
             && let Some(file) = reader.file.as_mut()
         {
             reader.position = file.seek(SeekFrom::End(0))?;
+            reader.mark();
         }
         Ok(reader)
+    }
+
+    /// Follows `path` from `checkpoint` when the file there is still the one it names (a
+    /// little before it: [`WARM_BYTES`], from a line's start); from its start when the
+    /// file is another (rotated while the agent was down: all of it is new); as
+    /// [`FollowReader::open`] without a checkpoint.
+    pub fn resume(
+        path: &Path,
+        checkpoint: Option<Checkpoint>,
+        from_start: bool,
+        stop: Arc<AtomicBool>,
+    ) -> io::Result<Self> {
+        let Some(at) = checkpoint else {
+            return Self::open(path, from_start, stop);
+        };
+        let mut reader = Self::open(path, true, stop)?;
+        let same = reader.identity == Some((at.dev, at.ino));
+        let len = reader
+            .file
+            .as_ref()
+            .and_then(|f| f.metadata().ok())
+            .map_or(0, |m| m.len());
+        if !same || len < at.offset {
+            tracing::warn!(path = %path.display(), "the followed file is not the one the checkpoint names (rotated or truncated while stopped): reading it from its start");
+            return Ok(reader);
+        }
+        let warm = at.offset.saturating_sub(WARM_BYTES);
+        if let Some(file) = reader.file.as_mut() {
+            reader.position = file.seek(SeekFrom::Start(warm))?;
+            if warm > 0 {
+                // From the start of the next line.
+                let mut byte = [0u8; 1];
+                while file.read(&mut byte)? == 1 {
+                    reader.position += 1;
+                    if byte[0] == b'\n' {
+                        break;
+                    }
+                }
+            }
+            reader.mark();
+        }
+        Ok(reader)
+    }
+
+    /// What maps bytes read from this reader to places in files.
+    pub fn locator(&self) -> Arc<Locator> {
+        Arc::clone(&self.locator)
+    }
+
+    /// A new segment starts here.
+    fn mark(&self) {
+        if let Some(identity) = self.identity {
+            self.locator.start(self.streamed, identity, self.position);
+        }
     }
 
     /// Opens the path afresh; `Ok(false)` if it does not exist (yet).
@@ -79,6 +206,7 @@ impl FollowReader {
                 self.identity = Some(identity(&file.metadata()?));
                 self.file = Some(file);
                 self.position = 0;
+                self.mark();
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
@@ -118,6 +246,7 @@ impl FollowReader {
             if let Some(file) = self.file.as_mut() {
                 self.position = file.seek(SeekFrom::Start(0))?;
             }
+            self.mark();
             return Ok(true);
         }
         Ok(false)
@@ -131,6 +260,7 @@ impl Read for FollowReader {
                 let n = file.read(buf)?;
                 if n > 0 {
                     self.position += n as u64;
+                    self.streamed += n as u64;
                     return Ok(n);
                 }
             } else if self.reopen()? {
@@ -212,6 +342,82 @@ mod tests {
 
         stop.store(true, Ordering::Relaxed);
         assert!(lines.next_line().unwrap().is_none(), "stop ends the stream");
+    }
+
+    #[test]
+    fn positions_map_to_files_and_a_resume_starts_at_a_line_before_the_checkpoint() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("es.jsonl");
+        append(&path, "aaaa\nbbbb\n");
+        let stop = Arc::new(AtomicBool::new(false));
+        let reader = FollowReader::open(&path, true, Arc::clone(&stop)).unwrap();
+        let locator = reader.locator();
+        let mut lines = LineReader::new(reader, 1 << 20);
+        assert_eq!(next(&mut lines), "aaaa");
+        assert_eq!(next(&mut lines), "bbbb");
+        let first = locator.locate(10).unwrap();
+        assert_eq!(first.offset, 10);
+        // Rotated: positions past the switch name the new file from its start.
+        std::fs::rename(&path, dir.path().join("es.jsonl.1")).unwrap();
+        append(&path, "cc\n");
+        assert_eq!(next(&mut lines), "cc");
+        let second = locator.locate(13).unwrap();
+        assert_ne!((second.dev, second.ino), (first.dev, first.ino));
+        assert_eq!(second.offset, 3);
+        assert_eq!(
+            locator.locate(9).unwrap(),
+            Checkpoint { offset: 9, ..first }
+        );
+
+        // Resuming at the checkpoint of the file still there: from it (a small file is
+        // warmed from its start), positions counted from there.
+        append(&path, "dd\n");
+        let at = Checkpoint {
+            offset: 3,
+            ..second
+        };
+        let reader = FollowReader::resume(&path, Some(at), false, Arc::clone(&stop)).unwrap();
+        let mut lines = LineReader::new(reader, 1 << 20);
+        assert_eq!(next(&mut lines), "cc", "warmed from before the checkpoint");
+        assert_eq!(next(&mut lines), "dd");
+        // A checkpoint of a file no longer there: the new file from its start.
+        let gone = Checkpoint {
+            ino: second.ino + 1,
+            ..at
+        };
+        let reader = FollowReader::resume(&path, Some(gone), false, Arc::clone(&stop)).unwrap();
+        let mut lines = LineReader::new(reader, 1 << 20);
+        assert_eq!(next(&mut lines), "cc");
+        // Past WARM_BYTES the warm-up starts at the next whole line.
+        let big = dir.path().join("big.jsonl");
+        let line = format!("{}\n", "x".repeat(999));
+        let mut text = String::new();
+        for _ in 0..(WARM_BYTES / 1000 + 10) {
+            text.push_str(&line);
+        }
+        text.push_str("last\n");
+        std::fs::write(&big, &text).unwrap();
+        let meta = std::fs::metadata(&big).unwrap();
+        let at = Checkpoint {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            offset: meta.len() - 5,
+        };
+        let reader = FollowReader::resume(&big, Some(at), false, stop).unwrap();
+        let mut lines = LineReader::new(reader, 1 << 20);
+        let mut n = 0;
+        loop {
+            let l = next(&mut lines);
+            if l == "last" {
+                break;
+            }
+            assert_eq!(l.len(), 999, "whole lines only");
+            n += 1;
+        }
+        assert!(
+            n as u64 >= WARM_BYTES / 1000 - 1 && (n as u64) < WARM_BYTES / 1000 + 2,
+            "{n}"
+        );
     }
 
     #[test]

@@ -90,6 +90,12 @@ pub trait EventSource: Send {
     /// True when the next item is already in hand; a live source returns false before a
     /// call that may block, so the pipeline hands over what it has first.
     fn has_buffered(&self) -> bool;
+
+    /// Bytes of the underlying stream consumed up to the end of the last item returned,
+    /// for sources whose place can be checkpointed.
+    fn position(&self) -> Option<u64> {
+        None
+    }
 }
 
 impl<R: Read + Send> EventSource for LineReader<R> {
@@ -99,6 +105,10 @@ impl<R: Read + Send> EventSource for LineReader<R> {
 
     fn has_buffered(&self) -> bool {
         LineReader::has_buffered(self)
+    }
+
+    fn position(&self) -> Option<u64> {
+        Some(self.consumed)
     }
 }
 
@@ -135,6 +145,9 @@ pub struct LineReader<R> {
     buf: Box<[u8]>,
     start: usize,
     end: usize,
+    /// Bytes of input consumed by the lines returned (newlines and skipped blank lines
+    /// included).
+    consumed: u64,
 }
 
 /// Read buffer size.
@@ -149,6 +162,7 @@ impl<R: Read> LineReader<R> {
             buf: vec![0; BUFFER].into_boxed_slice(),
             start: 0,
             end: 0,
+            consumed: 0,
         }
     }
 
@@ -192,7 +206,9 @@ impl<R: Read> LineReader<R> {
                 if len <= self.max {
                     line.extend_from_slice(piece);
                 }
-                self.start += done.unwrap_or(chunk.len());
+                let advanced = done.unwrap_or(chunk.len());
+                self.start += advanced;
+                self.consumed += advanced as u64;
                 if done.is_some() {
                     break;
                 }
