@@ -683,3 +683,351 @@ fn an_agent_killed_while_streaming_loses_no_finding() {
         .count();
     assert!(resumed >= 2, "the restarts must resume at a checkpoint");
 }
+
+/// A local HTTP receiver (python3's http.server) standing in for Splunk HEC, Elastic
+/// `_bulk` and a webhook. Told over `POST /control` to answer 503 (`fail`), to hang past
+/// the client's timeout (`slow`) or to accept (`ok`); with `reject_once`, the first
+/// `_bulk` request has its last item refused (429) so the sink must send the batch again.
+/// Each accepted request is written as one JSON line: path, headers and the body
+/// (gunzipped).
+const RECEIVER: &str = r#"
+import gzip, json, sys, time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+state = {"mode": "fail", "delay": 2.5, "reject_once": True}
+seen = set()
+out = open(sys.argv[1], "a", buffering=1)
+def note(**kw):
+    out.write(json.dumps(kw) + "\n")
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a):
+        pass
+    def reply(self, code, body):
+        data = body.encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+        if self.path == "/control":
+            state.update(json.loads(body))
+            return self.reply(200, "{}")
+        mode = state["mode"]
+        if mode == "slow":
+            time.sleep(state["delay"])
+            note(refused=self.path, why="slow")
+            return self.reply(503, "{}")
+        if mode == "fail":
+            note(refused=self.path, why="down")
+            return self.reply(503, '{"text":"down"}')
+        if self.headers.get("Content-Encoding") == "gzip":
+            body = gzip.decompress(body)
+        text = body.decode()
+        answer = "{}"
+        if self.path == "/_bulk":
+            lines = text.strip("\n").split("\n")
+            items, errors, stored = [], False, []
+            for i in range(0, len(lines), 2):
+                _id = json.loads(lines[i])["create"]["_id"]
+                if state["reject_once"] and i == len(lines) - 2:
+                    state["reject_once"] = False
+                    items.append({"create": {"_id": _id, "status": 429, "error": {"type": "es_rejected_execution_exception"}}})
+                    errors = True
+                elif _id in seen:
+                    items.append({"create": {"_id": _id, "status": 409, "error": {"type": "version_conflict_engine_exception"}}})
+                    errors = True
+                    note(conflict=_id)
+                else:
+                    seen.add(_id)
+                    stored.append(i)
+                    items.append({"create": {"_id": _id, "status": 201}})
+            text = "\n".join(lines[j] + "\n" + lines[j + 1] for j in stored)
+            answer = json.dumps({"errors": errors, "items": items})
+        elif self.path.startswith("/services/collector"):
+            answer = '{"text":"Success","code":0}'
+        note(path=self.path, auth=self.headers.get("Authorization"), encoding=self.headers.get("Content-Encoding"), ctype=self.headers.get("Content-Type"), body=text)
+        self.reply(200, answer)
+server = ThreadingHTTPServer(("127.0.0.1", 0), H)
+print(server.server_address[1], flush=True)
+server.serve_forever()
+"#;
+
+struct Receiver {
+    child: Child,
+    port: u16,
+    log: PathBuf,
+}
+
+impl Receiver {
+    fn start(dir: &Path) -> Option<Self> {
+        let script = dir.join("receiver.py");
+        std::fs::write(&script, RECEIVER).unwrap();
+        let log = dir.join("received.ndjson");
+        let Ok(mut child) = Command::new("python3")
+            .arg("-u")
+            .arg(&script)
+            .arg(&log)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+        else {
+            eprintln!("skipped: python3 is not installed (the HTTP receiver is a python3 script)");
+            return None;
+        };
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        Some(Self {
+            child,
+            port: line.trim().parse().unwrap(),
+            log,
+        })
+    }
+
+    fn control(&self, body: &str) {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        let req = format!(
+            "POST /control HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        std::io::Write::write_all(&mut s, req.as_bytes()).unwrap();
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut s, &mut answer).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.0 200") || answer.starts_with("HTTP/1.1 200"),
+            "{answer}"
+        );
+    }
+
+    fn notes(&self) -> Vec<Value> {
+        ndjson(&std::fs::read(&self.log).unwrap_or_default())
+    }
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three HTTP sinks — Splunk HEC (OCSF, gzip, HEC token), Elastic `_bulk` (ECS, API
+/// key, no compression) and a webhook (ward's lines, bearer token, high and above) — to
+/// a receiver that is first down, then too slow for the sinks' one-second timeout, then
+/// up and refusing one bulk item once: every selected finding arrives, each request
+/// carries its credentials, and the retried bulk batch stores nothing twice.
+#[test]
+fn http_sinks_deliver_everything_through_outage_slowness_and_a_refused_item() {
+    let dir = private_dir();
+    let Some(receiver) = Receiver::start(dir.path()) else {
+        return;
+    };
+    for (file, token) in [
+        ("hec.token", "hec-s3cret"),
+        ("es.key", "es-key"),
+        ("hook.token", "hook-t0ken"),
+    ] {
+        let path = dir.path().join(file);
+        std::fs::write(&path, format!("{token}\n")).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    let port = receiver.port;
+    std::fs::write(
+        dir.path().join("ward.toml"),
+        format!(
+            "[agent]\nstate_dir = \"state\"\nsink_drain_secs = 5\n\n[source]\nkind = \"follow\"\npath = \"events.jsonl\"\nfrom_start = true\n\n\
+             [[sinks]]\nname = \"splunk\"\ntype = \"http\"\napi = \"splunk-hec\"\nurl = \"http://127.0.0.1:{port}/services/collector/event\"\nauth = \"splunk\"\ntoken_file = \"hec.token\"\nformat = \"ocsf\"\ntimeout_secs = 1\nbatch = 7\n\n\
+             [[sinks]]\nname = \"elastic\"\ntype = \"http\"\napi = \"elastic-bulk\"\nurl = \"http://127.0.0.1:{port}/_bulk\"\nauth = \"apikey\"\ntoken_file = \"es.key\"\nformat = \"ecs\"\ncompress = false\nindex = \"ward-test\"\ntimeout_secs = 1\n\n\
+             [[sinks]]\nname = \"hook\"\ntype = \"http\"\napi = \"webhook\"\nurl = \"http://127.0.0.1:{port}/hook\"\nauth = \"bearer\"\ntoken_file = \"hook.token\"\nmin_severity = \"high\"\ntimeout_secs = 1\n"
+        ),
+    )
+    .unwrap();
+    std::fs::copy(
+        root().join("examples/streams/intrusion.jsonl"),
+        dir.path().join("events.jsonl"),
+    )
+    .unwrap();
+    let mut agent = spawn_agent(dir.path(), "agent.err");
+    let mut stored = Vec::new();
+    wait_until(
+        "the findings in the outbox",
+        Duration::from_secs(120),
+        || {
+            let out = ward(
+                dir.path(),
+                &["alerts", "list", "--json", "--state", "state"],
+            );
+            stored = ndjson(&out.stdout);
+            stored.len() >= 20
+        },
+    );
+    wait_until("refusals while down", Duration::from_secs(30), || {
+        receiver
+            .notes()
+            .iter()
+            .filter(|n| n["why"] == "down")
+            .count()
+            >= 3
+    });
+    receiver.control(r#"{"mode": "slow"}"#);
+    wait_until("timeouts while slow", Duration::from_secs(30), || {
+        receiver
+            .notes()
+            .iter()
+            .filter(|n| n["why"] == "slow")
+            .count()
+            >= 2
+    });
+    receiver.control(r#"{"mode": "ok"}"#);
+    let ids = |pred: &dyn Fn(&Value) -> bool| -> BTreeSet<String> {
+        stored
+            .iter()
+            .filter(|s| pred(s))
+            .map(|s| s["id"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    let all = ids(&|_| true);
+    let high = ids(&|s| matches!(s["severity"].as_str(), Some("high" | "critical")));
+    let received = |path: &str| -> Vec<Value> {
+        receiver
+            .notes()
+            .into_iter()
+            .filter(|n| n["path"] == path)
+            .collect()
+    };
+    let hec_ids = || -> Vec<String> {
+        received("/services/collector/event")
+            .iter()
+            .flat_map(|n| {
+                n["body"]
+                    .as_str()
+                    .unwrap()
+                    .lines()
+                    .map(|l| {
+                        let e: Value = serde_json::from_str(l).unwrap();
+                        assert_eq!(e["sourcetype"], "ocsf:detection_finding");
+                        assert_eq!(e["event"]["class_uid"], 2004);
+                        assert_eq!(e["fields"]["ward_id"], e["event"]["finding_info"]["uid"]);
+                        e["fields"]["ward_id"].as_str().unwrap().to_owned()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let bulk_ids = || -> Vec<String> {
+        received("/_bulk")
+            .iter()
+            .flat_map(|n| {
+                let lines: Vec<Value> = n["body"]
+                    .as_str()
+                    .unwrap()
+                    .lines()
+                    .map(|l| serde_json::from_str(l).unwrap())
+                    .collect();
+                lines
+                    .chunks(2)
+                    .map(|pair| {
+                        assert_eq!(pair[0]["create"]["_index"], "ward-test");
+                        assert_eq!(pair[0]["create"]["_id"], pair[1]["event"]["id"]);
+                        pair[1]["event"]["id"].as_str().unwrap().to_owned()
+                    })
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    let hook_ids = || -> Vec<String> {
+        received("/hook")
+            .iter()
+            .flat_map(|n| {
+                let batch: Vec<Value> = serde_json::from_str(n["body"].as_str().unwrap()).unwrap();
+                batch
+                    .into_iter()
+                    .map(|r| r["id"].as_str().unwrap().to_owned())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    wait_until(
+        "every finding at the receiver",
+        Duration::from_secs(90),
+        || {
+            hec_ids().len() >= all.len()
+                && bulk_ids().len() >= all.len()
+                && hook_ids().len() >= high.len()
+        },
+    );
+    // SAFETY: a child this test spawned.
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGTERM);
+    }
+    assert!(agent.wait().unwrap().success());
+    let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
+    assert_eq!(set(hec_ids()), all);
+    let bulk = bulk_ids();
+    assert_eq!(
+        bulk.len(),
+        all.len(),
+        "stored once each, the retried batch included"
+    );
+    assert_eq!(set(bulk), all);
+    assert_eq!(set(hook_ids()), high);
+    assert!(
+        receiver.notes().iter().any(|n| !n["conflict"].is_null()),
+        "the refused bulk batch was sent again"
+    );
+    for (path, auth, encoding) in [
+        (
+            "/services/collector/event",
+            "Splunk hec-s3cret",
+            Some("gzip"),
+        ),
+        ("/_bulk", "ApiKey es-key", None),
+        ("/hook", "Bearer hook-t0ken", Some("gzip")),
+    ] {
+        for n in received(path) {
+            assert_eq!(n["auth"], auth, "{path}");
+            assert_eq!(n["encoding"].as_str(), encoding, "{path}");
+        }
+    }
+    assert_eq!(received("/_bulk")[0]["ctype"], "application/x-ndjson");
+    let log = std::fs::read_to_string(dir.path().join("agent.err")).unwrap();
+    for sink in ["splunk", "elastic", "hook"] {
+        assert!(log.contains(&format!("{sink} delivered")), "{log}");
+    }
+}
+
+/// A token file others may read stops the agent at start with the reason.
+#[test]
+fn an_http_token_others_can_read_is_refused() {
+    let dir = private_dir();
+    std::fs::write(dir.path().join("t"), "x").unwrap();
+    std::fs::set_permissions(dir.path().join("t"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::write(
+        dir.path().join("ward.toml"),
+        "[[sinks]]\nname = \"h\"\ntype = \"http\"\napi = \"webhook\"\nurl = \"http://127.0.0.1:9/x\"\nauth = \"bearer\"\ntoken_file = \"t\"\n",
+    )
+    .unwrap();
+    let stream = root().join("examples/streams/attack-chain.jsonl");
+    let out = ward(
+        dir.path(),
+        &[
+            "replay",
+            "--config",
+            "ward.toml",
+            "--state",
+            "s",
+            stream.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("0600"),
+        "{}",
+        text(&out)
+    );
+}

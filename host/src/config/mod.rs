@@ -3,6 +3,7 @@
 //! Unknown keys are errors, so a typo never silently weakens policy.
 
 pub mod response;
+pub mod secret;
 pub mod sinks;
 pub mod walk;
 

@@ -42,8 +42,8 @@ pub struct SinkConfig {
     /// `syslog`: `udp`, `tcp` (RFC 6587 octet counting) or `tls` (RFC 5425).
     #[serde(default)]
     pub protocol: Option<SyslogProtocol>,
-    /// `syslog` over `tls`: a PEM file of the CA certificates to trust (the system's
-    /// otherwise).
+    /// `syslog` over `tls`, `http` to `https://`: a PEM file of the CA certificates to
+    /// trust (the web's roots otherwise).
     #[serde(default)]
     pub ca_file: Option<PathBuf>,
     /// `syslog`: the facility (`local0`…`local7`, `user`, `security`, `daemon`, …).
@@ -52,6 +52,60 @@ pub struct SinkConfig {
     /// Records per delivery.
     #[serde(default = "default_batch")]
     pub batch: usize,
+    /// `http`: where to POST (`https://…/services/collector/event`, `…/_bulk`, a webhook).
+    #[serde(default)]
+    pub url: Option<String>,
+    /// `http`: the receiver's API: `splunk-hec`, `elastic-bulk` or `webhook` (a JSON
+    /// array of records per POST).
+    #[serde(default)]
+    pub api: Option<HttpApi>,
+    /// `http`: how to authenticate: `none`, `bearer`, `splunk` (HEC token), `apikey`
+    /// (Elastic) or `basic` (`user:password` in the token file).
+    #[serde(default)]
+    pub auth: HttpAuth,
+    /// `http`: the file holding the token (or `user:password`): owned by the agent's user
+    /// or root, not readable by others. Secrets never sit in ward.toml.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// `http`: gzip the body.
+    #[serde(default = "yes")]
+    pub compress: bool,
+    /// `http`: the Elastic index or Splunk index records go to.
+    #[serde(default)]
+    pub index: Option<String>,
+    /// `http`, `syslog` over TCP/TLS: seconds a delivery may take before it counts as
+    /// failed (and is retried).
+    #[serde(default = "default_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+/// An HTTP receiver's API.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "kebab-case")]
+pub enum HttpApi {
+    /// Splunk HTTP Event Collector (`/services/collector/event`).
+    SplunkHec,
+    /// Elasticsearch `_bulk` (each record created with its key as `_id`).
+    ElasticBulk,
+    /// A JSON array of records.
+    Webhook,
+}
+
+/// How an HTTP sink authenticates.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpAuth {
+    /// No credentials.
+    #[default]
+    None,
+    /// `Authorization: Bearer <token>`.
+    Bearer,
+    /// `Authorization: Splunk <token>`.
+    Splunk,
+    /// `Authorization: ApiKey <token>`.
+    Apikey,
+    /// `Authorization: Basic base64(user:password)`.
+    Basic,
 }
 
 /// The kind of sink.
@@ -62,6 +116,8 @@ pub enum SinkKind {
     File,
     /// Syslog RFC 5424.
     Syslog,
+    /// HTTP POST (Splunk HEC, Elastic `_bulk`, webhook).
+    Http,
 }
 
 /// How a record is rendered.
@@ -100,6 +156,12 @@ fn default_facility() -> String {
 }
 fn default_batch() -> usize {
     500
+}
+fn default_timeout_secs() -> u64 {
+    10
+}
+fn yes() -> bool {
+    true
 }
 
 /// Syslog facility codes by name.
@@ -154,6 +216,12 @@ impl SinkConfig {
             1,
             10_000,
         )?;
+        crate::config::in_range(
+            &format!("sinks[{}].timeout_secs", self.name),
+            self.timeout_secs,
+            1,
+            600,
+        )?;
         match self.kind {
             SinkKind::File => {
                 if self.path.is_none() {
@@ -191,6 +259,20 @@ impl SinkConfig {
                         "facility",
                         "kern, user, daemon, auth, syslog, authpriv, security or local0-local7",
                     ));
+                }
+            }
+            SinkKind::Http => {
+                let Some(url) = &self.url else {
+                    return Err(at("url", "an http sink needs a url"));
+                };
+                if !(url.starts_with("https://") || url.starts_with("http://")) {
+                    return Err(at("url", "http:// or https://"));
+                }
+                if self.api.is_none() {
+                    return Err(at("api", "splunk-hec, elastic-bulk or webhook"));
+                }
+                if self.auth != HttpAuth::None && self.token_file.is_none() {
+                    return Err(at("token_file", "this auth needs a token file"));
                 }
             }
         }

@@ -5,12 +5,15 @@
 //! keeps everything (within its bounds); the agent never waits for a sink.
 
 pub mod file;
+pub mod http;
 pub mod syslog;
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
 
 use crate::config::WardConfig;
 use crate::config::sinks::{SinkConfig, SinkKind};
@@ -91,6 +94,7 @@ impl Sinks {
                     sink.max_files,
                 )),
                 SinkKind::Syslog => Box::new(syslog::SyslogSink::new(sink, &device, config)?),
+                SinkKind::Http => Box::new(http::HttpSink::new(sink, &device, config)?),
             };
             let outbox = Outbox::open(dir, &device, config.outbox_limits(), &names)?;
             let stats = Arc::new(SinkStats::default());
@@ -147,6 +151,40 @@ impl Sinks {
             .collect();
         format!("sinks: {}", parts.join("; "))
     }
+}
+
+/// The TLS client settings of `sink`: the CAs of its `ca_file`, else the web's roots.
+pub(crate) fn tls_config(
+    sink: &SinkConfig,
+    config: &WardConfig,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    let mut roots = rustls::RootCertStore::empty();
+    match &sink.ca_file {
+        Some(path) => {
+            use rustls::pki_types::pem::PemObject as _;
+            let path = config.resolve(path);
+            let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
+                .with_context(|| format!("sinks[{}].ca_file {}", sink.name, path.display()))?;
+            for cert in certs {
+                let cert = cert
+                    .with_context(|| format!("sinks[{}].ca_file {}", sink.name, path.display()))?;
+                roots
+                    .add(cert)
+                    .with_context(|| format!("sinks[{}].ca_file {}", sink.name, path.display()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    // ring, as ureq already builds it (aws-lc-rs, rustls's preferred provider, needs a C
+    // toolchain and cmake); its lack of post-quantum key exchange is the deprecation.
+    #[allow(deprecated)]
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .context("TLS versions")?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
 }
 
 /// One sink's loop.

@@ -7,8 +7,6 @@ use std::net::{TcpStream, ToSocketAddrs as _, UdpSocket};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
-
 use super::{Deliver, Rendered};
 use crate::config::WardConfig;
 use crate::config::sinks::{SinkConfig, SyslogProtocol, facility_code};
@@ -100,36 +98,6 @@ pub fn message(r: &Rendered<'_>, facility: u8, hostname: &str) -> String {
     )
 }
 
-fn tls_config(sink: &SinkConfig, config: &WardConfig) -> anyhow::Result<Arc<rustls::ClientConfig>> {
-    let mut roots = rustls::RootCertStore::empty();
-    match &sink.ca_file {
-        Some(path) => {
-            use rustls::pki_types::pem::PemObject as _;
-            let path = config.resolve(path);
-            let certs = rustls::pki_types::CertificateDer::pem_file_iter(&path)
-                .with_context(|| format!("sinks[{}].ca_file {}", sink.name, path.display()))?;
-            for cert in certs {
-                let cert = cert
-                    .with_context(|| format!("sinks[{}].ca_file {}", sink.name, path.display()))?;
-                roots
-                    .add(cert)
-                    .with_context(|| format!("sinks[{}].ca_file {}", sink.name, path.display()))?;
-            }
-        }
-        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
-    }
-    // ring, as ureq already builds it (aws-lc-rs, rustls's preferred provider, needs a C
-    // toolchain and cmake); its lack of post-quantum key exchange is the deprecation.
-    #[allow(deprecated)]
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .context("TLS versions")?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    Ok(Arc::new(config))
-}
-
 impl SyslogSink {
     /// A sink for `sink` (validated), naming this Mac `device` unless it has a host name.
     pub fn new(sink: &SinkConfig, device: &str, config: &WardConfig) -> anyhow::Result<Self> {
@@ -148,7 +116,7 @@ impl SyslogSink {
                 hostname
             },
             tls: (protocol == SyslogProtocol::Tls)
-                .then(|| tls_config(sink, config))
+                .then(|| super::tls_config(sink, config))
                 .transpose()?,
             conn: None,
         })

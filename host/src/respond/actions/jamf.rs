@@ -18,8 +18,6 @@ use crate::respond::actions::script::run_bounded;
 
 /// Largest response body read.
 const MAX_BODY: u64 = 1 << 20;
-/// Largest credentials file.
-const MAX_CREDENTIALS: u64 = 64 << 10;
 
 /// The API client.
 pub struct Jamf {
@@ -67,28 +65,7 @@ fn http_err(what: &str, e: ureq::Error) -> String {
 
 /// Reads the credentials file, refusing one others may read.
 pub fn read_credentials(path: &Path) -> Result<(String, String), String> {
-    use std::os::unix::fs::MetadataExt as _;
-    let (file, meta) = crate::sandbox::grants::open_regular_following(path)?
-        .ok_or_else(|| format!("{}: no such file", path.display()))?;
-    let me = rustix::process::geteuid().as_raw();
-    if meta.uid() != me && meta.uid() != 0 {
-        return Err(format!(
-            "{}: owned by uid {}, not by the agent's user or root",
-            path.display(),
-            meta.uid()
-        ));
-    }
-    if meta.mode() & 0o077 != 0 {
-        return Err(format!(
-            "{}: readable or writable by others (mode {:o}); make it 0600",
-            path.display(),
-            meta.mode() & 0o7777
-        ));
-    }
-    let mut text = String::new();
-    file.take(MAX_CREDENTIALS)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("{}: {e}", path.display()))?;
+    let text = crate::config::secret::read_private_file(path)?;
     let v: serde_json::Value =
         serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
     let field = |k: &str| {
