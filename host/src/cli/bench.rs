@@ -349,11 +349,20 @@ pub enum Suite {
     Respond,
     /// An agent's CPU and memory over time: idle, and following 2,000 events/s.
     Steady,
+    /// Findings through the outbox to each kind of sink.
+    Forward,
 }
 
 /// Runs the measurements of `suite` over `n` generated events (the steady suite for
 /// `seconds`).
 pub fn run(n: usize, batch: usize, suite: Suite, seconds: u64) -> anyhow::Result<()> {
+    if matches!(suite, Suite::All | Suite::Forward) {
+        let ward = std::env::current_exe().context("finding the ward executable")?;
+        crate::cli::bench_forward::run(&ward, n.min(30_000))?;
+        if matches!(suite, Suite::Forward) {
+            return Ok(());
+        }
+    }
     if matches!(suite, Suite::All | Suite::Steady) {
         let ward = std::env::current_exe().context("finding the ward executable")?;
         crate::cli::bench_steady::run(&ward, seconds)?;

@@ -5,6 +5,7 @@ pub mod alerts;
 pub mod analytics;
 pub mod bench;
 pub mod bench_content;
+pub mod bench_forward;
 pub mod bench_live;
 pub mod bench_respond;
 pub mod bench_steady;

@@ -658,6 +658,7 @@ where
     });
 
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut lines: Vec<String> = Vec::new();
         while let Some(Produced {
             mut findings,
             mut covered,
@@ -676,13 +677,24 @@ where
                 }
                 // Committed before it counts as produced, with the place in the source
                 // they take the agent to; a failing store loses nothing of the stream (the
-                // line is still written) and is said, every time.
-                if let Err(e) = commit.commit(&findings, covered) {
+                // line is still written) and is said, every time. Each line is rendered
+                // once, for the outbox and the sink.
+                lines.clear();
+                lines.extend(findings.iter().map(FindingRecord::to_json_line));
+                if let Err(e) = commit.commit(&findings, &lines, covered) {
                     tracing::error!(error = %e, findings = findings.len(), "outbox: findings not committed");
                 }
             }
-            for f in findings {
-                sink.write_all(f.to_json_line().as_bytes())
+            for (i, f) in findings.into_iter().enumerate() {
+                let rendered;
+                let line = match lines.get(i) {
+                    Some(line) if outbox.is_some() => line,
+                    _ => {
+                        rendered = f.to_json_line();
+                        &rendered
+                    }
+                };
+                sink.write_all(line.as_bytes())
                     .context("writing findings")?;
                 sink.write_all(b"\n").context("writing findings")?;
                 if let Some(offer) = &offer {

@@ -28,6 +28,17 @@ fn set(v: &mut Value, key: &str, value: Value) {
     }
 }
 
+/// This Mac's host name (read once).
+pub fn hostname() -> &'static str {
+    static NAME: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| {
+        rustix::system::uname()
+            .nodename()
+            .to_string_lossy()
+            .into_owned()
+    })
+}
+
 /// `record` in `format`, one JSON object on one line.
 pub fn render(format: Format, record: &StoredRecord, device: &str) -> String {
     match format {
@@ -160,10 +171,7 @@ pub fn ocsf(record: &StoredRecord, device: &str) -> Value {
     let time = crate::clock::parse_rfc3339_ms(&record.time).unwrap_or_else(crate::clock::now_ms);
     let process = ocsf_process(field(&b, "/process"));
     let message = field(&b, "/message").as_str().unwrap_or("").to_owned();
-    let hostname = rustix::system::uname()
-        .nodename()
-        .to_string_lossy()
-        .into_owned();
+    let hostname = hostname();
     json!({
         "activity_id": OCSF_ACTIVITY_CREATE,
         "activity_name": "Create",
@@ -206,7 +214,7 @@ pub fn ocsf(record: &StoredRecord, device: &str) -> Value {
             "type_id": 0,
             "type": "Unknown",
             "uid": device,
-            "hostname": if hostname.is_empty() { device.to_owned() } else { hostname },
+            "hostname": if hostname.is_empty() { device } else { hostname },
             "os": {"name": "macOS", "type_id": 300, "type": "macOS"},
         },
         "actor": {"process": process},

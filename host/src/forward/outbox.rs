@@ -58,7 +58,6 @@ CREATE TABLE IF NOT EXISTS records (
     stored_ms INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS records_by_severity ON records (severity, seq);
-CREATE INDEX IF NOT EXISTS records_by_time ON records (time_ms);
 CREATE TABLE IF NOT EXISTS cursors (
     sink TEXT PRIMARY KEY,
     seq INTEGER NOT NULL,
@@ -287,9 +286,11 @@ impl Committer {
 
     /// Commits `findings` and, when `covered` says how far the source has been handled,
     /// its checkpoint, in one transaction. Nothing to commit, nothing done.
+    /// `lines` are the findings rendered (`FindingRecord::to_json_line`), one each.
     pub fn commit(
         &mut self,
         findings: &[FindingRecord],
+        lines: &[String],
         covered: Option<u64>,
     ) -> Result<Appended, StoreError> {
         let at = match (&self.source, covered) {
@@ -301,7 +302,7 @@ impl Committer {
         if findings.is_empty() && at.is_none() {
             return Ok(Appended::default());
         }
-        let records = finding_records(&self.outbox.device, findings);
+        let records = finding_records(&self.outbox.device, findings, Some(lines));
         self.outbox.append_at(&records, at)
     }
 }
@@ -329,13 +330,19 @@ pub fn finding_key(device: &str, f: &FindingRecord, ordinal: usize) -> String {
 }
 
 /// The records for `findings` (in order), each with its key; identical (plugin, rule,
-/// event) triples are numbered in order so each gets a key of its own.
-pub fn finding_records(device: &str, findings: &[FindingRecord]) -> Vec<NewRecord> {
+/// event) triples are numbered in order so each gets a key of its own. `lines`, when
+/// given, are the findings already rendered (one each).
+pub fn finding_records(
+    device: &str,
+    findings: &[FindingRecord],
+    lines: Option<&[String]>,
+) -> Vec<NewRecord> {
     let mut seen: std::collections::HashMap<(&str, &str, Option<u64>, &str), usize> =
         std::collections::HashMap::new();
     findings
         .iter()
-        .map(|f| {
+        .enumerate()
+        .map(|(i, f)| {
             let n = seen
                 .entry((
                     f.plugin.as_str(),
@@ -354,7 +361,10 @@ pub fn finding_records(device: &str, findings: &[FindingRecord]) -> Vec<NewRecor
                 plugin: f.plugin.clone(),
                 time: f.time.clone(),
                 global_seq_num: f.global_seq_num,
-                body: f.to_json_line(),
+                body: lines
+                    .and_then(|l| l.get(i))
+                    .cloned()
+                    .unwrap_or_else(|| f.to_json_line()),
             }
         })
         .collect()
@@ -477,7 +487,7 @@ impl Outbox {
     /// Commits `findings` (one transaction), returning what it stored, skipped as already
     /// stored, pruned and dropped.
     pub fn append_findings(&mut self, findings: &[FindingRecord]) -> Result<Appended, StoreError> {
-        let records = finding_records(&self.device, findings);
+        let records = finding_records(&self.device, findings, None);
         self.append(&records)
     }
 
