@@ -1031,3 +1031,126 @@ fn an_http_token_others_can_read_is_refused() {
         text(&out)
     );
 }
+
+/// A nats-server of the test's own, with JetStream, on a free port.
+struct NatsServer {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    fn start() -> Option<Self> {
+        let Some(bin) = [
+            "/usr/sbin/nats-server",
+            "/usr/bin/nats-server",
+            "/usr/local/bin/nats-server",
+        ]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file()) else {
+            eprintln!(
+                "skipped: nats-server is not installed (.ci/run installs the nats-server package)"
+            );
+            return None;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_until("nats-server to listen", Duration::from_secs(30), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Some(Self {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Findings published to a real nats-server's JetStream, one message per finding on
+/// `ward.<device>.findings` with its key as `Nats-Msg-Id`; the same stream replayed into
+/// a fresh state directory (everything sent again) adds no message: the stream drops what
+/// it already holds by key.
+#[test]
+fn the_nats_sink_publishes_each_finding_once_to_jetstream() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = private_dir();
+    std::fs::write(
+        dir.path().join("ward.toml"),
+        format!(
+            "[agent]\nsink_drain_secs = 10\n\n[device]\nserial = \"TESTMAC.1\"\n\n\
+             [[sinks]]\nname = \"fleet\"\ntype = \"nats\"\naddress = \"nats://127.0.0.1:{}\"\nformat = \"ocsf\"\n",
+            nats.port
+        ),
+    )
+    .unwrap();
+    let stream = root().join("examples/streams/intrusion.jsonl");
+    for state in ["first", "second"] {
+        let out = ward(
+            dir.path(),
+            &[
+                "replay",
+                "--config",
+                "ward.toml",
+                "--state",
+                state,
+                stream.to_str().unwrap(),
+            ],
+        );
+        assert!(out.status.success(), "{}", text(&out));
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("fleet delivered"),
+            "{}",
+            text(&out)
+        );
+    }
+    let want: BTreeSet<String> = alerts(dir.path(), &dir.path().join("first"), &[])
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (count, got) = rt.block_on(async {
+        let client = async_nats::connect(format!("127.0.0.1:{}", nats.port))
+            .await
+            .unwrap();
+        let js = async_nats::jetstream::new(client);
+        let mut s = js.get_stream("WARD").await.unwrap();
+        let count = s.info().await.unwrap().state.messages;
+        let mut got = BTreeSet::new();
+        for seq in 1..=count {
+            let m = s.get_raw_message(seq).await.unwrap();
+            assert_eq!(m.subject.as_str(), "ward.TESTMAC_1.findings");
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(v["class_uid"], 2004);
+            let id = m.headers.get("Nats-Msg-Id").unwrap().as_str().to_owned();
+            assert_eq!(v["finding_info"]["uid"], id.as_str());
+            got.insert(id);
+        }
+        (count, got)
+    });
+    assert_eq!(
+        count as usize,
+        want.len(),
+        "one message per finding, none twice"
+    );
+    assert_eq!(got, want);
+}

@@ -138,7 +138,35 @@ pub fn run(ward: &Path, n: usize) -> anyhow::Result<()> {
     let udp = udp_drain()?;
     let http = http_drain()?;
     let file = dir.path().join("out").join("findings.ndjson");
-    let cases: Vec<(&str, String)> = vec![
+    // A nats-server with JetStream, when one is installed.
+    let nats = [
+        "/usr/sbin/nats-server",
+        "/usr/bin/nats-server",
+        "/usr/local/bin/nats-server",
+    ]
+    .iter()
+    .find(|p| Path::new(p).is_file())
+    .and_then(|bin| {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .ok()?
+            .port();
+        let child = Command::new(bin)
+            .args(["-js", "-a", "127.0.0.1", "-p", &port.to_string(), "-sd"])
+            .arg(dir.path().join("nats"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let start = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
+            && start.elapsed() < Duration::from_secs(10)
+        {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Some((child, port))
+    });
+    let mut cases: Vec<(&str, String)> = vec![
         (
             "file, ward format",
             format!(
@@ -174,6 +202,13 @@ pub fn run(ward: &Path, n: usize) -> anyhow::Result<()> {
             ),
         ),
     ];
+    match &nats {
+        Some((_, port)) => cases.push((
+            "NATS JetStream, ward format",
+            format!("type = \"nats\"\naddress = \"nats://127.0.0.1:{port}\""),
+        )),
+        None => println!("  NATS: skipped: nats-server is not installed"),
+    }
     for (i, (label, sink)) in cases.iter().enumerate() {
         let state = dir.path().join(format!("state-{i}"));
         copy_dir(&filled, &state)?;
@@ -201,6 +236,10 @@ pub fn run(ward: &Path, n: usize) -> anyhow::Result<()> {
             delivered as f64 / took.as_secs_f64(),
             took.as_secs_f64() * 1e3
         );
+    }
+    if let Some((mut child, _)) = nats {
+        let _ = child.kill();
+        let _ = child.wait();
     }
     println!(
         "  (the TCP receiver read {} bytes in all)",

@@ -11,7 +11,7 @@ use serde::Deserialize;
 pub struct SinkConfig {
     /// Its name: the outbox keeps its cursor under it (renaming a sink starts it over).
     pub name: String,
-    /// `file`, `syslog` or `http`.
+    /// `file`, `syslog`, `http` or `nats`.
     #[serde(rename = "type")]
     pub kind: SinkKind,
     /// `ward` (the finding line with its `id`), `ocsf` (Detection Finding, class 2004) or
@@ -36,7 +36,8 @@ pub struct SinkConfig {
     /// `file`: rotated files kept.
     #[serde(default = "default_max_files")]
     pub max_files: u32,
-    /// `syslog`: `host:port` of the receiver.
+    /// `syslog`: `host:port` of the receiver; `nats`: `nats://host:port` (several,
+    /// comma-separated).
     #[serde(default)]
     pub address: Option<String>,
     /// `syslog`: `udp`, `tcp` (RFC 6587 octet counting) or `tls` (RFC 5425).
@@ -73,8 +74,17 @@ pub struct SinkConfig {
     /// `http`: the Elastic index or Splunk index records go to.
     #[serde(default)]
     pub index: Option<String>,
-    /// `http`, `syslog` over TCP/TLS: seconds a delivery may take before it counts as
-    /// failed (and is retried).
+    /// `nats`: a NATS `.creds` file (JWT and nkey seed) to connect with.
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// `nats`: the JetStream stream (made with subjects `<subject_prefix>.>` if missing).
+    #[serde(default)]
+    pub stream: Option<String>,
+    /// `nats`: the first subject token (`ward`: `ward.<device>.findings`).
+    #[serde(default)]
+    pub subject_prefix: Option<String>,
+    /// `http`, `nats`, `syslog` over TCP/TLS: seconds a delivery may take before it counts
+    /// as failed (and is retried).
     #[serde(default = "default_timeout_secs")]
     pub timeout_secs: u64,
 }
@@ -118,6 +128,8 @@ pub enum SinkKind {
     Syslog,
     /// HTTP POST (Splunk HEC, Elastic `_bulk`, webhook).
     Http,
+    /// NATS JetStream.
+    Nats,
 }
 
 /// How a record is rendered.
@@ -259,6 +271,33 @@ impl SinkConfig {
                         "facility",
                         "kern, user, daemon, auth, syslog, authpriv, security or local0-local7",
                     ));
+                }
+            }
+            SinkKind::Nats => {
+                let Some(address) = &self.address else {
+                    return Err(at(
+                        "address",
+                        "a nats sink needs nats://host:port (comma-separated for several)",
+                    ));
+                };
+                if !address
+                    .split(',')
+                    .all(|a| a.trim().starts_with("nats://") || a.trim().starts_with("tls://"))
+                {
+                    return Err(at("address", "nats://host:port or tls://host:port"));
+                }
+                for (key, value) in [
+                    ("stream", &self.stream),
+                    ("subject_prefix", &self.subject_prefix),
+                ] {
+                    if let Some(v) = value
+                        && (v.is_empty()
+                            || !v
+                                .chars()
+                                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_'))
+                    {
+                        return Err(at(key, "letters, digits, '-' or '_'"));
+                    }
                 }
             }
             SinkKind::Http => {

@@ -6,6 +6,7 @@
 
 pub mod file;
 pub mod http;
+pub mod nats;
 pub mod syslog;
 
 use std::path::Path;
@@ -95,6 +96,7 @@ impl Sinks {
                 )),
                 SinkKind::Syslog => Box::new(syslog::SyslogSink::new(sink, &device, config)?),
                 SinkKind::Http => Box::new(http::HttpSink::new(sink, &device, config)?),
+                SinkKind::Nats => Box::new(nats::NatsSink::new(sink, &device, config)?),
             };
             let outbox = Outbox::open(dir, &device, config.outbox_limits(), &names)?;
             let stats = Arc::new(SinkStats::default());
