@@ -1154,3 +1154,177 @@ fn the_nats_sink_publishes_each_finding_once_to_jetstream() {
     );
     assert_eq!(got, want);
 }
+
+fn mode_of(dir: &Path, plugin: &str) -> String {
+    let out = ward(dir, &["ctl", "--config", "ward.toml", "--json", "plugins"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let plugins: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
+    plugins
+        .iter()
+        .find(|p| p["name"] == plugin)
+        .map(|p| p["mode"].as_str().unwrap().to_owned())
+        .unwrap()
+}
+
+fn send(dir: &Path, port: u16, key: &str, to: &str, request: &str, wait: usize) -> Vec<Value> {
+    let out = ward(
+        dir,
+        &[
+            "fleet",
+            "send",
+            "--address",
+            &format!("nats://127.0.0.1:{port}"),
+            "--key",
+            key,
+            "--to",
+            to,
+            "--wait",
+            &wait.to_string(),
+            "--timeout",
+            "60",
+            request,
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let lines = ndjson(&out.stdout);
+    assert_eq!(lines.len(), wait + 1, "{}", text(&out));
+    lines[1..].to_vec()
+}
+
+/// Two agents and one nats-server: a signed command to one device reaches only it; to a
+/// smart group, only its members; one signed by a key the Macs do not trust is refused by
+/// both (and answered as refused); a command to the fleet sent while an agent is off
+/// reaches it when it comes back (its durable consumer kept it). Each carried-out command
+/// is in the Mac's audit log.
+#[test]
+fn fleet_commands_reach_the_macs_they_name_even_when_they_were_off() {
+    let Some(nats) = NatsServer::start() else {
+        return;
+    };
+    let dir = private_dir();
+    let keygen = |name: &str| {
+        let out = ward(dir.path(), &["plugin", "keygen", "--out", name]);
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let public = keygen("fleet.key");
+    keygen("rogue.key");
+    let start = |mac: &str| {
+        let home = dir.path().join(mac);
+        std::fs::create_dir_all(&home).unwrap();
+        std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o700)).unwrap();
+        std::fs::write(home.join("events.jsonl"), b"").unwrap();
+        std::fs::write(
+            home.join("ward.toml"),
+            format!(
+                "[agent]\nstate_dir = \"state\"\n\n[source]\nkind = \"follow\"\npath = \"events.jsonl\"\n\n\
+                 [device]\nserial = \"{mac}\"\n\n[[smart_groups]]\nname = \"finance\"\nserial = [\"MAC-B\"]\n\n\
+                 [fleet]\naddress = \"nats://127.0.0.1:{}\"\ntrusted_keys = [\"{public}\"]\n",
+                nats.port
+            ),
+        )
+        .unwrap();
+        let log = format!("agent-{}.err", std::fs::read_dir(&home).unwrap().count());
+        let child = spawn_agent(&home, &log);
+        wait_until(
+            "the agent to listen for commands",
+            Duration::from_secs(60),
+            || {
+                std::fs::read_to_string(home.join(&log))
+                    .unwrap_or_default()
+                    .contains("fleet: listening for commands")
+            },
+        );
+        (child, home)
+    };
+    let stop = |mut child: Child| {
+        // SAFETY: a child this test spawned.
+        #[allow(unsafe_code)]
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        assert!(child.wait().unwrap().success());
+    };
+    let (a, home_a) = start("MAC-A");
+    let (b, home_b) = start("MAC-B");
+    let port = nats.port;
+    let mode =
+        |plugin: &str, m: &str| format!(r#"{{"cmd":"mode","name":"{plugin}","mode":"{m}"}}"#);
+
+    // To one device.
+    let results = send(
+        dir.path(),
+        port,
+        "fleet.key",
+        "device:MAC-A",
+        &mode("command-abuse", "shadow"),
+        1,
+    );
+    assert_eq!(results[0]["device"], "MAC-A");
+    assert_eq!(results[0]["ok"], true, "{results:?}");
+    assert_eq!(mode_of(&home_a, "command-abuse"), "shadow");
+    assert_eq!(mode_of(&home_b, "command-abuse"), "enforce");
+
+    // To a smart group: MAC-B is in finance, MAC-A is not.
+    let results = send(
+        dir.path(),
+        port,
+        "fleet.key",
+        "group:finance",
+        &mode("malware-activity", "shadow"),
+        1,
+    );
+    assert_eq!(results[0]["device"], "MAC-B");
+    assert_eq!(mode_of(&home_b, "malware-activity"), "shadow");
+    assert_eq!(mode_of(&home_a, "malware-activity"), "enforce");
+
+    // Signed by a key no Mac trusts: refused by both, nothing changes.
+    let results = send(
+        dir.path(),
+        port,
+        "rogue.key",
+        "all",
+        &mode("prevent-list", "disabled"),
+        2,
+    );
+    for r in &results {
+        assert_eq!(r["ok"], false);
+        assert!(r["error"].as_str().unwrap().contains("trusted_keys"), "{r}");
+    }
+    assert_eq!(mode_of(&home_a, "prevent-list"), "enforce");
+    assert_eq!(mode_of(&home_b, "prevent-list"), "enforce");
+
+    // MAC-A is off while the fleet is told something; it gets it when it is back.
+    stop(a);
+    let results = send(
+        dir.path(),
+        port,
+        "fleet.key",
+        "all",
+        &mode("launch-persistence", "shadow"),
+        1,
+    );
+    assert_eq!(results[0]["device"], "MAC-B");
+    let (a, home_a) = start("MAC-A");
+    wait_until(
+        "MAC-A to run the command it missed",
+        Duration::from_secs(60),
+        || mode_of(&home_a, "launch-persistence") == "shadow",
+    );
+    stop(a);
+    stop(b);
+    let audit = ward(&home_a, &["audit", "list", "--json", "--state", "state"]);
+    let kinds: Vec<String> = ndjson(&audit.stdout)
+        .iter()
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "fleet-command").count(),
+        2,
+        "{kinds:?}"
+    );
+    assert!(
+        kinds.iter().any(|k| k == "fleet-command-refused"),
+        "{kinds:?}"
+    );
+}

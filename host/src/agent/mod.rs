@@ -657,7 +657,7 @@ impl LiveAgent {
     }
 
     /// Appends an audit record (plugin loads, unloads, swaps, refusals).
-    fn audit(&self, kind: &str, record: serde_json::Value) {
+    pub(crate) fn audit(&self, kind: &str, record: serde_json::Value) {
         let mut store = self
             .audit_store
             .lock()
@@ -1040,6 +1040,8 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
         playbooks: Arc::clone(&response.playbooks),
         state_dir: state_dir.clone(),
     };
+    let fleet_config = config.fleet.clone();
+    let fleet_view = config.clone();
     let agent = Arc::new(LiveAgent::new(
         config_path,
         config,
@@ -1049,6 +1051,10 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
         Some(link),
     ));
     let _ = found.set(Arc::downgrade(&agent));
+    let fleet = match &fleet_config {
+        Some(fleet) => Some(start_fleet(fleet, &fleet_view, &state_dir, &agent)?),
+        None => None,
+    };
     for line in &startup.listing {
         agent.audit("plugin-loaded", serde_json::json!({"listing": line}));
     }
@@ -1117,12 +1123,63 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     eprintln!("ward run: {summary}");
     let responded = response.finish();
     eprintln!("ward run: {responded}");
+    if let Some(fleet) = fleet {
+        fleet.stop();
+    }
     if !sinks.is_empty() {
         eprintln!("ward run: {}", sinks.finish(sink_drain));
     }
     // Blocking reader threads may still wait on input; do not hold the exit for them.
     rt.shutdown_background();
     Ok(std::process::ExitCode::SUCCESS)
+}
+
+/// Connects this Mac to the fleet: commands through `agent`'s controls, recorded in its
+/// audit log, each carried out once (remembered in the outbox database).
+fn start_fleet(
+    fleet: &crate::config::FleetConfig,
+    config: &WardConfig,
+    state_dir: &Path,
+    agent: &Arc<LiveAgent>,
+) -> anyhow::Result<crate::operate::fleet::Fleet> {
+    let keys = fleet
+        .trusted_keys
+        .iter()
+        .map(|k| crate::registry::signature::parse_key(k).map_err(anyhow::Error::msg))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let facts = crate::respond::groups::DeviceFacts::read(&config.device);
+    let groups = crate::respond::groups::SmartGroups::build(&config.smart_groups);
+    let dir = state_dir.to_path_buf();
+    let seen = crate::forward::outbox::Outbox::open(
+        state_dir,
+        &config.device_id(),
+        config.outbox_limits(),
+        &[],
+    )?;
+    let audit_agent = Arc::downgrade(agent);
+    let options = crate::operate::fleet::FleetOptions {
+        address: fleet.address.clone(),
+        credentials: fleet.credentials_file.as_deref().map(|p| config.resolve(p)),
+        keys,
+        device: config.device_id(),
+        groups: Box::new(move || {
+            let tags = crate::respond::store::Store::open_read_only(&dir)
+                .and_then(|s| s.tags(crate::clock::now_ms()))
+                .unwrap_or_default();
+            groups.membership(&facts, &tags)
+        }),
+        audit: Box::new(move |kind, record| {
+            if let Some(agent) = audit_agent.upgrade() {
+                agent.audit(kind, record);
+            }
+        }),
+        first_time: Box::new(move |id| seen.first_time(id)),
+    };
+    eprintln!(
+        "ward run: fleet commands from {} as {}",
+        fleet.address, options.device
+    );
+    crate::operate::fleet::Fleet::start(options, Arc::clone(agent) as Arc<dyn Controller>)
 }
 
 /// What a signal asks of the agent.

@@ -10,6 +10,7 @@ pub mod bench_live;
 pub mod bench_respond;
 pub mod bench_steady;
 pub mod ctl;
+pub mod fleet;
 pub mod plugin_test;
 pub mod respond;
 pub mod scaffold;
@@ -107,6 +108,12 @@ pub enum Command {
         #[command(subcommand)]
         command: AlertsCommand,
     },
+    /// The fleet: response commands to Macs over NATS JetStream.
+    Fleet {
+        /// What to do.
+        #[command(subcommand)]
+        command: FleetCommand,
+    },
     /// The hash-chained audit log.
     Audit {
         /// What to do.
@@ -198,6 +205,39 @@ pub struct StateArgs {
     /// The agent's policy file.
     #[arg(long)]
     pub config: Option<PathBuf>,
+}
+
+/// `ward fleet …`.
+#[derive(Debug, Subcommand)]
+pub enum FleetCommand {
+    /// Publish a signed command (a `ward ctl` request: mode, approve, deny, undo, reload,
+    /// status, plugins, stats) to Macs, and print their results.
+    Send {
+        /// `nats://host:port`.
+        #[arg(long)]
+        address: String,
+        /// A NATS `.creds` file.
+        #[arg(long)]
+        credentials: Option<PathBuf>,
+        /// The fleet's secret key (`ward plugin keygen`); its public key must be in the
+        /// Macs' `[fleet] trusted_keys`.
+        #[arg(long)]
+        key: PathBuf,
+        /// `device:<serial or host name>`, `group:<smart group>` or `all`.
+        #[arg(long)]
+        to: String,
+        /// Seconds the command stays valid (a Mac that is off longer never runs it).
+        #[arg(long, default_value_t = 3600, value_parser = clap::value_parser!(u64).range(1..=604_800))]
+        expires: u64,
+        /// Results to wait for.
+        #[arg(long, default_value_t = 0)]
+        wait: usize,
+        /// Seconds to wait for them.
+        #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        timeout: u64,
+        /// The request as JSON, e.g. `{"cmd":"mode","name":"command-abuse","mode":"shadow"}`.
+        request: String,
+    },
 }
 
 /// `ward alerts …`.
@@ -459,6 +499,28 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let dir = crate::cli::respond::state_dir(state.as_deref(), &config);
             crate::cli::respond::incidents(&dir, json)
         }
+        Command::Fleet {
+            command:
+                FleetCommand::Send {
+                    address,
+                    credentials,
+                    key,
+                    to,
+                    expires,
+                    wait,
+                    timeout,
+                    request,
+                },
+        } => crate::cli::fleet::send(&crate::cli::fleet::Send {
+            address: &address,
+            credentials: credentials.as_deref(),
+            key: &key,
+            to: &to,
+            request: &request,
+            expires,
+            wait,
+            timeout: std::time::Duration::from_secs(timeout),
+        }),
         Command::Alerts { command } => match command {
             AlertsCommand::List {
                 at,

@@ -104,6 +104,9 @@ pub struct WardConfig {
     /// Where committed findings are delivered.
     #[serde(default)]
     pub sinks: Vec<sinks::SinkConfig>,
+    /// Fleet commands over NATS JetStream.
+    #[serde(default)]
+    pub fleet: Option<FleetConfig>,
     /// Directory of the config file; relative paths resolve against it.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -114,6 +117,19 @@ pub struct WardConfig {
     /// prevent-list's lists when it loads.
     #[serde(skip)]
     pub blocks: Vec<(String, String)>,
+}
+
+/// `[fleet]`: commands to this Mac over NATS JetStream (see `operate::fleet`).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct FleetConfig {
+    /// `nats://host:port` (several, comma-separated).
+    pub address: String,
+    /// A NATS `.creds` file (JWT and nkey seed).
+    #[serde(default)]
+    pub credentials_file: Option<PathBuf>,
+    /// Ed25519 public keys (hex) whose signed commands this Mac carries out.
+    pub trusted_keys: Vec<String>,
 }
 
 /// `[agent]`.
@@ -637,6 +653,25 @@ impl WardConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if let Some(fleet) = &self.fleet {
+            if !fleet
+                .address
+                .split(',')
+                .all(|a| a.trim().starts_with("nats://") || a.trim().starts_with("tls://"))
+            {
+                return Err("fleet.address: nats://host:port or tls://host:port".into());
+            }
+            if fleet.trusted_keys.is_empty() {
+                return Err(
+                    "fleet.trusted_keys: at least one key, or no command is ever carried out"
+                        .into(),
+                );
+            }
+            for key in &fleet.trusted_keys {
+                crate::registry::signature::parse_key(key)
+                    .map_err(|e| format!("fleet.trusted_keys: {e}"))?;
+            }
+        }
         let mut names = std::collections::BTreeSet::new();
         for sink in &self.sinks {
             sink.validate()?;

@@ -70,6 +70,10 @@ CREATE TABLE IF NOT EXISTS checkpoints (
     offset INTEGER NOT NULL,
     updated_ms INTEGER NOT NULL
 );
+CREATE TABLE IF NOT EXISTS fleet_commands (
+    id TEXT PRIMARY KEY,
+    at_ms INTEGER NOT NULL
+);
 CREATE TABLE IF NOT EXISTS counters (
     name TEXT PRIMARY KEY,
     value INTEGER NOT NULL
@@ -600,6 +604,18 @@ impl Outbox {
             );
         }
         Ok(out)
+    }
+
+    /// True the first time fleet command `id` is seen here (it is remembered); false
+    /// after, and when the store cannot say (a command is not run twice on doubt).
+    pub fn first_time(&self, id: &str) -> bool {
+        self.conn
+            .execute(
+                "INSERT OR IGNORE INTO fleet_commands (id, at_ms) VALUES (?1, ?2)",
+                params![id, crate::clock::now_ms()],
+            )
+            .map(|n| n == 1)
+            .unwrap_or(false)
     }
 
     /// Up to `limit` records after `seq`, oldest first.

@@ -2,4 +2,5 @@
 //! endpoint a Prometheus scraper reads.
 
 pub mod control;
+pub mod fleet;
 pub mod metrics;
