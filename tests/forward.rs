@@ -1327,4 +1327,16 @@ fn fleet_commands_reach_the_macs_they_name_even_when_they_were_off() {
         kinds.iter().any(|k| k == "fleet-command-refused"),
         "{kinds:?}"
     );
+    // The same records reached the outbox (for the sinks), each once.
+    let forwarded = alerts(&home_a, &home_a.join("state"), &["--kind", "audit"]);
+    let rules: Vec<&str> = forwarded
+        .iter()
+        .map(|r| r["rule"].as_str().unwrap())
+        .collect();
+    assert_eq!(rules.len(), kinds.len(), "{rules:?} against {kinds:?}");
+    assert_eq!(
+        rules.iter().filter(|k| **k == "fleet-command").count(),
+        2,
+        "{rules:?}"
+    );
 }

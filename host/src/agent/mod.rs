@@ -957,7 +957,11 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     config.blocks = response::stored_blocks(&state_dir);
     let bell = crate::forward::outbox::Bell::default();
     let outbox = config.open_outbox(&state_dir)?.with_bell(bell.clone());
-    let sinks = crate::forward::sink::Sinks::start(&config, &state_dir, bell)?;
+    let sinks = crate::forward::sink::Sinks::start(&config, &state_dir, bell.clone())?;
+    let bridge = crate::forward::bridge::Bridge::start(
+        state_dir.clone(),
+        config.open_outbox(&state_dir)?.with_bell(bell),
+    )?;
     let sink_drain = std::time::Duration::from_secs(config.agent.sink_drain_secs);
     let mut startup = start(&config, &[])?;
     for line in &startup.listing {
@@ -1126,6 +1130,7 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     if let Some(fleet) = fleet {
         fleet.stop();
     }
+    bridge.stop();
     if !sinks.is_empty() {
         eprintln!("ward run: {}", sinks.finish(sink_drain));
     }

@@ -264,6 +264,10 @@ pub enum AlertsCommand {
         /// Only this plugin.
         #[arg(long)]
         plugin: Option<String>,
+        /// The kind of record: `finding` (default), `audit` (the response stage's audit
+        /// records forwarded by `ward run`) or `all`.
+        #[arg(long, default_value = "finding", value_parser = ["finding", "audit", "all"])]
+        kind: String,
         /// At most this many (the newest).
         #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
         limit: u64,
@@ -529,6 +533,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 severity,
                 rule,
                 plugin,
+                kind,
                 limit,
             } => {
                 let config = load_config(at.config.as_deref())?;
@@ -544,6 +549,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         .transpose()?,
                     rule,
                     plugin,
+                    kind: (kind != "all").then_some(kind),
                     limit: usize::try_from(limit).unwrap_or(usize::MAX),
                 };
                 crate::cli::alerts::list(&dir, &query, json)

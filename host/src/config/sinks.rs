@@ -27,6 +27,11 @@ pub struct SinkConfig {
     /// Only these plugins (all when empty).
     #[serde(default)]
     pub plugins: Vec<String>,
+    /// The kinds of record sent: `finding`, and (in the `ward` format) `audit` — the
+    /// response stage's audit records: actions and their outcomes, incidents opened, fleet
+    /// commands, plugins loaded.
+    #[serde(default = "default_kinds")]
+    pub kinds: Vec<String>,
     /// `file`: the NDJSON file written.
     #[serde(default)]
     pub path: Option<PathBuf>,
@@ -169,6 +174,9 @@ fn default_facility() -> String {
 fn default_batch() -> usize {
     500
 }
+fn default_kinds() -> Vec<String> {
+    vec!["finding".into()]
+}
 fn default_timeout_secs() -> u64 {
     10
 }
@@ -221,6 +229,17 @@ impl SinkConfig {
                 "min_severity",
                 "one of informational, low, medium, high, critical",
             ));
+        }
+        for kind in &self.kinds {
+            match kind.as_str() {
+                "finding" => {}
+                "audit" if self.format == Format::Ward => {}
+                "audit" => return Err(at("kinds", "audit records go in the ward format only")),
+                _ => return Err(at("kinds", "finding or audit")),
+            }
+        }
+        if self.kinds.is_empty() {
+            return Err(at("kinds", "at least one of finding, audit"));
         }
         crate::config::in_range(
             &format!("sinks[{}].batch", self.name),

@@ -211,6 +211,8 @@ pub struct Query {
     pub rule: Option<String>,
     /// Exactly this plugin.
     pub plugin: Option<String>,
+    /// Only this kind of record (`finding`, `audit`); all when `None`.
+    pub kind: Option<String>,
     /// Most records (the newest that match, printed oldest first).
     pub limit: usize,
 }
@@ -606,6 +608,74 @@ impl Outbox {
         Ok(out)
     }
 
+    /// The last audit record of the response store already in the outbox.
+    pub fn audit_forwarded(&self) -> Result<i64, StoreError> {
+        self.conn
+            .query_row(
+                "SELECT value FROM counters WHERE name = 'audit_forwarded'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()
+            .map(Option::unwrap_or_default)
+            .map_err(|e| self.sql(e))
+    }
+
+    /// Commits audit records of the response store (action outcomes, incidents opened,
+    /// fleet commands, …) as `audit` records, with how far they go, in one transaction:
+    /// each is in the outbox once. Their key is `audit-` and the record's chain hash.
+    pub fn append_audit(
+        &mut self,
+        records: &[crate::respond::audit::AuditRecord],
+    ) -> Result<Appended, StoreError> {
+        let Some(last) = records.last().map(|r| r.seq) else {
+            return Ok(Appended::default());
+        };
+        let new: Vec<NewRecord> = records
+            .iter()
+            .map(|r| {
+                let failed = r
+                    .record
+                    .get("status")
+                    .and_then(|s| s.as_str())
+                    .is_some_and(|s| matches!(s, "failed" | "interrupted" | "refused"));
+                NewRecord {
+                    id: format!("audit-{}", r.hash.get(..32).unwrap_or(&r.hash)),
+                    kind: "audit",
+                    severity: if failed { "medium" } else { "low" }.into(),
+                    rule: r.kind.clone(),
+                    plugin: "ward".into(),
+                    time: r.time.clone(),
+                    global_seq_num: None,
+                    body: serde_json::json!({
+                        "rule": r.kind,
+                        "plugin": "ward",
+                        "severity": if failed { "medium" } else { "low" },
+                        "global_seq_num": null,
+                        "audit_seq": r.seq,
+                        "audit_kind": r.kind,
+                        "time": r.time,
+                        "record": r.record,
+                        "hash": r.hash,
+                        "prev": r.prev,
+                    })
+                    .to_string(),
+                }
+            })
+            .collect();
+        let out = self.append(&new)?;
+        // The position moves in a transaction of its own after the records: a crash
+        // between the two sends the same records again, with the same keys (stored once).
+        self.conn
+            .execute(
+                "INSERT INTO counters (name, value) VALUES ('audit_forwarded', ?1) \
+                 ON CONFLICT (name) DO UPDATE SET value = max(value, excluded.value)",
+                params![last],
+            )
+            .map_err(|e| self.sql(e))?;
+        Ok(out)
+    }
+
     /// True the first time fleet command `id` is seen here (it is remembered); false
     /// after, and when the store cannot say (a command is not run twice on doubt).
     pub fn first_time(&self, id: &str) -> bool {
@@ -676,6 +746,10 @@ impl Outbox {
         if let Some(plugin) = &q.plugin {
             sql.push_str(" AND plugin = ?");
             args.push(plugin.clone().into());
+        }
+        if let Some(kind) = &q.kind {
+            sql.push_str(" AND kind = ?");
+            args.push(kind.clone().into());
         }
         sql.push_str(" ORDER BY seq DESC LIMIT ?");
         args.push(i64::try_from(q.limit).unwrap_or(i64::MAX).into());

@@ -90,9 +90,15 @@ pub struct AuditRecord {
 
 /// Every record, in order.
 pub fn list(conn: &Connection) -> rusqlite::Result<Vec<AuditRecord>> {
-    let mut stmt =
-        conn.prepare("SELECT seq, time, kind, record, prev, hash FROM audit ORDER BY seq")?;
-    let rows = stmt.query_map([], |r| {
+    after(conn, 0, i64::MAX)
+}
+
+/// Up to `limit` records after `seq`, in order.
+pub fn after(conn: &Connection, seq: i64, limit: i64) -> rusqlite::Result<Vec<AuditRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT seq, time, kind, record, prev, hash FROM audit WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![seq, limit], |r| {
         let record: String = r.get(3)?;
         Ok(AuditRecord {
             seq: r.get(0)?,

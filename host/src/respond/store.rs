@@ -865,4 +865,9 @@ impl Store {
     pub fn audit_records(&self) -> Result<Vec<audit::AuditRecord>, StoreError> {
         audit::list(&self.conn).map_err(|e| self.sql(e))
     }
+
+    /// Up to `limit` audit records after `seq`.
+    pub fn audit_after(&self, seq: i64, limit: i64) -> Result<Vec<audit::AuditRecord>, StoreError> {
+        audit::after(&self.conn, seq, limit).map_err(|e| self.sql(e))
+    }
 }

@@ -220,9 +220,10 @@ pub fn backoff(failures: u32, random: u64) -> Duration {
 impl Runner {
     fn selects(&self, r: &StoredRecord) -> bool {
         let s = &self.sink;
-        s.min_severity
-            .as_deref()
-            .is_none_or(|min| severity_rank(r.severity) >= severity_rank(min))
+        s.kinds.contains(&r.kind)
+            && s.min_severity
+                .as_deref()
+                .is_none_or(|min| severity_rank(r.severity) >= severity_rank(min))
             && (s.rules.is_empty() || s.rules.contains(&r.rule))
             && (s.plugins.is_empty() || s.plugins.contains(&r.plugin))
     }
