@@ -659,6 +659,10 @@ where
 
     let writer = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
         let mut lines: Vec<String> = Vec::new();
+        // Which findings the outbox had not seen: only those are offered to the response
+        // stage, so events read again after a restart (the warm-up before a checkpoint)
+        // never act twice. Without an outbox (or when it failed), all are.
+        let mut fresh: Vec<bool> = Vec::new();
         while let Some(Produced {
             mut findings,
             mut covered,
@@ -681,9 +685,13 @@ where
                 // once, for the outbox and the sink.
                 lines.clear();
                 lines.extend(findings.iter().map(FindingRecord::to_json_line));
-                if let Err(e) = commit.commit(&findings, &lines, covered) {
-                    tracing::error!(error = %e, findings = findings.len(), "outbox: findings not committed");
-                }
+                fresh = match commit.commit(&findings, &lines, covered) {
+                    Ok(appended) => appended.fresh,
+                    Err(e) => {
+                        tracing::error!(error = %e, findings = findings.len(), "outbox: findings not committed");
+                        Vec::new()
+                    }
+                };
             }
             for (i, f) in findings.into_iter().enumerate() {
                 let rendered;
@@ -697,7 +705,9 @@ where
                 sink.write_all(line.as_bytes())
                     .context("writing findings")?;
                 sink.write_all(b"\n").context("writing findings")?;
-                if let Some(offer) = &offer {
+                if let Some(offer) = &offer
+                    && fresh.get(i).copied().unwrap_or(true)
+                {
                     offer.offer(&f);
                 }
             }

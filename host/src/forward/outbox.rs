@@ -172,6 +172,8 @@ pub struct Appended {
     pub pruned: u64,
     /// Undelivered records dropped to stay within bounds, by severity rank.
     pub dropped: [u64; 5],
+    /// For each record given, whether it was new (false: its key was already stored).
+    pub fresh: Vec<bool>,
 }
 
 impl Appended {
@@ -557,6 +559,7 @@ impl Outbox {
                         r.body.len() as i64,
                         now,
                     ])?;
+                    out.fresh.push(changed == 1);
                     if changed == 1 {
                         out.inserted += 1;
                         added_bytes += r.body.len() as i64;
