@@ -1340,3 +1340,73 @@ fn fleet_commands_reach_the_macs_they_name_even_when_they_were_off() {
         "{rules:?}"
     );
 }
+
+/// A 1 MiB tmpfs mounted for a test, unmounted when dropped.
+struct SmallDisk {
+    dir: tempfile::TempDir,
+}
+
+impl SmallDisk {
+    fn mount() -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs"])
+            .arg(dir.path())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!("skipped: cannot mount a small tmpfs (needs root)");
+            return None;
+        }
+        Some(Self { dir })
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+/// The state directory on a disk that fills while findings are committed: the replay
+/// still writes every finding to stdout and exits 0, says how many it could not commit
+/// and why, and the outbox it leaves passes SQLite's integrity check and reads back.
+#[test]
+fn a_full_disk_is_reported_and_leaves_the_outbox_sound() {
+    let Some(disk) = SmallDisk::mount() else {
+        return;
+    };
+    let dir = private_dir();
+    let generated = ward(dir.path(), &["gen", "--mix", "attack", "--events", "6000"]);
+    std::fs::write(dir.path().join("a.jsonl"), &generated.stdout).unwrap();
+    let clean = ward(dir.path(), &["replay", "a.jsonl"]);
+    let all = ndjson(&clean.stdout).len();
+    let state = disk.dir.path().join("state");
+    let out = ward(
+        dir.path(),
+        &["replay", "--state", state.to_str().unwrap(), "a.jsonl"],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(ndjson(&out.stdout).len(), all, "stdout loses nothing");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("not committed to the outbox") && stderr.contains("full"),
+        "{stderr}"
+    );
+    let conn = rusqlite::Connection::open_with_flags(
+        state.join("outbox.db"),
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    )
+    .unwrap();
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(check, "ok");
+    let kept = alerts(dir.path(), &state, &[]);
+    assert!(
+        !kept.is_empty() && kept.len() < all,
+        "{} of {all}",
+        kept.len()
+    );
+}

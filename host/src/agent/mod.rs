@@ -990,7 +990,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     let committer = crate::forward::outbox::Committer {
         outbox,
         source: place,
+        failed: Arc::default(),
     };
+    let outbox_failed = Arc::clone(&committer.failed);
     let socket = config.control_socket();
     let metrics_addr = config.agent.metrics_addr.clone();
     let (tx, rx) = crate::detect::run::stage_channel();
@@ -1125,6 +1127,9 @@ pub fn run(config_path: &Path) -> anyhow::Result<std::process::ExitCode> {
     }
     let summary = result?;
     eprintln!("ward run: {summary}");
+    if let Some(line) = outbox_failed.summary() {
+        eprintln!("ward run: {line}");
+    }
     let responded = response.finish();
     eprintln!("ward run: {responded}");
     if let Some(fleet) = fleet {

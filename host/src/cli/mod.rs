@@ -864,6 +864,11 @@ fn replay(
         let _ = tx.try_send(crate::detect::run::StageMsg::Records(records));
     }
     let lines = crate::ingest::LineReader::new(reader, startup.pipeline.options().max_line_bytes);
+    let committer = outbox.map(crate::forward::outbox::Committer::new);
+    let failed = committer
+        .as_ref()
+        .map(|c| std::sync::Arc::clone(&c.failed))
+        .unwrap_or_default();
     let summary = tokio_runtime()?.block_on(crate::detect::run::run_with_response(
         startup.pipeline,
         Box::new(lines),
@@ -871,8 +876,11 @@ fn replay(
         (tx, rx),
         crate::detect::run::LiveView::default(),
         response.as_ref().map(|r| r.offer.clone()),
-        outbox.map(crate::forward::outbox::Committer::new),
+        committer,
     ))?;
+    if let Some(line) = failed.summary() {
+        eprintln!("ward replay: {line}");
+    }
     if let Some(bar) = bar {
         bar.finish_and_clear();
     }

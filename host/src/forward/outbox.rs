@@ -281,6 +281,33 @@ pub struct Committer {
     pub outbox: Outbox,
     /// The source's checkpoint name and how to turn a stream position into a place.
     pub source: Option<(String, std::sync::Arc<crate::ingest::follow::Locator>)>,
+    /// Findings that could not be committed (a full disk, a broken store), and the last
+    /// reason: said at exit, never silent.
+    pub failed: std::sync::Arc<Failed>,
+}
+
+/// Findings the outbox could not take.
+#[derive(Debug, Default)]
+pub struct Failed {
+    /// How many.
+    pub findings: std::sync::atomic::AtomicU64,
+    /// The last reason.
+    pub reason: std::sync::Mutex<String>,
+}
+
+impl Failed {
+    /// One line for the summary, if any failed.
+    pub fn summary(&self) -> Option<String> {
+        let n = self.findings.load(std::sync::atomic::Ordering::Relaxed);
+        (n > 0).then(|| {
+            format!(
+                "{n} finding(s) not committed to the outbox (they were still written to stdout): {}",
+                self.reason
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+            )
+        })
+    }
 }
 
 impl Committer {
@@ -289,6 +316,7 @@ impl Committer {
         Self {
             outbox,
             source: None,
+            failed: std::sync::Arc::default(),
         }
     }
 
@@ -311,7 +339,18 @@ impl Committer {
             return Ok(Appended::default());
         }
         let records = finding_records(&self.outbox.device, findings, Some(lines));
-        self.outbox.append_at(&records, at)
+        let result = self.outbox.append_at(&records, at);
+        if let Err(e) = &result {
+            self.failed
+                .findings
+                .fetch_add(findings.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            *self
+                .failed
+                .reason
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = e.to_string();
+        }
+        result
     }
 }
 
