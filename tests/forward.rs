@@ -76,6 +76,13 @@ fn alerts(dir: &Path, state: &Path, extra: &[&str]) -> Vec<Value> {
     ndjson(&out.stdout)
 }
 
+/// How many findings a plain replay of `stream` makes: what an agent's outbox must reach.
+fn findings_of(stream: &Path) -> usize {
+    let out = ward(Path::new("."), &["replay", stream.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out));
+    ndjson(&out.stdout).len()
+}
+
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();
     while !done() {
@@ -520,6 +527,7 @@ fn a_sink_that_was_down_receives_everything_once_it_is_back() {
         .spawn()
         .unwrap();
     let state = dir.path().join("state");
+    let expected = findings_of(&root().join("examples/streams/attack-chain.jsonl"));
     let mut stored = Vec::new();
     wait_until(
         "the findings in the outbox",
@@ -533,7 +541,7 @@ fn a_sink_that_was_down_receives_everything_once_it_is_back() {
                 &["alerts", "list", "--json", "--state", "state"],
             );
             stored = ndjson(&out.stdout);
-            stored.len() >= 10
+            stored.len() >= expected
         },
     );
     // Down long enough for a few failed tries.
@@ -852,6 +860,7 @@ fn http_sinks_deliver_everything_through_outage_slowness_and_a_refused_item() {
     )
     .unwrap();
     let mut agent = spawn_agent(dir.path(), "agent.err");
+    let expected = findings_of(&root().join("examples/streams/intrusion.jsonl"));
     let mut stored = Vec::new();
     wait_until(
         "the findings in the outbox",
@@ -862,7 +871,7 @@ fn http_sinks_deliver_everything_through_outage_slowness_and_a_refused_item() {
                 &["alerts", "list", "--json", "--state", "state"],
             );
             stored = ndjson(&out.stdout);
-            stored.len() >= 20
+            stored.len() >= expected
         },
     );
     wait_until("refusals while down", Duration::from_secs(30), || {
