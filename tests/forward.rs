@@ -514,7 +514,7 @@ fn a_sink_that_was_down_receives_everything_once_it_is_back() {
     .unwrap();
     let stream = std::fs::read(root().join("examples/streams/attack-chain.jsonl")).unwrap();
     std::fs::write(dir.path().join("events.jsonl"), &stream).unwrap();
-    let mut agent = Command::new(env!("CARGO_BIN_EXE_ward"))
+    let agent = Command::new(env!("CARGO_BIN_EXE_ward"))
         .args(["run", "--config", "ward.toml"])
         .current_dir(dir.path())
         .env("WARD_CACHE_DIR", cache())
@@ -556,12 +556,7 @@ fn a_sink_that_was_down_receives_everything_once_it_is_back() {
         Duration::from_secs(90),
         || rsyslog.messages().len() >= want.len(),
     );
-    // SAFETY: a child this test spawned.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(agent.id() as i32, libc::SIGTERM);
-    }
-    assert!(agent.wait().unwrap().success());
+    terminate(agent);
     let got: BTreeSet<String> = rsyslog
         .messages()
         .iter()
@@ -598,6 +593,16 @@ fn outbox_ids(dir: &Path, state: &str) -> BTreeSet<String> {
         .iter()
         .map(|r| r["id"].as_str().unwrap().to_owned())
         .collect()
+}
+
+/// SIGTERM to an agent this test started; it must drain and exit 0.
+fn terminate(mut agent: Child) {
+    // SAFETY: a child this test spawned (its pid is still ours: not yet waited for).
+    #[allow(unsafe_code)]
+    unsafe {
+        libc::kill(agent.id() as i32, libc::SIGTERM);
+    }
+    assert!(agent.wait().unwrap().success());
 }
 
 fn spawn_agent(dir: &Path, log: &str) -> Child {
@@ -669,12 +674,7 @@ fn an_agent_killed_while_streaming_loses_no_finding() {
             got.len() >= want.len()
         },
     );
-    // SAFETY: a child this test spawned.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(agent.id() as i32, libc::SIGTERM);
-    }
-    assert!(agent.wait().unwrap().success());
+    terminate(agent);
     let got = outbox_ids(dir.path(), "state");
     let missing: Vec<&String> = want.difference(&got).take(5).collect();
     let extra: Vec<&String> = got.difference(&want).take(5).collect();
@@ -859,7 +859,7 @@ fn http_sinks_deliver_everything_through_outage_slowness_and_a_refused_item() {
         dir.path().join("events.jsonl"),
     )
     .unwrap();
-    let mut agent = spawn_agent(dir.path(), "agent.err");
+    let agent = spawn_agent(dir.path(), "agent.err");
     let expected = findings_of(&root().join("examples/streams/intrusion.jsonl"));
     let mut stored = Vec::new();
     wait_until(
@@ -969,12 +969,7 @@ fn http_sinks_deliver_everything_through_outage_slowness_and_a_refused_item() {
                 && hook_ids().len() >= high.len()
         },
     );
-    // SAFETY: a child this test spawned.
-    #[allow(unsafe_code)]
-    unsafe {
-        libc::kill(agent.id() as i32, libc::SIGTERM);
-    }
-    assert!(agent.wait().unwrap().success());
+    terminate(agent);
     let set = |v: Vec<String>| v.into_iter().collect::<BTreeSet<_>>();
     assert_eq!(set(hec_ids()), all);
     let bulk = bulk_ids();
@@ -1246,14 +1241,6 @@ fn fleet_commands_reach_the_macs_they_name_even_when_they_were_off() {
         );
         (child, home)
     };
-    let stop = |mut child: Child| {
-        // SAFETY: a child this test spawned.
-        #[allow(unsafe_code)]
-        unsafe {
-            libc::kill(child.id() as i32, libc::SIGTERM);
-        }
-        assert!(child.wait().unwrap().success());
-    };
     let (a, home_a) = start("MAC-A");
     let (b, home_b) = start("MAC-B");
     let port = nats.port;
@@ -1304,7 +1291,7 @@ fn fleet_commands_reach_the_macs_they_name_even_when_they_were_off() {
     assert_eq!(mode_of(&home_b, "prevent-list"), "enforce");
 
     // MAC-A is off while the fleet is told something; it gets it when it is back.
-    stop(a);
+    terminate(a);
     let results = send(
         dir.path(),
         port,
@@ -1320,8 +1307,8 @@ fn fleet_commands_reach_the_macs_they_name_even_when_they_were_off() {
         Duration::from_secs(60),
         || mode_of(&home_a, "launch-persistence") == "shadow",
     );
-    stop(a);
-    stop(b);
+    terminate(a);
+    terminate(b);
     let audit = ward(&home_a, &["audit", "list", "--json", "--state", "state"]);
     let kinds: Vec<String> = ndjson(&audit.stdout)
         .iter()

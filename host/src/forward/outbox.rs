@@ -451,17 +451,7 @@ impl Outbox {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(&path).map_err(sql)?;
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        }
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
+        let conn = crate::respond::store::open_db(&path, "NORMAL")?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         // The running totals, recounted once (a file from an older agent, or edited).
         conn.execute_batch(
@@ -496,19 +486,7 @@ impl Outbox {
                 dir.display()
             )));
         }
-        let conn = Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Sql {
-            path: path.display().to_string(),
-            source,
-        })?;
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(|source| StoreError::Sql {
-                path: path.display().to_string(),
-                source,
-            })?;
+        let conn = crate::respond::store::open_db_read_only(&path)?;
         Ok(Self {
             conn,
             path,

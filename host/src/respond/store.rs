@@ -346,18 +346,49 @@ fn incident_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<IncidentRecord> {
     })
 }
 
+/// Opens (creating) the SQLite file at `path` the way the agent's stores are kept:
+/// owner-only, WAL, a 10 s busy timeout, `synchronous` as given (`FULL` for the state
+/// store, `NORMAL` for the outbox).
+pub(crate) fn open_db(path: &Path, synchronous: &str) -> Result<Connection, StoreError> {
+    let sql = |source| StoreError::Sql {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(sql)?;
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+    }
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", synchronous)
+        .map_err(sql)?;
+    Ok(conn)
+}
+
+/// Opens the SQLite file at `path` read-only, with the same busy timeout (a reader beside
+/// the agent's writes).
+pub(crate) fn open_db_read_only(path: &Path) -> Result<Connection, StoreError> {
+    let sql = |source| StoreError::Sql {
+        path: path.display().to_string(),
+        source,
+    };
+    let conn = Connection::open_with_flags(
+        path,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(sql)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(sql)?;
+    Ok(conn)
+}
+
 impl Store {
     /// Opens an existing store read-only (`ward audit verify` changes nothing it checks).
     pub fn open_read_only(dir: &Path) -> Result<Self, StoreError> {
-        let path = dir.join("ward.db");
-        let conn = Connection::open_with_flags(
-            &path,
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .map_err(|source| StoreError::Sql {
-            path: path.display().to_string(),
-            source,
-        })?;
+        let conn = open_db_read_only(&dir.join("ward.db"))?;
         Ok(Self {
             conn,
             dir: dir.to_path_buf(),
@@ -372,17 +403,7 @@ impl Store {
             path: path.display().to_string(),
             source,
         };
-        let conn = Connection::open(&path).map_err(sql)?;
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let _ = std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600));
-        }
-        conn.busy_timeout(std::time::Duration::from_secs(10))
-            .map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "FULL")
-            .map_err(sql)?;
+        let conn = open_db(&path, "FULL")?;
         conn.execute_batch(SCHEMA).map_err(sql)?;
         conn.execute_batch(audit::SCHEMA).map_err(sql)?;
         Ok(Self {
