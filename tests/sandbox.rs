@@ -999,7 +999,7 @@ fn plugins_built_against_contract_0_1_0_keep_loading() {
     let detector = load_wasm(&rt, "fixture-v01-detector", &options, &procs);
     assert_eq!(detector.image().contract(), Contract::V0_1);
     let current = load_wasm(&rt, "untrusted-exec", &LoadOptions::default(), &procs);
-    assert_eq!(current.image().contract(), Contract::V0_2);
+    assert_eq!(current.image().contract(), Contract::V0_2_1);
     let (findings, summary) = run(
         rt.clone(),
         vec![detector, current],
@@ -1052,4 +1052,91 @@ fn plugins_built_against_contract_0_1_0_keep_loading() {
     ));
     assert!(matches!(&planned[1].action, wit::Action::QuarantineFile(_)));
     assert!(matches!(&planned[2].action, wit::Action::Notify(n) if !n.to_user));
+}
+
+/// Runs fixture-echo alone over the attack chain with `config`; its evidence per event.
+fn echo_saw(config: &[(&str, &str)]) -> Vec<BTreeMap<String, String>> {
+    let rt = runtime();
+    let procs = processes();
+    let options = LoadOptions {
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..LoadOptions::default()
+    };
+    let echo = load_wasm(&rt, "fixture-echo", &options, &procs);
+    let (findings, summary) = run(rt, vec![echo], procs, &attack_chain());
+    assert_eq!(summary.plugins[0].faults, 0);
+    assert_eq!(findings.len(), 31, "one finding per event");
+    findings
+        .iter()
+        .map(|f| f.evidence.iter().cloned().collect())
+        .collect()
+}
+
+/// Contract 0.2.1: a detector gets only the event parts its `parts` export names. What it
+/// left out arrives as `none` or empty, exactly as the SDK's `keep_parts` (which the
+/// testing harness uses) drops it; what it named arrives whole. A detector built against
+/// 0.2.0 has no such export, links through the 0.2.1 imports and gets whole events.
+#[test]
+fn detectors_get_only_the_event_parts_they_name() {
+    let whole = echo_saw(&[("keep", "")]);
+    let none = echo_saw(&[("parts", "")]);
+    let some_kept = echo_saw(&[("keep", "args,process-session")]);
+    let some = echo_saw(&[("parts", "args,process-session")]);
+    let count = |saw: &[BTreeMap<String, String>], key: &str| {
+        saw.iter()
+            .filter(|e| !matches!(e[key].as_str(), "no" | "0"))
+            .count()
+    };
+    // The stream carries every part, so leaving them out is visible.
+    assert!(count(&whole, "stat") > 20, "{whole:?}");
+    assert!(count(&whole, "args") >= 5);
+    assert!(count(&whole, "cwd") >= 5);
+    assert!(count(&whole, "tty") >= 1);
+    for key in ["stat", "args", "cwd", "tty"] {
+        assert_eq!(count(&none, key), 0, "{key} arrived unasked");
+    }
+    assert_eq!(count(&some, "args"), count(&whole, "args"));
+    assert_eq!(count(&some, "tty"), count(&whole, "tty"));
+    assert_eq!((count(&some, "stat"), count(&some, "cwd")), (0, 0));
+    // The host's views and the SDK's walk agree field for field on every event.
+    for (i, (host, sdk)) in none.iter().zip(&whole).enumerate() {
+        assert_eq!(host["digest"], sdk["digest_kept"], "event {i}, no parts");
+    }
+    for (i, (host, sdk)) in some.iter().zip(&some_kept).enumerate() {
+        assert_eq!(host["digest"], sdk["digest_kept"], "event {i}, some parts");
+    }
+    assert!(
+        whole
+            .iter()
+            .zip(&none)
+            .all(|(w, n)| w["digest"] != n["digest"]),
+        "every event of the stream has a stat block to leave out"
+    );
+
+    use ward::sandbox::plugin::Contract;
+    let rt = runtime();
+    let procs = processes();
+    let options = LoadOptions {
+        config: [("label".to_owned(), "older".to_owned())].into(),
+        ..LoadOptions::default()
+    };
+    let v02 = load_wasm(&rt, "fixture-v02-detector", &options, &procs);
+    assert_eq!(v02.image().contract(), Contract::V0_2);
+    let (findings, summary) = run(rt, vec![v02], procs, &attack_chain());
+    assert_eq!(summary.plugins[0].faults, 0);
+    let payload = findings
+        .iter()
+        .find(|f| f.rule == "v02-exec" && f.process.path == "/private/tmp/update")
+        .expect("the 0.2.0 detector saw the payload's exec");
+    let ev: BTreeMap<_, _> = payload.evidence.iter().cloned().collect();
+    assert_eq!(
+        ev["parent"], "/bin/zsh",
+        "process-table.lookup through 0.2.1"
+    );
+    assert_eq!(ev["label"], "older", "host.config through 0.2.1");
+    assert_eq!((ev["stat"].as_str(), ev["cwd"].as_str()), ("yes", "yes"));
+    assert_ne!(ev["args"], "0");
 }

@@ -1,18 +1,18 @@
 //! The detector world: read events, raise findings, answer AUTH events.
 
-use crate::{Detection, Event, Finding, PluginError, PluginInfo, Verdict};
+use crate::{Detection, Event, EventParts, Finding, PluginError, PluginInfo, Verdict};
 
 /// Bindings generated for the contract's `detector` world.
 #[doc(hidden)]
 #[allow(missing_docs, clippy::all)]
 pub mod world {
     wit_bindgen::generate!({
-        world: "ward:plugin/detector@0.2.0",
+        world: "ward:plugin/detector@0.2.1",
         path: "../wit",
         with: {
-            "ward:plugin/types@0.2.0": crate::bindings::ward::plugin::types,
-            "ward:plugin/host@0.2.0": crate::bindings::ward::plugin::host,
-            "ward:plugin/process-table@0.2.0": crate::bindings::ward::plugin::process_table,
+            "ward:plugin/types@0.2.1": crate::bindings::ward::plugin::types,
+            "ward:plugin/host@0.2.1": crate::bindings::ward::plugin::host,
+            "ward:plugin/process-table@0.2.1": crate::bindings::ward::plugin::process_table,
         },
         pub_export_macro: true,
         export_macro_name: "__export_detector_world",
@@ -98,6 +98,15 @@ pub trait Detector: Default + 'static {
     /// Name, version, subscriptions and prefilter. Called once per instance.
     fn describe() -> PluginInfo;
 
+    /// The parts of each event this detector reads beyond what always arrives (see
+    /// [`EventParts`]); the agent leaves the others out, which makes each delivery cheaper.
+    /// Called once per instance, after [`Self::describe`]. The default is every part: name
+    /// fewer only when no code path reads them, since a left-out part reads as absent
+    /// (`None`, an empty list), never as an error.
+    fn parts() -> EventParts {
+        EventParts::all()
+    }
+
     /// Looks at one event; returns the findings it raises (usually none).
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError>;
 
@@ -156,6 +165,9 @@ macro_rules! export_detector {
         impl $crate::__detector_world::Guest for __WardDetectorExport {
             fn describe() -> $crate::PluginInfo {
                 $crate::__detector_rt::describe::<$ty>()
+            }
+            fn parts() -> $crate::EventParts {
+                <$ty as $crate::Detector>::parts()
             }
             fn on_events(
                 events: ::std::vec::Vec<$crate::Event>,

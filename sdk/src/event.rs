@@ -1,6 +1,6 @@
 //! Convenience accessors on the generated event types.
 
-use crate::{Destination, Event, EventData, File, Process, SignerType};
+use crate::{Destination, Event, EventData, EventParts, File, Process, SignerType};
 
 /// Accessors every detector ends up writing; implemented for [`Event`].
 pub trait EventExt {
@@ -149,6 +149,120 @@ impl SignerType {
     }
 }
 
+/// Leaves out of `event` the parts `parts` does not name, as the agent does before it
+/// delivers the event to a detector whose [`crate::Detector::parts`] is `parts`: an
+/// `option` becomes `None`, a list empty. The testing harness applies it too, so a native
+/// test sees what the sandbox will show.
+pub fn keep_parts(event: &mut Event, parts: EventParts) {
+    let keep = Keep(parts);
+    keep.process(&mut event.process);
+    match &mut event.data {
+        EventData::Exec(e) => {
+            keep.process(&mut e.target);
+            if !parts.contains(EventParts::ARGS) {
+                e.args.clear();
+            }
+            if parts.contains(EventParts::EXEC_CONTEXT) {
+                keep.files(&mut e.cwd);
+                keep.files(&mut e.script);
+            } else {
+                e.cwd = None;
+                e.script = None;
+                e.dyld_exec_path = None;
+            }
+        }
+        EventData::Fork(p) => keep.process(p),
+        EventData::Signal(s) => {
+            keep.process(&mut s.target);
+            keep.processes(&mut s.instigator);
+        }
+        EventData::Open(o) => keep.file(&mut o.file),
+        EventData::Close(c) => keep.file(&mut c.target),
+        EventData::Create(c) => keep.destination(&mut c.destination),
+        EventData::Rename(r) => {
+            keep.file(&mut r.source);
+            keep.destination(&mut r.destination);
+        }
+        EventData::Unlink(u) => {
+            keep.file(&mut u.target);
+            keep.files(&mut u.parent_dir);
+        }
+        EventData::Write(f) => keep.file(f),
+        EventData::Setextattr(x) | EventData::Deleteextattr(x) => keep.file(&mut x.target),
+        EventData::Setmode(m) => keep.file(&mut m.target),
+        EventData::Mmap(m) => keep.file(&mut m.source),
+        EventData::UipcConnect(u) => keep.file(&mut u.file),
+        EventData::RemoteThreadCreate(r) => keep.process(&mut r.target),
+        EventData::BtmLaunchItem(b) => {
+            keep.processes(&mut b.instigator);
+            keep.processes(&mut b.app);
+        }
+        EventData::Authentication(a) => keep.processes(&mut a.instigator),
+        EventData::Su(s) => {
+            if !parts.contains(EventParts::ARGS) {
+                s.argv.clear();
+            }
+        }
+        EventData::ProfileAdd(p) => keep.processes(&mut p.instigator),
+        EventData::TccModify(t) => {
+            keep.processes(&mut t.instigator);
+            keep.processes(&mut t.responsible);
+        }
+        EventData::Od(o) => keep.processes(&mut o.instigator),
+        EventData::Exit(_)
+        | EventData::CsInvalidated
+        | EventData::Mount(_)
+        | EventData::Kextload(_)
+        | EventData::XpMalwareDetected(_)
+        | EventData::LoginLogin(_)
+        | EventData::OpensshLogin(_)
+        | EventData::ScreensharingAttach(_)
+        | EventData::Sudo(_)
+        | EventData::Other(_) => {}
+    }
+}
+
+/// [`keep_parts`]'s walk over the files and processes of an event.
+#[derive(Clone, Copy)]
+struct Keep(EventParts);
+
+impl Keep {
+    fn file(self, f: &mut File) {
+        if !self.0.contains(EventParts::FILE_STATS) {
+            f.stat = None;
+        }
+    }
+
+    fn files(self, f: &mut Option<File>) {
+        if let Some(f) = f {
+            self.file(f);
+        }
+    }
+
+    fn process(self, p: &mut Process) {
+        self.file(&mut p.executable);
+        if self.0.contains(EventParts::PROCESS_SESSION) {
+            self.files(&mut p.tty);
+        } else {
+            p.tty = None;
+            p.start_time = None;
+        }
+    }
+
+    fn processes(self, p: &mut Option<Process>) {
+        if let Some(p) = p {
+            self.process(p);
+        }
+    }
+
+    fn destination(self, d: &mut Destination) {
+        match d {
+            Destination::ExistingFile(f) => self.file(f),
+            Destination::NewPath(n) => self.file(&mut n.dir),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -177,6 +291,95 @@ mod tests {
         assert_eq!(unlink.actor().name(), "cp");
         assert!(!unlink.actor().is_shell());
         assert!(exec.process.is_shell());
+    }
+
+    #[test]
+    fn keep_parts_leaves_out_exactly_the_unnamed_parts() {
+        let stat = crate::FileStat {
+            dev: 1,
+            ino: 2,
+            mode: 0o100755,
+            uid: 0,
+            gid: 0,
+            size: 3,
+            flags: 0,
+            mtime: Some("t".into()),
+            birthtime: None,
+        };
+        let mut target = testing::process("/usr/bin/curl");
+        target.executable.stat = Some(stat.clone());
+        target.tty = Some(testing::file("/dev/ttys001"));
+        let mut whole = testing::exec_of(target, &["curl", "-O", "x"]);
+        if let EventData::Exec(e) = &mut whole.data {
+            e.cwd = Some(File {
+                stat: Some(stat.clone()),
+                ..testing::file("/tmp")
+            });
+            e.script = Some(testing::file("/tmp/s.sh"));
+            e.dyld_exec_path = Some("/usr/bin/curl".into());
+        }
+        let kept = |parts: EventParts| {
+            let mut e = whole.clone();
+            keep_parts(&mut e, parts);
+            e
+        };
+        assert_eq!(
+            format!("{:?}", kept(EventParts::all())),
+            format!("{whole:?}")
+        );
+
+        let none = kept(EventParts::empty());
+        let exec = none.as_exec().unwrap();
+        assert!(exec.args.is_empty() && exec.cwd.is_none() && exec.script.is_none());
+        assert!(exec.dyld_exec_path.is_none());
+        assert!(exec.target.executable.stat.is_none() && exec.target.tty.is_none());
+        assert!(exec.target.start_time.is_none() && none.process.start_time.is_none());
+        // What always arrives.
+        assert_eq!(exec.target.executable.path, "/usr/bin/curl");
+        assert_eq!(exec.target.signing_id, whole.actor().signing_id);
+        assert_eq!(
+            format!("{:?}", exec.target.parent_token),
+            format!("{:?}", whole.actor().parent_token)
+        );
+
+        let stats = kept(EventParts::FILE_STATS | EventParts::EXEC_CONTEXT);
+        let exec = stats.as_exec().unwrap();
+        assert!(exec.target.executable.stat.is_some());
+        assert!(exec.cwd.as_ref().is_some_and(|c| c.stat.is_some()));
+        assert!(exec.args.is_empty() && exec.target.tty.is_none());
+        let cwd_without_stat = kept(EventParts::EXEC_CONTEXT);
+        let exec = cwd_without_stat.as_exec().unwrap();
+        assert!(exec.cwd.as_ref().is_some_and(|c| c.stat.is_none()));
+    }
+
+    #[test]
+    fn the_harness_delivers_only_the_named_parts() {
+        #[derive(Default)]
+        struct ArgvCounter;
+        impl crate::Detector for ArgvCounter {
+            fn describe() -> crate::PluginInfo {
+                crate::PluginInfo::new("argv", "0", crate::PluginKind::Detector, "")
+            }
+            fn parts() -> EventParts {
+                EventParts::FILE_STATS
+            }
+            fn on_event(
+                &mut self,
+                event: &Event,
+            ) -> Result<Vec<crate::Finding>, crate::PluginError> {
+                Ok((0..event.args().len())
+                    .map(|_| crate::Finding::new("arg", crate::Severity::Low, ""))
+                    .collect())
+            }
+        }
+        use crate::{Detector as _, FindingExt as _};
+        let exec = testing::exec("/usr/bin/curl", &["curl", "x"]);
+        assert_eq!(ArgvCounter.on_event(&exec).unwrap().len(), 2);
+        assert!(
+            testing::deliver(&mut ArgvCounter, &exec)
+                .unwrap()
+                .is_empty()
+        );
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! # ward-sdk
 //!
 //! Write ward plugins — detectors, collectors and remediators — as WebAssembly components
-//! for `wasm32-wasip2`, against the `ward:plugin@0.2.0` contract in `wit/`.
+//! for `wasm32-wasip2`, against the `ward:plugin@0.2.1` contract in `wit/`.
 //!
 //! A plugin crate (a `cdylib`) implements one of the traits ([`Detector`], [`Collector`],
 //! [`Remediator`]) and exports it with [`export_detector!`], [`export_collector!`] or
@@ -23,7 +23,7 @@ pub struct ReadmeDoctests;
 #[allow(missing_docs, clippy::all)]
 pub mod bindings {
     wit_bindgen::generate!({
-        world: "ward:plugin/plugin-base@0.2.0",
+        world: "ward:plugin/plugin-base@0.2.1",
         path: "../wit",
     });
 }
@@ -43,14 +43,14 @@ pub use bindings::ward::plugin::types::Evidence;
 pub use bindings::ward::plugin::types::{
     Action, Artifact, AuditToken, AuthRequest, AuthenticationEvent, BlockEntry, BtmItemType,
     BtmLaunchItemEvent, CloseEvent, ConfigOption, CreateEvent, Destination, Detection, Event,
-    EventData, ExecEvent, ExitEvent, ExtattrEvent, File, FileStat, Finding, JamfLock, KillProcess,
-    LoginEvent, MmapEvent, MountEvent, NewPath, Notification, OdEvent, OdOperation, OpenEvent,
-    OpensshLoginEvent, OtherEvent, PlannedAction, PluginError, PluginInfo, PluginKind, Prefilter,
-    Process, ProfileAddEvent, RemoteThreadCreateEvent, RenameEvent, RunScript,
+    EventData, EventParts, ExecEvent, ExitEvent, ExtattrEvent, File, FileStat, Finding, JamfLock,
+    KillProcess, LoginEvent, MmapEvent, MountEvent, NewPath, Notification, OdEvent, OdOperation,
+    OpenEvent, OpensshLoginEvent, OtherEvent, PlannedAction, PluginError, PluginInfo, PluginKind,
+    Prefilter, Process, ProfileAddEvent, RemoteThreadCreateEvent, RenameEvent, RunScript,
     ScreensharingAttachEvent, SetmodeEvent, Severity, SignalEvent, SignerType, SuEvent, SudoEvent,
     TccModifyEvent, Trigger, UipcConnectEvent, UnlinkEvent, XpMalwareDetectedEvent,
 };
-pub use event::{EventExt, ProcessExt};
+pub use event::{EventExt, ProcessExt, keep_parts};
 pub use finding::FindingExt;
 pub use host::{config, config_bool, config_u64, log, process};
 
@@ -81,9 +81,9 @@ pub mod prelude {
     pub use crate::{Action, Artifact, BlockEntry, PlannedAction, Trigger};
     pub use crate::{Collector, collector_files as files};
     pub use crate::{
-        Event, EventData, EventExt, Finding, FindingExt, PluginError, PluginInfo, PluginKind,
-        Prefilter, Process, ProcessExt, Severity, SignerType, Verdict, config, config_bool,
-        config_u64, log, process,
+        Event, EventData, EventExt, EventParts, Finding, FindingExt, PluginError, PluginInfo,
+        PluginKind, Prefilter, Process, ProcessExt, Severity, SignerType, Verdict, config,
+        config_bool, config_u64, log, process,
     };
 }
 

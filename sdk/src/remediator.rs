@@ -7,12 +7,12 @@ use crate::{PlannedAction, PluginError, PluginInfo, Trigger};
 #[allow(missing_docs, clippy::all)]
 pub mod world {
     wit_bindgen::generate!({
-        world: "ward:plugin/remediator@0.2.0",
+        world: "ward:plugin/remediator@0.2.1",
         path: "../wit",
         with: {
-            "ward:plugin/types@0.2.0": crate::bindings::ward::plugin::types,
-            "ward:plugin/host@0.2.0": crate::bindings::ward::plugin::host,
-            "ward:plugin/process-table@0.2.0": crate::bindings::ward::plugin::process_table,
+            "ward:plugin/types@0.2.1": crate::bindings::ward::plugin::types,
+            "ward:plugin/host@0.2.1": crate::bindings::ward::plugin::host,
+            "ward:plugin/process-table@0.2.1": crate::bindings::ward::plugin::process_table,
         },
         pub_export_macro: true,
         export_macro_name: "__export_remediator_world",

@@ -200,6 +200,18 @@ pub fn event(kind: &str, process: Process, data: EventData) -> Event {
     }
 }
 
+/// Delivers `event` to `detector` as the agent would: with only the parts
+/// [`Detector::parts`](crate::Detector::parts) names ([`crate::keep_parts`]). A test that
+/// goes through here fails when the detector reads a part it did not ask for.
+pub fn deliver<D: crate::Detector>(
+    detector: &mut D,
+    event: &Event,
+) -> Result<Vec<crate::Finding>, crate::PluginError> {
+    let mut delivered = event.clone();
+    crate::keep_parts(&mut delivered, D::parts());
+    detector.on_event(&delivered)
+}
+
 /// An `exec` of an Apple binary at `path` with `args`, from `/bin/zsh`.
 pub fn exec(path: &str, args: &[&str]) -> Event {
     exec_of(process(path), args)

@@ -17,7 +17,7 @@ use crate::registry::cache::{self, CacheOutcome};
 use crate::sandbox::bindings::collector::CollectorPre;
 use crate::sandbox::bindings::detector::DetectorPre;
 use crate::sandbox::bindings::remediator::RemediatorPre;
-use crate::sandbox::bindings::v0_1;
+use crate::sandbox::bindings::{v0_1, v0_2};
 use crate::sandbox::grants::FileScope;
 pub use crate::sandbox::grants::KNOWN_CAPABILITIES;
 use crate::sandbox::grants::{CAP_FILE_READ, EnrichScope};
@@ -291,8 +291,9 @@ fn contract_of(component: &Component, rt: &Runtime) -> Result<Contract, String> 
     let mut contracts = seen.iter().map(|v| match v.as_str() {
         "0.1.0" => Ok(Contract::V0_1),
         "0.2.0" => Ok(Contract::V0_2),
+        "0.2.1" => Ok(Contract::V0_2_1),
         other => Err(format!(
-            "imports ward:plugin@{other}; this agent speaks 0.2.0 and 0.1.0"
+            "imports ward:plugin@{other}; this agent speaks 0.2.1, 0.2.0 and 0.1.0"
         )),
     });
     let first = contracts.next().transpose()?.unwrap_or_default();
@@ -413,9 +414,16 @@ pub fn load(
     // The typed pre-instance of the world names an export of the wrong shape precisely;
     // calls then go through `crate::sandbox::lift`'s bounded types on the untyped pre-instance.
     let checked = match (kind, contract) {
-        (Kind::Detector, Contract::V0_2) => DetectorPre::new(instance_pre.clone()).map(|_| ()),
-        (Kind::Collector, Contract::V0_2) => CollectorPre::new(instance_pre.clone()).map(|_| ()),
-        (Kind::Remediator, Contract::V0_2) => RemediatorPre::new(instance_pre.clone()).map(|_| ()),
+        (Kind::Detector, Contract::V0_2_1) => DetectorPre::new(instance_pre.clone()).map(|_| ()),
+        (Kind::Detector, Contract::V0_2) => {
+            v0_2::detector::DetectorPre::new(instance_pre.clone()).map(|_| ())
+        }
+        (Kind::Collector, Contract::V0_2 | Contract::V0_2_1) => {
+            CollectorPre::new(instance_pre.clone()).map(|_| ())
+        }
+        (Kind::Remediator, Contract::V0_2 | Contract::V0_2_1) => {
+            RemediatorPre::new(instance_pre.clone()).map(|_| ())
+        }
         (Kind::Detector, Contract::V0_1) => {
             v0_1::detector::DetectorPre::new(instance_pre.clone()).map(|_| ())
         }

@@ -1,6 +1,7 @@
 //! Host-side bindings for the three plugin worlds, generated from `wit/`, and for the
 //! frozen `ward:plugin@0.1.0` contract in `wit/v0.1.0/`, which the host still links so
-//! that components built against it keep loading.
+//! that components built against it keep loading. Components built against 0.2.0 need no
+//! links of their own (0.2.1 only added to it); [`v0_2`] checks their exports.
 //!
 //! The detector world's bindings own the shared interfaces (`types`, `host`,
 //! `process-table`); the collector and remediator bindings reuse them, so one Rust type
@@ -41,6 +42,25 @@ pub mod remediator {
             "ward:plugin/process-table": super::detector::ward::plugin::process_table,
         },
     });
+}
+
+/// `ward:plugin@0.2.0`, frozen: only its detector world differs from 0.2.1 (no `parts`
+/// export), and only its export check needs bindings of its own. Its imports resolve to the
+/// 0.2.1 definitions (wasmtime's semver-compatible lookup), and its types are the current
+/// ones.
+pub mod v0_2 {
+    pub mod detector {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.2.0",
+            world: "ward:plugin/detector",
+            with: {
+                "ward:plugin/types": crate::sandbox::bindings::detector::ward::plugin::types,
+                "ward:plugin/host": crate::sandbox::bindings::detector::ward::plugin::host,
+                "ward:plugin/process-table": crate::sandbox::bindings::detector::ward::plugin::process_table,
+                "ward:plugin/enrich": crate::sandbox::bindings::detector::ward::plugin::enrich,
+            },
+        });
+    }
 }
 
 /// `ward:plugin@0.1.0`, frozen.

@@ -9,6 +9,7 @@ pub mod grants;
 pub mod host_api;
 pub mod lift;
 pub mod output;
+pub mod parts;
 pub mod plugin;
 pub mod runtime;
 pub mod state;

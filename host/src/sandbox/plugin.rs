@@ -20,6 +20,7 @@ use wasmtime::component::{ComponentNamedList, Func, InstancePre, Lift, Lower, Ty
 use crate::detect::router::Route;
 use crate::sandbox::bindings::wit;
 use crate::sandbox::lift::{self, OutputLimitExceeded, OutputLimits};
+use crate::sandbox::parts;
 use crate::sandbox::runtime::Runtime;
 use crate::sandbox::state::{PluginContext, PluginState};
 
@@ -75,9 +76,12 @@ impl fmt::Display for Kind {
 pub enum Contract {
     /// `ward:plugin@0.1.0`, frozen in `wit/v0.1.0/`.
     V0_1,
-    /// `ward:plugin@0.2.0`, the current contract.
-    #[default]
+    /// `ward:plugin@0.2.0`, frozen in `wit/v0.2.0/`: 0.2.1 without the detector's `parts`
+    /// export (its detectors get whole events).
     V0_2,
+    /// `ward:plugin@0.2.1`, the current contract.
+    #[default]
+    V0_2_1,
 }
 
 impl Contract {
@@ -86,6 +90,7 @@ impl Contract {
         match self {
             Contract::V0_1 => "0.1.0",
             Contract::V0_2 => "0.2.0",
+            Contract::V0_2_1 => "0.2.1",
         }
     }
 }
@@ -278,9 +283,22 @@ impl PluginImage {
 /// The export functions of one instance, type-checked against [`crate::sandbox::lift`]'s types
 /// when the instance was created.
 enum Exports {
-    Detector { on_events: Func, authorize: Func },
-    Collector { collect: Func },
-    Remediator { plan: Func, contract: Contract },
+    Detector {
+        on_events: Func,
+        authorize: Func,
+        /// `parts` (since 0.2.1), type-checked, with `on-events` and `authorize` also
+        /// checked against [`parts::Event`].
+        parts_export: Option<Func>,
+        /// What `parts` answered: the parts every event is lowered with.
+        parts: wit::EventParts,
+    },
+    Collector {
+        collect: Func,
+    },
+    Remediator {
+        plan: Func,
+        contract: Contract,
+    },
 }
 
 /// `on-events` over a batch of borrowed events: a plugin's subset of a batch is lowered
@@ -288,6 +306,11 @@ enum Exports {
 type OnEvents<'a> =
     TypedFunc<(&'a [&'a wit::Event],), (Result<lift::List<lift::Detection>, lift::PluginError>,)>;
 type Authorize<'a> = TypedFunc<(&'a wit::Event,), (lift::Verdict,)>;
+/// [`OnEvents`] lowering only the parts the detector reads.
+type OnEventsParts<'a> =
+    TypedFunc<(&'a [parts::Event<'a>],), (Result<lift::List<lift::Detection>, lift::PluginError>,)>;
+type AuthorizeParts<'a> = TypedFunc<(&'a parts::Event<'a>,), (lift::Verdict,)>;
+type Parts = TypedFunc<(), (wit::EventParts,)>;
 type Respond<'a, T> = TypedFunc<(&'a wit::Trigger,), (Result<lift::List<T>, lift::PluginError>,)>;
 type Describe = TypedFunc<(), (lift::PluginInfo,)>;
 type PlanV0_1<'a> = Respond<'a, lift::PlannedActionV0_1>;
@@ -302,7 +325,8 @@ where
 {
     // SAFETY: every `Func` in `Exports` was type-checked with `Func::typed` against exactly
     // the signature it is used at here (`OnEvents`, `Authorize`, `Respond<_, Artifact>`,
-    // `Respond<_, PlannedAction>`) when its instance was created, and it is only ever
+    // `Respond<_, PlannedAction>`; `Parts`, `OnEventsParts` and `AuthorizeParts` only when
+    // the `parts` export exists) when its instance was created, and it is only ever
     // called on that instance's store.
     unsafe { TypedFunc::new_unchecked(func) }
 }
@@ -346,9 +370,20 @@ impl Instance {
                         Result<lift::List<lift::Detection>, lift::PluginError>,
                     )>(&store)?;
                     authorize.typed::<(&wit::Event,), (lift::Verdict,)>(&store)?;
+                    // Since 0.2.1; asked after `describe`, below.
+                    let parts = instance.get_func(&mut store, "parts");
+                    if let Some(parts) = parts {
+                        parts.typed::<(), (wit::EventParts,)>(&store)?;
+                        on_events.typed::<(&[parts::Event<'_>],), (
+                            Result<lift::List<lift::Detection>, lift::PluginError>,
+                        )>(&store)?;
+                        authorize.typed::<(&parts::Event<'_>,), (lift::Verdict,)>(&store)?;
+                    }
                     Exports::Detector {
                         on_events,
                         authorize,
+                        parts_export: parts,
+                        parts: parts::every(),
                     }
                 }
                 Kind::Collector => {
@@ -361,7 +396,7 @@ impl Instance {
                 Kind::Remediator => {
                     let plan = export(&mut store, &instance, kind.main_export())?;
                     match contract {
-                        Contract::V0_2 => {
+                        Contract::V0_2 | Contract::V0_2_1 => {
                             plan.typed::<(&wit::Trigger,), (
                                 Result<lift::List<lift::PlannedAction>, lift::PluginError>,
                             )>(&store)?;
@@ -402,7 +437,25 @@ impl Instance {
                     DESCRIBE_LIMITS.field_bytes
                 ),
             )),
-            Ok((info,)) => Ok((Instance { store, exports }, info.into())),
+            Ok((info,)) => {
+                let mut exports = exports;
+                if let Exports::Detector {
+                    parts_export: Some(export),
+                    parts,
+                    ..
+                } = &mut exports
+                {
+                    let asked: Parts = checked(*export);
+                    let answer = asked.call(&mut store, ());
+                    store.data_mut().flush_output();
+                    let refused = store.data_mut().take_growth_refused();
+                    match answer {
+                        Ok((answer,)) => *parts = answer,
+                        Err(e) => return Err(classify_with(&e, refused)),
+                    }
+                }
+                Ok((Instance { store, exports }, info.into()))
+            }
             Err(e) => Err(classify_with(&e, refused)),
         }
     }
@@ -761,11 +814,24 @@ impl Plugin {
             events.len() as u64,
             |kind| splittable && kind.may_be_the_input(),
             |exports, store| {
-                let Exports::Detector { on_events, .. } = exports else {
+                let Exports::Detector {
+                    on_events, parts, ..
+                } = exports
+                else {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
                 };
-                let f: OnEvents<'_> = checked(*on_events);
-                Ok(lift::plugin_result(f.call(&mut *store, (events,))?.0))
+                let result = if parts::whole(*parts) {
+                    let f: OnEvents<'_> = checked(*on_events);
+                    f.call(&mut *store, (events,))?.0
+                } else {
+                    let views: Vec<parts::Event<'_>> = events
+                        .iter()
+                        .map(|e| parts::Event::new(e, *parts))
+                        .collect();
+                    let f: OnEventsParts<'_> = checked(*on_events);
+                    f.call(&mut *store, (&views,))?.0
+                };
+                Ok(lift::plugin_result(result))
             },
         );
         let detections: Vec<wit::Detection> = self.unwrap_plugin_result(out)?;
@@ -806,11 +872,21 @@ impl Plugin {
         };
         let excused = move |kind: FaultKind| short && kind == FaultKind::Timeout;
         self.call(rt, ticks, limits, 1, excused, |exports, store| {
-            let Exports::Detector { authorize, .. } = exports else {
+            let Exports::Detector {
+                authorize, parts, ..
+            } = exports
+            else {
                 return Err(wasmtime::Error::msg("world checked by expect_kind"));
             };
-            let f: Authorize<'_> = checked(*authorize);
-            Ok(f.call(&mut *store, (event,))?.0.into())
+            let verdict = if parts::whole(*parts) {
+                let f: Authorize<'_> = checked(*authorize);
+                f.call(&mut *store, (event,))?.0
+            } else {
+                let view = parts::Event::new(event, *parts);
+                let f: AuthorizeParts<'_> = checked(*authorize);
+                f.call(&mut *store, (&view,))?.0
+            };
+            Ok(verdict.into())
         })
     }
 
@@ -864,7 +940,7 @@ impl Plugin {
                     return Err(wasmtime::Error::msg("world checked by expect_kind"));
                 };
                 Ok(match contract {
-                    Contract::V0_2 => {
+                    Contract::V0_2 | Contract::V0_2_1 => {
                         let f: Respond<'_, lift::PlannedAction> = checked(*plan);
                         lift::plugin_result(f.call(&mut *store, (trigger,))?.0)
                     }

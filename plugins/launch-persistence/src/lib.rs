@@ -138,6 +138,11 @@ impl Detector for LaunchPersistence {
         .subscribe(&["create", "rename", "close", "btm_launch_item_add"])
     }
 
+    /// Only what it reads: paths and signing data only.
+    fn parts() -> EventParts {
+        EventParts::empty()
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         if let EventData::BtmLaunchItem(item) = &event.data {
             if let Some(finding) = login_item(item) {
@@ -235,28 +240,29 @@ mod tests {
     #[test]
     fn create_rename_and_modified_close_fire() {
         let mut d = LaunchPersistence::default();
-        let f = d
-            .on_event(&testing::create(
-                curl(),
-                "/Library/LaunchDaemons/com.evil.plist",
-            ))
-            .unwrap();
+        let f = testing::deliver(
+            &mut d,
+            &testing::create(curl(), "/Library/LaunchDaemons/com.evil.plist"),
+        )
+        .unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].attack, vec!["T1543.004"]);
         assert_eq!(f[0].severity, Severity::High);
-        let f = d
-            .on_event(&testing::rename(
+        let f = testing::deliver(
+            &mut d,
+            &testing::rename(
                 curl(),
                 "/tmp/a",
                 "/Users/bob/Library/LaunchAgents/com.evil.plist",
-            ))
-            .unwrap();
+            ),
+        )
+        .unwrap();
         assert_eq!(f[0].attack, vec!["T1543.001"]);
         assert_eq!(
-            d.on_event(&testing::close_modified(
-                curl(),
-                "/Library/LaunchAgents/a.plist"
-            ))
+            testing::deliver(
+                &mut d,
+                &testing::close_modified(curl(), "/Library/LaunchAgents/a.plist")
+            )
             .unwrap()
             .len(),
             1
@@ -271,26 +277,26 @@ mod tests {
         );
         installer.signing_id = Some("com.apple.PackageKit.system_installd".into());
         assert!(
-            d.on_event(&testing::create(
-                installer,
-                "/Library/LaunchDaemons/com.vendor.plist"
-            ))
+            testing::deliver(
+                &mut d,
+                &testing::create(installer, "/Library/LaunchDaemons/com.vendor.plist")
+            )
             .unwrap()
             .is_empty()
         );
         assert!(
-            d.on_event(&testing::create(
-                curl(),
-                "/Library/Preferences/com.evil.plist"
-            ))
+            testing::deliver(
+                &mut d,
+                &testing::create(curl(), "/Library/Preferences/com.evil.plist")
+            )
             .unwrap()
             .is_empty()
         );
         assert!(
-            d.on_event(&testing::unlink(
-                curl(),
-                "/Library/LaunchDaemons/com.evil.plist"
-            ))
+            testing::deliver(
+                &mut d,
+                &testing::unlink(curl(), "/Library/LaunchDaemons/com.evil.plist")
+            )
             .unwrap()
             .is_empty()
         );
@@ -303,7 +309,7 @@ mod tests {
         let mut writer = testing::process("/private/tmp/update");
         writer.token = testing::token(705, 7051);
         assert_eq!(
-            d.on_event(&testing::create(writer.clone(), plist))
+            testing::deliver(&mut d, &testing::create(writer.clone(), plist))
                 .unwrap()
                 .len(),
             1
@@ -313,13 +319,17 @@ mod tests {
             testing::rename(writer.clone(), "/tmp/x", plist),
             testing::create(writer.clone(), plist),
         ] {
-            assert!(d.on_event(&again).unwrap().is_empty(), "{}", again.kind);
+            assert!(
+                testing::deliver(&mut d, &again).unwrap().is_empty(),
+                "{}",
+                again.kind
+            );
         }
         // A different plist by the same writer, or the same plist by another image
         // (another pid, or the same pid after an exec), is another act.
         let other = "/Users/alice/Library/LaunchAgents/com.apple.other.plist";
         assert_eq!(
-            d.on_event(&testing::close_modified(writer.clone(), other))
+            testing::deliver(&mut d, &testing::close_modified(writer.clone(), other))
                 .unwrap()
                 .len(),
             1
@@ -329,11 +339,16 @@ mod tests {
         let mut another = writer.clone();
         another.token = testing::token(900, 7051);
         for by in [after_exec, another] {
-            assert_eq!(d.on_event(&testing::create(by, plist)).unwrap().len(), 1);
+            assert_eq!(
+                testing::deliver(&mut d, &testing::create(by, plist))
+                    .unwrap()
+                    .len(),
+                1
+            );
         }
         // Registering it with BTM is a separate act and is still reported.
         assert_eq!(
-            d.on_event(&btm(BtmItemType::Agent, "/Users/alice/x", writer))
+            testing::deliver(&mut d, &btm(BtmItemType::Agent, "/Users/alice/x", writer))
                 .unwrap()
                 .len(),
             1
@@ -347,7 +362,7 @@ mod tests {
         for i in 0..100_000 {
             let path = format!("/Library/LaunchAgents/com.evil.{i}.plist");
             assert_eq!(
-                d.on_event(&testing::create(writer.clone(), &path))
+                testing::deliver(&mut d, &testing::create(writer.clone(), &path))
                     .unwrap()
                     .len(),
                 1
@@ -357,13 +372,13 @@ mod tests {
         // The newest are remembered, the oldest forgotten (and reported again).
         let newest = "/Library/LaunchAgents/com.evil.99999.plist";
         assert!(
-            d.on_event(&testing::close_modified(writer.clone(), newest))
+            testing::deliver(&mut d, &testing::close_modified(writer.clone(), newest))
                 .unwrap()
                 .is_empty()
         );
         let oldest = "/Library/LaunchAgents/com.evil.0.plist";
         assert_eq!(
-            d.on_event(&testing::close_modified(writer.clone(), oldest))
+            testing::deliver(&mut d, &testing::close_modified(writer.clone(), oldest))
                 .unwrap()
                 .len(),
             1
@@ -372,7 +387,7 @@ mod tests {
         let long = format!("/Library/LaunchAgents/{}.plist", "a".repeat(8192));
         for _ in 0..2 {
             assert_eq!(
-                d.on_event(&testing::create(writer.clone(), &long))
+                testing::deliver(&mut d, &testing::create(writer.clone(), &long))
                     .unwrap()
                     .len(),
                 1
@@ -420,13 +435,15 @@ mod tests {
             (BtmItemType::UserItem, RULE_LOGIN_ITEM, "T1547.015"),
         ];
         for (item_type, rule, technique) in cases {
-            let f = d
-                .on_event(&btm(
+            let f = testing::deliver(
+                &mut d,
+                &btm(
                     item_type,
                     "/Applications/Tool.app/Contents/MacOS/tool",
                     curl(),
-                ))
-                .unwrap();
+                ),
+            )
+            .unwrap();
             assert_eq!(f.len(), 1, "{item_type:?}");
             assert_eq!(
                 (f[0].rule.as_str(), f[0].attack[0].as_str()),
@@ -438,28 +455,30 @@ mod tests {
     #[test]
     fn login_items_from_writable_places_or_untrusted_instigators_are_medium() {
         let mut d = LaunchPersistence::default();
-        let installed = d
-            .on_event(&btm(
+        let installed = testing::deliver(
+            &mut d,
+            &btm(
                 BtmItemType::LoginItem,
                 "/Applications/Tool.app/Contents/MacOS/tool",
                 curl(),
-            ))
-            .unwrap();
+            ),
+        )
+        .unwrap();
         assert_eq!(installed[0].severity, Severity::Low);
-        let writable = d
-            .on_event(&btm(
-                BtmItemType::LoginItem,
-                "/Users/Shared/.helper/run",
-                curl(),
-            ))
-            .unwrap();
+        let writable = testing::deliver(
+            &mut d,
+            &btm(BtmItemType::LoginItem, "/Users/Shared/.helper/run", curl()),
+        )
+        .unwrap();
         assert_eq!(writable[0].severity, Severity::Medium);
         assert_eq!(writable[0].evidence_value("user_writable"), Some("true"));
         let mut dropper = testing::process("/tmp/dropper");
         dropper.signer = SignerType::Adhoc;
-        let untrusted = d
-            .on_event(&btm(BtmItemType::App, "/Applications/Tool.app", dropper))
-            .unwrap();
+        let untrusted = testing::deliver(
+            &mut d,
+            &btm(BtmItemType::App, "/Applications/Tool.app", dropper),
+        )
+        .unwrap();
         assert_eq!(untrusted[0].severity, Severity::Medium);
         assert_eq!(
             untrusted[0].evidence_value("instigator_signer"),
@@ -480,7 +499,10 @@ mod tests {
         }
         let unknown = btm(BtmItemType::Unknown, "/Users/a/x", curl());
         for event in [managed, removed, unknown] {
-            assert!(d.on_event(&event).unwrap().is_empty(), "{event:?}");
+            assert!(
+                testing::deliver(&mut d, &event).unwrap().is_empty(),
+                "{event:?}"
+            );
         }
     }
 }

@@ -243,6 +243,11 @@ impl Detector for PreventList {
         }
     }
 
+    /// Only what it reads: argv, for the finding's command line.
+    fn parts() -> EventParts {
+        EventParts::ARGS
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         let Some(exec) = event.as_exec() else {
             return Ok(Vec::new());
@@ -389,7 +394,7 @@ mod tests {
                 (Verdict::NoOpinion, None) => {}
                 (other, want) => panic!("{path}: {other:?}, wanted {want:?}"),
             }
-            let findings = d.on_event(&ev).unwrap();
+            let findings = testing::deliver(&mut d, &ev).unwrap();
             assert_eq!(findings.len(), usize::from(want.is_some()), "{path}");
             if let Some(f) = findings.first() {
                 assert_eq!(f.rule, "prevent-list-match");
@@ -453,7 +458,7 @@ mod tests {
     fn notify_streams_get_a_finding_that_says_not_blocked() {
         let mut d = PreventList::with(Lists::parse("", CD, "", ""));
         let ev = testing::exec_of(image("/tmp/x", None, "x", CD), &["/tmp/x"]);
-        let f = d.on_event(&ev).unwrap();
+        let f = testing::deliver(&mut d, &ev).unwrap();
         assert_eq!(f.len(), 1);
         assert_eq!(
             f[0].evidence_value("outcome"),

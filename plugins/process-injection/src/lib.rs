@@ -76,6 +76,11 @@ impl Detector for ProcessInjection {
         .subscribe(&["remote_thread_create"])
     }
 
+    /// Only what it reads: tokens and signing data only.
+    fn parts() -> EventParts {
+        EventParts::empty()
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         match &event.data {
             EventData::RemoteThreadCreate(rtc) => Ok(vec![finding(event, rtc)]),

@@ -143,6 +143,11 @@ impl Detector for QuarantineRemoval {
         .subscribe(&["exec", "deleteextattr"])
     }
 
+    /// Only what it reads: xattr's argv, and the working directory its relative targets resolve against.
+    fn parts() -> EventParts {
+        EventParts::ARGS | EventParts::EXEC_CONTEXT
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         match &event.data {
             EventData::Exec(exec) if exec.target.name() == "xattr" => {
@@ -353,19 +358,19 @@ mod tests {
         let app = "/Users/alice/Downloads/Photo Viewer.app";
         let xattr = xattr_image(706, 7061);
         let exec = testing::exec_of(xattr.clone(), &["xattr", "-d", ATTR, app]);
-        assert_eq!(d.on_event(&exec).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &exec).unwrap().len(), 1);
         let same = testing::deleteextattr(xattr.clone(), app, ATTR);
-        assert!(d.on_event(&same).unwrap().is_empty());
+        assert!(testing::deliver(&mut d, &same).unwrap().is_empty());
         // Another file, another process, or the old image of the pid: reported.
         let other_file = testing::deleteextattr(xattr.clone(), "/Users/alice/x.dmg", ATTR);
-        assert_eq!(d.on_event(&other_file).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &other_file).unwrap().len(), 1);
         for by in [xattr_image(707, 7071), xattr_image(706, 7060)] {
             let ev = testing::deleteextattr(by, app, ATTR);
-            assert_eq!(d.on_event(&ev).unwrap().len(), 1);
+            assert_eq!(testing::deliver(&mut d, &ev).unwrap().len(), 1);
         }
         // Not recursive: a file inside the target is another act.
         let inside = testing::deleteextattr(xattr, &format!("{app}/Contents/Info.plist"), ATTR);
-        assert_eq!(d.on_event(&inside).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &inside).unwrap().len(), 1);
     }
 
     #[test]
@@ -377,23 +382,23 @@ mod tests {
             xattr.clone(),
             &["xattr", "-rd", ATTR, "./Downloads/Evil.app"],
         );
-        assert_eq!(d.on_event(&exec).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &exec).unwrap().len(), 1);
         for path in [
             "/Users/alice/Downloads/Evil.app",
             "/Users/alice/Downloads/Evil.app/Contents/MacOS/evil",
         ] {
             let ev = testing::deleteextattr(xattr.clone(), path, ATTR);
-            assert!(d.on_event(&ev).unwrap().is_empty(), "{path}");
+            assert!(testing::deliver(&mut d, &ev).unwrap().is_empty(), "{path}");
         }
         let sibling =
             testing::deleteextattr(xattr.clone(), "/Users/alice/Downloads/Evil.apps", ATTR);
-        assert_eq!(d.on_event(&sibling).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &sibling).unwrap().len(), 1);
 
         let tmp = xattr_image(801, 8011);
         let exec = testing::exec_of(tmp.clone(), &["xattr", "-c", "/tmp/../tmp/payload"]);
-        assert_eq!(d.on_event(&exec).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &exec).unwrap().len(), 1);
         let ev = testing::deleteextattr(tmp, "/private/tmp/payload", ATTR);
-        assert!(d.on_event(&ev).unwrap().is_empty());
+        assert!(testing::deliver(&mut d, &ev).unwrap().is_empty());
         assert_eq!(absolute("x", None), None);
         assert_eq!(absolute("/a/./b/../c", None).as_deref(), Some("/a/c"));
     }
@@ -404,7 +409,7 @@ mod tests {
         for i in 0..100_000 {
             let target = format!("/Users/alice/Downloads/{i}.app");
             let exec = testing::exec_of(xattr_image(i, 2), &["xattr", "-d", ATTR, &target]);
-            assert_eq!(d.on_event(&exec).unwrap().len(), 1);
+            assert_eq!(testing::deliver(&mut d, &exec).unwrap().len(), 1);
         }
         assert_eq!(d.reported.len(), MAX_REMEMBERED);
         let newest = testing::deleteextattr(
@@ -412,10 +417,10 @@ mod tests {
             "/Users/alice/Downloads/99999.app",
             ATTR,
         );
-        assert!(d.on_event(&newest).unwrap().is_empty());
+        assert!(testing::deliver(&mut d, &newest).unwrap().is_empty());
         let oldest =
             testing::deleteextattr(xattr_image(0, 2), "/Users/alice/Downloads/0.app", ATTR);
-        assert_eq!(d.on_event(&oldest).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &oldest).unwrap().len(), 1);
 
         // Thousands of targets (a glob), or very long ones: only 4 KiB of them are kept.
         let many: Vec<String> = (0..10_000).map(|i| format!("f{i}")).collect();
@@ -423,7 +428,7 @@ mod tests {
         let mut args = vec!["xattr", "-d", ATTR, &long];
         args.extend(many.iter().map(String::as_str));
         let exec = testing::exec_of(xattr_image(1, 2), &args);
-        assert_eq!(d.on_event(&exec).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &exec).unwrap().len(), 1);
         for r in &d.reported {
             let bytes: usize = r
                 .targets
@@ -433,6 +438,6 @@ mod tests {
             assert!(bytes <= MAX_REMEMBERED_TARGET_BYTES, "{bytes}");
         }
         let past = testing::deleteextattr(xattr_image(1, 2), "/Users/alice/f9999", ATTR);
-        assert_eq!(d.on_event(&past).unwrap().len(), 1);
+        assert_eq!(testing::deliver(&mut d, &past).unwrap().len(), 1);
     }
 }

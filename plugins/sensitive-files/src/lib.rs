@@ -164,6 +164,11 @@ impl Detector for SensitiveFiles {
         ]))
     }
 
+    /// Only what it reads: paths and signing data only.
+    fn parts() -> EventParts {
+        EventParts::empty()
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         let Some(path) = event.written_path() else {
             return Ok(Vec::new());

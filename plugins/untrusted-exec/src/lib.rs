@@ -75,6 +75,11 @@ impl Detector for UntrustedExec {
         }
     }
 
+    /// Only what it reads: argv, for the finding's command line.
+    fn parts() -> EventParts {
+        EventParts::ARGS
+    }
+
     fn on_event(&mut self, event: &Event) -> Result<Vec<Finding>, PluginError> {
         let Some(exec) = event.as_exec() else {
             return Ok(Vec::new());
