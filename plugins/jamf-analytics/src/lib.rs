@@ -69,6 +69,7 @@
 //!   snapshots for at most [`MAX_SNAPSHOT_PATHS`] paths and [`MAX_SNAPSHOT_BYTES`].
 //! - Context values are cut to [`MAX_CONTEXT_VALUE_BYTES`].
 
+use std::borrow::Cow;
 use std::collections::{HashMap, VecDeque};
 
 use base64::Engine as _;
@@ -91,13 +92,28 @@ fn signer_code(signer: SignerType) -> i64 {
     }
 }
 
+/// A JSON object of `entries`, built directly: `json!` serializes every value, copying each
+/// string a second time, and the model is built for every event.
+fn object<const N: usize>(entries: [(&str, Value); N]) -> Value {
+    Value::Object(
+        entries
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+    )
+}
+
+fn string(s: Option<&str>) -> Value {
+    Value::String(s.unwrap_or_default().to_owned())
+}
+
 fn signing_info(p: &Process) -> Value {
-    json!({
-        "appid": p.signing_id.clone().unwrap_or_default(),
-        "teamid": p.team_id.clone().unwrap_or_default(),
-        "signerType": signer_code(p.signer),
-        "cdhash": p.cdhash.clone().unwrap_or_default(),
-    })
+    object([
+        ("appid", string(p.signing_id.as_deref())),
+        ("teamid", string(p.team_id.as_deref())),
+        ("signerType", Value::from(signer_code(p.signer))),
+        ("cdhash", string(p.cdhash.as_deref())),
+    ])
 }
 
 /// How many exec'd images [`Images`] remembers; the oldest are forgotten first.
@@ -276,16 +292,24 @@ impl Images {
 /// A process in the Jamf model. `args` come from the exec (for the acting process) or from
 /// [`Images`] (empty when the exec was not seen).
 fn process(p: &Process, args: &[String]) -> Value {
-    json!({
-        "pid": p.token.pid,
-        "path": p.path(),
-        "name": p.name(),
-        "args": args,
-        "commandLine": args.join(" "),
-        "tty": p.tty.as_ref().map(|t| Value::String(t.path.clone())).unwrap_or(Value::Null),
-        "isShell": p.is_shell(),
-        "signingInfo": signing_info(p),
-    })
+    object([
+        ("pid", Value::from(p.token.pid)),
+        ("path", string(Some(p.path()))),
+        ("name", string(Some(p.name()))),
+        (
+            "args",
+            Value::Array(args.iter().map(|a| Value::String(a.clone())).collect()),
+        ),
+        ("commandLine", Value::String(args.join(" "))),
+        (
+            "tty",
+            p.tty
+                .as_ref()
+                .map_or(Value::Null, |t| Value::String(t.path.clone())),
+        ),
+        ("isShell", Value::Bool(p.is_shell())),
+        ("signingInfo", signing_info(p)),
+    ])
 }
 
 /// The acting process with `parent` and `responsible` resolved through the process table
@@ -293,9 +317,14 @@ fn process(p: &Process, args: &[String]) -> Value {
 /// `images` (ES names it only by pid; itself when it leads its group).
 fn process_with_relatives(p: &Process, args: &[String], images: &Images, relatives: bool) -> Value {
     let mut value = process(p, args);
-    if !relatives {
-        return value;
+    if relatives {
+        add_relatives(&mut value, p, args, images);
     }
+    value
+}
+
+/// Adds `parent`, `responsible` and `pgprocess` to `value`, the Jamf process of `p`.
+fn add_relatives(value: &mut Value, p: &Process, args: &[String], images: &Images) {
     // Relatives the detector saw exec are at hand; only the others cost a host lookup.
     let relative = |token: Option<AuditToken>| {
         let token = token.filter(|t| (t.pid, t.pidversion) != (p.token.pid, p.token.pidversion));
@@ -315,12 +344,27 @@ fn process_with_relatives(p: &Process, args: &[String], images: &Images, relativ
             .by_pid(p.group_id)
             .map_or(Value::Null, |(q, q_args)| process(q, q_args))
     };
-    if let Value::Object(map) = &mut value {
+    if let Value::Object(map) = value {
         map.insert("parent".into(), relative(p.parent_token));
         map.insert("responsible".into(), relative(p.responsible_token));
         map.insert("pgprocess".into(), leader);
     }
-    value
+}
+
+/// Adds the relatives of `event`'s acting process to its Jamf model `jamf` (built without
+/// them), as [`jamf_event_with`] would have.
+fn attach_relatives(jamf: &mut Value, event: &Event, images: &Images) {
+    let exec_args;
+    let (p, args) = match &event.data {
+        EventData::Exec(exec) => {
+            exec_args = bounded_args(&exec.args);
+            (&exec.target, exec_args.as_slice())
+        }
+        _ => (&event.process, images.args(event.process.token)),
+    };
+    if let Some(process) = jamf.get_mut("process") {
+        add_relatives(process, p, args, images);
+    }
 }
 
 fn is_dir(file: &File) -> bool {
@@ -354,30 +398,33 @@ pub fn jamf_event_with(
     };
     let fs =
         |kind: i64, path: &str, prev: Option<&str>, new: bool, new_dir: bool, modified: bool| {
-            json!({
-                "type": kind,
-                "path": path,
-                "prevFile": prev,
-                "isNew": new,
-                "isNewFile": new && !new_dir,
-                "isNewDirectory": new_dir,
-                "isModified": modified,
-                "file": {"path": path},
-                "process": actor("GPFSEvent", kind),
-            })
+            object([
+                ("type", Value::from(kind)),
+                ("path", string(Some(path))),
+                ("prevFile", prev.map_or(Value::Null, |p| string(Some(p)))),
+                ("isNew", Value::Bool(new)),
+                ("isNewFile", Value::Bool(new && !new_dir)),
+                ("isNewDirectory", Value::Bool(new_dir)),
+                ("isModified", Value::Bool(modified)),
+                ("file", object([("path", string(Some(path)))])),
+                ("process", actor("GPFSEvent", kind)),
+            ])
         };
     Some(match &event.data {
         EventData::Exec(exec) => (
             "GPProcessEvent",
-            json!({
-                "type": 1,
-                "process": process_with_relatives(
-                    &exec.target,
-                    &bounded_args(&exec.args),
-                    images,
-                    relatives("GPProcessEvent", 1),
+            object([
+                ("type", Value::from(1)),
+                (
+                    "process",
+                    process_with_relatives(
+                        &exec.target,
+                        &bounded_args(&exec.args),
+                        images,
+                        relatives("GPProcessEvent", 1),
+                    ),
                 ),
-            }),
+            ]),
         ),
         EventData::Exit(exit) => {
             let mut p = actor("GPProcessEvent", 2);
@@ -387,7 +434,10 @@ pub fn jamf_event_with(
                     exit.exit_code.map_or(Value::Null, Value::from),
                 );
             }
-            ("GPProcessEvent", json!({"type": 2, "process": p}))
+            (
+                "GPProcessEvent",
+                object([("type", Value::from(2)), ("process", p)]),
+            )
         }
         EventData::Create(c) => {
             let dir = match &c.destination {
@@ -495,12 +545,23 @@ fn reads_key(analytic: &Analytic, key: &str) -> bool {
             .any(|(_, exprs)| names_key(&format!("{exprs:?}"), key))
 }
 
-/// True if `operand`'s value is unknown before the file is read: file contents, or what
-/// lower levels put in `$tags`/`$context`.
+/// The keys of the acting process's relatives, which the model gets only once an analytic
+/// that could fire needs them.
+const RELATIVES: [&str; 3] = ["parent", "responsible", "pgprocess"];
+
+/// True if `debug` (a predicate tree or operand, `{:?}`) reads a relative of a process.
+fn names_relative(debug: &str) -> bool {
+    RELATIVES.iter().any(|k| names_key(debug, k))
+}
+
+/// True if `operand`'s value is unknown before the file is read or the relatives are
+/// resolved: file contents, what lower levels put in `$tags`/`$context`, the acting
+/// process's relatives.
 fn unknown_before_reading(operand: &Operand) -> bool {
     let debug = format!("{operand:?}");
     names_key(&debug, CONTENTS)
         || names_key(&debug, SNAPSHOT)
+        || names_relative(&debug)
         || ["tags", "context"].iter().any(|v| {
             debug.contains(&format!("var: Some({v:?})"))
                 || debug.contains(&format!("var: None, keys: [Name({v:?})"))
@@ -831,9 +892,15 @@ pub struct JamfAnalytics {
     /// Per analytic (same order): the Jamf event type code its filter pins, if any, so
     /// an analytic is not evaluated on events of another type.
     event_types: Vec<Option<i64>>,
-    /// (inputType, pinned event type) of each analytic that may read a relative of the
-    /// acting process: the few the mapping must build relatives for.
-    relative_readers: Vec<(String, Option<i64>)>,
+    /// Per analytic (same order): for a filter that reads a relative of the acting
+    /// process, its gate ([`could_hold`]): false on the model without relatives means no
+    /// relative can make the filter hold, so the relatives (three processes, perhaps host
+    /// lookups) are built only when an analytic that could fire reads them.
+    relative_gates: Vec<Option<Predicate>>,
+    /// Per analytic: its context reads a relative (resolved when it fires).
+    relatives_in_context: Vec<bool>,
+    /// Events whose relatives were resolved (for tests).
+    relatives_built: usize,
     images: Images,
     contents: Option<FileContents>,
     /// What the per-event regular-expression budgets saw.
@@ -855,7 +922,12 @@ struct Candidates {
 
 impl Candidates {
     fn add(&mut self, position: usize, analytic: &Analytic) {
-        let Some(key) = analytic.filter.index_key("event") else {
+        // The index is consulted on the model before relatives are added to it.
+        let Some(key) = analytic
+            .filter
+            .index_key("event")
+            .filter(|key| !names_relative(&format!("{:?}", key.path)))
+        else {
             self.always.push(position);
             return;
         };
@@ -1013,15 +1085,6 @@ impl Default for JamfAnalytics {
     }
 }
 
-/// True if `a`'s filter or context may read a relative of the acting process (`parent`,
-/// `responsible`, `pgprocess`).
-fn reads_relatives(a: &Analytic) -> bool {
-    let text = format!("{} {:?}", a.filter.source, a.context);
-    ["parent", "responsible", "pgprocess"]
-        .iter()
-        .any(|k| text.contains(k))
-}
-
 impl JamfAnalytics {
     /// A detector over `analytics` (sorted by level, stable). Reads file contents for
     /// them when the config says [`READ_FILE_CONTENTS`].
@@ -1042,11 +1105,18 @@ impl JamfAnalytics {
                     .map(|t| t as i64)
             })
             .collect();
-        let relative_readers = analytics
+        let relative_gates = analytics
             .iter()
-            .zip(&event_types)
-            .filter(|(a, _)| reads_relatives(a))
-            .map(|(a, pinned)| (a.input_type.clone(), *pinned))
+            .map(|a| {
+                names_relative(&format!("{:?}", a.filter.expr)).then(|| Predicate {
+                    expr: could_hold(&a.filter.expr, true),
+                    source: a.filter.source.clone(),
+                })
+            })
+            .collect();
+        let relatives_in_context = analytics
+            .iter()
+            .map(|a| names_relative(&format!("{:?}", a.context)))
             .collect();
         let mut index: HashMap<String, Candidates> = HashMap::new();
         for (position, a) in analytics.iter().enumerate() {
@@ -1058,7 +1128,9 @@ impl JamfAnalytics {
         Self {
             analytics,
             event_types,
-            relative_readers,
+            relative_gates,
+            relatives_in_context,
+            relatives_built: 0,
             images: Images::default(),
             contents,
             regex: RegexUse::default(),
@@ -1121,17 +1193,38 @@ impl Detector for JamfAnalytics {
             self.images.forget(event.process.token);
             self.images.record(&exec.target, &exec.args);
         }
-        let relatives = |input: &str, kind: i64| {
-            self.relative_readers
-                .iter()
-                .any(|(i, pinned)| i == input && pinned.is_none_or(|t| t == kind))
-        };
-        let mapped = jamf_event_with(event, &self.images, &relatives);
+        let findings = self.evaluate(event);
         if let EventData::Exit(_) = &event.data {
+            // Only now: resolving relatives while evaluating may still read its image.
             self.images.forget(event.process.token);
         }
-        let Some((input_type, mut jamf)) = mapped else {
-            return Ok(Vec::new());
+        Ok(findings)
+    }
+}
+
+/// What a filter sees: the event's model, the tags and context lower levels left.
+fn vars<'a>(
+    event: &'a Value,
+    tags: &'a Value,
+    context: &'a Value,
+    budget: &'a RegexBudget,
+) -> Vars<'a> {
+    Vars {
+        event,
+        tags: Cow::Borrowed(tags),
+        context: Cow::Borrowed(context),
+        regex_budget: Cow::Borrowed(budget),
+    }
+}
+
+impl JamfAnalytics {
+    /// The findings of the analytics `event` fires.
+    fn evaluate(&mut self, event: &Event) -> Vec<Finding> {
+        // Without relatives: they are added below, once, if an analytic that could still
+        // fire reads them.
+        let Some((input_type, mut jamf)) = jamf_event_with(event, &self.images, &|_, _| false)
+        else {
+            return Vec::new();
         };
         // One budget of backtracking regular-expression work per event, shared by the
         // content gates and every analytic.
@@ -1141,33 +1234,49 @@ impl Detector for JamfAnalytics {
         {
             contents.fill(&mut jamf, &budget);
         }
-        let mut vars = Vars::with_budget(&jamf, &budget);
-        let mut tags: Vec<Value> = Vec::new();
-        let mut context = Map::new();
+        let mut tags = Value::Array(Vec::new());
+        let mut context = Value::Object(Map::new());
         let mut findings = Vec::new();
         let mut cut: Vec<&str> = Vec::new();
         let event_type = jamf.get("type").and_then(Value::as_i64);
         let mut candidates = Vec::new();
         if let Some(index) = self.index.get(input_type) {
-            index.select(&vars, &mut candidates);
+            index.select(&vars(&jamf, &tags, &context, &budget), &mut candidates);
         }
+        let mut with_relatives = false;
         for &position in &candidates {
-            let (Some(a), Some(pinned)) =
-                (self.analytics.get(position), self.event_types.get(position))
-            else {
+            let (Some(a), Some(pinned), Some(gate), Some(context_reads)) = (
+                self.analytics.get(position),
+                self.event_types.get(position),
+                self.relative_gates.get(position),
+                self.relatives_in_context.get(position),
+            ) else {
                 continue;
             };
             if pinned.is_some_and(|t| Some(t) != event_type) {
                 continue;
             }
             let before = budget.stats();
-            let fired = a.filter.eval(&vars);
+            if !with_relatives && let Some(gate) = gate {
+                if !gate.eval(&vars(&jamf, &tags, &context, &budget)) {
+                    continue;
+                }
+                attach_relatives(&mut jamf, event, &self.images);
+                self.relatives_built += 1;
+                with_relatives = true;
+            }
+            let fired = a.filter.eval(&vars(&jamf, &tags, &context, &budget));
             let after = budget.stats();
             if after.over_limit > before.over_limit || after.skipped > before.skipped {
                 cut.push(&a.name);
             }
             if !fired {
                 continue;
+            }
+            if !with_relatives && *context_reads {
+                attach_relatives(&mut jamf, event, &self.images);
+                self.relatives_built += 1;
+                with_relatives = true;
             }
             let mut finding = Finding::new(
                 &a.name,
@@ -1177,27 +1286,36 @@ impl Detector for JamfAnalytics {
             .attack(&techniques(a).iter().map(String::as_str).collect::<Vec<_>>())
             .evidence("input_type", input_type)
             .evidence("categories", a.categories.join(", "));
-            for (label, exprs) in &a.context {
-                let values: Vec<String> = exprs
-                    .iter()
-                    .map(|e| text(&Predicate::resolve(e, &vars)))
-                    .filter(|v| !v.is_empty())
-                    .map(|v| ward_sdk::truncated(&v, MAX_CONTEXT_VALUE_BYTES).to_owned())
-                    .collect();
-                if let Some(first) = values.first() {
-                    context.insert(label.clone(), json!({"value": first}));
-                    finding = finding.evidence(label, values.join(" | "));
+            let mut found = Vec::new();
+            {
+                let vars = vars(&jamf, &tags, &context, &budget);
+                for (label, exprs) in &a.context {
+                    let values: Vec<String> = exprs
+                        .iter()
+                        .map(|e| text(&Predicate::resolve(e, &vars)))
+                        .filter(|v| !v.is_empty())
+                        .map(|v| ward_sdk::truncated(&v, MAX_CONTEXT_VALUE_BYTES).to_owned())
+                        .collect();
+                    if let Some(first) = values.first() {
+                        found.push((label, first.clone()));
+                        finding = finding.evidence(label, values.join(" | "));
+                    }
                 }
             }
-            tags.push(Value::String(a.name.clone()));
-            tags.extend(a.tags.iter().cloned().map(Value::String));
-            // Higher levels see what this one found; only rebuilt when something fired.
-            vars.tags = std::borrow::Cow::Owned(Value::Array(tags.clone()));
-            vars.context = std::borrow::Cow::Owned(Value::Object(context.clone()));
+            // Higher levels see what this one found.
+            if let Value::Object(context) = &mut context {
+                for (label, first) in found {
+                    context.insert(label.clone(), json!({ "value": first }));
+                }
+            }
+            if let Value::Array(tags) = &mut tags {
+                tags.push(Value::String(a.name.clone()));
+                tags.extend(a.tags.iter().cloned().map(Value::String));
+            }
             findings.push(finding);
         }
         self.regex.note(budget.stats(), &cut);
-        Ok(findings)
+        findings
     }
 }
 
@@ -2454,7 +2572,7 @@ mod tests {
     }
 
     #[test]
-    fn relatives_are_built_only_for_analytics_that_read_them() {
+    fn relatives_are_built_only_when_an_analytic_that_could_fire_reads_them() {
         let event = exec("/usr/bin/id", "com.apple.id", &["id"]);
         let (_, full) = jamf_event(&event, &Images::default()).unwrap();
         assert!(full["process"].get("parent").is_some());
@@ -2462,17 +2580,52 @@ mod tests {
         assert!(lean["process"].get("parent").is_none());
         assert_eq!(lean["process"]["path"], "/usr/bin/id");
         let d = JamfAnalytics::default();
-        let reads = |name: &str| {
-            d.analytics
-                .iter()
-                .find(|a| a.name == name)
-                .map(reads_relatives)
+        let gated = |name: &str| {
+            let i = d.analytics.iter().position(|a| a.name == name).unwrap();
+            d.relative_gates[i].is_some()
         };
-        assert_eq!(
-            reads("UserPrivilegeEscalationByDseditgroupAndSelfService"),
-            Some(true)
+        assert!(gated("UserPrivilegeEscalationByDseditgroupAndSelfService"));
+        assert!(!gated("KeychainDumped"));
+
+        // One analytic reads the parent in its filter, after a condition on the event's own
+        // process; another reads it only in its context.
+        testing::reset();
+        let mut shell = testing::process("/bin/zsh");
+        shell.token = testing::token(600, 6000);
+        testing::add_process(shell.clone());
+        let filter = "name: ParentIsZsh\nlevel: 0\ninputType: GPProcessEvent\nseverity: Low\n\
+                      filter: $event.type == 1 AND $event.process.name == \"sudo\" AND \
+                      $event.process.parent.name == \"zsh\"\n";
+        let context = "name: CurlParent\nlevel: 0\ninputType: GPProcessEvent\nseverity: Low\n\
+                       filter: $event.type == 1 AND $event.process.name == \"curl\"\n\
+                       context:\n  - exprs:\n      - event.process.parent.path\n    name: parent\n";
+        let mut d = JamfAnalytics::with(vec![
+            ward_predicate::parse_analytic(filter).unwrap(),
+            ward_predicate::parse_analytic(context).unwrap(),
+        ]);
+        let child = |path: &str| {
+            let mut p = testing::process(path);
+            p.token = testing::token(601, 6010);
+            p.parent_token = Some(shell.token);
+            testing::exec_of(p, &[path])
+        };
+        let quiet = testing::deliver(&mut d, &child("/usr/bin/id")).unwrap();
+        assert!(quiet.is_empty());
+        assert_eq!(d.relatives_built, 0, "no analytic could fire: no relatives");
+        let sudo = testing::deliver(&mut d, &child("/usr/bin/sudo")).unwrap();
+        assert_eq!(sudo.len(), 1);
+        assert_eq!(d.relatives_built, 1);
+        let curl = testing::deliver(&mut d, &child("/usr/bin/curl")).unwrap();
+        assert_eq!(curl.len(), 1);
+        assert_eq!(d.relatives_built, 2);
+        assert!(
+            curl[0]
+                .evidence
+                .iter()
+                .any(|e| e.name == "parent" && e.value == "/bin/zsh"),
+            "{:?}",
+            curl[0].evidence
         );
-        assert_eq!(reads("KeychainDumped"), Some(false));
     }
 
     #[test]
