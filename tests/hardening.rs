@@ -196,22 +196,6 @@ fn auth_exec_of_update(records: &[Value]) -> (String, String) {
     (auth.to_string(), cdhash)
 }
 
-fn load_with(
-    rt: &Runtime,
-    name: &str,
-    config: &[(&str, &str)],
-    procs: &ward::sandbox::state::SharedProcessTable,
-) -> Plugin {
-    let options = LoadOptions {
-        config: config
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..LoadOptions::default()
-    };
-    load_wasm(rt, name, &options, procs)
-}
-
 /// Class 2. Under fail-closed exec, after a flood of huge events and with a plugin
 /// quarantined by what the stream did to it: the listed binary is still denied by the
 /// prevent list, and an ordinary exec is still allowed. (Before: the quarantined plugin

@@ -48,14 +48,7 @@ fn assert_contained(
     let rt = runtime();
     let procs = processes();
     let mut plugins = first_party(&rt, &procs);
-    let options = LoadOptions {
-        config: config
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..LoadOptions::default()
-    };
-    plugins.push(load_wasm(&rt, fixture, &options, &procs));
+    plugins.push(load_with(&rt, fixture, config, &procs));
     let (findings, summary) = run(rt, plugins, procs, &attack_chain());
 
     // Everyone else carried on as if the hostile plugin were not there.
@@ -1058,14 +1051,7 @@ fn plugins_built_against_contract_0_1_0_keep_loading() {
 fn echo_saw(config: &[(&str, &str)]) -> Vec<BTreeMap<String, String>> {
     let rt = runtime();
     let procs = processes();
-    let options = LoadOptions {
-        config: config
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect(),
-        ..LoadOptions::default()
-    };
-    let echo = load_wasm(&rt, "fixture-echo", &options, &procs);
+    let echo = load_with(&rt, "fixture-echo", config, &procs);
     let (findings, summary) = run(rt, vec![echo], procs, &attack_chain());
     assert_eq!(summary.plugins[0].faults, 0);
     assert_eq!(findings.len(), 31, "one finding per event");
@@ -1119,11 +1105,7 @@ fn detectors_get_only_the_event_parts_they_name() {
     use ward::sandbox::plugin::Contract;
     let rt = runtime();
     let procs = processes();
-    let options = LoadOptions {
-        config: [("label".to_owned(), "older".to_owned())].into(),
-        ..LoadOptions::default()
-    };
-    let v02 = load_wasm(&rt, "fixture-v02-detector", &options, &procs);
+    let v02 = load_with(&rt, "fixture-v02-detector", &[("label", "older")], &procs);
     assert_eq!(v02.image().contract(), Contract::V0_2);
     let (findings, summary) = run(rt, vec![v02], procs, &attack_chain());
     assert_eq!(summary.plugins[0].faults, 0);

@@ -68,6 +68,23 @@ pub fn load_wasm(
     load(rt, &source, options, processes).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// Loads a built component with `config` as its `[plugins.config]`.
+pub fn load_with(
+    rt: &Runtime,
+    name: &str,
+    config: &[(&str, &str)],
+    procs: &SharedProcessTable,
+) -> Plugin {
+    let options = LoadOptions {
+        config: config
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect(),
+        ..LoadOptions::default()
+    };
+    load_wasm(rt, name, &options, procs)
+}
+
 /// The three first-party detectors, loaded from the embedded default content.
 pub fn first_party(rt: &Runtime, processes: &SharedProcessTable) -> Vec<Plugin> {
     ward::registry::builtin::builtin_sources()
