@@ -370,8 +370,11 @@ impl Instance {
                         Result<lift::List<lift::Detection>, lift::PluginError>,
                     )>(&store)?;
                     authorize.typed::<(&wit::Event,), (lift::Verdict,)>(&store)?;
-                    // Since 0.2.1; asked after `describe`, below.
-                    let parts = instance.get_func(&mut store, "parts");
+                    // Since 0.2.1; asked after `describe`, below. An older component's
+                    // export of that name (its world has none) is not consulted.
+                    let parts = (contract == Contract::V0_2_1)
+                        .then(|| instance.get_func(&mut store, "parts"))
+                        .flatten();
                     if let Some(parts) = parts {
                         parts.typed::<(), (wit::EventParts,)>(&store)?;
                         on_events.typed::<(&[parts::Event<'_>],), (

@@ -1182,7 +1182,8 @@ impl Detector for JamfAnalytics {
         }
     }
 
-    /// Only what it reads: `isNewDirectory` reads the mode, `args` / `commandLine` the argv, `tty` the terminal.
+    /// Only what it reads: `isNewDirectory` reads the mode, `args` / `commandLine` the argv,
+    /// `tty` the terminal.
     fn parts() -> EventParts {
         EventParts::FILE_STATS | EventParts::ARGS | EventParts::PROCESS_SESSION
     }

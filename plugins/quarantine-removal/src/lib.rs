@@ -143,7 +143,8 @@ impl Detector for QuarantineRemoval {
         .subscribe(&["exec", "deleteextattr"])
     }
 
-    /// Only what it reads: xattr's argv, and the working directory its relative targets resolve against.
+    /// Only what it reads: xattr's argv, and the working directory its relative targets
+    /// resolve against.
     fn parts() -> EventParts {
         EventParts::ARGS | EventParts::EXEC_CONTEXT
     }
