@@ -280,9 +280,44 @@ fn number(v: &Value) -> Option<f64> {
     }
 }
 
+/// `x == y` as the folded strings compare. When both are ASCII, folding changes case
+/// only, so they are compared without building folded copies (an allocation per side on
+/// every `[c]` comparison otherwise).
+fn str_equal(x: &str, y: &str, options: Options) -> bool {
+    if x.is_ascii() && y.is_ascii() {
+        return if options.case_insensitive {
+            x.eq_ignore_ascii_case(y)
+        } else {
+            x == y
+        };
+    }
+    fold(x, options) == fold(y, options)
+}
+
+/// `l` begins (or, with `end`, ends) with `r` as the folded strings would, when both are
+/// ASCII; `None` otherwise (fold them).
+fn ascii_affix(l: &str, r: &str, options: Options, end: bool) -> Option<bool> {
+    if !(l.is_ascii() && r.is_ascii()) {
+        return None;
+    }
+    let (l, r) = (l.as_bytes(), r.as_bytes());
+    let part = if end {
+        l.len().checked_sub(r.len()).and_then(|at| l.get(at..))
+    } else {
+        l.get(..r.len())
+    };
+    Some(part.is_some_and(|p| {
+        if options.case_insensitive {
+            p.eq_ignore_ascii_case(r)
+        } else {
+            p == r
+        }
+    }))
+}
+
 fn equal(a: &Value, b: &Value, options: Options) -> bool {
     match (a, b) {
-        (Value::String(x), Value::String(y)) => fold(x, options) == fold(y, options),
+        (Value::String(x), Value::String(y)) => str_equal(x, y, options),
         (Value::Null, Value::Null) => true,
         (Value::Null, _) | (_, Value::Null) => false,
         _ => match (number(a), number(b)) {
@@ -347,8 +382,16 @@ fn compare(left: &Value, op: &Op, options: Options, right: &Value, budget: &Rege
                 .is_some_and(|l| fold(r, options).contains(fold(l, options).as_ref())),
             _ => false,
         },
-        Op::BeginsWith => strings().is_some_and(|(l, r)| l.starts_with(r.as_ref())),
-        Op::EndsWith => strings().is_some_and(|(l, r)| l.ends_with(r.as_ref())),
+        Op::BeginsWith => match (left, right) {
+            (Value::String(l), Value::String(r)) => ascii_affix(l, r, options, false)
+                .unwrap_or_else(|| fold(l, options).starts_with(fold(r, options).as_ref())),
+            _ => false,
+        },
+        Op::EndsWith => match (left, right) {
+            (Value::String(l), Value::String(r)) => ascii_affix(l, r, options, true)
+                .unwrap_or_else(|| fold(l, options).ends_with(fold(r, options).as_ref())),
+            _ => false,
+        },
         Op::Contains => match left {
             Value::Array(items) => items.iter().any(|i| equal(i, right, options)),
             _ => strings().is_some_and(|(l, r)| l.contains(r.as_ref())),
@@ -408,6 +451,57 @@ mod tests {
         assert_eq!(type_of("$event.type ==[c] 1"), None);
         assert_eq!(type_of("$event.process.type == 1"), None);
         assert_eq!(type_of("$tags.type == 1"), None);
+    }
+
+    /// The comparisons that skip folding for ASCII strings answer as folding both sides
+    /// does, for every option, ASCII or not.
+    #[test]
+    fn ascii_comparisons_answer_as_folded_ones() {
+        let texts = [
+            "",
+            "a",
+            "A",
+            "/Private/etc/hosts",
+            "/private/ETC/hosts",
+            "/private/etc",
+            "hosts",
+            "ETC/HOSTS",
+            "café",
+            "CAFÉ",
+            "cafe",
+            "Kelvin",
+            "\u{212a}elvin",
+            "ſ",
+            "s",
+        ];
+        for case_insensitive in [false, true] {
+            for diacritic_insensitive in [false, true] {
+                let options = Options {
+                    case_insensitive,
+                    diacritic_insensitive,
+                };
+                for x in texts {
+                    for y in texts {
+                        let (fx, fy) = (fold(x, options), fold(y, options));
+                        let case = format!("{x:?} {y:?} {options:?}");
+                        assert_eq!(str_equal(x, y, options), fx == fy, "{case}");
+                        let begins = ascii_affix(x, y, options, false);
+                        let ends = ascii_affix(x, y, options, true);
+                        assert_eq!(
+                            begins.unwrap_or(fx.starts_with(fy.as_ref())),
+                            fx.starts_with(fy.as_ref()),
+                            "{case}"
+                        );
+                        assert_eq!(
+                            ends.unwrap_or(fx.ends_with(fy.as_ref())),
+                            fx.ends_with(fy.as_ref()),
+                            "{case}"
+                        );
+                        assert_eq!(begins.is_some(), x.is_ascii() && y.is_ascii());
+                    }
+                }
+            }
+        }
     }
 
     #[test]

@@ -54,6 +54,90 @@ pub const MAX_DFA_CACHE_BYTES: usize = 256 << 10;
 #[derive(Debug, Clone)]
 pub struct Pattern {
     engine: Engine,
+    /// Literal text every match contains, looked for before the engine runs.
+    required: Option<Required>,
+}
+
+/// Shortest literal worth looking for first: shorter ones rarely rule a text out.
+const MIN_REQUIRED_BYTES: usize = 3;
+
+/// Nesting of the pattern's tree the literal search descends (fancy-regex's parser stops at
+/// 64 nested groups; deeper parts are simply not searched for literals).
+const MAX_REQUIRED_DEPTH: usize = 64;
+
+/// A run of literal text that every match of a pattern contains. Most texts an analytic
+/// sees (paths, command lines) lack it, and a substring search costs a fraction of a call
+/// into the regular-expression engine, so a text without it is refused before the call.
+#[derive(Debug, Clone)]
+struct Required {
+    /// The text; ASCII-lowercased when `case_insensitive`.
+    text: String,
+    case_insensitive: bool,
+}
+
+impl Required {
+    /// False only when no match can be in `text`. Case-insensitive runs are ASCII (see
+    /// [`required_literal`]); a text with anything else in it is left to the engine,
+    /// whose Unicode case folding also matches `K` (Kelvin) to `k` and `ſ` to `s`.
+    fn may_match(&self, text: &str) -> bool {
+        if !self.case_insensitive {
+            text.contains(self.text.as_str())
+        } else if text.is_ascii() {
+            text.to_ascii_lowercase().contains(self.text.as_str())
+        } else {
+            true
+        }
+    }
+}
+
+/// The longest run of literal text every match of `tree` contains, if one is at least
+/// [`MIN_REQUIRED_BYTES`] long: literals concatenated with nothing between them, at the top
+/// level or inside groups and repetitions that must occur at least once (alternatives,
+/// optional parts and look-arounds are not looked into). A case-insensitive run must be
+/// ASCII.
+fn required_literal(tree: &Re) -> Option<Required> {
+    fn runs(e: &Re, depth: usize, out: &mut Vec<(String, bool)>) {
+        if depth > MAX_REQUIRED_DEPTH {
+            return;
+        }
+        match e {
+            Re::Literal { val, casei } => out.push((val.clone(), *casei)),
+            Re::Concat(items) => {
+                let mut run = (String::new(), false);
+                for item in items {
+                    if let Re::Literal { val, casei } = item {
+                        run.0.push_str(val);
+                        run.1 |= *casei;
+                        continue;
+                    }
+                    if !run.0.is_empty() {
+                        out.push(std::mem::take(&mut run));
+                    }
+                    runs(item, depth + 1, out);
+                }
+                if !run.0.is_empty() {
+                    out.push(run);
+                }
+            }
+            Re::Group(inner) => runs(inner, depth + 1, out),
+            Re::Repeat { child, lo, .. } if *lo >= 1 => runs(child, depth + 1, out),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    runs(tree, 0, &mut found);
+    found
+        .into_iter()
+        .filter(|(text, casei)| text.len() >= MIN_REQUIRED_BYTES && (!casei || text.is_ascii()))
+        .max_by_key(|(text, _)| text.len())
+        .map(|(text, case_insensitive)| Required {
+            text: if case_insensitive {
+                text.to_ascii_lowercase()
+            } else {
+                text
+            },
+            case_insensitive,
+        })
 }
 
 #[derive(Debug, Clone)]
@@ -230,7 +314,10 @@ impl Pattern {
             // Should fancy-regex still use its VM, the largest limit bounds the match.
             Engine::Linear(build(&whole, MAX_BACKTRACKS)?)
         };
-        Ok(Self { engine })
+        Ok(Self {
+            engine,
+            required: required_literal(&tree.expr),
+        })
     }
 
     /// True if the pattern needs the backtracking engine (and so the budget).
@@ -241,6 +328,11 @@ impl Pattern {
     /// True if `text` matches; false when it does not, or when the budget cannot pay for
     /// finding out (counted in `budget`).
     pub(crate) fn is_match(&self, text: &str, budget: &RegexBudget) -> bool {
+        if let Some(required) = &self.required
+            && !required.may_match(text)
+        {
+            return false;
+        }
         let (whole, tiers) = match &self.engine {
             Engine::Linear(re) => return re.is_match(text).unwrap_or(false),
             Engine::Backtracking { whole, tiers } => (whole, tiers),
@@ -269,6 +361,97 @@ impl Pattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn required(pattern: &str, case_insensitive: bool) -> Option<(String, bool)> {
+        let p = Pattern::new(pattern, case_insensitive).unwrap();
+        p.required.map(|r| (r.text, r.case_insensitive))
+    }
+
+    #[test]
+    fn the_literal_every_match_contains_is_found() {
+        let some = |t: &str, c: bool| Some((t.to_owned(), c));
+        assert_eq!(
+            required(r"/Users/.*/\.zshenv", true),
+            some("/.zshenv", true)
+        );
+        assert_eq!(
+            required(
+                r"(:?/System|/Users/[\w_\.\-]{1,83})?/Library/LaunchDaemons/.*\.plist",
+                true
+            ),
+            some("/library/launchdaemons/", true)
+        );
+        assert_eq!(
+            required(r"\/Users\/[^\/]+\/\.openclaw", false),
+            some("/.openclaw", false)
+        );
+        assert_eq!(required(r"(abcd)+x", false), some("abcd", false));
+        // Optional parts, alternatives and look-arounds may be absent from a match.
+        assert_eq!(required(r"(abcd)?x|y", false), None);
+        assert_eq!(required(r"(?:abcd)*", false), None);
+        assert_eq!(required(r"(?=abcd)a.*", false), None);
+        assert_eq!(
+            required(r"ab.cd", false),
+            None,
+            "runs shorter than three bytes"
+        );
+        // Case-insensitive runs must be ASCII; case-sensitive ones need not be.
+        assert_eq!(required("éte.*x", true), None);
+        assert_eq!(required("été.*x", false), some("été", false));
+    }
+
+    /// Small deterministic generator (xorshift) for the property below.
+    struct Gen(u64);
+    impl Gen {
+        fn next(&mut self) -> usize {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            (self.0 >> 11) as usize
+        }
+        fn pick<'a>(&mut self, items: &[&'a str]) -> &'a str {
+            items[self.next() % items.len()]
+        }
+    }
+
+    /// The literal check only ever refuses texts the engine refuses too, for random
+    /// patterns and texts, case-insensitive ones with non-ASCII case pairs (`ſ`/`s`, the
+    /// Kelvin sign/`k`) among them.
+    #[test]
+    fn the_literal_check_never_refuses_a_match() {
+        let pieces = [
+            "abc", "ab", "/x/", "s", "k", ".", ".*", "(abc|cd)", "(abc)?", "(abc)+", "[a-c]",
+            "\\.", "a{2}", "(?:sk)*", "sks", "(ksk)+", "x",
+        ];
+        let letters = [
+            "a", "b", "c", "d", "k", "s", "x", "/", ".", "A", "B", "K", "S", "ſ", "\u{212a}",
+        ];
+        let mut g = Gen(0x9e37_79b9_7f4a_7c15);
+        let mut refused = 0;
+        for _ in 0..3000 {
+            let pattern: String = (0..1 + g.next() % 5).map(|_| g.pick(&pieces)).collect();
+            let case_insensitive = g.next().is_multiple_of(2);
+            let p = Pattern::new(&pattern, case_insensitive).unwrap();
+            let engine_only = Pattern {
+                required: None,
+                ..p.clone()
+            };
+            for _ in 0..40 {
+                let text: String = (0..g.next() % 10).map(|_| g.pick(&letters)).collect();
+                let budget = RegexBudget::default();
+                let with = p.is_match(&text, &budget);
+                let without = engine_only.is_match(&text, &budget);
+                assert_eq!(
+                    with, without,
+                    "{pattern:?} (case-insensitive {case_insensitive}) on {text:?}"
+                );
+                if p.required.as_ref().is_some_and(|r| !r.may_match(&text)) {
+                    refused += 1;
+                }
+            }
+        }
+        assert!(refused > 1000, "the check refused only {refused} texts");
+    }
 
     #[test]
     fn refused_and_backtracking_features_are_recognised() {
