@@ -187,10 +187,20 @@ fn free_port() -> u16 {
     std::net::UdpSocket::bind(("127.0.0.1", port)).map_or_else(|_| free_port(), |_| port)
 }
 
+/// A server process a test started, killed and reaped when the test is done with it.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// An rsyslogd of the test's own: TCP, UDP and (when its TLS driver is installed) TLS
 /// inputs on the given ports, every message's raw text written to one file.
 struct Rsyslog {
-    child: Child,
+    _child: Running,
     dir: tempfile::TempDir,
 }
 
@@ -249,7 +259,10 @@ impl Rsyslog {
             ))
             .spawn()
             .unwrap();
-        let me = Self { child, dir };
+        let me = Self {
+            _child: Running(child),
+            dir,
+        };
         let mut ports = vec![tcp];
         ports.extend(tls.map(|(p, _)| p));
         for port in ports {
@@ -267,13 +280,6 @@ impl Rsyslog {
             .lines()
             .map(str::to_owned)
             .collect()
-    }
-}
-
-impl Drop for Rsyslog {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -762,7 +768,7 @@ server.serve_forever()
 "#;
 
 struct Receiver {
-    child: Child,
+    _child: Running,
     port: u16,
     log: PathBuf,
 }
@@ -790,7 +796,7 @@ impl Receiver {
         )
         .unwrap();
         Some(Self {
-            child,
+            _child: Running(child),
             port: line.trim().parse().unwrap(),
             log,
         })
@@ -813,13 +819,6 @@ impl Receiver {
 
     fn notes(&self) -> Vec<Value> {
         ndjson(&std::fs::read(&self.log).unwrap_or_default())
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -1038,7 +1037,7 @@ fn an_http_token_others_can_read_is_refused() {
 
 /// A nats-server of the test's own, with JetStream, on a free port.
 struct NatsServer {
-    child: Child,
+    _child: Running,
     port: u16,
     _dir: tempfile::TempDir,
 }
@@ -1071,17 +1070,10 @@ impl NatsServer {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
         Some(Self {
-            child,
+            _child: Running(child),
             port,
             _dir: dir,
         })
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

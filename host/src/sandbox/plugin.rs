@@ -286,10 +286,7 @@ enum Exports {
     Detector {
         on_events: Func,
         authorize: Func,
-        /// `parts` (since 0.2.1), type-checked, with `on-events` and `authorize` also
-        /// checked against [`parts::Event`].
-        parts_export: Option<Func>,
-        /// What `parts` answered: the parts every event is lowered with.
+        /// What `parts` (since 0.2.1) answered: the parts every event is lowered with.
         parts: wit::EventParts,
     },
     Collector {
@@ -358,6 +355,9 @@ impl Instance {
         ctx: PluginContext,
     ) -> Result<(Instance, wit::PluginInfo), (FaultKind, String)> {
         let mut store = rt.new_store(ctx);
+        // The `parts` export (a 0.2.1 detector's), type-checked with `on-events` and
+        // `authorize` against [`parts::Event`]; called after `describe`.
+        let mut parts_export = None;
         let result = (|| -> wasmtime::Result<(Exports, Func)> {
             let instance = pre.instantiate(&mut store)?;
             let describe = export(&mut store, &instance, "describe")?;
@@ -372,10 +372,10 @@ impl Instance {
                     authorize.typed::<(&wit::Event,), (lift::Verdict,)>(&store)?;
                     // Since 0.2.1; asked after `describe`, below. An older component's
                     // export of that name (its world has none) is not consulted.
-                    let parts = (contract == Contract::V0_2_1)
+                    parts_export = (contract == Contract::V0_2_1)
                         .then(|| instance.get_func(&mut store, "parts"))
                         .flatten();
-                    if let Some(parts) = parts {
+                    if let Some(parts) = parts_export {
                         parts.typed::<(), (wit::EventParts,)>(&store)?;
                         on_events.typed::<(&[parts::Event<'_>],), (
                             Result<lift::List<lift::Detection>, lift::PluginError>,
@@ -385,7 +385,6 @@ impl Instance {
                     Exports::Detector {
                         on_events,
                         authorize,
-                        parts_export: parts,
                         parts: parts::every(),
                     }
                 }
@@ -442,13 +441,10 @@ impl Instance {
             )),
             Ok((info,)) => {
                 let mut exports = exports;
-                if let Exports::Detector {
-                    parts_export: Some(export),
-                    parts,
-                    ..
-                } = &mut exports
+                if let (Exports::Detector { parts, .. }, Some(export)) =
+                    (&mut exports, parts_export)
                 {
-                    let asked: Parts = checked(*export);
+                    let asked: Parts = checked(export);
                     let answer = asked.call(&mut store, ());
                     store.data_mut().flush_output();
                     let refused = store.data_mut().take_growth_refused();
