@@ -5,12 +5,14 @@
 //! with `config_dirs = { analytics = "<dir>" }` (config key `analytics`: every `*.yaml` /
 //! `*.yml` under the directory, read by the host) and may drop the corpus with
 //! `bundled = "false"`. An analytic that does not parse is skipped with a warning naming
-//! its file, line and column; the others load. Each event is mapped once
-//! to the Jamf event model (`GPProcessEvent` from exec/exit, `GPFSEvent` from
+//! its file, line and column; the others load. Each event is mapped once to the Jamf
+//! event model (`GPProcessEvent` from exec/exit, `GPFSEvent` from
 //! create/rename/unlink/close/write with Jamf's type codes, parent and responsible from the
 //! agent's process table, `signerType` from the signer class), then every analytic of that
 //! input type is evaluated in `level` order; an analytic that fires adds its name and tags
-//! to `$tags` and its context values to `$context` for higher levels.
+//! to `$tags` and its context values to `$context` for higher levels. The model is not
+//! built as JSON: [`model::JamfEvent`] answers each key path from the typed event, and
+//! builds a value only when an analytic first reads it. Its JSON form is [`jamf_event`].
 //!
 //! ES gives a process's arguments only in its exec event, but Jamf's process object carries
 //! `args` everywhere (exit, file events, relatives) and names the process-group leader
@@ -75,6 +77,9 @@ use std::collections::{HashMap, VecDeque};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use ward_predicate::{Analytic, Expr, Operand, Predicate, RegexBudget, RegexStats, Vars};
+
+pub mod model;
+use model::JamfEvent;
 use ward_sdk::enrich::EnrichError;
 use ward_sdk::prelude::*;
 use ward_sdk::{AuditToken, Destination, File};
@@ -351,29 +356,15 @@ fn add_relatives(value: &mut Value, p: &Process, args: &[String], images: &Image
     }
 }
 
-/// Adds the relatives of `event`'s acting process to its Jamf model `jamf` (built without
-/// them), as [`jamf_event_with`] would have.
-fn attach_relatives(jamf: &mut Value, event: &Event, images: &Images) {
-    let exec_args;
-    let (p, args) = match &event.data {
-        EventData::Exec(exec) => {
-            exec_args = bounded_args(&exec.args);
-            (&exec.target, exec_args.as_slice())
-        }
-        _ => (&event.process, images.args(event.process.token)),
-    };
-    if let Some(process) = jamf.get_mut("process") {
-        add_relatives(process, p, args, images);
-    }
-}
-
 fn is_dir(file: &File) -> bool {
     file.stat
         .as_ref()
         .is_some_and(|s| s.mode & 0o170000 == 0o040000)
 }
 
-/// Maps an event to (inputType, Jamf event), or `None` for kinds analytics do not see.
+/// Maps an event to (inputType, Jamf event as JSON), or `None` for kinds analytics do not
+/// see. Analytics are evaluated over [`JamfEvent`], which answers every key path as this
+/// JSON would (and is this JSON when read whole).
 /// `images` supplies the arguments of processes whose exec was seen earlier (the acting
 /// process of exit and file events, relatives) and the process-group leader.
 pub fn jamf_event(event: &Event, images: &Images) -> Option<(&'static str, Value)> {
@@ -857,12 +848,12 @@ impl FileContents {
 
     /// Fills `file.contentsAsDict` (and `file.snapshotData`) of the file event `jamf` when
     /// an analytic reading them could fire on it; the gates spend from `budget`.
-    fn fill(&mut self, jamf: &mut Value, budget: &RegexBudget) {
+    fn fill(&mut self, jamf: &mut JamfEvent<'_>, budget: &RegexBudget) {
         let vars = Vars::with_budget(jamf, budget);
         if !self.gates.iter().any(|g| g.eval(&vars)) {
             return;
         }
-        let Some(path) = jamf.get("path").and_then(Value::as_str).map(str::to_owned) else {
+        let Some(path) = jamf.path().map(str::to_owned) else {
             return;
         };
         let (now, bytes) = self.read(&path);
@@ -874,14 +865,15 @@ impl FileContents {
             Some(slot) => slot.read.clone(),
             None => Read::Failed,
         };
-        if let Some(Value::Object(file)) = jamf.get_mut("file") {
-            if let Read::Dict(dict) = now {
-                file.insert(CONTENTS.into(), dict);
-            }
-            if let Read::Dict(dict) = before {
-                file.insert(SNAPSHOT.into(), json!({ PLIST_DATA: dict }));
-            }
-        }
+        let contents = match now {
+            Read::Dict(dict) => Some(dict),
+            _ => None,
+        };
+        let snapshot = match before {
+            Read::Dict(dict) => Some(json!({ PLIST_DATA: dict })),
+            _ => None,
+        };
+        jamf.set_contents(contents, snapshot);
     }
 }
 
@@ -1205,7 +1197,7 @@ impl Detector for JamfAnalytics {
 
 /// What a filter sees: the event's model, the tags and context lower levels left.
 fn vars<'a>(
-    event: &'a Value,
+    event: &'a JamfEvent<'_>,
     tags: &'a Value,
     context: &'a Value,
     budget: &'a RegexBudget,
@@ -1223,10 +1215,10 @@ impl JamfAnalytics {
     fn evaluate(&mut self, event: &Event) -> Vec<Finding> {
         // Without relatives: they are added below, once, if an analytic that could still
         // fire reads them.
-        let Some((input_type, mut jamf)) = jamf_event_with(event, &self.images, &|_, _| false)
-        else {
+        let Some(mut jamf) = JamfEvent::new(event, &self.images) else {
             return Vec::new();
         };
+        let input_type = jamf.input_type;
         // One budget of backtracking regular-expression work per event, shared by the
         // content gates and every analytic.
         let budget = RegexBudget::default();
@@ -1239,12 +1231,11 @@ impl JamfAnalytics {
         let mut context = Value::Object(Map::new());
         let mut findings = Vec::new();
         let mut cut: Vec<&str> = Vec::new();
-        let event_type = jamf.get("type").and_then(Value::as_i64);
+        let event_type = Some(jamf.type_code);
         let mut candidates = Vec::new();
         if let Some(index) = self.index.get(input_type) {
             index.select(&vars(&jamf, &tags, &context, &budget), &mut candidates);
         }
-        let mut with_relatives = false;
         for &position in &candidates {
             let (Some(a), Some(pinned), Some(gate), Some(context_reads)) = (
                 self.analytics.get(position),
@@ -1258,13 +1249,14 @@ impl JamfAnalytics {
                 continue;
             }
             let before = budget.stats();
-            if !with_relatives && let Some(gate) = gate {
+            if !jamf.has_relatives()
+                && let Some(gate) = gate
+            {
                 if !gate.eval(&vars(&jamf, &tags, &context, &budget)) {
                     continue;
                 }
-                attach_relatives(&mut jamf, event, &self.images);
+                jamf.attach_relatives(&self.images);
                 self.relatives_built += 1;
-                with_relatives = true;
             }
             let fired = a.filter.eval(&vars(&jamf, &tags, &context, &budget));
             let after = budget.stats();
@@ -1274,10 +1266,9 @@ impl JamfAnalytics {
             if !fired {
                 continue;
             }
-            if !with_relatives && *context_reads {
-                attach_relatives(&mut jamf, event, &self.images);
+            if !jamf.has_relatives() && *context_reads {
+                jamf.attach_relatives(&self.images);
                 self.relatives_built += 1;
-                with_relatives = true;
             }
             let mut finding = Finding::new(
                 &a.name,
@@ -1327,7 +1318,7 @@ mod tests {
     use super::*;
     use std::collections::BTreeSet;
     use std::sync::OnceLock;
-    use ward_predicate::MAX_NESTING;
+    use ward_predicate::{Key, MAX_NESTING};
     use ward_sdk::{ExitEvent, testing};
 
     /// Loading compiles every filter's regular expressions: do it once per test binary.
@@ -2570,6 +2561,123 @@ mod tests {
         let mut expected = vec![4000; 16];
         expected.push(MAX_ARGS_BYTES - 16 * 4000);
         assert_eq!(kept.iter().map(String::len).collect::<Vec<_>>(), expected);
+    }
+
+    /// Every key path of the JSON model (objects walked to the leaves), each followed by
+    /// the keys analytics put after them (counts, indexing, NSString keys, an unknown key),
+    /// and an unknown key at every level.
+    fn key_paths(value: &Value, prefix: &[Key], out: &mut Vec<Vec<Key>>) {
+        let name = |k: &str| Key::Name(k.to_owned());
+        let tails = [
+            vec![],
+            vec![Key::Count],
+            vec![Key::Size],
+            vec![Key::First],
+            vec![Key::Last],
+            vec![Key::Index(1)],
+            vec![name("lastPathComponent")],
+            vec![name("lastPathComponent"), name("length")],
+            vec![name("pathExtension")],
+            vec![name("stringByDeletingLastPathComponent")],
+            vec![name("lowercaseString")],
+            vec![name("nosuchkey")],
+            vec![name("nosuchkey"), Key::Count],
+        ];
+        for tail in &tails {
+            out.push([prefix, tail].concat());
+        }
+        if let Value::Object(map) = value {
+            for (key, child) in map {
+                key_paths(child, &[prefix, &[name(key)]].concat(), out);
+            }
+        }
+    }
+
+    #[test]
+    fn the_typed_model_answers_every_key_path_as_the_json_one() {
+        let mut events: Vec<Event> = Vec::new();
+        let mut table = Vec::new();
+        for c in cases().into_iter().chain(contents_cases()) {
+            events.extend(c.history);
+            events.push(c.hit);
+            events.push(c.miss);
+            table.extend(c.table);
+        }
+        // An app is its own responsible process; a login shell leads its group.
+        let mut app = proc_at(900, "/Applications/A.app/Contents/MacOS/A", "com.example.a");
+        app.responsible_token = Some(app.token);
+        app.parent_token = Some(launchd().token);
+        events.push(testing::exec_of(app.clone(), &["A", "--flag"]));
+        events.push(testing::close_modified(
+            app.clone(),
+            "/Users/u/Library/x.plist",
+        ));
+        events.push(exited(app.clone(), 1));
+        table.push(launchd());
+        testing::reset();
+        for p in table {
+            testing::add_process(p);
+        }
+        let contents = json!({"Label": "x", "Program": ["/bin/sh", "-c"], "nested": {"a": 1}});
+        let snapshot = json!({ PLIST_DATA: {"Label": "y"} });
+        let mut images = Images::default();
+        let (mut paths_checked, mut with_relatives) = (0, 0);
+        for event in &events {
+            if let EventData::Exec(exec) = &event.data {
+                images.forget(event.process.token);
+                images.record(&exec.target, &exec.args);
+            }
+            for relatives in [false, true] {
+                for read in [false, true] {
+                    let Some((input_type, mut json)) =
+                        jamf_event_with(event, &images, &|_, _| relatives)
+                    else {
+                        assert!(JamfEvent::new(event, &images).is_none());
+                        continue;
+                    };
+                    let mut typed = JamfEvent::new(event, &images).unwrap();
+                    assert_eq!(typed.input_type, input_type);
+                    if relatives {
+                        typed.attach_relatives(&images);
+                        with_relatives += 1;
+                    }
+                    if read && let Some(Value::Object(file)) = json.get_mut("file") {
+                        file.insert(CONTENTS.into(), contents.clone());
+                        file.insert(SNAPSHOT.into(), snapshot.clone());
+                        typed.set_contents(Some(contents.clone()), Some(snapshot.clone()));
+                    }
+                    let mut paths = Vec::new();
+                    key_paths(&json, &[], &mut paths);
+                    for keys in paths {
+                        for var in ["event", "file"] {
+                            let operand = Operand::Path {
+                                var: Some(var.into()),
+                                keys: keys.clone(),
+                            };
+                            let want = Predicate::resolve(&operand, &Vars::new(&json));
+                            let got = Predicate::resolve(&operand, &Vars::new(&typed));
+                            assert_eq!(got, want, "${var}.{keys:?} of {json}");
+                            paths_checked += 1;
+                        }
+                        // A bare key path starts at {event, tags, context}.
+                        let bare = Operand::Path {
+                            var: None,
+                            keys: [&[Key::Name("event".into())], keys.as_slice()].concat(),
+                        };
+                        assert_eq!(
+                            Predicate::resolve(&bare, &Vars::new(&typed)),
+                            Predicate::resolve(&bare, &Vars::new(&json)),
+                            "{keys:?}"
+                        );
+                    }
+                }
+            }
+        }
+        // The cases hold execs, exits and every file event, with and without relatives
+        // known to the process table or remembered.
+        assert!(paths_checked > 50_000, "{paths_checked}");
+        assert!(with_relatives > 100, "{with_relatives}");
+        testing::reset();
     }
 
     #[test]

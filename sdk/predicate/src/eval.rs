@@ -1,11 +1,13 @@
-//! Evaluating a predicate over JSON values. Evaluation never fails: a missing key is `nil`,
-//! a comparison between mismatched types is false, and a `MATCHES` the evaluation's
-//! [`RegexBudget`] cannot pay for is false (and counted).
+//! Evaluating a predicate over JSON values, or over a [`Model`] that answers key paths of
+//! `$event` itself. Evaluation never fails: a missing key is `nil`, a comparison between
+//! mismatched types is false, and a `MATCHES` the evaluation's [`RegexBudget`] cannot pay
+//! for is false (and counted).
 //!
 //! Evaluation recurses once per level of nesting, which the parser bounds
 //! ([`crate::MAX_NESTING`]); `AND`/`OR` chains are flat.
 
 use std::borrow::Cow;
+use std::fmt::Debug;
 
 use serde_json::{Map, Value};
 use unicode_normalization::UnicodeNormalization;
@@ -13,12 +15,39 @@ use unicode_normalization::UnicodeNormalization;
 use crate::parser::{Aggregate, Expr, Key, Op, Operand, Options, Predicate};
 use crate::pattern::RegexBudget;
 
+/// What `$event` is to a predicate. A JSON value is one; a detector may answer key paths
+/// from its own typed event instead, so that no JSON object is built per event and no
+/// string-keyed map is searched per key.
+///
+/// A model must answer every key path as its JSON form ([`Model::whole`]) would: the
+/// evaluator cannot tell them apart, and neither may an analytic.
+pub trait Model: Debug {
+    /// `$event.first.rest…` as far as the model answers it itself: the value at `first`
+    /// and the first `n` keys of `rest`, with `n`. The evaluator walks the remaining keys
+    /// over that value as over JSON (so `n = 0` with the value at `first` is always
+    /// right); a key the model does not hold is `nil`, as in JSON.
+    fn walk(&self, first: &str, rest: &[Key]) -> (Cow<'_, Value>, usize);
+
+    /// `$event` as a whole, as JSON.
+    fn whole(&self) -> Cow<'_, Value>;
+}
+
+impl Model for Value {
+    fn walk(&self, first: &str, _rest: &[Key]) -> (Cow<'_, Value>, usize) {
+        (step(Cow::Borrowed(self), first), 0)
+    }
+
+    fn whole(&self) -> Cow<'_, Value> {
+        Cow::Borrowed(self)
+    }
+}
+
 /// The variables a predicate sees: `$event`, `$tags`, `$context`, `$file`; and the budget
 /// of backtracking regular-expression work every predicate evaluated with them shares.
 #[derive(Debug, Clone)]
 pub struct Vars<'a> {
     /// `$event`.
-    pub event: &'a Value,
+    pub event: &'a dyn Model,
     /// `$tags` (an array of strings).
     pub tags: Cow<'a, Value>,
     /// `$context` (an object).
@@ -29,7 +58,7 @@ pub struct Vars<'a> {
 
 impl<'a> Vars<'a> {
     /// Variables for `event`, with no tags and no context yet, and a fresh default budget.
-    pub fn new(event: &'a Value) -> Self {
+    pub fn new(event: &'a dyn Model) -> Self {
         Self {
             event,
             tags: Cow::Owned(Value::Array(Vec::new())),
@@ -39,23 +68,50 @@ impl<'a> Vars<'a> {
     }
 
     /// Variables for `event` spending from `budget` (shared with other evaluations).
-    pub fn with_budget(event: &'a Value, budget: &'a RegexBudget) -> Self {
+    pub fn with_budget(event: &'a dyn Model, budget: &'a RegexBudget) -> Self {
         Self {
             regex_budget: Cow::Borrowed(budget),
             ..Self::new(event)
         }
     }
 
+    /// `$name.keys…` for a variable other than `$event`, before its keys.
     fn var(&self, name: &str) -> Cow<'_, Value> {
         match name {
-            "event" => Cow::Borrowed(self.event),
             "tags" => Cow::Borrowed(self.tags.as_ref()),
             "context" => Cow::Borrowed(self.context.as_ref()),
-            // `$file` is the event's file in the one analytic that uses it.
-            "file" => Cow::Borrowed(self.event.get("file").unwrap_or(&Value::Null)),
             _ => Cow::Owned(Value::Null),
         }
     }
+}
+
+/// `$event.keys…`.
+fn event_path<'v>(model: &'v dyn Model, keys: &[Key]) -> Cow<'v, Value> {
+    match keys.split_first() {
+        Some((Key::Name(first), rest)) => from(model.walk(first, rest), rest),
+        _ => walk_keys(model.whole(), keys),
+    }
+}
+
+/// What [`Model::walk`] answered, walked on along the `rest` it did not take.
+fn from<'v>((value, taken): (Cow<'v, Value>, usize), rest: &[Key]) -> Cow<'v, Value> {
+    walk_keys(value, rest.get(taken..).unwrap_or_default())
+}
+
+fn walk_keys<'v>(mut current: Cow<'v, Value>, keys: &[Key]) -> Cow<'v, Value> {
+    for key in keys {
+        current = step_key(current, key);
+    }
+    current
+}
+
+/// The value of key `name` of `value`, as a key path step: the object's member, an
+/// NSString key path (`lastPathComponent`, `length`, …) or `valueForKey:` over an array;
+/// `nil` otherwise. For models answering such keys themselves.
+pub fn key_of(value: &Value, name: &str) -> Value {
+    named(value, name)
+        .cloned()
+        .unwrap_or_else(|| derived(value, name))
 }
 
 impl Predicate {
@@ -131,53 +187,48 @@ fn value<'v>(operand: &'v Operand, vars: &'v Vars<'_>) -> Cow<'v, Value> {
         Operand::List(items) => Cow::Owned(Value::Array(
             items.iter().map(|i| value(i, vars).into_owned()).collect(),
         )),
-        Operand::Path { var, keys } => {
-            let (mut current, rest) = match var {
-                Some(name) => (vars.var(name), keys.as_slice()),
-                None => bare_root(keys, vars),
-            };
-            for key in rest {
-                current = step(current, key);
-            }
-            current
-        }
+        Operand::Path { var, keys } => match var.as_deref() {
+            Some("event") => event_path(vars.event, keys),
+            // `$file` is the event's file in the one analytic that uses it.
+            Some("file") => from(vars.event.walk("file", keys), keys),
+            Some(name) => walk_keys(vars.var(name), keys),
+            None => bare_root(keys, vars),
+        },
     }
 }
 
 /// A bare key path is looked up in the evaluated object `{event, tags, context}`: its first
 /// key is resolved without building that object (a copy of the event per comparison).
-/// Returns the value after the keys consumed and the keys left.
-fn bare_root<'v, 'k>(keys: &'k [Key], vars: &'v Vars<'_>) -> (Cow<'v, Value>, &'k [Key]) {
+fn bare_root<'v>(keys: &[Key], vars: &'v Vars<'_>) -> Cow<'v, Value> {
     let Some((first, rest)) = keys.split_first() else {
         let mut root = Map::new();
-        root.insert("event".into(), vars.event.clone());
+        root.insert("event".into(), vars.event.whole().into_owned());
         root.insert("tags".into(), vars.tags.as_ref().clone());
         root.insert("context".into(), vars.context.as_ref().clone());
-        return (Cow::Owned(Value::Object(root)), keys);
+        return Cow::Owned(Value::Object(root));
     };
-    let value = match first {
-        Key::Name(n) if n == "event" => Cow::Borrowed(vars.event),
-        Key::Name(n) if n == "tags" => Cow::Borrowed(vars.tags.as_ref()),
-        Key::Name(n) if n == "context" => Cow::Borrowed(vars.context.as_ref()),
+    match first {
+        Key::Name(n) if n == "event" => event_path(vars.event, rest),
+        Key::Name(n) if n == "tags" || n == "context" => walk_keys(vars.var(n), rest),
         // What `@count` and `[SIZE]` say of a three-key object; anything else is nil.
-        Key::Count | Key::Size => Cow::Owned(Value::from(3)),
-        _ => Cow::Owned(Value::Null),
-    };
-    (value, rest)
+        Key::Count | Key::Size => walk_keys(Cow::Owned(Value::from(3)), rest),
+        _ => walk_keys(Cow::Owned(Value::Null), rest),
+    }
 }
 
-fn step<'v>(current: Cow<'v, Value>, key: &Key) -> Cow<'v, Value> {
+/// One step along a named key.
+fn step<'v>(current: Cow<'v, Value>, name: &str) -> Cow<'v, Value> {
+    match current {
+        Cow::Borrowed(v) => {
+            named(v, name).map_or_else(|| Cow::Owned(derived(v, name)), Cow::Borrowed)
+        }
+        Cow::Owned(v) => Cow::Owned(key_of(&v, name)),
+    }
+}
+
+fn step_key<'v>(current: Cow<'v, Value>, key: &Key) -> Cow<'v, Value> {
     match key {
-        Key::Name(name) => match current {
-            Cow::Borrowed(v) => {
-                named(v, name).map_or_else(|| Cow::Owned(derived(v, name)), Cow::Borrowed)
-            }
-            Cow::Owned(v) => Cow::Owned(
-                named(&v, name)
-                    .cloned()
-                    .unwrap_or_else(|| derived(&v, name)),
-            ),
-        },
+        Key::Name(name) => step(current, name),
         Key::Count | Key::Size => Cow::Owned(Value::from(match current.as_ref() {
             Value::Array(a) => a.len(),
             Value::Object(o) => o.len(),
@@ -681,6 +732,50 @@ mod tests {
                 .unwrap()
                 .eval(&vars)
         );
+    }
+
+    /// A model answering `process.name` itself, and nothing else.
+    #[derive(Debug)]
+    struct Typed(Value);
+
+    impl Model for Typed {
+        fn walk(&self, first: &str, rest: &[Key]) -> (Cow<'_, Value>, usize) {
+            match (first, rest.first()) {
+                ("process", Some(Key::Name(n))) if n == "name" => {
+                    (Cow::Owned(Value::String("typed".into())), 1)
+                }
+                _ => self.0.walk(first, rest),
+            }
+        }
+
+        fn whole(&self) -> Cow<'_, Value> {
+            Cow::Borrowed(&self.0)
+        }
+    }
+
+    #[test]
+    fn a_model_answers_what_it_holds_and_the_evaluator_walks_on() {
+        let json = json!({"process": {"name": "json", "args": ["a", "b"]}, "type": 1});
+        let typed = Typed(json.clone());
+        let holds = |filter: &str, model: &dyn Model| {
+            Predicate::parse(filter).unwrap().eval(&Vars::new(model))
+        };
+        // Answered by the model, then walked on by the evaluator.
+        assert!(holds(r#"$event.process.name == "typed""#, &typed));
+        assert!(holds("$event.process.name.length == 5", &typed));
+        assert!(holds(
+            r#"$file == nil AND event.process.name == "typed""#,
+            &typed
+        ));
+        // Everything else as JSON.
+        for filter in [
+            "$event.process.args.@count == 2 AND $event.type == 1",
+            r#"ANY $event.process.args == "b" AND $event.@count == 2"#,
+            "event.process.args[LAST] == 'b'",
+        ] {
+            assert_eq!(holds(filter, &typed), holds(filter, &json), "{filter}");
+        }
+        assert!(!holds(r#"$event.process.name == "json""#, &typed));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! ward-predicate: the predicate language of Jamf Protect custom analytics (NSPredicate
-//! syntax) — parsed once with precise errors, evaluated many times over JSON values.
+//! syntax) — parsed once with precise errors, evaluated many times over JSON values or over
+//! a detector's own typed event ([`Model`]).
 //!
 //! ```
 //! use ward_predicate::{Predicate, Vars};
@@ -32,8 +33,8 @@ mod parser;
 mod pattern;
 
 pub use analytic::{Analytic, AnalyticError, parse_analytic};
-pub use eval::Vars;
-pub use parser::{Expr, IndexKey, MAX_NESTING, Operand, ParseError, Predicate};
+pub use eval::{Model, Vars, key_of};
+pub use parser::{Expr, IndexKey, Key, MAX_NESTING, Operand, ParseError, Predicate};
 pub use pattern::{
     BACKTRACK_LIMITS, EVENT_BACKTRACK_BUDGET, FORWARD_STEPS, MAX_BACKTRACKS, MAX_DFA_CACHE_BYTES,
     MAX_PATTERN_BYTES, Pattern, RegexBudget, RegexStats,
