@@ -198,7 +198,7 @@ impl<R: Read> LineReader<R> {
                 }
                 saw_any = true;
                 let chunk = self.buf.get(self.start..self.end).unwrap_or_default();
-                let (piece, done) = match chunk.iter().position(|&b| b == b'\n') {
+                let (piece, done) = match memchr::memchr(b'\n', chunk) {
                     Some(i) => (chunk.get(..i).unwrap_or_default(), Some(i + 1)),
                     None => (chunk, None),
                 };
