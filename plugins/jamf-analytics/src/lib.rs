@@ -77,12 +77,12 @@ use std::collections::{HashMap, VecDeque};
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use ward_predicate::{Analytic, Expr, Operand, Predicate, RegexBudget, RegexStats, Vars};
-
-pub mod model;
-use model::JamfEvent;
 use ward_sdk::enrich::EnrichError;
 use ward_sdk::prelude::*;
 use ward_sdk::{AuditToken, Destination, File};
+
+pub mod model;
+use model::JamfEvent;
 
 include!(concat!(env!("OUT_DIR"), "/bundled.rs"));
 
