@@ -76,7 +76,7 @@ use std::collections::{HashMap, VecDeque};
 
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
-use ward_predicate::{Analytic, Expr, Operand, Predicate, RegexBudget, RegexStats, Vars};
+use ward_predicate::{Analytic, Expr, Operand, Predicate, RegexBudget, RegexStats, Regexes, Vars};
 use ward_sdk::enrich::EnrichError;
 use ward_sdk::prelude::*;
 use ward_sdk::{AuditToken, Destination, File};
@@ -989,14 +989,15 @@ impl RegexUse {
         self.cut_events += 1;
         if self.cut_events.is_power_of_two() {
             ward_sdk::log::warn(&format!(
-                "regular-expression budget: on {} events so far a match that needs \
-                 backtracking was cut short and evaluated false ({} over the {} backtrack \
-                 limit, {} skipped once the event's budget was spent); this event: {}; \
-                 logged at powers of two",
+                "regular-expression budget: on {} events so far a match was cut short and \
+                 evaluated false ({} over the {} backtrack limit, {} skipped once the \
+                 event's budget was spent, {} whose pattern did not compile); this event: \
+                 {}; logged at powers of two",
                 self.cut_events,
                 self.total.over_limit,
                 ward_predicate::MAX_BACKTRACKS,
                 self.total.skipped,
+                self.total.uncompiled,
                 cut.join(", ")
             ));
         }
@@ -1010,14 +1011,25 @@ pub const ANALYTICS: &str = "analytics";
 pub const BUNDLED_KEY: &str = "bundled";
 
 /// Parses `(file, yaml)` pairs; each failure is logged naming the file, line and column.
+///
+/// The bundled corpus's `MATCHES` patterns are compiled when an event first needs them (a
+/// test holds that each compiles): two of them take ~45 ms to build together, most of an
+/// instance's start, and an event reaches them only past their literal (a crash report, a
+/// launch daemon removed). The admin's are compiled here, so one that does not compile is
+/// refused at load with its file, line and column.
 fn parse_all<'a>(
     files: impl Iterator<Item = (&'a str, &'a str)>,
     origin: &str,
     analytics: &mut Vec<Analytic>,
 ) -> usize {
+    let regexes = if origin == "bundled" {
+        Regexes::OnFirstUse
+    } else {
+        Regexes::AtParse
+    };
     let mut failed = 0;
     for (path, yaml) in files {
-        match ward_predicate::parse_analytic(yaml) {
+        match ward_predicate::parse_analytic_with(yaml, regexes) {
             Ok(a) => analytics.push(a),
             Err(e) => {
                 failed += 1;
@@ -1260,7 +1272,10 @@ impl JamfAnalytics {
             }
             let fired = a.filter.eval(&vars(&jamf, &tags, &context, &budget));
             let after = budget.stats();
-            if after.over_limit > before.over_limit || after.skipped > before.skipped {
+            if after.over_limit > before.over_limit
+                || after.skipped > before.skipped
+                || after.uncompiled > before.uncompiled
+            {
                 cut.push(&a.name);
             }
             if !fired {
@@ -1569,6 +1584,10 @@ mod tests {
             .filter(|t| t.is_some())
             .count();
         assert_eq!(pinned, 64);
+        // Their patterns wait for their first use: each compiles.
+        for a in JamfAnalytics::default().analytics {
+            assert_eq!(a.filter.compile_regexes(), Ok(()), "{}", a.name);
+        }
     }
 
     /// Asserts each case fires on its hit and not on its near miss.

@@ -23,6 +23,7 @@ pub const MAX_YAML_DEPTH: usize = 16;
 pub const MAX_YAML_NODES: usize = 4096;
 
 use crate::parser::{Operand, Predicate};
+use crate::pattern::Regexes;
 
 /// One loaded analytic.
 #[derive(Debug, Clone)]
@@ -186,8 +187,14 @@ fn check_yaml(text: &str) -> Result<(), AnalyticError> {
     }
 }
 
-/// Parses one analytic file's text.
+/// Parses one analytic file's text, compiling its filter's `MATCHES` patterns now.
 pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
+    parse_analytic_with(text, Regexes::AtParse)
+}
+
+/// Parses one analytic file's text, compiling its filter's `MATCHES` patterns when
+/// `regexes` says.
+pub fn parse_analytic_with(text: &str, regexes: Regexes) -> Result<Analytic, AnalyticError> {
     check_yaml(text)?;
     let docs = YamlLoader::load_from_str(text).map_err(|e| AnalyticError {
         line: e.marker().line(),
@@ -216,7 +223,7 @@ pub fn parse_analytic(text: &str) -> Result<Analytic, AnalyticError> {
     let name = required("name")?;
     let input_type = required("inputType")?;
     let filter_text = required("filter")?;
-    let filter = Predicate::parse(&filter_text).map_err(|e| {
+    let filter = Predicate::parse_with(&filter_text, regexes).map_err(|e| {
         let (line, column) = FilterMap::new(text, &filter_text)
             .map(|m| m.position(e.offset))
             .unwrap_or((e.line, e.column));

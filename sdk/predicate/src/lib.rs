@@ -32,10 +32,10 @@ mod lexer;
 mod parser;
 mod pattern;
 
-pub use analytic::{Analytic, AnalyticError, parse_analytic};
+pub use analytic::{Analytic, AnalyticError, parse_analytic, parse_analytic_with};
 pub use eval::{Model, Vars, key_of};
 pub use parser::{Expr, IndexKey, Key, MAX_NESTING, Operand, ParseError, Predicate};
 pub use pattern::{
     BACKTRACK_LIMITS, EVENT_BACKTRACK_BUDGET, FORWARD_STEPS, MAX_BACKTRACKS, MAX_DFA_CACHE_BYTES,
-    MAX_PATTERN_BYTES, Pattern, RegexBudget, RegexStats,
+    MAX_PATTERN_BYTES, Pattern, RegexBudget, RegexStats, Regexes,
 };

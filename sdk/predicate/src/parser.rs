@@ -4,7 +4,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::lexer::{Tok, lex};
-use crate::pattern::Pattern;
+use crate::pattern::{Pattern, Regexes};
 
 /// Deepest nesting a filter may use: parentheses, `NOT`/`!`, `{…}` lists and parenthesised
 /// operands each add a level. Expressions are parsed without recursion, but operands, and
@@ -271,14 +271,38 @@ impl Predicate {
         walk(&self.expr, var)
     }
 
-    /// Parses `text`.
+    /// Compiles every `MATCHES` pattern that waits for its first use
+    /// ([`Regexes::OnFirstUse`]); the error names the first that does not compile and why.
+    pub fn compile_regexes(&self) -> Result<(), String> {
+        // Recurses once per level of nesting, which the parser bounds (MAX_NESTING).
+        fn walk(expr: &Expr) -> Result<(), String> {
+            match expr {
+                Expr::And(all) | Expr::Or(all) => all.iter().try_for_each(walk),
+                Expr::Not(e) => walk(e),
+                Expr::Const(_) => Ok(()),
+                Expr::Compare { op, .. } => match op {
+                    Op::Matches(pattern) => pattern.compile_now(),
+                    _ => Ok(()),
+                },
+            }
+        }
+        walk(&self.expr)
+    }
+
+    /// Parses `text`, compiling its `MATCHES` patterns now.
     pub fn parse(text: &str) -> Result<Self, ParseError> {
+        Self::parse_with(text, Regexes::AtParse)
+    }
+
+    /// Parses `text`, compiling its `MATCHES` patterns when `regexes` says.
+    pub fn parse_with(text: &str, regexes: Regexes) -> Result<Self, ParseError> {
         let tokens = lex(text)?;
         let mut p = Parser {
             text,
             tokens,
             pos: 0,
             depth: 0,
+            regexes,
         };
         let expr = p.or()?;
         p.expect_end()?;
@@ -296,6 +320,7 @@ impl Predicate {
             tokens,
             pos: 0,
             depth: 0,
+            regexes: Regexes::AtParse,
         };
         let operand = p.operand()?;
         p.expect_end()?;
@@ -309,6 +334,8 @@ struct Parser<'a> {
     pos: usize,
     /// Levels of nesting open at `pos` (see [`MAX_NESTING`]).
     depth: usize,
+    /// When `MATCHES` patterns are compiled.
+    regexes: Regexes,
 }
 
 fn keyword(tok: &Tok, word: &str) -> bool {
@@ -488,14 +515,15 @@ impl Parser<'_> {
                         "a key path or list (patterns are compiled once, from the filter)",
                     ));
                 };
-                let compiled = Pattern::new(pattern, options.case_insensitive).map_err(|e| {
-                    ParseError::at(
-                        self.text,
-                        rhs_at,
-                        "a regular expression ward can match in bounded time",
-                        &format!("{pattern:?}, which {e}"),
-                    )
-                })?;
+                let compiled = Pattern::new(pattern, options.case_insensitive, self.regexes)
+                    .map_err(|e| {
+                        ParseError::at(
+                            self.text,
+                            rhs_at,
+                            "a regular expression ward can match in bounded time",
+                            &format!("{pattern:?}, which {e}"),
+                        )
+                    })?;
                 Op::Matches(Arc::new(compiled))
             }
         };

@@ -1,5 +1,6 @@
-//! `MATCHES` patterns: compiled once at parse time, refused when a feature has no bound on
-//! its cost, and run on the backtracking engine only within a per-evaluation budget.
+//! `MATCHES` patterns: compiled once (at parse time, or when first needed), refused when a
+//! feature has no bound on its cost, and run on the backtracking engine only within a
+//! per-evaluation budget.
 //!
 //! fancy-regex hands a pattern without look-around or other "fancy" features to the
 //! linear-time `regex` engine: those cost no budget. A pattern that needs its backtracking
@@ -13,6 +14,13 @@
 //! the skip is counted, and the budget is spent (later backtracking matches of the same
 //! evaluation are skipped too). The caller decides what an evaluation is; jamf-analytics gives
 //! every event one budget, shared by all its analytics.
+//!
+//! When patterns are compiled is the caller's choice ([`Regexes`]): at parse time, so a
+//! pattern that does not compile refuses its filter there; or on first use, for filters
+//! whose patterns are known to compile (a bundled corpus, held by a test), so that a
+//! pattern whose automaton is costly to build — a bounded repetition of a Unicode class,
+//! `[\w.-]{1,83}`, takes 20–25 ms — costs nothing until an event needs it. Either way the
+//! pattern is parsed, and refused features refused, at parse time.
 
 use std::cell::Cell;
 use std::sync::OnceLock;
@@ -140,10 +148,26 @@ fn required_literal(tree: &Re) -> Option<Required> {
         })
 }
 
+/// When a `MATCHES` pattern is compiled (see the module).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Regexes {
+    /// While the filter is parsed: a pattern that does not compile refuses the filter.
+    #[default]
+    AtParse,
+    /// When a match first needs it. A pattern that then does not compile matches nothing,
+    /// counted as [`RegexStats::uncompiled`]; [`crate::Predicate::compile_regexes`] compiles
+    /// them all now and says which would not.
+    OnFirstUse,
+}
+
 #[derive(Debug, Clone)]
 enum Engine {
-    /// Delegated to the linear-time engine: no budget.
-    Linear(Regex),
+    /// Delegated to the linear-time engine: no budget. The pattern as compiled, and its
+    /// compiled form (`None` if it would not compile).
+    Linear {
+        whole: String,
+        compiled: OnceLock<Option<Regex>>,
+    },
     /// Needs the backtracking VM: the pattern as compiled, and one compiled copy per
     /// [`BACKTRACK_LIMITS`] entry (`None` if it would not compile).
     Backtracking {
@@ -169,12 +193,16 @@ pub struct RegexStats {
     pub over_limit: u64,
     /// Matches not run (or not finished) because the budget was spent (evaluated false).
     pub skipped: u64,
+    /// Matches not run because a pattern compiled on first use ([`Regexes::OnFirstUse`])
+    /// did not compile (evaluated false).
+    pub uncompiled: u64,
 }
 
 impl RegexStats {
-    /// True when some match was cut short (over the limit or out of budget).
+    /// True when some match was cut short (over the limit, out of budget, or its pattern
+    /// did not compile).
     pub fn cut_short(&self) -> bool {
-        self.over_limit > 0 || self.skipped > 0
+        self.over_limit > 0 || self.skipped > 0 || self.uncompiled > 0
     }
 
     /// Adds `other` in.
@@ -182,6 +210,7 @@ impl RegexStats {
         self.attempts += other.attempts;
         self.over_limit += other.over_limit;
         self.skipped += other.skipped;
+        self.uncompiled += other.uncompiled;
     }
 }
 
@@ -289,9 +318,14 @@ fn needs_backtracking(tree: &Re) -> bool {
 }
 
 impl Pattern {
-    /// Compiles `pattern` as a whole-string match, case-insensitive if asked. The error says
-    /// why not, as "the pattern …" would continue ("uses a back-reference: …").
-    pub(crate) fn new(pattern: &str, case_insensitive: bool) -> Result<Self, String> {
+    /// Compiles `pattern` as a whole-string match, case-insensitive if asked, now or on
+    /// first use as `regexes` says. The error says why not, as "the pattern …" would
+    /// continue ("uses a back-reference: …").
+    pub(crate) fn new(
+        pattern: &str,
+        case_insensitive: bool,
+        regexes: Regexes,
+    ) -> Result<Self, String> {
         if pattern.len() > MAX_PATTERN_BYTES {
             return Err(format!(
                 "is {} bytes, over the {MAX_PATTERN_BYTES}-byte limit",
@@ -305,14 +339,20 @@ impl Pattern {
         if let Some(why) = refused_feature(&tree.expr) {
             return Err(format!("uses {why}"));
         }
-        let engine = if needs_backtracking(&tree.expr) {
-            let [first, ..] = BACKTRACK_LIMITS;
-            let first = Some(build(&whole, first)?);
-            let tiers = Box::new([OnceLock::from(first), OnceLock::new(), OnceLock::new()]);
+        let [first, ..] = BACKTRACK_LIMITS;
+        let backtracking = needs_backtracking(&tree.expr);
+        // Should fancy-regex still use its VM for a linear pattern, the largest limit bounds
+        // the match.
+        let limit = if backtracking { first } else { MAX_BACKTRACKS };
+        let compiled = match regexes {
+            Regexes::AtParse => OnceLock::from(Some(build(&whole, limit)?)),
+            Regexes::OnFirstUse => OnceLock::new(),
+        };
+        let engine = if backtracking {
+            let tiers = Box::new([compiled, OnceLock::new(), OnceLock::new()]);
             Engine::Backtracking { whole, tiers }
         } else {
-            // Should fancy-regex still use its VM, the largest limit bounds the match.
-            Engine::Linear(build(&whole, MAX_BACKTRACKS)?)
+            Engine::Linear { whole, compiled }
         };
         Ok(Self {
             engine,
@@ -325,6 +365,28 @@ impl Pattern {
         matches!(self.engine, Engine::Backtracking { .. })
     }
 
+    /// Compiles the pattern now if it waits for its first use; the error says why it does
+    /// not compile.
+    pub(crate) fn compile_now(&self) -> Result<(), String> {
+        let (whole, cell, limit) = match &self.engine {
+            Engine::Linear { whole, compiled } => (whole, compiled, MAX_BACKTRACKS),
+            Engine::Backtracking { whole, tiers } => {
+                let [first, ..] = tiers.as_ref();
+                let [limit, ..] = BACKTRACK_LIMITS;
+                (whole, first, limit)
+            }
+        };
+        match cell.get() {
+            Some(Some(_)) => Ok(()),
+            // A first use found it would not compile: compiled again for the reason.
+            Some(None) => build(whole, limit).map(drop),
+            None => {
+                let _ = cell.set(Some(build(whole, limit)?));
+                Ok(())
+            }
+        }
+    }
+
     /// True if `text` matches; false when it does not, or when the budget cannot pay for
     /// finding out (counted in `budget`).
     pub(crate) fn is_match(&self, text: &str, budget: &RegexBudget) -> bool {
@@ -334,10 +396,17 @@ impl Pattern {
             return false;
         }
         let (whole, tiers) = match &self.engine {
-            Engine::Linear(re) => return re.is_match(text).unwrap_or(false),
+            Engine::Linear { whole, compiled } => {
+                let Some(re) = compiled.get_or_init(|| build(whole, MAX_BACKTRACKS).ok()) else {
+                    budget.note(|s| s.uncompiled += 1);
+                    return false;
+                };
+                return re.is_match(text).unwrap_or(false);
+            }
             Engine::Backtracking { whole, tiers } => (whole, tiers),
         };
         let bytes = text.len() as u64 + 1;
+        let mut first = true;
         for (limit, tier) in BACKTRACK_LIMITS.iter().zip(tiers.iter()) {
             let cost = bytes.saturating_mul(*limit as u64 + FORWARD_STEPS);
             if !budget.take(cost) {
@@ -345,8 +414,14 @@ impl Pattern {
                 return false;
             }
             let Some(re) = tier.get_or_init(|| build(whole, *limit).ok()) else {
+                if first {
+                    // Compiled at parse time unless asked to wait: the pattern cannot run.
+                    budget.note(|s| s.uncompiled += 1);
+                    return false;
+                }
                 break;
             };
+            first = false;
             budget.note(|s| s.attempts += 1);
             if let Ok(found) = re.is_match(text) {
                 return found;
@@ -362,8 +437,61 @@ impl Pattern {
 mod tests {
     use super::*;
 
+    /// Compiled on first use, a pattern answers as compiled at parse; one that would not
+    /// compile parses, matches nothing, is counted, and `compile_now` says why.
+    #[test]
+    fn patterns_compiled_on_first_use_answer_as_those_compiled_at_parse() {
+        let cases = [
+            (
+                r"(:?/System|/Users/[\w_\.\-]{1,83})?/Library/LaunchDaemons/.*\.plist",
+                true,
+            ),
+            (r".*log4j-core-(?!2\.17).*\.jar", false),
+            (r"/tmp/[a-z]+", false),
+        ];
+        let texts = [
+            "/Users/alice/Library/LaunchDaemons/x.plist",
+            "/library/launchdaemons/evil.PLIST",
+            "/Users/Ünïcødé/Library/LaunchDaemons/x.plist",
+            "/opt/log4j-core-2.14.jar",
+            "/opt/log4j-core-2.17.jar",
+            "/tmp/abc",
+            "/tmp/ABC",
+            "",
+        ];
+        for (pattern, case_insensitive) in cases {
+            let now = Pattern::new(pattern, case_insensitive, Regexes::AtParse).unwrap();
+            let later = Pattern::new(pattern, case_insensitive, Regexes::OnFirstUse).unwrap();
+            for text in texts {
+                let budget = RegexBudget::default();
+                assert_eq!(
+                    later.is_match(text, &budget),
+                    now.is_match(text, &RegexBudget::default()),
+                    "{pattern} on {text}"
+                );
+                assert_eq!(budget.stats().uncompiled, 0);
+            }
+            assert!(later.compile_now().is_ok());
+        }
+        // Parses, but the engine refuses the class: at parse that refuses the filter; on
+        // first use it matches nothing and says so.
+        let unknown = r"/Users/\p{NoSuchClass}+/x";
+        assert!(Pattern::new(unknown, false, Regexes::AtParse).is_err());
+        let later = Pattern::new(unknown, false, Regexes::OnFirstUse).unwrap();
+        let budget = RegexBudget::default();
+        assert!(!later.is_match("/Users/a/x", &budget));
+        assert_eq!(budget.stats().uncompiled, 1);
+        assert!(budget.stats().cut_short());
+        assert!(
+            later
+                .compile_now()
+                .unwrap_err()
+                .contains("does not compile")
+        );
+    }
+
     fn required(pattern: &str, case_insensitive: bool) -> Option<(String, bool)> {
-        let p = Pattern::new(pattern, case_insensitive).unwrap();
+        let p = Pattern::new(pattern, case_insensitive, Regexes::AtParse).unwrap();
         p.required.map(|r| (r.text, r.case_insensitive))
     }
 
@@ -431,7 +559,7 @@ mod tests {
         for _ in 0..3000 {
             let pattern: String = (0..1 + g.next() % 5).map(|_| g.pick(&pieces)).collect();
             let case_insensitive = g.next().is_multiple_of(2);
-            let p = Pattern::new(&pattern, case_insensitive).unwrap();
+            let p = Pattern::new(&pattern, case_insensitive, Regexes::AtParse).unwrap();
             let engine_only = Pattern {
                 required: None,
                 ..p.clone()
@@ -460,32 +588,44 @@ mod tests {
             (r"(?<x>a)\k<x>", "back-reference"),
             (r"(a)?(?(1)b|c)", "conditional"),
         ] {
-            let err = Pattern::new(pattern, false).unwrap_err();
+            let err = Pattern::new(pattern, false, Regexes::AtParse).unwrap_err();
             assert!(err.contains(why), "{pattern}: {err}");
         }
         // Subroutine calls, refused whether or not fancy-regex parses them by default.
-        assert!(Pattern::new(r"(a|\g<1>)", false).is_err());
-        assert!(Pattern::new("(?=a)a", false).unwrap().is_backtracking());
-        assert!(Pattern::new("(?>a+)b", false).unwrap().is_backtracking());
+        assert!(Pattern::new(r"(a|\g<1>)", false, Regexes::AtParse).is_err());
         assert!(
-            !Pattern::new("/Users/[^/]+/x", true)
+            Pattern::new("(?=a)a", false, Regexes::AtParse)
+                .unwrap()
+                .is_backtracking()
+        );
+        assert!(
+            Pattern::new("(?>a+)b", false, Regexes::AtParse)
+                .unwrap()
+                .is_backtracking()
+        );
+        assert!(
+            !Pattern::new("/Users/[^/]+/x", true, Regexes::AtParse)
                 .unwrap()
                 .is_backtracking()
         );
         let long = "a".repeat(MAX_PATTERN_BYTES + 1);
-        assert!(Pattern::new(&long, false).unwrap_err().contains("limit"));
-        assert!(Pattern::new(&"(".repeat(100), false).is_err());
+        assert!(
+            Pattern::new(&long, false, Regexes::AtParse)
+                .unwrap_err()
+                .contains("limit")
+        );
+        assert!(Pattern::new(&"(".repeat(100), false, Regexes::AtParse).is_err());
     }
 
     #[test]
     fn attempts_escalate_and_are_charged_their_limits() {
-        let p = Pattern::new(r".*x(?!y).*", false).unwrap();
+        let p = Pattern::new(r".*x(?!y).*", false, Regexes::AtParse).unwrap();
         let budget = RegexBudget::new(u64::MAX);
         assert!(p.is_match("axb", &budget));
         assert_eq!(budget.stats().attempts, 1);
         assert_eq!(u64::MAX - budget.left(), 4 * (32 + FORWARD_STEPS));
         // Catastrophic on this text: every limit is tried, then it is false.
-        let p = Pattern::new(r"(a|a)*(?=b)c", false).unwrap();
+        let p = Pattern::new(r"(a|a)*(?=b)c", false, Regexes::AtParse).unwrap();
         let budget = RegexBudget::new(u64::MAX);
         assert!(!p.is_match(&"a".repeat(40), &budget));
         assert_eq!(
@@ -493,7 +633,8 @@ mod tests {
             RegexStats {
                 attempts: 3,
                 over_limit: 1,
-                skipped: 0
+                skipped: 0,
+                uncompiled: 0
             }
         );
         // Not enough budget: not run, and the budget is spent.
@@ -502,7 +643,7 @@ mod tests {
         assert_eq!(budget.stats().skipped, 1);
         assert_eq!(budget.left(), 0);
         // Linear patterns cost nothing.
-        let p = Pattern::new(r"(a|a)*c", false).unwrap();
+        let p = Pattern::new(r"(a|a)*c", false, Regexes::AtParse).unwrap();
         let budget = RegexBudget::new(0);
         assert!(!p.is_match(&"a".repeat(10_000), &budget));
         assert_eq!(budget.stats(), RegexStats::default());

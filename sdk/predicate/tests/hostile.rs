@@ -242,7 +242,8 @@ fn a_catastrophic_look_around_is_cut_short_by_the_event_budget() {
         RegexStats {
             attempts: 1,
             over_limit: 0,
-            skipped: 0
+            skipped: 0,
+            uncompiled: 0
         }
     );
     // Predicates evaluated with the same budget share it: the first takes all three limits
@@ -260,7 +261,8 @@ fn a_catastrophic_look_around_is_cut_short_by_the_event_budget() {
         RegexStats {
             attempts: 3,
             over_limit: 0,
-            skipped: 1
+            skipped: 1,
+            uncompiled: 0
         }
     );
 }
