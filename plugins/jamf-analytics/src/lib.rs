@@ -12,7 +12,8 @@
 //! input type is evaluated in `level` order; an analytic that fires adds its name and tags
 //! to `$tags` and its context values to `$context` for higher levels. The model is not
 //! built as JSON: [`model::JamfEvent`] answers each key path from the typed event, and
-//! builds a value only when an analytic first reads it. Its JSON form is [`jamf_event`].
+//! builds a value only when an analytic first reads it. Its JSON form is
+//! [`jamf_event_with`], with the relatives and file contents attached so far.
 //!
 //! ES gives a process's arguments only in its exec event, but Jamf's process object carries
 //! `args` everywhere (exit, file events, relatives) and names the process-group leader
@@ -362,10 +363,10 @@ fn is_dir(file: &File) -> bool {
         .is_some_and(|s| s.mode & 0o170000 == 0o040000)
 }
 
-/// Maps an event to (inputType, Jamf event as JSON), or `None` for kinds analytics do not
-/// see. Analytics are evaluated over [`JamfEvent`], which answers every key path as this
-/// JSON would (and is this JSON when read whole).
-/// `images` supplies the arguments of processes whose exec was seen earlier (the acting
+/// Maps an event to (inputType, Jamf event as JSON, relatives included), or `None` for
+/// kinds analytics do not see. Analytics are evaluated over [`JamfEvent`], which answers
+/// every key path as [`jamf_event_with`] would with what it has attached (relatives, file
+/// contents). `images` supplies the arguments of processes whose exec was seen earlier (the acting
 /// process of exit and file events, relatives) and the process-group leader.
 pub fn jamf_event(event: &Event, images: &Images) -> Option<(&'static str, Value)> {
     jamf_event_with(event, images, &|_, _| true)
@@ -522,7 +523,7 @@ const SNAPSHOT: &str = "snapshotData";
 const PLIST_DATA: &str = "asPlistDict";
 
 /// True if `debug` (a predicate tree or operand, `{:?}`) has the key path component `key`.
-/// ward-predicate does not export its key type, so the tree is read through `Debug`.
+/// The tree is read through `Debug`: what it prints of a key is all this needs.
 fn names_key(debug: &str, key: &str) -> bool {
     debug.contains(&format!("Name({key:?})"))
 }
@@ -973,7 +974,8 @@ pub const MAX_CONTEXT_VALUE_BYTES: usize = 8 << 10;
 pub struct RegexUse {
     /// Summed over all events.
     pub total: RegexStats,
-    /// Events on which some backtracking match was cut short (evaluated false).
+    /// Events on which some match was cut short (evaluated false): over the backtrack
+    /// limit, out of the event's budget, or its pattern did not compile.
     pub cut_events: u64,
 }
 
@@ -1336,7 +1338,7 @@ mod tests {
     use ward_predicate::{Key, MAX_NESTING};
     use ward_sdk::{ExitEvent, testing};
 
-    /// Loading compiles every filter's regular expressions: do it once per test binary.
+    /// Loading parses every analytic: do it once per test binary.
     fn analytics() -> Vec<Analytic> {
         static LOADED: OnceLock<Vec<Analytic>> = OnceLock::new();
         LOADED
@@ -2656,6 +2658,20 @@ mod tests {
                     };
                     let mut typed = JamfEvent::new(event, &images).unwrap();
                     assert_eq!(typed.input_type, input_type);
+                    // Objects read whole before relatives or contents are attached must
+                    // not be answered stale after.
+                    for keys in [vec![], vec![Key::Name("process".into())]] {
+                        let whole = Operand::Path {
+                            var: Some("event".into()),
+                            keys,
+                        };
+                        Predicate::resolve(&whole, &Vars::new(&typed));
+                    }
+                    let file = Operand::Path {
+                        var: Some("file".into()),
+                        keys: vec![],
+                    };
+                    Predicate::resolve(&file, &Vars::new(&typed));
                     if relatives {
                         typed.attach_relatives(&images);
                         with_relatives += 1;

@@ -1,10 +1,12 @@
 //! The Jamf event as analytics see it, answered from ward's typed event: no JSON object is
 //! built per event, and a key path is a few matches on its names, not a walk through
 //! string-keyed maps. Each value an analytic reads is built once per event, when first
-//! read ([`OnceCell`]); what no analytic reads is never built.
+//! read ([`OnceCell`]); what no analytic reads is never built. An object read whole
+//! (`$event.process`, a relative, `$event.file`) is built once too, and built again only
+//! after relatives or file contents are attached to it.
 //!
-//! [`Model::whole`] is the JSON model ([`crate::jamf_event_with`]), and every key path
-//! answers what it would: `the_typed_model_answers_every_key_path_as_the_json_one` holds
+//! [`Model::whole`] is the JSON model ([`crate::jamf_event_with`] with the relatives and
+//! file contents attached so far), and every key path answers what it would: `the_typed_model_answers_every_key_path_as_the_json_one` holds
 //! them equal over every key path of the JSON model, the NSString keys and counts on them,
 //! on the corpus's events.
 
@@ -36,6 +38,8 @@ pub struct JamfProcess<'e> {
     appid: OnceCell<Value>,
     teamid: OnceCell<Value>,
     cdhash: OnceCell<Value>,
+    /// The whole object, once read whole.
+    whole: OnceCell<Value>,
 }
 
 /// The relatives' keys, in [`JamfProcess::relatives`] order.
@@ -61,10 +65,15 @@ impl<'e> JamfProcess<'e> {
             appid: OnceCell::new(),
             teamid: OnceCell::new(),
             cdhash: OnceCell::new(),
+            whole: OnceCell::new(),
         }
     }
 
     /// The process object as JSON, as the JSON model has it.
+    fn whole(&self) -> Cow<'_, Value> {
+        cell(&self.whole, || self.json())
+    }
+
     fn json(&self) -> Value {
         let mut value = process(&self.process, &self.args);
         if let Value::Object(map) = &mut value {
@@ -73,7 +82,9 @@ impl<'e> JamfProcess<'e> {
             }
             if let Some(relatives) = &self.relatives {
                 for (key, relative) in RELATIVE_KEYS.iter().zip(relatives.iter()) {
-                    let relative = relative.as_ref().map_or(Value::Null, JamfProcess::json);
+                    let relative = relative
+                        .as_ref()
+                        .map_or(Value::Null, |r| r.whole().into_owned());
                     map.insert((*key).into(), relative);
                 }
             }
@@ -85,7 +96,7 @@ impl<'e> JamfProcess<'e> {
     fn walk(&self, keys: &[Key]) -> (Cow<'_, Value>, usize) {
         let p = &self.process;
         let Some((Key::Name(first), rest)) = keys.split_first() else {
-            return (Cow::Owned(self.json()), 0);
+            return (self.whole(), 0);
         };
         let value = match first.as_str() {
             "pid" => Cow::Owned(Value::from(p.token.pid)),
@@ -157,13 +168,15 @@ struct FsEvent<'e> {
     contents: Option<Value>,
     snapshot: Option<Value>,
     path_value: OnceCell<Value>,
+    /// `file` read whole.
+    file: OnceCell<Value>,
 }
 
 impl FsEvent<'_> {
     /// `file.keys…` as far as answered here.
     fn walk_file(&self, keys: &[Key]) -> (Cow<'_, Value>, usize) {
         let Some((Key::Name(first), _)) = keys.split_first() else {
-            return (Cow::Owned(self.file_json()), 0);
+            return (cell(&self.file, || self.file_json()), 0);
         };
         let value = match first.as_str() {
             "path" => cell(&self.path_value, || string(Some(self.path))),
@@ -209,6 +222,8 @@ pub struct JamfEvent<'e> {
     /// `process`.
     pub process: JamfProcess<'e>,
     fs: Option<FsEvent<'e>>,
+    /// `$event` read whole.
+    whole: OnceCell<Value>,
 }
 
 impl<'e> JamfEvent<'e> {
@@ -233,6 +248,7 @@ impl<'e> JamfEvent<'e> {
                 contents: None,
                 snapshot: None,
                 path_value: OnceCell::new(),
+                file: OnceCell::new(),
             };
             (kind, Some(fs))
         };
@@ -284,6 +300,7 @@ impl<'e> JamfEvent<'e> {
             type_code,
             process,
             fs,
+            whole: OnceCell::new(),
         })
     }
 
@@ -297,7 +314,9 @@ impl<'e> JamfEvent<'e> {
         if let Some(fs) = &mut self.fs {
             fs.contents = contents;
             fs.snapshot = snapshot;
+            fs.file.take();
         }
+        self.whole.take();
     }
 
     /// True once the acting process's relatives are attached.
@@ -337,6 +356,8 @@ impl<'e> JamfEvent<'e> {
             leader,
         ];
         self.process.relatives = Some(Box::new(relatives));
+        self.process.whole.take();
+        self.whole.take();
     }
 
     /// The JSON model of the same event, with what was attached to this one.
@@ -354,9 +375,12 @@ impl<'e> JamfEvent<'e> {
                 map.insert("isNewFile".into(), Value::Bool(fs.new && !fs.new_directory));
                 map.insert("isNewDirectory".into(), Value::Bool(fs.new_directory));
                 map.insert("isModified".into(), Value::Bool(fs.modified));
-                map.insert("file".into(), fs.file_json());
+                map.insert(
+                    "file".into(),
+                    cell(&fs.file, || fs.file_json()).into_owned(),
+                );
             }
-            map.insert("process".into(), self.process.json());
+            map.insert("process".into(), self.process.whole().into_owned());
         }
         value
     }
@@ -387,6 +411,6 @@ impl Model for JamfEvent<'_> {
     }
 
     fn whole(&self) -> Cow<'_, Value> {
-        Cow::Owned(self.json())
+        cell(&self.whole, || self.json())
     }
 }

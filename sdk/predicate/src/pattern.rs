@@ -4,8 +4,8 @@
 //!
 //! fancy-regex hands a pattern without look-around or other "fancy" features to the
 //! linear-time `regex` engine: those cost no budget. A pattern that needs its backtracking
-//! VM is compiled once per limit in [`BACKTRACK_LIMITS`] (the first at parse time, the others
-//! when a match first needs them); a match is tried with the smallest limit and retried with
+//! VM is compiled once per limit in [`BACKTRACK_LIMITS`] (the first with the pattern, the
+//! others when a match first needs them); a match is tried with the smallest limit and retried with
 //! the next when it needs more backtracking. fancy-regex does not say how
 //! many steps a match took, so each attempt is charged what its limit allows:
 //! `(text bytes + 1) × (limit + FORWARD_STEPS)` against the evaluation's [`RegexBudget`]
@@ -46,6 +46,9 @@ pub const FORWARD_STEPS: u64 = 256;
 /// spend on backtracking patterns by default. Measured natively at ≤ 0.5 ns per step on the
 /// worst patterns tried, this is about 1 ms, so 64 hostile events stay well inside a 250 ms
 /// call deadline; an ordinary 100-byte path costs ~80,000 steps (25 matches per event).
+/// A pattern compiled on first use ([`Regexes::OnFirstUse`]) is built inside the call of
+/// the first event that needs it, outside this budget: once per instance, ~25 ms natively
+/// for the costliest bundled one.
 pub const EVENT_BACKTRACK_BUDGET: u64 = 1 << 21;
 
 /// Longest `MATCHES` pattern accepted, in bytes (compile time and memory).
@@ -387,8 +390,9 @@ impl Pattern {
         }
     }
 
-    /// True if `text` matches; false when it does not, or when the budget cannot pay for
-    /// finding out (counted in `budget`).
+    /// True if `text` matches; false when it does not, when the budget cannot pay for
+    /// finding out, or when a pattern compiled on first use did not compile (each counted
+    /// in `budget`; the last charges nothing).
     pub(crate) fn is_match(&self, text: &str, budget: &RegexBudget) -> bool {
         if let Some(required) = &self.required
             && !required.may_match(text)
@@ -405,8 +409,18 @@ impl Pattern {
             }
             Engine::Backtracking { whole, tiers } => (whole, tiers),
         };
+        // The first tier comes with the pattern unless it waits for its first use; one
+        // that does not compile cannot run, and is not charged for.
+        let [first, ..] = tiers.as_ref();
+        let [first_limit, ..] = BACKTRACK_LIMITS;
+        if first
+            .get_or_init(|| build(whole, first_limit).ok())
+            .is_none()
+        {
+            budget.note(|s| s.uncompiled += 1);
+            return false;
+        }
         let bytes = text.len() as u64 + 1;
-        let mut first = true;
         for (limit, tier) in BACKTRACK_LIMITS.iter().zip(tiers.iter()) {
             let cost = bytes.saturating_mul(*limit as u64 + FORWARD_STEPS);
             if !budget.take(cost) {
@@ -414,14 +428,8 @@ impl Pattern {
                 return false;
             }
             let Some(re) = tier.get_or_init(|| build(whole, *limit).ok()) else {
-                if first {
-                    // Compiled at parse time unless asked to wait: the pattern cannot run.
-                    budget.note(|s| s.uncompiled += 1);
-                    return false;
-                }
                 break;
             };
-            first = false;
             budget.note(|s| s.attempts += 1);
             if let Ok(found) = re.is_match(text) {
                 return found;
@@ -488,6 +496,18 @@ mod tests {
                 .unwrap_err()
                 .contains("does not compile")
         );
+        // The same for a pattern that needs backtracking, which is not charged for it.
+        let unknown = r"/Users/\p{NoSuchClass}+(?=/x)/x";
+        assert!(Pattern::new(unknown, false, Regexes::AtParse).is_err());
+        let later = Pattern::new(unknown, false, Regexes::OnFirstUse).unwrap();
+        assert!(later.is_backtracking());
+        let budget = RegexBudget::new(1_000);
+        for _ in 0..3 {
+            assert!(!later.is_match(&format!("/Users/{}/x", "a".repeat(500)), &budget));
+        }
+        assert_eq!(budget.stats().uncompiled, 3);
+        assert_eq!((budget.stats().attempts, budget.stats().skipped), (0, 0));
+        assert_eq!(budget.left(), 1_000);
     }
 
     fn required(pattern: &str, case_insensitive: bool) -> Option<(String, bool)> {
