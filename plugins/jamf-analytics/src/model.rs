@@ -6,9 +6,10 @@
 //! after relatives or file contents are attached to it.
 //!
 //! [`Model::whole`] is the JSON model ([`crate::jamf_event_with`] with the relatives and
-//! file contents attached so far), and every key path answers what it would: `the_typed_model_answers_every_key_path_as_the_json_one` holds
-//! them equal over every key path of the JSON model, the NSString keys and counts on them,
-//! on the corpus's events.
+//! file contents attached so far), and every key path answers what it would. The test
+//! `the_typed_model_answers_every_key_path_as_the_json_one` holds them equal over every
+//! key path of the JSON model, with the NSString keys and counts on them, on the corpus's
+//! events.
 
 use std::borrow::Cow;
 use std::cell::OnceCell;

@@ -5,8 +5,8 @@
 //! fancy-regex hands a pattern without look-around or other "fancy" features to the
 //! linear-time `regex` engine: those cost no budget. A pattern that needs its backtracking
 //! VM is compiled once per limit in [`BACKTRACK_LIMITS`] (the first with the pattern, the
-//! others when a match first needs them); a match is tried with the smallest limit and retried with
-//! the next when it needs more backtracking. fancy-regex does not say how
+//! others when a match first needs them); a match is tried with the smallest limit and
+//! retried with the next when it needs more backtracking. fancy-regex does not say how
 //! many steps a match took, so each attempt is charged what its limit allows:
 //! `(text bytes + 1) × (limit + FORWARD_STEPS)` against the evaluation's [`RegexBudget`]
 //! (a backtrack may rescan the text, e.g. a look-ahead, and the VM's forward work is linear
