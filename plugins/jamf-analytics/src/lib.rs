@@ -366,26 +366,26 @@ fn is_dir(file: &File) -> bool {
 /// Maps an event to (inputType, Jamf event as JSON, relatives included), or `None` for
 /// kinds analytics do not see. Analytics are evaluated over [`JamfEvent`], which answers
 /// every key path as [`jamf_event_with`] would with what it has attached (relatives, file
-/// contents). `images` supplies the arguments of processes whose exec was seen earlier (the acting
-/// process of exit and file events, relatives) and the process-group leader.
+/// contents). `images` supplies the arguments of processes whose exec was seen earlier
+/// (the acting process of exit and file events, relatives) and the process-group leader.
 pub fn jamf_event(event: &Event, images: &Images) -> Option<(&'static str, Value)> {
-    jamf_event_with(event, images, &|_, _| true)
+    jamf_event_with(event, images, true)
 }
 
-/// [`jamf_event`], building the acting process's `parent`, `responsible` and `pgprocess`
-/// only when `relatives(inputType, type)` says a loaded analytic may read them (they cost
-/// three process objects and possibly host lookups per event).
+/// [`jamf_event`], with the acting process's `parent`, `responsible` and `pgprocess` only
+/// when `relatives` says so: the JSON form of what [`JamfEvent`] holds before and after
+/// [`JamfEvent::attach_relatives`].
 pub fn jamf_event_with(
     event: &Event,
     images: &Images,
-    relatives: &dyn Fn(&str, i64) -> bool,
+    relatives: bool,
 ) -> Option<(&'static str, Value)> {
-    let actor = |input: &str, kind: i64| {
+    let actor = || {
         process_with_relatives(
             &event.process,
             images.args(event.process.token),
             images,
-            relatives(input, kind),
+            relatives,
         )
     };
     let fs =
@@ -399,7 +399,7 @@ pub fn jamf_event_with(
                 ("isNewDirectory", Value::Bool(new_dir)),
                 ("isModified", Value::Bool(modified)),
                 ("file", object([("path", string(Some(path)))])),
-                ("process", actor("GPFSEvent", kind)),
+                ("process", actor()),
             ])
         };
     Some(match &event.data {
@@ -413,13 +413,13 @@ pub fn jamf_event_with(
                         &exec.target,
                         &bounded_args(&exec.args),
                         images,
-                        relatives("GPProcessEvent", 1),
+                        relatives,
                     ),
                 ),
             ]),
         ),
         EventData::Exit(exit) => {
-            let mut p = actor("GPProcessEvent", 2);
+            let mut p = actor();
             if let Value::Object(map) = &mut p {
                 map.insert(
                     "exitCode".into(),
@@ -1245,7 +1245,6 @@ impl JamfAnalytics {
         let mut context = Value::Object(Map::new());
         let mut findings = Vec::new();
         let mut cut: Vec<&str> = Vec::new();
-        let event_type = Some(jamf.type_code);
         let mut candidates = Vec::new();
         if let Some(index) = self.index.get(input_type) {
             index.select(&vars(&jamf, &tags, &context, &budget), &mut candidates);
@@ -1259,7 +1258,7 @@ impl JamfAnalytics {
             ) else {
                 continue;
             };
-            if pinned.is_some_and(|t| Some(t) != event_type) {
+            if pinned.is_some_and(|t| t != jamf.type_code) {
                 continue;
             }
             let before = budget.stats();
@@ -1274,10 +1273,7 @@ impl JamfAnalytics {
             }
             let fired = a.filter.eval(&vars(&jamf, &tags, &context, &budget));
             let after = budget.stats();
-            if after.over_limit > before.over_limit
-                || after.skipped > before.skipped
-                || after.uncompiled > before.uncompiled
-            {
+            if after.cut_short_since(before) {
                 cut.push(&a.name);
             }
             if !fired {
@@ -2650,8 +2646,7 @@ mod tests {
             }
             for relatives in [false, true] {
                 for read in [false, true] {
-                    let Some((input_type, mut json)) =
-                        jamf_event_with(event, &images, &|_, _| relatives)
+                    let Some((input_type, mut json)) = jamf_event_with(event, &images, relatives)
                     else {
                         assert!(JamfEvent::new(event, &images).is_none());
                         continue;
@@ -2720,7 +2715,7 @@ mod tests {
         let event = exec("/usr/bin/id", "com.apple.id", &["id"]);
         let (_, full) = jamf_event(&event, &Images::default()).unwrap();
         assert!(full["process"].get("parent").is_some());
-        let (_, lean) = jamf_event_with(&event, &Images::default(), &|_, _| false).unwrap();
+        let (_, lean) = jamf_event_with(&event, &Images::default(), false).unwrap();
         assert!(lean["process"].get("parent").is_none());
         assert_eq!(lean["process"]["path"], "/usr/bin/id");
         let d = JamfAnalytics::default();

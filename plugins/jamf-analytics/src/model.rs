@@ -2,11 +2,11 @@
 //! built per event, and a key path is a few matches on its names, not a walk through
 //! string-keyed maps. Each value an analytic reads is built once per event, when first
 //! read ([`OnceCell`]); what no analytic reads is never built. An object read whole
-//! (`$event.process`, a relative, `$event.file`) is built once too, and built again only
-//! after relatives or file contents are attached to it.
+//! (`$event`, `$event.process`, a relative, `$event.file`) is read from the JSON model
+//! ([`crate::jamf_event_with`] with the relatives and file contents attached so far),
+//! built once per event when first needed and again only after something is attached.
 //!
-//! [`Model::whole`] is the JSON model ([`crate::jamf_event_with`] with the relatives and
-//! file contents attached so far), and every key path answers what it would. The test
+//! Every key path answers what that JSON model would. The test
 //! `the_typed_model_answers_every_key_path_as_the_json_one` holds them equal over every
 //! key path of the JSON model, with the NSString keys and counts on them, on the corpus's
 //! events.
@@ -19,7 +19,7 @@ use ward_predicate::{Key, Model};
 use ward_sdk::prelude::*;
 use ward_sdk::{AuditToken, Destination};
 
-use crate::{Images, bounded_args, is_dir, process, signer_code, signing_info, string};
+use crate::{Images, bounded_args, is_dir, signer_code, string};
 
 /// A process of the Jamf event: the acting (or exec'd) process, or one of its relatives.
 #[derive(Debug)]
@@ -39,8 +39,6 @@ pub struct JamfProcess<'e> {
     appid: OnceCell<Value>,
     teamid: OnceCell<Value>,
     cdhash: OnceCell<Value>,
-    /// The whole object, once read whole.
-    whole: OnceCell<Value>,
 }
 
 /// The relatives' keys, in [`JamfProcess::relatives`] order.
@@ -66,38 +64,15 @@ impl<'e> JamfProcess<'e> {
             appid: OnceCell::new(),
             teamid: OnceCell::new(),
             cdhash: OnceCell::new(),
-            whole: OnceCell::new(),
         }
     }
 
-    /// The process object as JSON, as the JSON model has it.
-    fn whole(&self) -> Cow<'_, Value> {
-        cell(&self.whole, || self.json())
-    }
-
-    fn json(&self) -> Value {
-        let mut value = process(&self.process, &self.args);
-        if let Value::Object(map) = &mut value {
-            if let Some(code) = &self.exit_code {
-                map.insert("exitCode".into(), code.clone());
-            }
-            if let Some(relatives) = &self.relatives {
-                for (key, relative) in RELATIVE_KEYS.iter().zip(relatives.iter()) {
-                    let relative = relative
-                        .as_ref()
-                        .map_or(Value::Null, |r| r.whole().into_owned());
-                    map.insert((*key).into(), relative);
-                }
-            }
-        }
-        value
-    }
-
-    /// `process.keys…` as far as answered here (see [`Model::walk`]).
-    fn walk(&self, keys: &[Key]) -> (Cow<'_, Value>, usize) {
+    /// `process.keys…` as far as answered here (see [`Model::walk`]); `None` for the
+    /// object itself (or a relative) read whole, which the JSON model answers.
+    fn walk(&self, keys: &[Key]) -> Option<(Cow<'_, Value>, usize)> {
         let p = &self.process;
         let Some((Key::Name(first), rest)) = keys.split_first() else {
-            return (self.whole(), 0);
+            return None;
         };
         let value = match first.as_str() {
             "pid" => Cow::Owned(Value::from(p.token.pid)),
@@ -109,7 +84,7 @@ impl<'e> JamfProcess<'e> {
                     let last = cell(&self.last_path_component, || {
                         ward_predicate::key_of(&path, key)
                     });
-                    return (last, 2);
+                    return Some((last, 2));
                 }
                 path
             }
@@ -126,7 +101,7 @@ impl<'e> JamfProcess<'e> {
             "isShell" => Cow::Owned(Value::Bool(p.is_shell())),
             "signingInfo" => {
                 let Some((Key::Name(key), _)) = rest.split_first() else {
-                    return (Cow::Owned(signing_info(p)), 1);
+                    return None;
                 };
                 let value = match key.as_str() {
                     "appid" => cell(&self.appid, || string(p.signing_id.as_deref())),
@@ -135,7 +110,7 @@ impl<'e> JamfProcess<'e> {
                     "signerType" => Cow::Owned(Value::from(signer_code(p.signer))),
                     _ => Cow::Owned(Value::Null),
                 };
-                return (value, 2);
+                return Some((value, 2));
             }
             "exitCode" => self
                 .exit_code
@@ -144,15 +119,15 @@ impl<'e> JamfProcess<'e> {
             relative => match RELATIVE_KEYS.iter().position(|k| *k == relative) {
                 Some(i) => match self.relatives.as_ref().and_then(|r| r.get(i)?.as_ref()) {
                     Some(relative) => {
-                        let (value, taken) = relative.walk(rest);
-                        return (value, taken + 1);
+                        let (value, taken) = relative.walk(rest)?;
+                        return Some((value, taken + 1));
                     }
                     None => Cow::Owned(Value::Null),
                 },
                 None => Cow::Owned(Value::Null),
             },
         };
-        (value, 1)
+        Some((value, 1))
     }
 }
 
@@ -169,15 +144,13 @@ struct FsEvent<'e> {
     contents: Option<Value>,
     snapshot: Option<Value>,
     path_value: OnceCell<Value>,
-    /// `file` read whole.
-    file: OnceCell<Value>,
 }
 
 impl FsEvent<'_> {
-    /// `file.keys…` as far as answered here.
-    fn walk_file(&self, keys: &[Key]) -> (Cow<'_, Value>, usize) {
+    /// `file.keys…` as far as answered here; `None` for `file` read whole.
+    fn walk_file(&self, keys: &[Key]) -> Option<(Cow<'_, Value>, usize)> {
         let Some((Key::Name(first), _)) = keys.split_first() else {
-            return (cell(&self.file, || self.file_json()), 0);
+            return None;
         };
         let value = match first.as_str() {
             "path" => cell(&self.path_value, || string(Some(self.path))),
@@ -194,22 +167,7 @@ impl FsEvent<'_> {
                 .map_or(Cow::Owned(Value::Null), Cow::Borrowed),
             _ => Cow::Owned(Value::Null),
         };
-        (value, 1)
-    }
-
-    fn file_json(&self) -> Value {
-        let mut file = serde_json::Map::new();
-        file.insert("path".into(), string(Some(self.path)));
-        if let Some(app) = self.app_bundle {
-            file.insert("isAppBundle".into(), Value::Bool(app));
-        }
-        if let Some(contents) = &self.contents {
-            file.insert(crate::CONTENTS.into(), contents.clone());
-        }
-        if let Some(snapshot) = &self.snapshot {
-            file.insert(crate::SNAPSHOT.into(), snapshot.clone());
-        }
-        Value::Object(file)
+        Some((value, 1))
     }
 }
 
@@ -223,7 +181,9 @@ pub struct JamfEvent<'e> {
     /// `process`.
     pub process: JamfProcess<'e>,
     fs: Option<FsEvent<'e>>,
-    /// `$event` read whole.
+    event: &'e Event,
+    images: &'e Images,
+    /// `$event` as JSON, once something read an object whole.
     whole: OnceCell<Value>,
 }
 
@@ -249,7 +209,6 @@ impl<'e> JamfEvent<'e> {
                 contents: None,
                 snapshot: None,
                 path_value: OnceCell::new(),
-                file: OnceCell::new(),
             };
             (kind, Some(fs))
         };
@@ -301,6 +260,8 @@ impl<'e> JamfEvent<'e> {
             type_code,
             process,
             fs,
+            event,
+            images,
             whole: OnceCell::new(),
         })
     }
@@ -315,7 +276,6 @@ impl<'e> JamfEvent<'e> {
         if let Some(fs) = &mut self.fs {
             fs.contents = contents;
             fs.snapshot = snapshot;
-            fs.file.take();
         }
         self.whole.take();
     }
@@ -357,33 +317,36 @@ impl<'e> JamfEvent<'e> {
             leader,
         ];
         self.process.relatives = Some(Box::new(relatives));
-        self.process.whole.take();
         self.whole.take();
     }
 
     /// The JSON model of the same event, with what was attached to this one.
     fn json(&self) -> Value {
-        let mut value = Value::Object(serde_json::Map::new());
-        if let Value::Object(map) = &mut value {
-            map.insert("type".into(), Value::from(self.type_code));
-            if let Some(fs) = &self.fs {
-                map.insert("path".into(), string(Some(fs.path)));
-                map.insert(
-                    "prevFile".into(),
-                    fs.prev_file.map_or(Value::Null, |p| string(Some(p))),
-                );
-                map.insert("isNew".into(), Value::Bool(fs.new));
-                map.insert("isNewFile".into(), Value::Bool(fs.new && !fs.new_directory));
-                map.insert("isNewDirectory".into(), Value::Bool(fs.new_directory));
-                map.insert("isModified".into(), Value::Bool(fs.modified));
-                map.insert(
-                    "file".into(),
-                    cell(&fs.file, || fs.file_json()).into_owned(),
-                );
+        let relatives = self.process.relatives.is_some();
+        let Some((_, mut value)) = crate::jamf_event_with(self.event, self.images, relatives)
+        else {
+            return Value::Null;
+        };
+        if let (Some(fs), Some(Value::Object(file))) = (&self.fs, value.get_mut("file")) {
+            if let Some(contents) = &fs.contents {
+                file.insert(crate::CONTENTS.into(), contents.clone());
             }
-            map.insert("process".into(), self.process.whole().into_owned());
+            if let Some(snapshot) = &fs.snapshot {
+                file.insert(crate::SNAPSHOT.into(), snapshot.clone());
+            }
         }
         value
+    }
+
+    /// `key` of the JSON model (an object the typed model does not answer whole).
+    fn whole_at(&self, key: &str) -> (Cow<'_, Value>, usize) {
+        let whole = self.whole.get_or_init(|| self.json());
+        (
+            whole
+                .get(key)
+                .map_or(Cow::Owned(Value::Null), Cow::Borrowed),
+            0,
+        )
     }
 }
 
@@ -393,7 +356,10 @@ impl Model for JamfEvent<'_> {
             return (Cow::Owned(Value::from(self.type_code)), 0);
         }
         if first == "process" {
-            return self.process.walk(rest);
+            return self
+                .process
+                .walk(rest)
+                .unwrap_or_else(|| self.whole_at("process"));
         }
         let Some(fs) = &self.fs else {
             return (Cow::Owned(Value::Null), 0);
@@ -405,7 +371,7 @@ impl Model for JamfEvent<'_> {
             "isNewFile" => Cow::Owned(Value::Bool(fs.new && !fs.new_directory)),
             "isNewDirectory" => Cow::Owned(Value::Bool(fs.new_directory)),
             "isModified" => Cow::Owned(Value::Bool(fs.modified)),
-            "file" => return fs.walk_file(rest),
+            "file" => return fs.walk_file(rest).unwrap_or_else(|| self.whole_at("file")),
             _ => Cow::Owned(Value::Null),
         };
         (value, 0)

@@ -205,7 +205,15 @@ impl RegexStats {
     /// True when some match was cut short (over the limit, out of budget, or its pattern
     /// did not compile).
     pub fn cut_short(&self) -> bool {
-        self.over_limit > 0 || self.skipped > 0 || self.uncompiled > 0
+        self.cut_short_since(RegexStats::default())
+    }
+
+    /// True when more matches were cut short than `before` counted (the same budget's
+    /// stats taken earlier).
+    pub fn cut_short_since(&self, before: RegexStats) -> bool {
+        self.over_limit > before.over_limit
+            || self.skipped > before.skipped
+            || self.uncompiled > before.uncompiled
     }
 
     /// Adds `other` in.
@@ -368,17 +376,23 @@ impl Pattern {
         matches!(self.engine, Engine::Backtracking { .. })
     }
 
-    /// Compiles the pattern now if it waits for its first use; the error says why it does
-    /// not compile.
-    pub(crate) fn compile_now(&self) -> Result<(), String> {
-        let (whole, cell, limit) = match &self.engine {
+    /// The pattern as compiled, the compiled form it is first matched with (the first
+    /// backtracking tier, or the linear one), and the backtrack limit that form has.
+    fn first_tier(&self) -> (&str, &OnceLock<Option<Regex>>, usize) {
+        match &self.engine {
             Engine::Linear { whole, compiled } => (whole, compiled, MAX_BACKTRACKS),
             Engine::Backtracking { whole, tiers } => {
                 let [first, ..] = tiers.as_ref();
                 let [limit, ..] = BACKTRACK_LIMITS;
                 (whole, first, limit)
             }
-        };
+        }
+    }
+
+    /// Compiles the pattern now if it waits for its first use; the error says why it does
+    /// not compile.
+    pub(crate) fn compile_now(&self) -> Result<(), String> {
+        let (whole, cell, limit) = self.first_tier();
         match cell.get() {
             Some(Some(_)) => Ok(()),
             // A first use found it would not compile: compiled again for the reason.
@@ -399,27 +413,16 @@ impl Pattern {
         {
             return false;
         }
-        let (whole, tiers) = match &self.engine {
-            Engine::Linear { whole, compiled } => {
-                let Some(re) = compiled.get_or_init(|| build(whole, MAX_BACKTRACKS).ok()) else {
-                    budget.note(|s| s.uncompiled += 1);
-                    return false;
-                };
-                return re.is_match(text).unwrap_or(false);
-            }
-            Engine::Backtracking { whole, tiers } => (whole, tiers),
-        };
-        // The first tier comes with the pattern unless it waits for its first use; one
-        // that does not compile cannot run, and is not charged for.
-        let [first, ..] = tiers.as_ref();
-        let [first_limit, ..] = BACKTRACK_LIMITS;
-        if first
-            .get_or_init(|| build(whole, first_limit).ok())
-            .is_none()
-        {
+        // Compiled with the pattern unless it waits for its first use; one that does not
+        // compile cannot run, and is not charged for.
+        let (whole, first, limit) = self.first_tier();
+        let Some(compiled) = first.get_or_init(|| build(whole, limit).ok()) else {
             budget.note(|s| s.uncompiled += 1);
             return false;
-        }
+        };
+        let Engine::Backtracking { whole, tiers } = &self.engine else {
+            return compiled.is_match(text).unwrap_or(false);
+        };
         let bytes = text.len() as u64 + 1;
         for (limit, tier) in BACKTRACK_LIMITS.iter().zip(tiers.iter()) {
             let cost = bytes.saturating_mul(*limit as u64 + FORWARD_STEPS);
