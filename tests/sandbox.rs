@@ -13,11 +13,14 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use common::*;
 use ward::config::{PluginConfig, WardConfig};
 use ward::registry::load::{LoadError, LoadOptions, PluginSource, load};
+use ward::sandbox::engine::Limits;
 use ward::sandbox::plugin::{Kind, Mode};
+use ward::sandbox::runtime::Runtime;
 
 /// Findings of the first-party plugins alone on the attack chain.
 fn baseline() -> Vec<(String, Option<u64>)> {
@@ -110,7 +113,55 @@ fn assert_contained(
 
 #[test]
 fn infinite_loop_is_stopped_by_the_deadline() {
-    assert_contained("fixture-loop", "fixture-loop", &[], "timeout");
+    within(Duration::from_secs(120), || {
+        assert_contained("fixture-loop", "fixture-loop", &[], "timeout")
+    });
+}
+
+/// Runs `f` on its own thread: a deadline that never comes fails the test instead of
+/// hanging it.
+fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => {}
+        // `f` panicked: its thread's message is already on stderr.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test failed"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no deadline stopped the guest within {limit:?}")
+        }
+    }
+}
+
+/// The start-up budget holds too: a `describe()` that never returns fails the load with a
+/// timeout (the epoch moves while an instance starts, not only during calls).
+#[test]
+fn a_describe_that_never_returns_fails_the_load() {
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
+    let limits = Limits {
+        init_timeout: Duration::from_millis(200),
+        ..test_limits()
+    };
+    let rt = Runtime::new(limits, Some(&cache)).unwrap();
+    let options = LoadOptions {
+        config: [("spin_in".to_owned(), "describe".to_owned())].into(),
+        ..LoadOptions::default()
+    };
+    let source = PluginSource::from_file(&wasm("fixture-loop")).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    within(Duration::from_secs(60), move || {
+        let loaded = load(&rt, &source, &options, &processes()).map(|_| ());
+        let _ = tx.send(loaded.map_err(|e| e.to_string()));
+    });
+    let err = rx
+        .recv()
+        .unwrap()
+        .expect_err("a describe() that never returns was loaded");
+    assert!(err.contains("describe() failed"), "{err}");
+    assert!(err.contains("time cap"), "{err}");
 }
 
 #[test]

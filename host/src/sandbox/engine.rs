@@ -1,8 +1,7 @@
 //! The one wasmtime `Engine`, its limits and the epoch ticker that enforces per-call time
 //! caps.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
@@ -103,39 +102,173 @@ pub fn build_engine_with(concurrency_support: bool) -> anyhow::Result<Engine> {
         .context("creating the wasmtime engine")
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread until dropped.
+/// Advances the engine's epoch every [`EPOCH_TICK`] on a background thread while guest code
+/// runs (while some [`GuestRunning`] is held), until dropped.
+///
+/// Between calls the thread sleeps on a condition variable instead of waking 200 times a
+/// second: an agent with nothing to do costs no wakeups. The epoch only needs to move
+/// while a deadline can be reached, and every way into guest code (an instance's start, a
+/// call) holds a [`GuestRunning`] for as long as it runs; a deadline is set as "this many
+/// ticks from now", so the epoch standing still between calls shortens none.
 pub struct EpochTicker {
-    stop: Arc<AtomicBool>,
+    shared: Arc<Ticking>,
     handle: Option<JoinHandle<()>>,
 }
 
+/// What the ticker and the callers share.
+#[derive(Default)]
+struct Ticking {
+    state: Mutex<TickState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct TickState {
+    /// Guest calls in progress, on any thread.
+    running: usize,
+    stop: bool,
+}
+
+impl Ticking {
+    fn state(&self) -> MutexGuard<'_, TickState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Held while guest code runs: the epoch advances until the last one is dropped.
+#[must_use = "the epoch advances only while this is held"]
+pub struct GuestRunning {
+    shared: Arc<Ticking>,
+}
+
+impl Drop for GuestRunning {
+    fn drop(&mut self) {
+        let mut state = self.shared.state();
+        state.running = state.running.saturating_sub(1);
+    }
+}
+
 impl EpochTicker {
-    /// Starts ticking `engine`.
+    /// Starts the thread, advancing `engine`'s epoch.
     pub fn start(engine: &Engine) -> anyhow::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
         let engine = engine.clone();
-        let flag = Arc::clone(&stop);
+        Self::start_with(move || engine.increment_epoch())
+    }
+
+    /// Starts the thread, calling `tick` every [`EPOCH_TICK`] while guest code runs.
+    fn start_with(tick: impl Fn() + Send + 'static) -> anyhow::Result<Self> {
+        let shared = Arc::new(Ticking::default());
+        let ticking = Arc::clone(&shared);
         let handle = std::thread::Builder::new()
             .name("ward-epoch".into())
             .spawn(move || {
-                while !flag.load(Ordering::Relaxed) {
+                loop {
+                    {
+                        let mut state = ticking.state();
+                        while state.running == 0 && !state.stop {
+                            state = ticking
+                                .wake
+                                .wait(state)
+                                .unwrap_or_else(PoisonError::into_inner);
+                        }
+                        if state.stop {
+                            return;
+                        }
+                    }
                     std::thread::sleep(EPOCH_TICK);
-                    engine.increment_epoch();
+                    tick();
                 }
             })
             .context("starting the epoch ticker thread")?;
         Ok(Self {
-            stop,
+            shared,
             handle: Some(handle),
         })
+    }
+
+    /// Marks guest code as running until the guard is dropped.
+    pub fn guest_running(&self) -> GuestRunning {
+        let mut state = self.shared.state();
+        state.running += 1;
+        if state.running == 1 {
+            self.shared.wake.notify_one();
+        }
+        GuestRunning {
+            shared: Arc::clone(&self.shared),
+        }
     }
 }
 
 impl Drop for EpochTicker {
     fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
+        self.shared.state().stop = true;
+        self.shared.wake.notify_one();
         if let Some(handle) = self.handle.take() {
             let _ = handle.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    /// Ticks counted once they have stopped coming (the thread may finish one sleep after
+    /// the last guard is dropped).
+    fn settled(ticks: &AtomicU64) -> u64 {
+        loop {
+            let before = ticks.load(Ordering::SeqCst);
+            std::thread::sleep(EPOCH_TICK * 10);
+            let after = ticks.load(Ordering::SeqCst);
+            if after == before {
+                return after;
+            }
+        }
+    }
+
+    /// Waits for the count to reach `n`; fails rather than hangs if it never does.
+    fn reaches(ticks: &AtomicU64, n: u64) {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
+        while ticks.load(Ordering::SeqCst) < n {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the epoch did not move"
+            );
+            std::thread::sleep(EPOCH_TICK);
+        }
+    }
+
+    #[test]
+    fn the_epoch_moves_only_while_guest_code_runs() {
+        let ticks = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&ticks);
+        let ticker = EpochTicker::start_with(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        std::thread::sleep(EPOCH_TICK * 20);
+        assert_eq!(settled(&ticks), 0, "ticked with nothing running");
+
+        // Two overlapping calls, on two threads: ticking until the last one ends.
+        let first = ticker.guest_running();
+        let second =
+            std::thread::scope(|scope| scope.spawn(|| ticker.guest_running()).join().unwrap());
+        reaches(&ticks, 2);
+        drop(first);
+        reaches(&ticks, ticks.load(Ordering::SeqCst) + 2);
+        drop(second);
+        let idle = settled(&ticks);
+        std::thread::sleep(EPOCH_TICK * 20);
+        assert_eq!(
+            ticks.load(Ordering::SeqCst),
+            idle,
+            "ticked after the last call ended"
+        );
+
+        // And it wakes again for the next call.
+        let _again = ticker.guest_running();
+        reaches(&ticks, idle + 1);
+        drop(ticker);
     }
 }

@@ -354,6 +354,8 @@ impl Instance {
         contract: Contract,
         ctx: PluginContext,
     ) -> Result<(Instance, wit::PluginInfo), (FaultKind, String)> {
+        // Instantiation, `describe` and `parts` run guest code: the epoch must move.
+        let _running = rt.guest_running();
         let mut store = rt.new_store(ctx);
         // The `parts` export (a 0.2.1 detector's), type-checked with `on-events` and
         // `authorize` against [`parts::Event`]; called after `describe`.
@@ -666,6 +668,7 @@ impl Plugin {
             Some(live) => live,
             None => self.instantiate(rt)?,
         };
+        let running = rt.guest_running();
         let started = Instant::now();
         live.store.data_mut().take_growth_refused();
         live.store.set_epoch_deadline(ticks);
@@ -674,6 +677,7 @@ impl Plugin {
         live.store.data_mut().deadline = started.checked_add(budget);
         self.stats.calls += 1;
         let (result, usage) = lift::with_limits(limits, || f(&live.exports, &mut live.store));
+        drop(running);
         let refused = live.store.data_mut().take_growth_refused();
         live.store.data_mut().deadline = None;
         live.store.data_mut().flush_output();

@@ -10,7 +10,7 @@ use wasmtime::{Engine, Store};
 
 use crate::registry::cache::CompileCache;
 use crate::sandbox::bindings::{collector, detector, remediator, v0_1};
-use crate::sandbox::engine::{EpochTicker, Limits, build_engine};
+use crate::sandbox::engine::{EpochTicker, GuestRunning, Limits, build_engine};
 use crate::sandbox::grants::HashCache;
 use crate::sandbox::state::{PluginContext, PluginState};
 
@@ -30,7 +30,7 @@ pub struct Runtime {
     pub cache: Option<CompileCache>,
     /// SHA-256 digests of files, shared by every plugin granted `file-hash`.
     pub hash_cache: Arc<HashCache>,
-    _ticker: EpochTicker,
+    ticker: EpochTicker,
 }
 
 fn wasi_linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
@@ -93,17 +93,24 @@ impl Runtime {
             limits,
             cache,
             hash_cache: Arc::default(),
-            _ticker: ticker,
+            ticker,
         })
     }
 
     /// A fresh store for one instance of a plugin, with its limiter and the start-up
     /// deadline (instantiation and `describe()`); calls then get the per-call deadline.
+    /// Guest code runs in it only under [`Runtime::guest_running`], or no deadline passes.
     pub fn new_store(&self, ctx: PluginContext) -> Store<PluginState> {
         let mut store = Store::new(&self.engine, PluginState::new(ctx, &self.limits));
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.limits.init_deadline_ticks());
         store
+    }
+
+    /// Held while guest code runs (an instance's start, a call): the epoch, and with it
+    /// every deadline, advances only while one is held somewhere.
+    pub fn guest_running(&self) -> GuestRunning {
+        self.ticker.guest_running()
     }
 }
