@@ -118,6 +118,20 @@ fn infinite_loop_is_stopped_by_the_deadline() {
     });
 }
 
+/// A plugin that sleeps waits in the host (a WASI clock subscription), where no epoch
+/// interrupts it: the call's deadline must end the wait too.
+#[test]
+fn a_plugin_that_sleeps_is_stopped_by_the_deadline() {
+    within(Duration::from_secs(120), || {
+        assert_contained(
+            "fixture-loop",
+            "fixture-loop",
+            &[("spin_in", "sleep")],
+            "timeout",
+        )
+    });
+}
+
 /// Runs `f` on its own thread: a deadline that never comes fails the test instead of
 /// hanging it.
 fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
@@ -136,32 +150,35 @@ fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
     }
 }
 
-/// The start-up budget holds too: a `describe()` that never returns fails the load with a
-/// timeout (the epoch moves while an instance starts, not only during calls).
+/// The start-up budget holds too: a `describe()` that never returns, spinning or sleeping,
+/// fails the load with a timeout (the epoch moves while an instance starts, not only
+/// during calls, and a clock wait ends at the start-up deadline).
 #[test]
 fn a_describe_that_never_returns_fails_the_load() {
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
-    let limits = Limits {
-        init_timeout: Duration::from_millis(200),
-        ..test_limits()
-    };
-    let rt = Runtime::new(limits, Some(&cache)).unwrap();
-    let options = LoadOptions {
-        config: [("spin_in".to_owned(), "describe".to_owned())].into(),
-        ..LoadOptions::default()
-    };
-    let source = PluginSource::from_file(&wasm("fixture-loop")).unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    within(Duration::from_secs(60), move || {
-        let loaded = load(&rt, &source, &options, &processes()).map(|_| ());
-        let _ = tx.send(loaded.map_err(|e| e.to_string()));
-    });
-    let err = rx
-        .recv()
-        .unwrap()
-        .expect_err("a describe() that never returns was loaded");
-    assert!(err.contains("describe() failed"), "{err}");
-    assert!(err.contains("time cap"), "{err}");
+    for spin_in in ["describe", "describe-sleep"] {
+        let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
+        let limits = Limits {
+            init_timeout: Duration::from_millis(200),
+            ..test_limits()
+        };
+        let rt = Runtime::new(limits, Some(&cache)).unwrap();
+        let options = LoadOptions {
+            config: [("spin_in".to_owned(), spin_in.to_owned())].into(),
+            ..LoadOptions::default()
+        };
+        let source = PluginSource::from_file(&wasm("fixture-loop")).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        within(Duration::from_secs(60), move || {
+            let loaded = load(&rt, &source, &options, &processes()).map(|_| ());
+            let _ = tx.send(loaded.map_err(|e| e.to_string()));
+        });
+        let err = rx
+            .recv()
+            .unwrap()
+            .expect_err("a describe() that never returns was loaded");
+        assert!(err.contains("describe() failed"), "{spin_in}: {err}");
+        assert!(err.contains("time cap"), "{spin_in}: {err}");
+    }
 }
 
 #[test]

@@ -16,19 +16,48 @@ const STEP: i64 = 1000;
 
 /// Moves what is new in `dir`'s audit log into `outbox`; returns how many records.
 pub fn forward_once(dir: &Path, outbox: &mut Outbox) -> Result<usize, String> {
-    if !dir.join("ward.db").exists() {
-        return Ok(0);
+    Reader::new(dir.to_path_buf()).forward(outbox)
+}
+
+/// The audit log, opened read-only once it exists and kept open between looks: opening
+/// the database is most of what a look costs an idle agent.
+struct Reader {
+    dir: PathBuf,
+    store: Option<crate::respond::store::Store>,
+}
+
+impl Reader {
+    fn new(dir: PathBuf) -> Self {
+        Self { dir, store: None }
     }
-    let store = crate::respond::store::Store::open_read_only(dir).map_err(|e| e.to_string())?;
-    let mut moved = 0;
-    loop {
-        let after = outbox.audit_forwarded().map_err(|e| e.to_string())?;
-        let records = store.audit_after(after, STEP).map_err(|e| e.to_string())?;
-        if records.is_empty() {
-            return Ok(moved);
+
+    /// Moves what is new into `outbox`; returns how many records.
+    fn forward(&mut self, outbox: &mut Outbox) -> Result<usize, String> {
+        let store = match &mut self.store {
+            Some(store) => store,
+            None if !self.dir.join("ward.db").exists() => return Ok(0),
+            None => self.store.insert(
+                crate::respond::store::Store::open_read_only(&self.dir)
+                    .map_err(|e| e.to_string())?,
+            ),
+        };
+        let mut moved = 0;
+        loop {
+            let after = outbox.audit_forwarded().map_err(|e| e.to_string())?;
+            let records = match store.audit_after(after, STEP) {
+                Ok(records) => records,
+                Err(e) => {
+                    // Opened afresh at the next look, in case the file was replaced.
+                    self.store = None;
+                    return Err(e.to_string());
+                }
+            };
+            if records.is_empty() {
+                return Ok(moved);
+            }
+            moved += records.len();
+            outbox.append_audit(&records).map_err(|e| e.to_string())?;
         }
-        moved += records.len();
-        outbox.append_audit(&records).map_err(|e| e.to_string())?;
     }
 }
 
@@ -46,9 +75,10 @@ impl Bridge {
         let thread = std::thread::Builder::new()
             .name("ward-audit-bridge".into())
             .spawn(move || {
+                let mut reader = Reader::new(dir);
                 loop {
                     let last = stopping.load(Ordering::Acquire);
-                    if let Err(e) = forward_once(&dir, &mut outbox) {
+                    if let Err(e) = reader.forward(&mut outbox) {
                         tracing::warn!(error = %e, "audit records not forwarded yet");
                     }
                     if last {
@@ -70,6 +100,27 @@ impl Bridge {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The bridge's reader keeps its connection: it starts before the log exists and
+    /// still sees every record written after it opened it.
+    #[test]
+    fn a_kept_reader_sees_what_is_written_after_it_opened() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut outbox = Outbox::open(dir.path(), "mac", Default::default(), &[]).unwrap();
+        let mut reader = Reader::new(dir.path().to_path_buf());
+        assert_eq!(reader.forward(&mut outbox).unwrap(), 0, "no log yet");
+        assert!(reader.store.is_none());
+        let mut store = crate::respond::store::Store::open(dir.path()).unwrap();
+        store.audit("test", serde_json::json!({"n": 0})).unwrap();
+        assert_eq!(reader.forward(&mut outbox).unwrap(), 1);
+        assert!(reader.store.is_some(), "the connection is kept");
+        for i in 1..4 {
+            store.audit("test", serde_json::json!({"n": i})).unwrap();
+        }
+        assert_eq!(reader.forward(&mut outbox).unwrap(), 3);
+        assert_eq!(reader.forward(&mut outbox).unwrap(), 0);
+        assert_eq!(outbox.after(0, 100).unwrap().len(), 4);
+    }
 
     #[test]
     fn each_audit_record_reaches_the_outbox_once_in_order() {

@@ -163,9 +163,11 @@ impl EpochTicker {
             .name("ward-epoch".into())
             .spawn(move || {
                 loop {
+                    let mut parked = false;
                     {
                         let mut state = ticking.state();
                         while state.running == 0 && !state.stop {
+                            parked = true;
                             state = ticking
                                 .wake
                                 .wait(state)
@@ -175,7 +177,10 @@ impl EpochTicker {
                             return;
                         }
                     }
-                    std::thread::sleep(EPOCH_TICK);
+                    // A free-running ticker's first tick came anywhere in the tick after a
+                    // deadline was set; after a wake it comes half-way, so a deadline of
+                    // `n` ticks still lands inside its last tick, not past it.
+                    std::thread::sleep(if parked { EPOCH_TICK / 2 } else { EPOCH_TICK });
                     tick();
                 }
             })
@@ -217,7 +222,12 @@ mod tests {
     /// Ticks counted once they have stopped coming (the thread may finish one sleep after
     /// the last guard is dropped).
     fn settled(ticks: &AtomicU64) -> u64 {
+        let give_up = std::time::Instant::now() + Duration::from_secs(10);
         loop {
+            assert!(
+                std::time::Instant::now() < give_up,
+                "the epoch kept moving with nothing running"
+            );
             let before = ticks.load(Ordering::SeqCst);
             std::thread::sleep(EPOCH_TICK * 10);
             let after = ticks.load(Ordering::SeqCst);

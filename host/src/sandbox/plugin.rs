@@ -455,6 +455,14 @@ impl Instance {
                         Err(e) => return Err(classify_with(&e, refused)),
                     }
                 }
+                if store.data().take_wait_cut() {
+                    // Instantiation, `describe` or `parts` waited on a clock past the
+                    // start-up deadline.
+                    return Err((
+                        FaultKind::Timeout,
+                        "exceeded the start-up time cap".to_owned(),
+                    ));
+                }
                 Ok((Instance { store, exports }, info.into()))
             }
             Err(e) => Err(classify_with(&e, refused)),
@@ -671,6 +679,7 @@ impl Plugin {
         let running = rt.guest_running();
         let started = Instant::now();
         live.store.data_mut().take_growth_refused();
+        live.store.data().take_wait_cut();
         live.store.set_epoch_deadline(ticks);
         let budget = crate::sandbox::engine::EPOCH_TICK
             .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
@@ -678,6 +687,14 @@ impl Plugin {
         self.stats.calls += 1;
         let (result, usage) = lift::with_limits(limits, || f(&live.exports, &mut live.store));
         drop(running);
+        // A guest whose clock wait was cut at the deadline ran out of time, even if it
+        // returned before the epoch caught up with it.
+        let result = match result {
+            Ok(_) if live.store.data().take_wait_cut() => {
+                Err(wasmtime::Error::new(wasmtime::Trap::Interrupt))
+            }
+            other => other,
+        };
         let refused = live.store.data_mut().take_growth_refused();
         live.store.data_mut().deadline = None;
         live.store.data_mut().flush_output();

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use wasmtime::component::{HasSelf, Linker};
@@ -36,6 +37,12 @@ pub struct Runtime {
 fn wasi_linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
     let mut linker = Linker::new(engine);
     wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(anyhow::Error::from)?;
+    // A guest's clock waits end at its deadline (see `host_api::clocks`).
+    linker.allow_shadowing(true);
+    crate::sandbox::host_api::clocks::add_to_linker(&mut linker)
+        .map_err(anyhow::Error::from)
+        .context("bounding the WASI clock subscriptions")?;
+    linker.allow_shadowing(false);
     Ok(linker)
 }
 
@@ -100,11 +107,12 @@ impl Runtime {
     /// A fresh store for one instance of a plugin, with its limiter and the start-up
     /// deadline (instantiation and `describe()`); calls then get the per-call deadline.
     /// Guest code runs in it only under [`Runtime::guest_running`], or no deadline passes.
-    pub fn new_store(&self, ctx: PluginContext) -> Store<PluginState> {
+    pub(crate) fn new_store(&self, ctx: PluginContext) -> Store<PluginState> {
         let mut store = Store::new(&self.engine, PluginState::new(ctx, &self.limits));
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.limits.init_deadline_ticks());
+        store.data_mut().deadline = Instant::now().checked_add(self.limits.init_timeout);
         store
     }
 

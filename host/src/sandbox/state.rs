@@ -2,6 +2,7 @@
 //! memory limits, identity, config, the shared process table and captured guest output.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use wasmtime::{ResourceLimiter, StoreLimits, StoreLimitsBuilder};
@@ -99,6 +100,10 @@ pub struct PluginState {
     /// When the current call's time is up; host imports that may take long (hashing a
     /// file) stop by then rather than outlive the guest's deadline.
     pub deadline: Option<std::time::Instant>,
+    /// Set when a clock wait of the guest's was cut short at its deadline (see
+    /// [`crate::sandbox::host_api::clocks`]): the call then ran out of time, whatever it
+    /// returned.
+    pub(crate) wait_cut: Arc<AtomicBool>,
 }
 
 /// Log messages a plugin may write per call before the host drops the rest.
@@ -118,6 +123,7 @@ impl PluginState {
             .allow_ip_name_lookup(false)
             .allow_tcp(false)
             .allow_udp(false)
+            .monotonic_clock(crate::sandbox::host_api::clocks::Monotonic)
             .build();
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
@@ -141,7 +147,13 @@ impl PluginState {
             log_budget: LOG_MESSAGES_PER_CALL,
             logs_dropped: 0,
             deadline: None,
+            wait_cut: Arc::default(),
         }
+    }
+
+    /// True if a clock wait was cut short at the deadline since the last call of this.
+    pub fn take_wait_cut(&self) -> bool {
+        self.wait_cut.swap(false, Ordering::Relaxed)
     }
 
     /// The limiter wasmtime consults on every memory/table growth.

@@ -1,5 +1,6 @@
 //! Host implementations of the WIT import interfaces, one file per interface.
 
+pub mod clocks;
 pub mod enrich;
 pub mod files;
 pub mod host;
