@@ -117,10 +117,7 @@ pub fn run(
 /// The self-test of a new version before it is swapped in: `plugin` over `events` must
 /// fault nowhere and give what `expect` names, line for line. `Err` says what differed.
 pub fn self_test(rt: &Runtime, plugin: Plugin, events: &Path, expect: &Path) -> Result<(), String> {
-    let rt = Arc::new(
-        Runtime::with_engine(rt.engine.clone(), rt.limits.clone(), None)
-            .map_err(|e| format!("{e:#}"))?,
-    );
+    let rt = Arc::new(rt.sibling_without_cache());
     let file = std::fs::File::open(events).map_err(|e| format!("{}: {e}", events.display()))?;
     let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
     let (lines, faults) = match plugin.kind() {

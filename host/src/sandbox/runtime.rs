@@ -31,7 +31,7 @@ pub struct Runtime {
     pub cache: Option<CompileCache>,
     /// SHA-256 digests of files, shared by every plugin granted `file-hash`.
     pub hash_cache: Arc<HashCache>,
-    ticker: EpochTicker,
+    ticker: Arc<EpochTicker>,
 }
 
 fn wasi_linker(engine: &Engine) -> anyhow::Result<Linker<PluginState>> {
@@ -91,7 +91,7 @@ impl Runtime {
             },
             None => None,
         };
-        let ticker = EpochTicker::start(&engine)?;
+        let ticker = Arc::new(EpochTicker::start(&engine)?);
         Ok(Self {
             engine,
             detector_linker,
@@ -114,6 +114,22 @@ impl Runtime {
         store.set_epoch_deadline(self.limits.init_deadline_ticks());
         store.data_mut().deadline = Instant::now().checked_add(self.limits.init_timeout);
         store
+    }
+
+    /// A runtime like this one without its compile cache, sharing its engine and epoch
+    /// ticker (a second ticker on the same engine would advance the epoch twice as fast,
+    /// halving every deadline while both run).
+    pub fn sibling_without_cache(&self) -> Self {
+        Self {
+            engine: self.engine.clone(),
+            detector_linker: self.detector_linker.clone(),
+            collector_linker: self.collector_linker.clone(),
+            remediator_linker: self.remediator_linker.clone(),
+            limits: self.limits.clone(),
+            cache: None,
+            hash_cache: Arc::clone(&self.hash_cache),
+            ticker: Arc::clone(&self.ticker),
+        }
     }
 
     /// Held while guest code runs (an instance's start, a call): the epoch, and with it
