@@ -138,3 +138,18 @@ impl Runtime {
         self.ticker.guest_running()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One ticker per engine: a second would advance the shared epoch twice as fast.
+    #[test]
+    fn a_sibling_shares_the_engine_and_its_ticker() {
+        let rt = Runtime::new(Limits::default(), None).unwrap();
+        let sibling = rt.sibling_without_cache();
+        assert!(Engine::same(&rt.engine, &sibling.engine));
+        assert!(Arc::ptr_eq(&rt.ticker, &sibling.ticker));
+        assert!(sibling.cache.is_none());
+    }
+}
