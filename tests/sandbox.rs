@@ -41,6 +41,17 @@ fn assert_contained(
     config: &[(&str, &str)],
     expected_fault: &str,
 ) {
+    assert_contained_in(runtime(), fixture, plugin_name, config, expected_fault);
+}
+
+/// [`assert_contained`] in `rt`.
+fn assert_contained_in(
+    rt: Arc<Runtime>,
+    fixture: &str,
+    plugin_name: &str,
+    config: &[(&str, &str)],
+    expected_fault: &str,
+) {
     let expected = baseline();
     assert_eq!(
         expected.len(),
@@ -48,7 +59,6 @@ fn assert_contained(
         "the attack chain raises five ATT&CK and eight Jamf findings (each act once)"
     );
 
-    let rt = runtime();
     let procs = processes();
     let mut plugins = first_party(&rt, &procs);
     plugins.push(load_with(&rt, fixture, config, &procs));
@@ -127,6 +137,28 @@ fn a_plugin_that_sleeps_is_stopped_by_the_deadline() {
             "fixture-loop",
             "fixture-loop",
             &[("spin_in", "sleep")],
+            "timeout",
+        )
+    });
+}
+
+/// A clock subscription made under the start-up deadline (60 s here) and waited on in a
+/// call waits no longer than the call may (100 ms): the wait reads the deadline of the
+/// call that waits, not the one in force when the subscription was made.
+#[test]
+fn a_timer_kept_from_start_up_is_bounded_by_the_call_that_waits() {
+    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
+    let limits = Limits {
+        init_timeout: Duration::from_secs(60),
+        ..test_limits()
+    };
+    let rt = Arc::new(Runtime::new(limits, Some(&cache)).unwrap());
+    within(Duration::from_secs(30), move || {
+        assert_contained_in(
+            rt,
+            "fixture-loop",
+            "fixture-loop",
+            &[("spin_in", "held-timer")],
             "timeout",
         )
     });

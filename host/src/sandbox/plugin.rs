@@ -683,7 +683,9 @@ impl Plugin {
         live.store.set_epoch_deadline(ticks);
         let budget = crate::sandbox::engine::EPOCH_TICK
             .saturating_mul(u32::try_from(ticks).unwrap_or(u32::MAX));
-        live.store.data_mut().deadline = started.checked_add(budget);
+        live.store
+            .data_mut()
+            .set_deadline(started.checked_add(budget));
         self.stats.calls += 1;
         let (result, usage) = lift::with_limits(limits, || f(&live.exports, &mut live.store));
         drop(running);
@@ -696,7 +698,7 @@ impl Plugin {
             other => other,
         };
         let refused = live.store.data_mut().take_growth_refused();
-        live.store.data_mut().deadline = None;
+        live.store.data_mut().set_deadline(None);
         live.store.data_mut().flush_output();
         let took = started.elapsed();
         self.stats.busy += took;

@@ -112,7 +112,8 @@ impl Runtime {
         store.limiter(|s| s.limiter());
         store.epoch_deadline_trap();
         store.set_epoch_deadline(self.limits.init_deadline_ticks());
-        store.data_mut().deadline = Instant::now().checked_add(self.limits.init_timeout);
+        let start_up = Instant::now().checked_add(self.limits.init_timeout);
+        store.data_mut().set_deadline(start_up);
         store
     }
 

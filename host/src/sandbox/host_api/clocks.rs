@@ -4,8 +4,9 @@
 //! host, in `wasi:io/poll`, where the epoch deadline cannot interrupt it: WASI's own
 //! subscription would hold the detection thread for as long as the guest asked, an hour or
 //! forever. These replace `subscribe-duration` and `subscribe-instant` with pollables that
-//! are ready at the time asked or at the call's deadline, whichever comes first. A wait cut
-//! short at the deadline marks the store ([`PluginState::take_wait_cut`]), and the call is
+//! are ready at the time asked or at the deadline of the call that waits, whichever comes
+//! first (a subscription made at start-up and waited on in a call waits no longer than
+//! the call may). A wait cut short at the deadline marks the store ([`PluginState::take_wait_cut`]), and the call is
 //! then a timeout fault whatever the guest returns: it ran out of time like any plugin
 //! that spins past its epoch deadline, and is counted and quarantined alike. Outside a
 //! call (no deadline) a subscription is ready at once.
@@ -13,7 +14,7 @@
 //! The monotonic clock the guest reads is [`Monotonic`], so an instant it subscribes to
 //! can be turned back into a time here.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock};
 use std::time::{Duration, Instant};
 
@@ -42,31 +43,59 @@ impl HostMonotonicClock for Monotonic {
     }
 }
 
-/// A clock subscription: ready at `at`, already bounded by the deadline.
+/// The deadline of the call in progress, shared with the store's clock subscriptions: a
+/// subscription may be made in one call (or at start-up) and waited on in a later one,
+/// so each wait reads the deadline of the call that waits. Nanoseconds since [`START`],
+/// plus one; zero when no call is in progress.
+#[derive(Debug, Default)]
+pub struct DeadlineCell(AtomicU64);
+
+impl DeadlineCell {
+    /// Sets (or, with `None`, clears) the deadline.
+    pub fn set(&self, deadline: Option<Instant>) {
+        let nanos = deadline.map_or(0, |d| {
+            let since = d.saturating_duration_since(*START).as_nanos();
+            u64::try_from(since).unwrap_or(u64::MAX - 1) + 1
+        });
+        self.0.store(nanos, Ordering::Relaxed);
+    }
+
+    fn get(&self) -> Option<Instant> {
+        match self.0.load(Ordering::Relaxed) {
+            0 => None,
+            nanos => START.checked_add(Duration::from_nanos(nanos - 1)),
+        }
+    }
+}
+
+/// A clock subscription: ready at the time the guest asked for, or at the deadline of the
+/// call that waits on it.
 struct Until {
-    at: Instant,
-    /// Set once ready when `at` is the deadline rather than the time the guest asked for.
-    cut: Option<Arc<AtomicBool>>,
+    /// `None` when the time asked for cannot be represented: it waits for the deadline.
+    wanted: Option<Instant>,
+    deadline: Arc<DeadlineCell>,
+    /// Set when a wait ends at the deadline rather than the time asked for.
+    cut: Arc<AtomicBool>,
+}
+
+/// When a wait for `wanted` ends under `deadline`, and whether the deadline ended it.
+/// With no call in progress (no deadline) it ends at once: no guest code waits then.
+fn wait_end(wanted: Option<Instant>, deadline: Option<Instant>) -> (Instant, bool) {
+    match (wanted, deadline) {
+        (_, None) => (Instant::now(), false),
+        (Some(wanted), Some(deadline)) if wanted <= deadline => (wanted, false),
+        (_, Some(deadline)) => (deadline, true),
+    }
 }
 
 #[wasmtime_wasi::async_trait]
 impl Pollable for Until {
     async fn ready(&mut self) {
-        tokio::time::sleep_until(self.at.into()).await;
-        if let Some(cut) = &self.cut {
-            cut.store(true, Ordering::Relaxed);
+        let (at, cut) = wait_end(self.wanted, self.deadline.get());
+        tokio::time::sleep_until(at.into()).await;
+        if cut {
+            self.cut.store(true, Ordering::Relaxed);
         }
-    }
-}
-
-/// When a subscription for `wanted` is ready: then, or at the call's deadline if that is
-/// sooner; at once outside a call.
-fn bounded(wanted: Option<Instant>, deadline: Option<Instant>) -> Instant {
-    let now = Instant::now();
-    match (wanted, deadline) {
-        (_, None) => now,
-        (Some(wanted), Some(deadline)) => wanted.min(deadline),
-        (None, Some(deadline)) => deadline,
     }
 }
 
@@ -74,12 +103,13 @@ fn pollable(
     state: &mut PluginState,
     wanted: Option<Instant>,
 ) -> wasmtime::Result<Resource<DynPollable>> {
-    let at = bounded(wanted, state.deadline);
-    let cut = wanted
-        .is_none_or(|wanted| at < wanted)
-        .then(|| Arc::clone(&state.wait_cut));
+    let until = Until {
+        wanted,
+        deadline: Arc::clone(&state.deadline_cell),
+        cut: Arc::clone(&state.wait_cut),
+    };
     let table = WasiView::ctx(state).table;
-    let until = table.push(Until { at, cut })?;
+    let until = table.push(until)?;
     subscribe(table, until)
 }
 
@@ -109,14 +139,27 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_subscription_is_ready_by_the_deadline_and_at_once_outside_a_call() {
+    fn a_wait_ends_at_the_deadline_of_the_call_that_waits() {
         let now = Instant::now();
         let hour = now + Duration::from_secs(3600);
         let soon = now + Duration::from_millis(50);
-        assert_eq!(bounded(Some(hour), Some(soon)), soon);
-        assert_eq!(bounded(Some(soon), Some(hour)), soon);
-        // An instant too far to represent waits for the deadline only.
-        assert_eq!(bounded(None, Some(soon)), soon);
-        assert!(bounded(Some(hour), None) <= Instant::now());
+        assert_eq!(wait_end(Some(hour), Some(soon)), (soon, true));
+        assert_eq!(wait_end(Some(soon), Some(hour)), (soon, false));
+        // A time too far to represent waits for the deadline only.
+        assert_eq!(wait_end(None, Some(soon)), (soon, true));
+        let (at, cut) = wait_end(Some(hour), None);
+        assert!(at <= Instant::now() && !cut);
+    }
+
+    #[test]
+    fn the_cell_holds_the_deadline_it_was_given() {
+        let cell = DeadlineCell::default();
+        assert_eq!(cell.get(), None);
+        let deadline = Instant::now() + Duration::from_millis(250);
+        cell.set(Some(deadline));
+        let got = cell.get().unwrap();
+        assert!(got.max(deadline) - got.min(deadline) < Duration::from_micros(1));
+        cell.set(None);
+        assert_eq!(cell.get(), None);
     }
 }

@@ -188,7 +188,7 @@ impl Host for PluginState {
                 &meta,
                 &resolved.real,
                 scope.files.max_hash_bytes,
-                self.deadline,
+                self.deadline(),
             )
             .map(Some)
             .map_err(EnrichError::Io)

@@ -80,7 +80,7 @@ impl Host for PluginState {
                 "{path}: {len} bytes is over the {max}-byte hash cap"
             )));
         }
-        hash_file(file, &entry.real, max, self.deadline)
+        hash_file(file, &entry.real, max, self.deadline())
             .map(Some)
             .map_err(FileError::Io)
     }
