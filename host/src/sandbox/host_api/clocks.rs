@@ -24,7 +24,10 @@ use wasmtime_wasi::{HostMonotonicClock, WasiView};
 
 use crate::sandbox::state::PluginState;
 
-/// The interface replaced; components importing an older 0.2 version resolve to it.
+/// The interface replaced: the version wasmtime-wasi 48 defines, which every 0.2 import
+/// resolves to. Were wasmtime-wasi to define a later one, this would add a second instance
+/// that imports do not reach; `a_plugin_that_sleeps_is_stopped_by_the_deadline`
+/// (tests/sandbox.rs) fails then.
 const INTERFACE: &str = "wasi:clocks/monotonic-clock@0.2.12";
 
 /// What a guest's monotonic clock counts from.
