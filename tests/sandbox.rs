@@ -164,6 +164,30 @@ fn a_timer_kept_from_start_up_is_bounded_by_the_call_that_waits() {
     });
 }
 
+/// Asking WASI for 64 MiB of random bytes is refused at the host's cap (a trap, at once)
+/// rather than generated in one host call and then refused by the memory cap.
+#[test]
+fn a_plugin_asking_for_megabytes_of_random_bytes_is_refused() {
+    assert_contained(
+        "fixture-huge-output",
+        "fixture-huge-output",
+        &[("shape", "random")],
+        "trap",
+    );
+}
+
+/// Host resources are capped per instance: holding 100,000 clock subscriptions (a poll
+/// over them would be one long host call) traps at the cap.
+#[test]
+fn a_plugin_holding_a_hundred_thousand_host_resources_is_refused() {
+    assert_contained(
+        "fixture-huge-output",
+        "fixture-huge-output",
+        &[("shape", "pollables")],
+        "trap",
+    );
+}
+
 /// Runs `f` on its own thread: a deadline that never comes fails the test instead of
 /// hanging it.
 fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {

@@ -109,6 +109,11 @@ pub struct PluginState {
     pub(crate) wait_cut: Arc<AtomicBool>,
 }
 
+/// Most random bytes one WASI call hands a plugin.
+pub const MAX_RANDOM_BYTES: u64 = 64 << 10;
+/// Most WASI resources one instance holds at once.
+pub const MAX_RESOURCES: usize = 4096;
+
 /// Log messages a plugin may write per call before the host drops the rest.
 pub const LOG_MESSAGES_PER_CALL: u32 = 64;
 /// Longest log message kept; longer ones are truncated.
@@ -127,7 +132,14 @@ impl PluginState {
             .allow_tcp(false)
             .allow_udp(false)
             .monotonic_clock(crate::sandbox::host_api::clocks::Monotonic)
+            // WASI's default is 64 MiB per call, generated in one host call the epoch
+            // cannot interrupt; a plugin needs a few bytes for a seed.
+            .max_random_size(MAX_RANDOM_BYTES)
             .build();
+        // Each WASI resource (a stream, a clock subscription) is an entry; polling a
+        // million of them would be one long host call.
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
         let store_limits = StoreLimitsBuilder::new()
             .memory_size(limits.memory_bytes)
             .table_elements(limits.table_elements)
@@ -138,7 +150,7 @@ impl PluginState {
             .build();
         Self {
             wasi,
-            table: ResourceTable::new(),
+            table,
             limits: Limiter {
                 limits: store_limits,
                 high_water: 0,
