@@ -26,11 +26,6 @@ use ward::sandbox::engine::Limits;
 use ward::sandbox::plugin::{Mode, Plugin};
 use ward::sandbox::runtime::Runtime;
 
-fn runtime_with(limits: Limits) -> Arc<Runtime> {
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
-    Arc::new(Runtime::new(limits, Some(&cache)).unwrap())
-}
-
 fn lines(text: &[u8]) -> Vec<Value> {
     String::from_utf8_lossy(text)
         .lines()

@@ -147,12 +147,10 @@ fn a_plugin_that_sleeps_is_stopped_by_the_deadline() {
 /// call that waits, not the one in force when the subscription was made.
 #[test]
 fn a_timer_kept_from_start_up_is_bounded_by_the_call_that_waits() {
-    let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
-    let limits = Limits {
+    let rt = runtime_with(Limits {
         init_timeout: Duration::from_secs(60),
         ..test_limits()
-    };
-    let rt = Arc::new(Runtime::new(limits, Some(&cache)).unwrap());
+    });
     within(Duration::from_secs(30), move || {
         assert_contained_in(
             rt,
@@ -212,12 +210,10 @@ fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
 #[test]
 fn a_describe_that_never_returns_fails_the_load() {
     for spin_in in ["describe", "describe-sleep"] {
-        let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
-        let limits = Limits {
+        let rt = runtime_with(Limits {
             init_timeout: Duration::from_millis(200),
             ..test_limits()
-        };
-        let rt = Runtime::new(limits, Some(&cache)).unwrap();
+        });
         let options = LoadOptions {
             config: [("spin_in".to_owned(), spin_in.to_owned())].into(),
             ..LoadOptions::default()
@@ -818,16 +814,10 @@ fn auth_pipeline(
     ward::detect::pipeline::Pipeline,
     Arc<ward::sandbox::runtime::Runtime>,
 ) {
-    let rt = Arc::new(
-        ward::sandbox::runtime::Runtime::new(
-            ward::sandbox::engine::Limits {
-                call_timeout,
-                ..test_limits()
-            },
-            Some(&std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache")),
-        )
-        .unwrap(),
-    );
+    let rt = runtime_with(Limits {
+        call_timeout,
+        ..test_limits()
+    });
     let procs = processes();
     let plugins = order
         .iter()

@@ -49,8 +49,13 @@ pub fn test_limits() -> Limits {
 
 /// A runtime with [`test_limits`], sharing one compile cache across tests and runs.
 pub fn runtime() -> Arc<Runtime> {
+    runtime_with(test_limits())
+}
+
+/// A runtime with `limits`, sharing the same compile cache.
+pub fn runtime_with(limits: Limits) -> Arc<Runtime> {
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-compile-cache");
-    Arc::new(Runtime::new(test_limits(), Some(&cache)).unwrap())
+    Arc::new(Runtime::new(limits, Some(&cache)).unwrap())
 }
 
 pub fn processes() -> SharedProcessTable {

@@ -2,7 +2,7 @@
 //! tags, blocks, fleet commands and plugin loads reach the sinks (and `ward alerts list
 //! --kind audit`) as `audit` records, each once, in the order of the hash chain.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -13,11 +13,6 @@ use crate::forward::outbox::Outbox;
 const EVERY: Duration = Duration::from_millis(500);
 /// Records moved per look.
 const STEP: i64 = 1000;
-
-/// Moves what is new in `dir`'s audit log into `outbox`; returns how many records.
-pub fn forward_once(dir: &Path, outbox: &mut Outbox) -> Result<usize, String> {
-    Reader::new(dir.to_path_buf()).forward(outbox)
-}
 
 /// The audit log, opened read-only once it exists and kept open between looks: opening
 /// the database is most of what a look costs an idle agent.
@@ -120,6 +115,11 @@ mod tests {
         assert_eq!(reader.forward(&mut outbox).unwrap(), 3);
         assert_eq!(reader.forward(&mut outbox).unwrap(), 0);
         assert_eq!(outbox.after(0, 100).unwrap().len(), 4);
+    }
+
+    /// One look by a fresh reader, as after a restart.
+    fn forward_once(dir: &std::path::Path, outbox: &mut Outbox) -> Result<usize, String> {
+        Reader::new(dir.to_path_buf()).forward(outbox)
     }
 
     #[test]

@@ -100,9 +100,9 @@ pub struct PluginState {
     pub logs_dropped: u32,
     /// When the current call's time is up; host imports that may take long (hashing a
     /// file) stop by then rather than outlive the guest's deadline.
-    deadline: Option<std::time::Instant>,
-    /// The same deadline, for clock waits (see [`crate::sandbox::host_api::clocks`]).
-    pub(crate) deadline_cell: Arc<DeadlineCell>,
+    /// Shared with the clock subscriptions, which read it when they wait (see
+    /// [`crate::sandbox::host_api::clocks`]).
+    pub(crate) deadline: Arc<DeadlineCell>,
     /// Set when a clock wait of the guest's was cut short at its deadline (see
     /// [`crate::sandbox::host_api::clocks`]): the call then ran out of time, whatever it
     /// returned.
@@ -161,21 +161,19 @@ impl PluginState {
             stderr,
             log_budget: LOG_MESSAGES_PER_CALL,
             logs_dropped: 0,
-            deadline: None,
-            deadline_cell: Arc::default(),
+            deadline: Arc::default(),
             wait_cut: Arc::default(),
         }
     }
 
     /// When the current call's (or start-up's) time is up; `None` between calls.
     pub fn deadline(&self) -> Option<std::time::Instant> {
-        self.deadline
+        self.deadline.get()
     }
 
     /// Sets (or clears) the deadline host imports and clock waits honour.
     pub fn set_deadline(&mut self, deadline: Option<std::time::Instant>) {
-        self.deadline = deadline;
-        self.deadline_cell.set(deadline);
+        self.deadline.set(deadline);
     }
 
     /// True if a clock wait was cut short at the deadline since the last call of this.

@@ -6,10 +6,11 @@
 //! forever. These replace `subscribe-duration` and `subscribe-instant` with pollables that
 //! are ready at the time asked or at the deadline of the call that waits, whichever comes
 //! first (a subscription made at start-up and waited on in a call waits no longer than
-//! the call may). A wait cut short at the deadline marks the store ([`PluginState::take_wait_cut`]), and the call is
-//! then a timeout fault whatever the guest returns: it ran out of time like any plugin
-//! that spins past its epoch deadline, and is counted and quarantined alike. Outside a
-//! call (no deadline) a subscription is ready at once.
+//! the call may). A wait cut short at the deadline marks the store
+//! ([`PluginState::take_wait_cut`]), and the call is then a timeout fault whatever the
+//! guest returns: it ran out of time like any plugin that spins past its epoch deadline,
+//! and is counted and quarantined alike. Outside a call (no deadline) a subscription is
+//! ready at once.
 //!
 //! The monotonic clock the guest reads is [`Monotonic`], so an instant it subscribes to
 //! can be turned back into a time here.
@@ -63,7 +64,8 @@ impl DeadlineCell {
         self.0.store(nanos, Ordering::Relaxed);
     }
 
-    fn get(&self) -> Option<Instant> {
+    /// The deadline, if one is set.
+    pub fn get(&self) -> Option<Instant> {
         match self.0.load(Ordering::Relaxed) {
             0 => None,
             nanos => START.checked_add(Duration::from_nanos(nanos - 1)),
@@ -108,7 +110,7 @@ fn pollable(
 ) -> wasmtime::Result<Resource<DynPollable>> {
     let until = Until {
         wanted,
-        deadline: Arc::clone(&state.deadline_cell),
+        deadline: Arc::clone(&state.deadline),
         cut: Arc::clone(&state.wait_cut),
     };
     let table = WasiView::ctx(state).table;
