@@ -1236,3 +1236,74 @@ fn detectors_get_only_the_event_parts_they_name() {
     assert_eq!((ev["stat"].as_str(), ev["cwd"].as_str()), ("yes", "yes"));
     assert_ne!(ev["args"], "0");
 }
+
+/// A plugin's self-test runs over a process table of its own. The agent's table has seen
+/// the whole attack chain, so a detector that looks up an exec's parent finds it there;
+/// the test's events hold only the exec, so on trial it must find no parent. (Loaded with
+/// the live table, the trial reported the live parent and failed its own expectation.)
+#[test]
+fn a_self_test_sees_its_own_processes_not_the_live_agents() {
+    let rt = runtime();
+    let live = processes();
+    let chain = attack_chain();
+    let watcher = load_with(&rt, "fixture-v02-detector", &[], &live);
+    let (findings, _) = run(Arc::clone(&rt), vec![watcher], Arc::clone(&live), &chain);
+    // An exec whose parent the chain started, so that the live table knows it.
+    let known = findings
+        .iter()
+        .map(|f| serde_json::to_value(f).unwrap())
+        .find(|f| {
+            f["evidence"]["parent"]
+                .as_str()
+                .is_some_and(|p| !p.is_empty())
+        })
+        .expect("an exec whose parent the live table knows");
+    let path = known["message"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("exec of ");
+    let text = String::from_utf8(chain).unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            let v: serde_json::Value = serde_json::from_str(l).unwrap();
+            v["event"]["exec"]["target"]["executable"]["path"] == path
+        })
+        .unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let events = dir.path().join("events.jsonl");
+    std::fs::write(&events, format!("{line}\n")).unwrap();
+    let expect = dir.path().join("expect.jsonl");
+    std::fs::write(
+        &expect,
+        "{\"rule\":\"v02-exec\",\"evidence\":{\"parent\":\"\"}}\n",
+    )
+    .unwrap();
+    let mut config = WardConfig::default();
+    config.agent.cache_dir = Some("".into());
+    config.agent.default_content = false;
+    config.plugins = vec![PluginConfig {
+        path: Some(wasm("fixture-v02-detector")),
+        name: None,
+        selftest: Some(ward::config::SelftestConfig { events, expect }),
+        sha256: None,
+        kind: None,
+        mode: Mode::Enforce,
+        group_modes: Vec::new(),
+        grants: Vec::new(),
+        file_scope: Vec::new(),
+        config: BTreeMap::new(),
+        config_files: BTreeMap::new(),
+        config_dirs: BTreeMap::new(),
+    }];
+    let loaded = ward::registry::load_all(&rt, &config, &live);
+    let errors: Vec<_> = loaded.errors.iter().map(ToString::to_string).collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    assert!(
+        loaded
+            .plugins
+            .iter()
+            .any(|p| p.name() == "fixture-v02-detector")
+    );
+}

@@ -32,7 +32,7 @@ pub fn run(
     // after editing its events does not recompile it.
     let cache = crate::config::WardConfig::default().cache_dir();
     let rt = Arc::new(Runtime::new(Limits::default(), cache.as_deref())?);
-    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
+    let processes = trial_table();
     let source = PluginSource::from_file(plugin)?;
     let loaded = load(&rt, &source, &options, &processes)?;
     eprintln!(
@@ -114,12 +114,26 @@ pub fn run(
     }
 }
 
+/// An empty process table for a plugin on trial ([`self_test`]).
+pub fn trial_table() -> SharedProcessTable {
+    Arc::new(RwLock::new(ProcessTable::default()))
+}
+
 /// The self-test of a new version before it is swapped in: `plugin` over `events` must
 /// fault nowhere and give what `expect` names, line for line. `Err` says what differed.
-pub fn self_test(rt: &Runtime, plugin: Plugin, events: &Path, expect: &Path) -> Result<(), String> {
+///
+/// `processes` is the table `plugin` was loaded with, which the test's events fill: a
+/// fresh one ([`trial_table`]), so that what the plugin looks up is what the test gave it,
+/// never the live agent's processes.
+pub fn self_test(
+    rt: &Runtime,
+    plugin: Plugin,
+    processes: SharedProcessTable,
+    events: &Path,
+    expect: &Path,
+) -> Result<(), String> {
     let rt = Arc::new(rt.sibling_without_cache());
     let file = std::fs::File::open(events).map_err(|e| format!("{}: {e}", events.display()))?;
-    let processes: SharedProcessTable = Arc::new(RwLock::new(ProcessTable::default()));
     let (lines, faults) = match plugin.kind() {
         Kind::Detector => run_detector(rt, plugin, processes, file),
         other => return Err(format!("self-tests run detectors; this is a {other}")),
