@@ -38,10 +38,30 @@ fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // A plugin that nothing stopped would hang the run: the child is killed after five
+    // minutes and the test fails.
+    let (done, watch) = std::sync::mpsc::channel::<()>();
+    let pid = child.id().to_string();
+    let watchdog = std::thread::spawn(move || {
+        let timed_out = matches!(
+            watch.recv_timeout(std::time::Duration::from_secs(300)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+        );
+        if timed_out {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+        }
+        timed_out
+    });
     if let Some(input) = stdin {
         child.stdin.take().unwrap().write_all(input).unwrap();
     }
-    child.wait_with_output().unwrap()
+    let output = child.wait_with_output().unwrap();
+    let _ = done.send(());
+    assert!(
+        !watchdog.join().unwrap(),
+        "ward {args:?} ran for five minutes and was killed"
+    );
+    output
 }
 
 /// `ward plugin test <component> --events <events> --expect <expect>`.

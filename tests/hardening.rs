@@ -356,55 +356,58 @@ fn a_binary_too_large_to_hash_in_time_is_undecided_then_denied_from_the_cache() 
 /// Class 2. The AUTH lane does not wait behind the bulk stage: with a detector stuck in
 /// `on-events` for up to 6 s (its per-call cap), an AUTH exec read right after it is
 /// answered by the prevent list within its 2 s deadline, clocked from its arrival.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn auth_answers_do_not_wait_behind_a_stalled_batch() {
-    let records = chain();
-    let (listed, cdhash) = auth_exec_of_update(&records);
-    let rt = runtime_with(Limits {
-        call_timeout: Duration::from_secs(6),
-        ..test_limits()
-    });
-    let procs = processes();
-    let plugins = vec![
-        load_with(&rt, "fixture-loop", &[], &procs),
-        load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
-    ];
-    let pipeline = Pipeline::new(
-        rt,
-        plugins,
-        procs,
-        PipelineOptions {
-            auth: AuthPolicy {
-                verdict_timeout: Duration::from_secs(2),
-                kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
-                ..AuthPolicy::default()
+#[test]
+fn auth_answers_do_not_wait_behind_a_stalled_batch() {
+    // A plugin that nothing stopped would hang the run: fail it instead.
+    within_async(Duration::from_secs(120), || async {
+        let records = chain();
+        let (listed, cdhash) = auth_exec_of_update(&records);
+        let rt = runtime_with(Limits {
+            call_timeout: Duration::from_secs(6),
+            ..test_limits()
+        });
+        let procs = processes();
+        let plugins = vec![
+            load_with(&rt, "fixture-loop", &[], &procs),
+            load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
+        ];
+        let pipeline = Pipeline::new(
+            rt,
+            plugins,
+            procs,
+            PipelineOptions {
+                auth: AuthPolicy {
+                    verdict_timeout: Duration::from_secs(2),
+                    kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
+                    ..AuthPolicy::default()
+                },
+                ..PipelineOptions::default()
             },
-            ..PipelineOptions::default()
-        },
-    );
-    let input = format!("{}\n{listed}\n", records[0]);
-    let sink = SharedSink::default();
-    let summary = ward::detect::run::run_stream(
-        pipeline,
-        std::io::Cursor::new(input.into_bytes()),
-        sink.clone(),
-    )
-    .await
-    .unwrap();
-    let out = lines(&sink.bytes());
-    let answer: Vec<&Value> = out.iter().filter(|f| f["rule"] == "auth-denied").collect();
-    assert_eq!(answer.len(), 1, "{out:?}");
-    assert_eq!(answer[0]["evidence"]["decided_by"], "prevent-list");
-    assert_eq!(summary.auth.defaulted, 0, "{:?}", summary.auth);
-    let looped = summary
-        .plugins
-        .iter()
-        .find(|p| p.name == "fixture-loop")
+        );
+        let input = format!("{}\n{listed}\n", records[0]);
+        let sink = SharedSink::default();
+        let summary = ward::detect::run::run_stream(
+            pipeline,
+            std::io::Cursor::new(input.into_bytes()),
+            sink.clone(),
+        )
+        .await
         .unwrap();
-    assert!(
-        looped.retried + looped.faults >= 1,
-        "the batch was stalled: {looped:?}"
-    );
+        let out = lines(&sink.bytes());
+        let answer: Vec<&Value> = out.iter().filter(|f| f["rule"] == "auth-denied").collect();
+        assert_eq!(answer.len(), 1, "{out:?}");
+        assert_eq!(answer[0]["evidence"]["decided_by"], "prevent-list");
+        assert_eq!(summary.auth.defaulted, 0, "{:?}", summary.auth);
+        let looped = summary
+            .plugins
+            .iter()
+            .find(|p| p.name == "fixture-loop")
+            .unwrap();
+        assert!(
+            looped.retried + looped.faults >= 1,
+            "the batch was stalled: {looped:?}"
+        );
+    });
 }
 
 #[derive(Clone, Default)]
@@ -699,109 +702,116 @@ async fn replay(
 /// window whole; and the slow plugin is blamed only for the time it was given in full
 /// (once), never for the windows the burst cut short, so the burst cannot get it
 /// quarantined. A slow shadow plugin delays none of it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_burst_of_auth_events_is_decided_side_by_side() {
-    let records = chain();
-    let (listed, cdhash) = auth_exec_of_update(&records);
-    let burst: String = (0..6).map(|_| format!("{listed}\n")).collect();
-    let policy = AuthPolicy {
-        verdict_timeout: Duration::from_millis(200),
-        kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
-        ..AuthPolicy::default()
-    };
-    for slow_mode in [Mode::Enforce, Mode::Shadow] {
-        let rt = runtime_with(Limits {
-            call_timeout: Duration::from_secs(3600),
-            ..test_limits()
-        });
-        let procs = processes();
-        let slow = load_wasm(
-            &rt,
-            "fixture-slow-verdict",
-            &LoadOptions {
-                mode: slow_mode,
-                ..LoadOptions::default()
-            },
-            &procs,
-        );
-        let list = load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs);
-        let options = PipelineOptions {
-            auth: policy.clone(),
-            ..PipelineOptions::default()
+#[test]
+fn a_burst_of_auth_events_is_decided_side_by_side() {
+    // A plugin that nothing stopped would hang the run: fail it instead.
+    within_async(Duration::from_secs(120), || async {
+        let records = chain();
+        let (listed, cdhash) = auth_exec_of_update(&records);
+        let burst: String = (0..6).map(|_| format!("{listed}\n")).collect();
+        let policy = AuthPolicy {
+            verdict_timeout: Duration::from_millis(200),
+            kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
+            ..AuthPolicy::default()
         };
-        let (out, summary) = replay(rt, vec![slow, list], procs, options, burst.clone()).await;
-        let denied = out
-            .iter()
-            .filter(|f| f["rule"] == "auth-denied" && f["shadow"].is_null())
-            .filter(|f| f["evidence"]["decided_by"] == "prevent-list")
-            .count();
-        assert_eq!(denied, 6, "{slow_mode:?}: {out:?}");
-        assert_eq!(
-            summary.auth.defaulted, 0,
-            "{slow_mode:?}: {:?}",
-            summary.auth
-        );
-        let slow = summary
-            .plugins
-            .iter()
-            .find(|p| p.name == "fixture-slow-verdict")
-            .unwrap();
-        assert!(
-            slow.faults <= 1,
-            "{slow_mode:?}: blamed for windows cut short: {slow:?}"
-        );
-        assert_eq!(slow.quarantines, 0, "{slow_mode:?}: {slow:?}");
-    }
+        for slow_mode in [Mode::Enforce, Mode::Shadow] {
+            let rt = runtime_with(Limits {
+                call_timeout: Duration::from_secs(3600),
+                ..test_limits()
+            });
+            let procs = processes();
+            let slow = load_wasm(
+                &rt,
+                "fixture-slow-verdict",
+                &LoadOptions {
+                    mode: slow_mode,
+                    ..LoadOptions::default()
+                },
+                &procs,
+            );
+            let list = load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs);
+            let options = PipelineOptions {
+                auth: policy.clone(),
+                ..PipelineOptions::default()
+            };
+            let (out, summary) = replay(rt, vec![slow, list], procs, options, burst.clone()).await;
+            let denied = out
+                .iter()
+                .filter(|f| f["rule"] == "auth-denied" && f["shadow"].is_null())
+                .filter(|f| f["evidence"]["decided_by"] == "prevent-list")
+                .count();
+            assert_eq!(denied, 6, "{slow_mode:?}: {out:?}");
+            assert_eq!(
+                summary.auth.defaulted, 0,
+                "{slow_mode:?}: {:?}",
+                summary.auth
+            );
+            let slow = summary
+                .plugins
+                .iter()
+                .find(|p| p.name == "fixture-slow-verdict")
+                .unwrap();
+            assert!(
+                slow.faults <= 1,
+                "{slow_mode:?}: blamed for windows cut short: {slow:?}"
+            );
+            assert_eq!(slow.quarantines, 0, "{slow_mode:?}: {slow:?}");
+        }
+    });
 }
 
 /// Class 2. The AUTH lane decides with a process table that is up to date with the event:
 /// the reader records every event before handing AUTH ones on, so a stalled detection
 /// stage does not leave the verdict's record without the parent forked just before.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_auth_lane_sees_the_process_table_up_to_date() {
-    let records = chain();
-    let (listed, cdhash) = auth_exec_of_update(&records);
-    let v: Value = serde_json::from_str(&listed).unwrap();
-    let parent = v["process"]["parent_audit_token"].clone();
-    // The fork that made the exec's process, from its parent, just before it.
-    let fork = records
-        .iter()
-        .find(|r| {
-            r["event"]["fork"]["child"]["audit_token"]["pid"] == v["process"]["audit_token"]["pid"]
-        })
-        .unwrap()
-        .clone();
-    let rt = runtime_with(Limits {
-        call_timeout: Duration::from_secs(1),
-        ..test_limits()
+#[test]
+fn the_auth_lane_sees_the_process_table_up_to_date() {
+    // A plugin that nothing stopped would hang the run: fail it instead.
+    within_async(Duration::from_secs(120), || async {
+        let records = chain();
+        let (listed, cdhash) = auth_exec_of_update(&records);
+        let v: Value = serde_json::from_str(&listed).unwrap();
+        let parent = v["process"]["parent_audit_token"].clone();
+        // The fork that made the exec's process, from its parent, just before it.
+        let fork = records
+            .iter()
+            .find(|r| {
+                r["event"]["fork"]["child"]["audit_token"]["pid"]
+                    == v["process"]["audit_token"]["pid"]
+            })
+            .unwrap()
+            .clone();
+        let rt = runtime_with(Limits {
+            call_timeout: Duration::from_secs(1),
+            ..test_limits()
+        });
+        let procs = processes();
+        let plugins = vec![
+            load_with(&rt, "fixture-loop", &[], &procs),
+            load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
+        ];
+        // The detection stage takes events one at a time and stalls a second on each (the
+        // loop); two large fillers close the reader's first chunk, so the fork and the AUTH
+        // exec reach the stage only after its stall, and the lane long before.
+        let template = first_exec(&records);
+        let input = format!(
+            "{}\n{}\n{}\n{fork}\n{listed}\n",
+            records[0],
+            huge_exec(&template, 1, 600_000),
+            huge_exec(&template, 2, 600_000)
+        );
+        let options = PipelineOptions {
+            batch_size: 1,
+            auth: AuthPolicy {
+                verdict_timeout: Duration::from_millis(500),
+                ..AuthPolicy::default()
+            },
+            ..PipelineOptions::default()
+        };
+        let (out, _) = replay(rt, plugins, procs, options, input).await;
+        let denied = out.iter().find(|f| f["rule"] == "auth-denied").unwrap();
+        assert_eq!(
+            denied["process"]["parent"]["pid"], parent["pid"],
+            "{denied}"
+        );
     });
-    let procs = processes();
-    let plugins = vec![
-        load_with(&rt, "fixture-loop", &[], &procs),
-        load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
-    ];
-    // The detection stage takes events one at a time and stalls a second on each (the
-    // loop); two large fillers close the reader's first chunk, so the fork and the AUTH
-    // exec reach the stage only after its stall, and the lane long before.
-    let template = first_exec(&records);
-    let input = format!(
-        "{}\n{}\n{}\n{fork}\n{listed}\n",
-        records[0],
-        huge_exec(&template, 1, 600_000),
-        huge_exec(&template, 2, 600_000)
-    );
-    let options = PipelineOptions {
-        batch_size: 1,
-        auth: AuthPolicy {
-            verdict_timeout: Duration::from_millis(500),
-            ..AuthPolicy::default()
-        },
-        ..PipelineOptions::default()
-    };
-    let (out, _) = replay(rt, plugins, procs, options, input).await;
-    let denied = out.iter().find(|f| f["rule"] == "auth-denied").unwrap();
-    assert_eq!(
-        denied["process"]["parent"]["pid"], parent["pid"],
-        "{denied}"
-    );
 }

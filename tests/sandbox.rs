@@ -186,24 +186,6 @@ fn a_plugin_holding_a_hundred_thousand_host_resources_is_refused() {
     );
 }
 
-/// Runs `f` on its own thread: a deadline that never comes fails the test instead of
-/// hanging it.
-fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        f();
-        let _ = tx.send(());
-    });
-    match rx.recv_timeout(limit) {
-        Ok(()) => {}
-        // `f` panicked: its thread's message is already on stderr.
-        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test failed"),
-        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
-            panic!("no deadline stopped the guest within {limit:?}")
-        }
-    }
-}
-
 /// The start-up budget holds too: a `describe()` that never returns, spinning or sleeping,
 /// fails the load with a timeout (the epoch moves while an instance starts, not only
 /// during calls, and a clock wait ends at the start-up deadline).
@@ -933,51 +915,152 @@ fn a_prevent_list_denies_an_auth_exec_and_records_it() {
 /// Without a deny, the policy default for the kind answers and says why.
 #[test]
 fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
-    let (input, cdhash) = auth_chain();
-    let hour = std::time::Duration::from_secs(3600);
-    let fail_closed = || ward::detect::auth::AuthPolicy {
-        verdict_timeout: std::time::Duration::from_millis(40),
-        default: ward::detect::auth::Answer::Allow,
-        kinds: BTreeMap::from([("exec".to_owned(), ward::detect::auth::Answer::Deny)]),
-    };
-    let slow_missed = |missed: &str| {
-        missed == "fixture-slow-verdict (timeout)" || missed == "fixture-slow-verdict (late)"
-    };
-
-    // The slow plugin comes first in load order; the prevent list still denies in time.
-    let (mut pipeline, _rt) = auth_pipeline(
-        &[
-            ("fixture-slow-verdict", Mode::Enforce),
-            ("prevent-list", Mode::Enforce),
-        ],
-        &cdhash,
-        fail_closed(),
-        hour,
-    );
-    let out = feed(&mut pipeline, &input);
-    let recorded: Vec<_> = out.iter().filter(|f| f.rule.starts_with("auth-")).collect();
-    assert_eq!(recorded.len(), 1, "{out:?}");
-    assert_eq!(recorded[0].rule, "auth-denied");
-    assert_eq!(evidence(recorded[0], "decided_by"), "prevent-list");
-    // The stream went on: the event reached on-events too.
-    assert!(out.iter().any(|f| f.rule == "prevent-list-match"));
-
-    // Nothing listed: the default for the kind answers — fail-closed for exec here,
-    // fail-open by default — and the record names the slow plugin alone.
-    for (kinds, answer) in [
-        (
-            BTreeMap::from([("exec".to_owned(), ward::detect::auth::Answer::Deny)]),
-            "deny",
-        ),
-        (BTreeMap::new(), "allow"),
-    ] {
-        let policy = ward::detect::auth::AuthPolicy {
-            kinds,
-            ..fail_closed()
+    within(Duration::from_secs(120), || {
+        let (input, cdhash) = auth_chain();
+        let hour = std::time::Duration::from_secs(3600);
+        let fail_closed = || ward::detect::auth::AuthPolicy {
+            verdict_timeout: std::time::Duration::from_millis(40),
+            default: ward::detect::auth::Answer::Allow,
+            kinds: BTreeMap::from([("exec".to_owned(), ward::detect::auth::Answer::Deny)]),
         };
+        let slow_missed = |missed: &str| {
+            missed == "fixture-slow-verdict (timeout)" || missed == "fixture-slow-verdict (late)"
+        };
+
+        // The slow plugin comes first in load order; the prevent list still denies in time.
         let (mut pipeline, _rt) = auth_pipeline(
             &[
                 ("fixture-slow-verdict", Mode::Enforce),
+                ("prevent-list", Mode::Enforce),
+            ],
+            &cdhash,
+            fail_closed(),
+            hour,
+        );
+        let out = feed(&mut pipeline, &input);
+        let recorded: Vec<_> = out.iter().filter(|f| f.rule.starts_with("auth-")).collect();
+        assert_eq!(recorded.len(), 1, "{out:?}");
+        assert_eq!(recorded[0].rule, "auth-denied");
+        assert_eq!(evidence(recorded[0], "decided_by"), "prevent-list");
+        // The stream went on: the event reached on-events too.
+        assert!(out.iter().any(|f| f.rule == "prevent-list-match"));
+
+        // Nothing listed: the default for the kind answers — fail-closed for exec here,
+        // fail-open by default — and the record names the slow plugin alone.
+        for (kinds, answer) in [
+            (
+                BTreeMap::from([("exec".to_owned(), ward::detect::auth::Answer::Deny)]),
+                "deny",
+            ),
+            (BTreeMap::new(), "allow"),
+        ] {
+            let policy = ward::detect::auth::AuthPolicy {
+                kinds,
+                ..fail_closed()
+            };
+            let (mut pipeline, _rt) = auth_pipeline(
+                &[
+                    ("fixture-slow-verdict", Mode::Enforce),
+                    ("prevent-list", Mode::Enforce),
+                ],
+                &"0".repeat(40),
+                policy,
+                hour,
+            );
+            let out = feed(&mut pipeline, &input);
+            let recorded: Vec<_> = out.iter().filter(|f| f.rule.starts_with("auth-")).collect();
+            assert_eq!(recorded.len(), 1, "{out:?}");
+            let r = recorded[0];
+            assert_eq!(r.rule, "auth-default-answer");
+            assert_eq!(evidence(r, "answer"), answer);
+            assert_eq!(evidence(r, "decided_by"), "default");
+            assert!(
+                slow_missed(evidence(r, "missed")),
+                "{}",
+                evidence(r, "missed")
+            );
+            assert_eq!(evidence(r, "deadline_ms"), "40");
+            let summary = pipeline.summary();
+            assert_eq!(summary.auth.defaulted, 1);
+        }
+
+        // Three faults quarantine the slow plugin in the AUTH lane. A quarantine is not the
+        // stream's to turn into "deny every exec": the quarantined plugin is skipped, the
+        // others decide (allow: nothing is listed), and the answer says who was skipped.
+        let (mut pipeline, _rt) = auth_pipeline(
+            &[
+                ("fixture-slow-verdict", Mode::Enforce),
+                ("prevent-list", Mode::Enforce),
+            ],
+            &"0".repeat(40),
+            fail_closed(),
+            hour,
+        );
+        let auth_line = input
+            .split(|&b| b == b'\n')
+            .find(|l| l.windows(15).any(|w| w == b"\"action_type\":0"))
+            .unwrap()
+            .to_vec();
+        let event =
+            ward::ingest::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
+        for _ in 0..3 {
+            let d = pipeline.authorize(&event);
+            assert_eq!(d.answer, ward::detect::auth::Answer::Deny, "{d:?}");
+        }
+        let d = pipeline.authorize(&event);
+        assert_eq!(d.answer, ward::detect::auth::Answer::Allow, "{d:?}");
+        assert!(
+            matches!(d.decided_by, ward::detect::auth::DecidedBy::Plugins),
+            "{d:?}"
+        );
+        assert_eq!(
+            d.skipped,
+            [("fixture-slow-verdict".to_owned(), "quarantined".to_owned())]
+        );
+        let summary = pipeline.summary();
+        let slow = summary
+            .plugins
+            .iter()
+            .find(|p| p.name == "fixture-slow-verdict")
+            .unwrap();
+        assert_eq!((slow.faults, slow.quarantines), (3, 1), "{slow:?}");
+
+        // After a timeout the spare instance takes over at once: the next verdict is asked of
+        // a ready instance (it times out again, rather than finding none warm).
+        let (mut pipeline, _rt) = auth_pipeline(
+            &[("fixture-slow-verdict", Mode::Enforce)],
+            &"0".repeat(40),
+            ward::detect::auth::AuthPolicy {
+                verdict_timeout: std::time::Duration::from_millis(40),
+                ..Default::default()
+            },
+            hour,
+        );
+        for _ in 0..2 {
+            let decision = pipeline.authorize(&event);
+            match &decision.decided_by {
+                ward::detect::auth::DecidedBy::Default { missed } => {
+                    assert_eq!(missed.len(), 1);
+                    assert!(
+                        slow_missed(&format!("{} ({})", missed[0].0, missed[0].1)),
+                        "{missed:?}"
+                    );
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+
+        // In shadow mode the slow plugin neither changes the answer nor takes the enforcing
+        // plugins' time: it is asked only after the answer, and its miss is not a reason
+        // for the default.
+        let policy = ward::detect::auth::AuthPolicy {
+            verdict_timeout: std::time::Duration::from_millis(40),
+            default: ward::detect::auth::Answer::Deny,
+            kinds: BTreeMap::new(),
+        };
+        let (mut pipeline, _rt) = auth_pipeline(
+            &[
+                ("fixture-slow-verdict", Mode::Shadow),
                 ("prevent-list", Mode::Enforce),
             ],
             &"0".repeat(40),
@@ -985,108 +1068,10 @@ fn a_slow_plugin_cannot_hold_a_verdict_past_its_deadline() {
             hour,
         );
         let out = feed(&mut pipeline, &input);
-        let recorded: Vec<_> = out.iter().filter(|f| f.rule.starts_with("auth-")).collect();
-        assert_eq!(recorded.len(), 1, "{out:?}");
-        let r = recorded[0];
-        assert_eq!(r.rule, "auth-default-answer");
-        assert_eq!(evidence(r, "answer"), answer);
-        assert_eq!(evidence(r, "decided_by"), "default");
-        assert!(
-            slow_missed(evidence(r, "missed")),
-            "{}",
-            evidence(r, "missed")
-        );
-        assert_eq!(evidence(r, "deadline_ms"), "40");
-        let summary = pipeline.summary();
-        assert_eq!(summary.auth.defaulted, 1);
-    }
-
-    // Three faults quarantine the slow plugin in the AUTH lane. A quarantine is not the
-    // stream's to turn into "deny every exec": the quarantined plugin is skipped, the
-    // others decide (allow: nothing is listed), and the answer says who was skipped.
-    let (mut pipeline, _rt) = auth_pipeline(
-        &[
-            ("fixture-slow-verdict", Mode::Enforce),
-            ("prevent-list", Mode::Enforce),
-        ],
-        &"0".repeat(40),
-        fail_closed(),
-        hour,
-    );
-    let auth_line = input
-        .split(|&b| b == b'\n')
-        .find(|l| l.windows(15).any(|w| w == b"\"action_type\":0"))
-        .unwrap()
-        .to_vec();
-    let event = ward::ingest::convert::event(&ward_event::parse_line(&auth_line, 1 << 20).unwrap());
-    for _ in 0..3 {
-        let d = pipeline.authorize(&event);
-        assert_eq!(d.answer, ward::detect::auth::Answer::Deny, "{d:?}");
-    }
-    let d = pipeline.authorize(&event);
-    assert_eq!(d.answer, ward::detect::auth::Answer::Allow, "{d:?}");
-    assert!(
-        matches!(d.decided_by, ward::detect::auth::DecidedBy::Plugins),
-        "{d:?}"
-    );
-    assert_eq!(
-        d.skipped,
-        [("fixture-slow-verdict".to_owned(), "quarantined".to_owned())]
-    );
-    let summary = pipeline.summary();
-    let slow = summary
-        .plugins
-        .iter()
-        .find(|p| p.name == "fixture-slow-verdict")
-        .unwrap();
-    assert_eq!((slow.faults, slow.quarantines), (3, 1), "{slow:?}");
-
-    // After a timeout the spare instance takes over at once: the next verdict is asked of
-    // a ready instance (it times out again, rather than finding none warm).
-    let (mut pipeline, _rt) = auth_pipeline(
-        &[("fixture-slow-verdict", Mode::Enforce)],
-        &"0".repeat(40),
-        ward::detect::auth::AuthPolicy {
-            verdict_timeout: std::time::Duration::from_millis(40),
-            ..Default::default()
-        },
-        hour,
-    );
-    for _ in 0..2 {
-        let decision = pipeline.authorize(&event);
-        match &decision.decided_by {
-            ward::detect::auth::DecidedBy::Default { missed } => {
-                assert_eq!(missed.len(), 1);
-                assert!(
-                    slow_missed(&format!("{} ({})", missed[0].0, missed[0].1)),
-                    "{missed:?}"
-                );
-            }
-            other => panic!("{other:?}"),
-        }
-    }
-
-    // In shadow mode the slow plugin neither changes the answer nor takes the enforcing
-    // plugins' time: it is asked only after the answer, and its miss is not a reason
-    // for the default.
-    let policy = ward::detect::auth::AuthPolicy {
-        verdict_timeout: std::time::Duration::from_millis(40),
-        default: ward::detect::auth::Answer::Deny,
-        kinds: BTreeMap::new(),
-    };
-    let (mut pipeline, _rt) = auth_pipeline(
-        &[
-            ("fixture-slow-verdict", Mode::Shadow),
-            ("prevent-list", Mode::Enforce),
-        ],
-        &"0".repeat(40),
-        policy,
-        hour,
-    );
-    let out = feed(&mut pipeline, &input);
-    assert!(!out.iter().any(|f| f.rule.starts_with("auth-")), "{out:?}");
-    let auth = pipeline.summary().auth;
-    assert_eq!((auth.requests, auth.allowed, auth.defaulted), (1, 1, 0));
+        assert!(!out.iter().any(|f| f.rule.starts_with("auth-")), "{out:?}");
+        let auth = pipeline.summary().auth;
+        assert_eq!((auth.requests, auth.allowed, auth.defaulted), (1, 1, 0));
+    });
 }
 
 /// Components built against the frozen `ward:plugin@0.1.0` contract (without ward-sdk)

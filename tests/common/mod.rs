@@ -122,3 +122,38 @@ pub fn run(
     let summary = pipeline.summary();
     (out, summary)
 }
+
+/// Runs `f` on its own thread: a deadline that never comes (a guest nothing stops) fails
+/// the test after `limit` instead of hanging the whole run.
+pub fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        f();
+        let _ = tx.send(());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(()) => {}
+        // `f` panicked: its thread's message is already on stderr.
+        Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => panic!("the test failed"),
+        Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+            panic!("no deadline stopped the guest within {limit:?}")
+        }
+    }
+}
+
+/// [`within`] for an async test, on a two-worker runtime of its own: the runtime is
+/// left behind with the thread on a timeout (dropping it would wait for the stuck
+/// blocking task it runs).
+pub fn within_async<F>(limit: Duration, test: impl FnOnce() -> F + Send + 'static)
+where
+    F: std::future::Future<Output = ()>,
+{
+    within(limit, move || {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(test());
+    });
+}
