@@ -118,9 +118,15 @@ pub fn run(ward: &Path, busy_secs: u64) -> anyhow::Result<()> {
     }
     let idle_secs = (busy_secs / 6).max(1);
     let dir = tempfile::tempdir().context("temporary directory")?;
-    let events = dir.path().join("events.jsonl");
+    // The followed file and the config in directories of their own, as on a Mac
+    // (`/var/log`, `/etc/ward`): each has a watcher on its directory, and one directory
+    // would wake the config's watcher at every write to the stream too.
+    let (log, etc) = (dir.path().join("log"), dir.path().join("etc"));
+    std::fs::create_dir(&log)?;
+    std::fs::create_dir(&etc)?;
+    let events = log.join("events.jsonl");
     let mut file = std::fs::File::create(&events)?;
-    let config = dir.path().join("ward.toml");
+    let config = etc.join("ward.toml");
     std::fs::write(
         &config,
         format!(
