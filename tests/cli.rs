@@ -9,8 +9,10 @@
 
 mod common;
 
-use std::io::Write;
+use std::io::{Read, Write};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use common::{root, wasm};
 use serde_json::Value;
@@ -23,12 +25,28 @@ fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
     let cache = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ward-cli-cache");
     // Each run its own state directory (and so control socket): tests run side by side.
     let state = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(args)
-        .current_dir(root())
-        .env("WARD_CACHE_DIR", cache)
-        .env("WARD_STATE_DIR", state.path())
-        .env_remove("RUST_LOG")
+    run_limited(
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(args)
+            .current_dir(root())
+            .env("WARD_CACHE_DIR", cache)
+            .env("WARD_STATE_DIR", state.path())
+            .env_remove("RUST_LOG"),
+        stdin,
+    )
+}
+
+/// How long a command the tests start may run: a `ward` held by a guest that nothing
+/// stopped fails its test instead of hanging the whole run.
+const LIMIT: Duration = Duration::from_secs(300);
+
+/// Runs `command` to its end in a process group of its own, fed `stdin`, and returns what
+/// it printed. Past [`LIMIT`] the group (the command and whatever it started) is killed
+/// and the test fails. The kill comes before the command is reaped, so it can never
+/// reach a process that reused its id.
+fn run_limited(command: &mut Command, stdin: Option<&[u8]>) -> Output {
+    let mut child = command
+        .process_group(0)
         .stdin(if stdin.is_some() {
             Stdio::piped()
         } else {
@@ -38,30 +56,66 @@ fn ward_with_stdin(args: &[&str], stdin: Option<&[u8]>) -> Output {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // A plugin that nothing stopped would hang the run: the child is killed after five
-    // minutes and the test fails.
-    let (done, watch) = std::sync::mpsc::channel::<()>();
-    let pid = child.id().to_string();
-    let watchdog = std::thread::spawn(move || {
-        let timed_out = matches!(
-            watch.recv_timeout(std::time::Duration::from_secs(300)),
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout)
-        );
-        if timed_out {
-            let _ = Command::new("kill").args(["-KILL", &pid]).status();
-        }
-        timed_out
-    });
-    if let Some(input) = stdin {
-        child.stdin.take().unwrap().write_all(input).unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    let _ = done.send(());
-    assert!(
-        !watchdog.join().unwrap(),
-        "ward {args:?} ran for five minutes and was killed"
+    // Fed and read on threads of their own: a command that stops reading or fills a pipe
+    // must not stall the clock.
+    let feeder = child
+        .stdin
+        .take()
+        .zip(stdin.map(<[u8]>::to_vec))
+        .map(|(mut pipe, input)| {
+            std::thread::spawn(move || {
+                let _ = pipe.write_all(&input);
+            })
+        });
+    let drain = |pipe: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut bytes = Vec::new();
+            if let Some(mut pipe) = pipe {
+                let _ = pipe.read_to_end(&mut bytes);
+            }
+            bytes
+        })
+    };
+    let stdout = drain(
+        child
+            .stdout
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
     );
-    output
+    let stderr = drain(
+        child
+            .stderr
+            .take()
+            .map(|p| Box::new(p) as Box<dyn Read + Send>),
+    );
+    let deadline = Instant::now() + LIMIT;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            kill_group(&child);
+            let _ = child.wait();
+            panic!("{command:?} ran for {LIMIT:?} and was killed");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    if let Some(feeder) = feeder {
+        let _ = feeder.join();
+    }
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// SIGKILL to `child`'s process group ([`run_limited`] makes it a leader); call it only
+/// while `child` is not yet reaped.
+fn kill_group(child: &std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", child.id())])
+        .status();
 }
 
 /// `ward plugin test <component> --events <events> --expect <expect>`.
@@ -832,28 +886,58 @@ fn run_with_the_eslogger_source_drains_on_sigterm() {
     let mut child = Command::new(env!("CARGO_BIN_EXE_ward"))
         .args(["run", "--config", config.to_str().unwrap()])
         .env("WARD_STATE_DIR", dir.path().join("state"))
+        .process_group(0)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    // Lines come through a thread, so that a ward that hangs fails the test at LIMIT.
+    let (lines, printed) = std::sync::mpsc::channel();
+    let stdout = BufReader::new(child.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        for line in stdout.lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut log = child.stderr.take().unwrap();
+    let log = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = log.read_to_string(&mut text);
+        text
+    });
+    let deadline = Instant::now() + LIMIT;
     let mut findings = Vec::new();
     while findings.len() < 6 {
-        let mut line = String::new();
-        assert!(
-            stdout.read_line(&mut line).unwrap() > 0,
-            "ward stopped before printing six findings"
-        );
-        findings.push(serde_json::from_str::<Value>(&line).unwrap());
+        match printed.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => findings.push(serde_json::from_str::<Value>(&line).unwrap()),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("ward stopped before printing six findings")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                kill_group(&child);
+                panic!("ward printed {} finding(s) in {LIMIT:?}", findings.len())
+            }
+        }
     }
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
     assert!(status.success());
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", stderr(&out));
-    let err = stderr(&out);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() >= deadline {
+            kill_group(&child);
+            panic!("ward did not stop on SIGTERM within {LIMIT:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let err = log.join().unwrap();
+    assert!(status.success(), "{err}");
     assert!(
         err.contains("signal received, draining") && err.contains("31 lines read"),
         "{err}"
@@ -1231,14 +1315,15 @@ fn bench_steady_suite_measures_a_live_agent() {
 fn a_first_start_with_an_empty_cache_compiles_no_built_in() {
     let cache = tempfile::tempdir().unwrap();
     let state = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_ward"))
-        .args(["replay", "examples/streams/attack-chain.jsonl"])
-        .current_dir(root())
-        .env("WARD_CACHE_DIR", cache.path().join("cache"))
-        .env("WARD_STATE_DIR", state.path())
-        .env("RUST_LOG", "ward::registry=debug")
-        .output()
-        .unwrap();
+    let out = run_limited(
+        Command::new(env!("CARGO_BIN_EXE_ward"))
+            .args(["replay", "examples/streams/attack-chain.jsonl"])
+            .current_dir(root())
+            .env("WARD_CACHE_DIR", cache.path().join("cache"))
+            .env("WARD_STATE_DIR", state.path())
+            .env("RUST_LOG", "ward::registry=debug"),
+        None,
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(ndjson(&out).len(), 13);
     let log = stderr(&out);
@@ -1406,11 +1491,10 @@ fn progress_bars_show_on_a_terminal_and_never_when_piped() {
         env!("CARGO_BIN_EXE_ward"),
         out.display()
     );
-    let tty = Command::new("script")
-        .args(["-qec", &command, "/dev/null"])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap();
+    let tty = run_limited(
+        Command::new("script").args(["-qec", &command, "/dev/null"]),
+        None,
+    );
     assert!(tty.status.success(), "{tty:?}");
     let shown = String::from_utf8_lossy(&tty.stdout);
     assert!(shown.contains("/3000 events"), "{shown}");

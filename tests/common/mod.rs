@@ -124,7 +124,8 @@ pub fn run(
 }
 
 /// Runs `f` on its own thread: a deadline that never comes (a guest nothing stops) fails
-/// the test after `limit` instead of hanging the whole run.
+/// the test after `limit` instead of hanging the whole run. The stuck thread is left
+/// running, on a core, until the test binary exits.
 pub fn within(limit: Duration, f: impl FnOnce() + Send + 'static) {
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {

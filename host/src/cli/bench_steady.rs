@@ -122,8 +122,8 @@ pub fn run(ward: &Path, busy_secs: u64) -> anyhow::Result<()> {
     // (`/var/log`, `/etc/ward`): each has a watcher on its directory, and one directory
     // would wake the config's watcher at every write to the stream too.
     let (log, etc) = (dir.path().join("log"), dir.path().join("etc"));
-    std::fs::create_dir(&log)?;
-    std::fs::create_dir(&etc)?;
+    std::fs::create_dir(&log).context("the followed file's directory")?;
+    std::fs::create_dir(&etc).context("the config's directory")?;
     let events = log.join("events.jsonl");
     let mut file = std::fs::File::create(&events)?;
     let config = etc.join("ward.toml");

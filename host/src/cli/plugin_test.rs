@@ -12,7 +12,7 @@ use crate::detect::pipeline::{Pipeline, PipelineOptions};
 use crate::forward::finding::{FindingRecord, severity_name};
 use crate::ingest::convert;
 use crate::ingest::{Line, LineReader};
-use crate::registry::load::{LoadOptions, PluginSource, load};
+use crate::registry::load::{LoadError, LoadOptions, PluginSource, load};
 use crate::sandbox::bindings::wit;
 use crate::sandbox::engine::Limits;
 use crate::sandbox::plugin::{CallError, Kind, Plugin};
@@ -32,7 +32,7 @@ pub fn run(
     // after editing its events does not recompile it.
     let cache = crate::config::WardConfig::default().cache_dir();
     let rt = Arc::new(Runtime::new(Limits::default(), cache.as_deref())?);
-    let processes = trial_table();
+    let processes = empty_table();
     let source = PluginSource::from_file(plugin)?;
     let loaded = load(&rt, &source, &options, &processes)?;
     eprintln!(
@@ -114,24 +114,36 @@ pub fn run(
     }
 }
 
-/// An empty process table for a plugin on trial ([`self_test`]).
-pub fn trial_table() -> SharedProcessTable {
+/// A new version loaded for its self-test: a fresh instance over a process table of its
+/// own, which only the test's events fill, so the test's events never become the running
+/// plugin's state and the live agent's processes never reach the test's lookups.
+pub struct Trial {
+    plugin: Plugin,
+    processes: SharedProcessTable,
+}
+
+impl Trial {
+    /// Loads `source` on trial.
+    pub fn load(
+        rt: &Runtime,
+        source: &PluginSource,
+        options: &LoadOptions,
+    ) -> Result<Self, LoadError> {
+        let processes = empty_table();
+        let plugin = load(rt, source, options, &processes)?;
+        Ok(Self { plugin, processes })
+    }
+}
+
+fn empty_table() -> SharedProcessTable {
     Arc::new(RwLock::new(ProcessTable::default()))
 }
 
-/// The self-test of a new version before it is swapped in: `plugin` over `events` must
-/// fault nowhere and give what `expect` names, line for line. `Err` says what differed.
-///
-/// `processes` is the table `plugin` was loaded with, which the test's events fill: a
-/// fresh one ([`trial_table`]), so that what the plugin looks up is what the test gave it,
-/// never the live agent's processes.
-pub fn self_test(
-    rt: &Runtime,
-    plugin: Plugin,
-    processes: SharedProcessTable,
-    events: &Path,
-    expect: &Path,
-) -> Result<(), String> {
+/// The self-test of a new version before it is swapped in: the plugin on trial over
+/// `events` must fault nowhere and give what `expect` names, line for line. `Err` says
+/// what differed.
+pub fn self_test(rt: &Runtime, trial: Trial, events: &Path, expect: &Path) -> Result<(), String> {
+    let Trial { plugin, processes } = trial;
     let rt = Arc::new(rt.sibling_without_cache());
     let file = std::fs::File::open(events).map_err(|e| format!("{}: {e}", events.display()))?;
     let (lines, faults) = match plugin.kind() {

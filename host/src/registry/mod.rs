@@ -266,11 +266,8 @@ pub fn load_planned(
     }
     let plugin = load(rt, source, &options, processes)?;
     if let Some((events, expect)) = &planned.selftest {
-        // A fresh instance of its own, over a process table of its own: the test's events
-        // must not become the plugin's state, nor the live processes the test's.
-        let table = crate::cli::plugin_test::trial_table();
-        let trial = load(rt, source, &options, &table)?;
-        crate::cli::plugin_test::self_test(rt, trial, table, events, expect).map_err(|reason| {
+        let trial = crate::cli::plugin_test::Trial::load(rt, source, &options)?;
+        crate::cli::plugin_test::self_test(rt, trial, events, expect).map_err(|reason| {
             LoadError::SelfTest {
                 origin: source.origin.clone(),
                 reason,
