@@ -362,38 +362,17 @@ fn auth_answers_do_not_wait_behind_a_stalled_batch() {
     within_async(Duration::from_secs(120), || async {
         let records = chain();
         let (listed, cdhash) = auth_exec_of_update(&records);
-        let rt = runtime_with(Limits {
-            call_timeout: Duration::from_secs(6),
-            ..test_limits()
-        });
-        let procs = processes();
-        let plugins = vec![
-            load_with(&rt, "fixture-loop", &[], &procs),
-            load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
-        ];
-        let pipeline = Pipeline::new(
-            rt,
-            plugins,
-            procs,
-            PipelineOptions {
-                auth: AuthPolicy {
-                    verdict_timeout: Duration::from_secs(2),
-                    kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
-                    ..AuthPolicy::default()
-                },
-                ..PipelineOptions::default()
-            },
-        );
+        let (rt, procs, plugins) = stalled_beside_prevent_list(Duration::from_secs(6), &cdhash);
         let input = format!("{}\n{listed}\n", records[0]);
-        let sink = SharedSink::default();
-        let summary = ward::detect::run::run_stream(
-            pipeline,
-            std::io::Cursor::new(input.into_bytes()),
-            sink.clone(),
-        )
-        .await
-        .unwrap();
-        let out = lines(&sink.bytes());
+        let options = PipelineOptions {
+            auth: AuthPolicy {
+                verdict_timeout: Duration::from_secs(2),
+                kinds: BTreeMap::from([("exec".to_owned(), Answer::Deny)]),
+                ..AuthPolicy::default()
+            },
+            ..PipelineOptions::default()
+        };
+        let (out, summary) = replay(rt, plugins, procs, options, input).await;
         let answer: Vec<&Value> = out.iter().filter(|f| f["rule"] == "auth-denied").collect();
         assert_eq!(answer.len(), 1, "{out:?}");
         assert_eq!(answer[0]["evidence"]["decided_by"], "prevent-list");
@@ -408,6 +387,28 @@ fn auth_answers_do_not_wait_behind_a_stalled_batch() {
             "the batch was stalled: {looped:?}"
         );
     });
+}
+
+/// A detector that spins in every call (`fixture-loop`, stopped at `call_timeout`) beside
+/// the prevent list, which denies `cdhash`.
+fn stalled_beside_prevent_list(
+    call_timeout: Duration,
+    cdhash: &str,
+) -> (
+    Arc<Runtime>,
+    ward::sandbox::state::SharedProcessTable,
+    Vec<Plugin>,
+) {
+    let rt = runtime_with(Limits {
+        call_timeout,
+        ..test_limits()
+    });
+    let procs = processes();
+    let plugins = vec![
+        load_with(&rt, "fixture-loop", &[], &procs),
+        load_with(&rt, "prevent-list", &[("cdhash", cdhash)], &procs),
+    ];
+    (rt, procs, plugins)
 }
 
 #[derive(Clone, Default)]
@@ -780,15 +781,7 @@ fn the_auth_lane_sees_the_process_table_up_to_date() {
             })
             .unwrap()
             .clone();
-        let rt = runtime_with(Limits {
-            call_timeout: Duration::from_secs(1),
-            ..test_limits()
-        });
-        let procs = processes();
-        let plugins = vec![
-            load_with(&rt, "fixture-loop", &[], &procs),
-            load_with(&rt, "prevent-list", &[("cdhash", &cdhash)], &procs),
-        ];
+        let (rt, procs, plugins) = stalled_beside_prevent_list(Duration::from_secs(1), &cdhash);
         // The detection stage takes events one at a time and stalls a second on each (the
         // loop); two large fillers close the reader's first chunk, so the fork and the AUTH
         // exec reach the stage only after its stall, and the lane long before.
